@@ -1,0 +1,258 @@
+"""Datasets: the built-in ones, user CSV files, and the deterministic train/validation/test split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ensembles.errors import ConfigError, DataError
+from ensembles.manifest import Task
+
+BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "blobs", "regression")
+_MAX_CLASSES_FOR_NUMERIC_TARGET = 20
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features and targets of one problem.
+
+    Attributes
+    ----------
+    X : ndarray (n_samples, n_features), float32
+    y : ndarray (n_samples,) int64 class indices for classification,
+        (n_samples, 1) float32 values for regression
+    task : {"classification", "regression"}
+    feature_names : list of str, length n_features
+    classes : list of str (index -> label) for classification, else None
+    source : str, where the data came from (dataset name or CSV path)
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    task: Task
+    feature_names: list[str]
+    classes: list[str] | None
+    source: str
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of classes (classification) or target columns (regression)."""
+        return len(self.classes) if self.classes is not None else self.y.shape[1]
+
+    def subset(self, index: np.ndarray) -> Dataset:
+        """The rows in ``index``."""
+        return Dataset(
+            self.X[index], self.y[index], self.task, self.feature_names, self.classes, self.source
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A deterministic train / validation / test partition; test is never trained or fitted on."""
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    record: dict[str, int | float]
+
+
+def load_builtin(name: str, seed: int = 0) -> Dataset:
+    """Load a built-in dataset by name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``digits``, ``breast_cancer``, ``wine``, ``diabetes`` (scikit-learn), ``blobs``
+        (noisy 5-class blobs with 10% label noise) or ``regression`` (Friedman #1 with noise).
+    seed : int
+        Seed of the two synthetic generators.
+    """
+    from sklearn import datasets
+
+    loaders = {
+        "digits": datasets.load_digits,
+        "breast_cancer": datasets.load_breast_cancer,
+        "wine": datasets.load_wine,
+        "diabetes": datasets.load_diabetes,
+    }
+    if name in loaders:
+        bunch = loaders[name]()
+        names = [str(feature) for feature in bunch.feature_names]
+        if name == "diabetes":
+            return _regression(bunch.data, bunch.target, names, name)
+        labels = [str(label) for label in bunch.target_names]
+        return _classification(bunch.data, bunch.target.astype(np.int64), names, labels, name)
+    if name == "blobs":
+        rng = np.random.default_rng(seed)
+        X, y = datasets.make_blobs(
+            n_samples=1500, n_features=8, centers=5, cluster_std=3.0, random_state=seed
+        )
+        flip = rng.random(len(y)) < 0.1
+        y[flip] = rng.integers(0, 5, flip.sum())
+        names = [f"x{i}" for i in range(X.shape[1])]
+        return _classification(X, y, names, [f"class_{i}" for i in range(5)], name)
+    if name == "regression":
+        X, y = datasets.make_friedman1(n_samples=1500, n_features=10, noise=1.0, random_state=seed)
+        return _regression(X, y, [f"x{i}" for i in range(X.shape[1])], name)
+    raise DataError(f"unknown dataset '{name}': choose one of {', '.join(BUILTIN_DATASETS)}")
+
+
+def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset:
+    """Load a CSV file with a header row; every column but ``target`` is a numeric feature.
+
+    The task is inferred when not given: a non-numeric target, or an integer target with at
+    most 20 distinct values, means classification; anything else regression. Class labels
+    may be strings or numbers and are kept as strings, sorted.
+
+    Raises
+    ------
+    DataError
+        With one line naming the problem: missing file, unknown target column, non-numeric
+        features, missing values, a single class, a non-numeric regression target.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot parse {path} as CSV: {str(exc).strip().splitlines()[0]}") from exc
+    columns = [str(column) for column in frame.columns]
+    frame.columns = columns
+    if target not in columns:
+        raise DataError(f"target column '{target}' not in {path.name}; columns are: {', '.join(columns)}")
+    features = [column for column in columns if column != target]
+    if not features:
+        raise DataError(f"{path.name} has no feature columns besides the target '{target}'")
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(f"non-numeric feature columns in {path.name}: {', '.join(non_numeric)}")
+    missing = frame.isna()
+    if missing.any().any():
+        column = next(c for c in columns if missing[c].any())
+        rows = np.flatnonzero(missing[column].to_numpy())
+        lines = ", ".join(str(row + 2) for row in rows[:3])
+        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        raise DataError(
+            f"missing values in {path.name}, column '{column}' at line {lines}{more}; "
+            "fill or drop those rows"
+        )
+    X = frame[features].to_numpy(dtype=np.float64)
+    if not np.isfinite(X).all():
+        column = features[int(np.flatnonzero(~np.isfinite(X).all(axis=0))[0])]
+        raise DataError(f"infinite values in {path.name}, column '{column}'")
+    values = frame[target]
+    numeric_target = pd.api.types.is_numeric_dtype(values)
+    if task is None:
+        few_integers = numeric_target and (
+            np.allclose(values, np.round(values)) and values.nunique() <= _MAX_CLASSES_FOR_NUMERIC_TARGET
+        )
+        task = "classification" if (not numeric_target or few_integers) else "regression"
+    if task == "regression":
+        if not numeric_target:
+            raise DataError(f"target column '{target}' is not numeric, so it cannot be regressed")
+        return _regression(X, values.to_numpy(dtype=np.float64), features, str(path))
+    labels = values.astype(str) if not numeric_target else values
+    uniques = sorted(pd.unique(labels), key=lambda v: (isinstance(v, str), v))
+    index = {label: i for i, label in enumerate(uniques)}
+    y = np.array([index[label] for label in labels], dtype=np.int64)
+    classes = [_label_text(label) for label in uniques]
+    return _classification(X, y, features, classes, str(path))
+
+
+def split_dataset(
+    dataset: Dataset,
+    seed: int = 0,
+    validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    min_train_rows: int = 10,
+) -> Splits:
+    """Split deterministically from ``seed`` (stratified for classification).
+
+    Raises
+    ------
+    DataError
+        When there are too few rows (or rows of a class) for the three splits.
+    ConfigError
+        When the fractions are not in (0, 1) or add up to 1 or more.
+    """
+    from sklearn.model_selection import train_test_split
+
+    for option, value in (("validation-fraction", validation_fraction), ("test-fraction", test_fraction)):
+        if not 0 < value < 1:
+            raise ConfigError(f"--{option} must be between 0 and 1, got {value}")
+    if validation_fraction + test_fraction >= 0.9:
+        raise ConfigError(
+            f"--validation-fraction {validation_fraction} and --test-fraction {test_fraction} "
+            "leave under 10% of the rows for training"
+        )
+    n_samples = len(dataset.y)
+    n_train = n_samples - round(n_samples * validation_fraction) - round(n_samples * test_fraction)
+    if n_train < min_train_rows or round(n_samples * test_fraction) < 2:
+        raise DataError(
+            f"{dataset.source} has {n_samples} rows: too few for a train/validation/test split "
+            f"(need at least {min_train_rows} training rows)"
+        )
+    stratify = dataset.y if dataset.task == "classification" else None
+    if stratify is not None:
+        smallest = int(np.bincount(dataset.y).min())
+        if smallest < 3:
+            label = dataset.classes[int(np.argmin(np.bincount(dataset.y)))]
+            raise DataError(
+                f"class '{label}' has {smallest} row(s) in {dataset.source}; "
+                "each class needs at least 3 for a stratified train/validation/test split"
+            )
+    index = np.arange(n_samples)
+    rest, test = train_test_split(
+        index, test_size=test_fraction, random_state=seed, stratify=stratify
+    )
+    relative = validation_fraction / (1 - test_fraction)
+    train, validation = train_test_split(
+        rest,
+        test_size=relative,
+        random_state=seed + 1,
+        stratify=None if stratify is None else stratify[rest],
+    )
+    record = {
+        "seed": seed,
+        "validation_fraction": validation_fraction,
+        "test_fraction": test_fraction,
+        "n_train": len(train),
+        "n_validation": len(validation),
+        "n_test": len(test),
+    }
+    return Splits(
+        dataset.subset(np.sort(train)),
+        dataset.subset(np.sort(validation)),
+        dataset.subset(np.sort(test)),
+        record,
+    )
+
+
+def _classification(
+    X: np.ndarray, y: np.ndarray, features: list[str], classes: list[str], source: str
+) -> Dataset:
+    if len(classes) < 2:
+        raise DataError(
+            f"the target of {source} has a single class ('{classes[0]}'); "
+            "classification needs at least two"
+        )
+    return Dataset(X.astype(np.float32), y, "classification", features, classes, source)
+
+
+def _regression(X: np.ndarray, y: np.ndarray, features: list[str], source: str) -> Dataset:
+    values = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+    return Dataset(X.astype(np.float32), values, "regression", features, None, source)
+
+
+def _label_text(label: object) -> str:
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
+
+

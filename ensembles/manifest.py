@@ -1,0 +1,121 @@
+"""The manifest: the schema of ``manifest.json``, the single source of truth of a version."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ensembles.errors import IntegrityError
+
+SCHEMA_VERSION = 1
+Task = Literal["classification", "regression"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    """The one input tensor every member takes: raw features, float32, ``(batch, n_features)``."""
+
+    name: str = "input"
+    dtype: Literal["float32"] = "float32"
+    feature_names: list[str]
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns."""
+        return len(self.feature_names)
+
+
+class OutputSpec(_Model):
+    """What every member returns.
+
+    ``name`` is the ONNX output holding probabilities ``(batch, n_classes)`` or values
+    ``(batch, n_targets)``; ``variance_name`` is the second output of Gaussian-head
+    regression members (aleatoric variance, same shape), else None.
+    """
+
+    name: Literal["probabilities", "value"]
+    n_outputs: int = Field(ge=1)
+    variance_name: Literal["variance"] | None = None
+
+
+class MemberInfo(_Model):
+    """One trained network of the ensemble."""
+
+    id: str
+    file: str
+    seed: int
+    rows: dict[str, Any] = Field(description="the rule that regenerates the rows it trained on")
+    epoch: int | None = None
+    cycle: int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    val_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class CombinerInfo(_Model):
+    """A fitted combiner: its JSON state, where it learned, and how it scored."""
+
+    kind: str
+    state: dict[str, Any]
+    fitted_on: dict[str, Any]
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+    heldout_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class StrategyInfo(_Model):
+    """How the members were produced."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_Model):
+    """Everything known about one published version of an ensemble."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str
+    version: int = Field(ge=1)
+    created: str
+    task: Task
+    classes: list[str] | None = None
+    input: InputSpec
+    output: OutputSpec
+    strategy: StrategyInfo
+    members: list[MemberInfo]
+    files: dict[str, str] = Field(description="relative path -> sha256 of every file but this one")
+    combiners: dict[str, CombinerInfo] = Field(default_factory=dict)
+    default_combiner: str
+    baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+    split: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    library_versions: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def n_members(self) -> int:
+        """Number of members."""
+        return len(self.members)
+
+    def to_json(self) -> str:
+        """Serialize to indented JSON text."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "manifest.json") -> Manifest:
+        """Parse and validate manifest text.
+
+        Raises
+        ------
+        IntegrityError
+            When the text is not JSON or does not follow the schema; the message names
+            ``source`` and the first offending field.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(root)"
+            raise IntegrityError(f"{source} is invalid at '{where}': {first['msg']}") from exc
