@@ -125,7 +125,9 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     columns = [str(column) for column in frame.columns]
     frame.columns = columns
     if target not in columns:
-        raise DataError(f"target column '{target}' not in {path.name}; columns are: {', '.join(columns)}")
+        raise DataError(
+            f"target column '{target}' not in {path.name}; columns are: {', '.join(columns)}"
+        )
     features = [column for column in columns if column != target]
     if not features:
         raise DataError(f"{path.name} has no feature columns besides the target '{target}'")
@@ -150,7 +152,8 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     numeric_target = pd.api.types.is_numeric_dtype(values)
     if task is None:
         few_integers = numeric_target and (
-            np.allclose(values, np.round(values)) and values.nunique() <= _MAX_CLASSES_FOR_NUMERIC_TARGET
+            np.allclose(values, np.round(values))
+            and values.nunique() <= _MAX_CLASSES_FOR_NUMERIC_TARGET
         )
         task = "classification" if (not numeric_target or few_integers) else "regression"
     if task == "regression":
@@ -183,7 +186,10 @@ def split_dataset(
     """
     from sklearn.model_selection import train_test_split
 
-    for option, value in (("validation-fraction", validation_fraction), ("test-fraction", test_fraction)):
+    for option, value in (
+        ("validation-fraction", validation_fraction),
+        ("test-fraction", test_fraction),
+    ):
         if not 0 < value < 1:
             raise ConfigError(f"--{option} must be between 0 and 1, got {value}")
     if validation_fraction + test_fraction >= 0.9:
@@ -254,5 +260,3 @@ def _label_text(label: object) -> str:
     if isinstance(label, float) and label.is_integer():
         return str(int(label))
     return str(label)
-
-

@@ -41,7 +41,9 @@ class SplitPredictions:
     def rows(self, index: np.ndarray) -> SplitPredictions:
         """The same split restricted to the rows in ``index``."""
         variances = None if self.member_variances is None else self.member_variances[:, index]
-        return SplitPredictions(self.X[index], self.y[index], self.member_preds[:, index], variances)
+        return SplitPredictions(
+            self.X[index], self.y[index], self.member_preds[:, index], variances
+        )
 
 
 @dataclass(frozen=True)

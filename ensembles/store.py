@@ -110,7 +110,9 @@ class ModelStore:
         """Folder of one version (it may not exist)."""
         return self.root / validate_name(name) / str(int(version))
 
-    def load_manifest(self, name: str, version: int | None = None, *, verify: bool = True) -> Manifest:
+    def load_manifest(
+        self, name: str, version: int | None = None, *, verify: bool = True
+    ) -> Manifest:
         """Read a version's manifest, verifying every file's sha256 unless ``verify`` is False.
 
         Raises

@@ -1,0 +1,248 @@
+"""``ensembles-train`` / ``python scripts/train.py``: train an ensemble and publish it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ensembles.cli.common import (
+    OneLineParser,
+    add_data_options,
+    check_data_options,
+    format_table,
+    run_command,
+)
+from ensembles.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The training command's options, with sensible defaults for every one."""
+    parser = OneLineParser(
+        prog="ensembles-train",
+        description="Train an ensemble of MLPs, export every member to ONNX, fit the combiners "
+        "on held-out predictions and publish one version to the model store.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_options(parser)
+    ensemble = parser.add_argument_group("ensemble")
+    ensemble.add_argument(
+        "--strategy",
+        default="snapshot",
+        choices=["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"],
+        help="how members are produced",
+    )
+    ensemble.add_argument(
+        "--members",
+        type=int,
+        default=5,
+        help="members: snapshot cycles, horizontal checkpoints, folds or runs",
+    )
+    ensemble.add_argument("--name", default=None, help="ensemble name (default: the dataset's)")
+    ensemble.add_argument("--store", default="model_store", help="model store folder")
+    ensemble.add_argument("--jobs", type=int, default=1, help="processes for independent members")
+    ensemble.add_argument(
+        "--subsample-fraction",
+        type=float,
+        default=None,
+        help="subsample: share of training rows per member (default 0.7)",
+    )
+    ensemble.add_argument(
+        "--variants",
+        default=None,
+        help="repeat: JSON list of setting overrides cycled over members, e.g. "
+        '\'[{"hidden_sizes": [64]}, {"learning_rate": 0.003}]\'',
+    )
+    ensemble.add_argument(
+        "--spacing",
+        type=int,
+        default=None,
+        help="horizontal: epochs between checkpoints (default 1)",
+    )
+    network = parser.add_argument_group("member network")
+    network.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
+    network.add_argument(
+        "--activation", default="relu", choices=["relu", "tanh", "gelu", "elu", "leaky_relu"]
+    )
+    network.add_argument("--dropout", type=float, default=0.1)
+    network.add_argument("--batch-norm", action="store_true", help="batch norm after each layer")
+    network.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help="feed raw features (statistics otherwise live inside the network)",
+    )
+    network.add_argument(
+        "--gaussian-head",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="regression: predict mean and variance (Gaussian NLL) for aleatoric uncertainty",
+    )
+    learning = parser.add_argument_group("learning")
+    learning.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    learning.add_argument("--learning-rate", type=float, default=1e-3)
+    learning.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    learning.add_argument("--batch-size", type=int, default=64)
+    learning.add_argument("--epochs", type=int, default=30)
+    learning.add_argument("--weight-decay", type=float, default=0.0)
+    learning.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
+    learning.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping patience in epochs (independent strategies)",
+    )
+    learning.add_argument("--input-noise", type=float, default=0.0, help="Gaussian input noise")
+    combining = parser.add_argument_group("combiners")
+    combining.add_argument(
+        "--combiners",
+        nargs="+",
+        default=None,
+        help="combiners to fit (default: all that apply): mean vote blend caruana stack "
+        "weight_average",
+    )
+    combining.add_argument("--default-combiner", default=None, help="default: best held-out loss")
+    combining.add_argument(
+        "--combiner-fit",
+        default="heldout",
+        choices=["heldout", "validation", "in_sample"],
+        help="rows combiners learn from; in_sample leaks and is recorded as such",
+    )
+    combining.add_argument("--calibrate", action="store_true", help="temperature scaling")
+    combining.add_argument("--weight-averaging", default="uniform", choices=["uniform", "greedy"])
+    combining.add_argument(
+        "--force-weight-averaging",
+        action="store_true",
+        help="average the weights of independent members anyway",
+    )
+    combining.add_argument("--interval-level", type=float, default=0.9)
+    split = parser.add_argument_group("split")
+    split.add_argument("--validation-fraction", type=float, default=0.2)
+    split.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports torch lazily
+    """Translate parsed options into a :class:`TrainRequest`, rejecting contradictions."""
+    from ensembles.training.config import TrainConfig
+    from ensembles.training.pipeline import TrainRequest
+    from ensembles.training.strategies import StrategyOptions
+
+    check_data_options(args)
+    only = {"subsample_fraction": "subsample", "variants": "repeat", "spacing": "horizontal"}
+    for option, strategy in only.items():
+        if getattr(args, option) is not None and args.strategy != strategy:
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"{flag} applies to --strategy {strategy}, not {args.strategy}")
+    variants = []
+    if args.variants is not None:
+        try:
+            variants = json.loads(args.variants)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"--variants is not valid JSON: {exc.msg} at column {exc.colno}"
+            ) from exc
+        if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+            raise ConfigError("--variants must be a JSON list of objects of setting overrides")
+    config = TrainConfig(
+        hidden_sizes=tuple(args.hidden_sizes),
+        activation=args.activation,
+        dropout=args.dropout,
+        batch_norm=args.batch_norm,
+        standardize=args.standardize,
+        gaussian_head=args.gaussian_head,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        grad_clip=args.grad_clip,
+        patience=args.patience,
+        input_noise=args.input_noise,
+    )
+    options = StrategyOptions(
+        subsample_fraction=args.subsample_fraction or 0.7,
+        variants=variants,
+        spacing=args.spacing or 1,
+    )
+    return TrainRequest(
+        dataset=None if args.csv else (args.dataset or "digits"),
+        csv=Path(args.csv) if args.csv else None,
+        target=args.target,
+        task=args.task,
+        strategy=args.strategy,
+        members=args.members,
+        name=args.name,
+        store=Path(args.store),
+        seed=args.seed,
+        jobs=args.jobs,
+        config=config,
+        options=options,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        combiners=tuple(args.combiners) if args.combiners else None,
+        default_combiner=args.default_combiner,
+        combiner_fit=args.combiner_fit,
+        calibrate=args.calibrate,
+        weight_averaging=args.weight_averaging,
+        force_weight_averaging=args.force_weight_averaging,
+        interval_level=args.interval_level,
+        progress=not args.quiet,
+    )
+
+
+def summary(report) -> str:  # noqa: ANN001 - TrainReport, imported lazily with torch
+    """The end-of-run tables: members, then combiners against the single-member baselines."""
+    manifest = report.manifest
+    metric = "val_accuracy" if manifest.task == "classification" else "val_rmse"
+    member_rows = [
+        (
+            info.id,
+            info.epoch,
+            info.cycle,
+            info.rows.get("n_rows"),
+            info.val_metrics["val_loss"],
+            info.val_metrics["val_metric"],
+            info.val_metrics["train_seconds"],
+        )
+        for info in manifest.members
+    ]
+    members = format_table(
+        ["member", "epoch", "cycle", "rows", "val_loss", metric, "seconds"], member_rows
+    )
+    keys = list(next(iter(manifest.combiners.values())).test_metrics)
+    rows = [
+        (
+            name + (" (default)" if name == manifest.default_combiner else ""),
+            *[info.test_metrics.get(key) for key in keys],
+        )
+        for name, info in manifest.combiners.items()
+    ]
+    rows += [(name, *[m.get(key) for key in keys]) for name, m in manifest.baselines.items()]
+    combiners = format_table(["test split", *keys], rows)
+    return (
+        f"{members}\n\n{combiners}\n\npublished {manifest.name} version {manifest.version} "
+        f"in {report.seconds:.1f} s\nserve it: python -m serving --store {Path(report.store)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, train, publish and print the summary; returns the exit status."""
+    args = build_parser().parse_args(argv)
+
+    def train() -> int:
+        from ensembles.training.pipeline import run_training
+
+        request = request_from_args(args)
+        report = run_training(request)
+        print(summary(report))
+        return 0
+
+    return run_command(train)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The torch side: member networks, the one training loop, strategies, export and publishing."""

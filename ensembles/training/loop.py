@@ -1,0 +1,226 @@
+"""The one training loop every strategy uses, with callbacks for schedules and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ensembles.training.config import TrainConfig
+from ensembles.training.network import MemberNetwork
+
+State = dict[str, torch.Tensor]
+
+
+class Callback:
+    """Hooks into :func:`fit_member`; every method is optional."""
+
+    def learning_rate(self, step: int, steps_per_epoch: int) -> float | None:
+        """The learning rate for optimizer step ``step`` (0-based), or None to keep it."""
+        return None
+
+    def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
+        """Called after each epoch (1-based) with its log; return True to stop training."""
+        return False
+
+    def on_train_end(self, network: MemberNetwork) -> None:
+        """Called once when training ends."""
+
+
+@dataclass
+class FitResult:
+    """What one training run produced.
+
+    Attributes
+    ----------
+    curves : list of dict
+        One entry per epoch: epoch, train_loss, val_loss, train_metric, val_metric,
+        learning_rate. The metric is accuracy (classification) or RMSE (regression).
+    epochs_run : int
+    diverged : bool
+        True when the training loss became NaN or infinite (training then stops).
+    """
+
+    curves: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+    diverged: bool = False
+
+
+def snapshot_state(network: nn.Module) -> State:
+    """A detached copy of a module's parameters and buffers."""
+    return {key: value.detach().clone() for key, value in network.state_dict().items()}
+
+
+def fit_member(
+    network: MemberNetwork,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig,
+    seed: int,
+    callbacks: list[Callback] | None = None,
+) -> FitResult:
+    """Train ``network`` in place and record its learning curves.
+
+    Parameters
+    ----------
+    network : MemberNetwork
+    X_train : ndarray (n_train, n_features)
+    y_train : ndarray (n_train,) int class indices or (n_train, n_outputs) float values
+    X_val, y_val : the validation rows, same layout
+    config : TrainConfig
+    seed : int
+        Seeds batch order, dropout and input noise.
+    callbacks : list of Callback
+
+    Returns
+    -------
+    FitResult
+    """
+    callbacks = callbacks or []
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_train, t_train = _tensors(network, X_train, y_train)
+    x_val, t_val = _tensors(network, X_val, y_val)
+    optimizer = _optimizer(network, config)
+    loss_fn = _loss_function(network)
+    n_rows = len(x_train)
+    steps_per_epoch = math.ceil(n_rows / config.batch_size)
+    result = FitResult()
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        order = torch.randperm(n_rows, generator=generator)
+        total_loss, total_metric = 0.0, 0.0
+        learning_rate = optimizer.param_groups[0]["lr"]
+        for start in range(0, n_rows, config.batch_size):
+            rows = order[start : start + config.batch_size]
+            if len(rows) < 2 and network.has_batch_norm:
+                continue
+            learning_rate = _scheduled_rate(callbacks, step, steps_per_epoch, optimizer)
+            inputs = x_train[rows]
+            if config.input_noise > 0:
+                inputs = inputs + config.input_noise * torch.randn(
+                    inputs.shape, generator=generator
+                )
+            output = network(inputs)
+            loss = loss_fn(output, t_train[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            total_loss += float(loss) * len(rows)
+            total_metric += _metric_sum(network, output.detach(), t_train[rows])
+        train_loss = total_loss / n_rows
+        log = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_metric": _finish_metric(network, total_metric, n_rows),
+            **_evaluate(network, loss_fn, x_val, t_val),
+            "learning_rate": learning_rate,
+        }
+        result.curves.append(log)
+        result.epochs_run = epoch
+        if not math.isfinite(train_loss):
+            result.diverged = True
+            break
+        stop = [callback.on_epoch_end(epoch, network, log) for callback in callbacks]
+        if any(stop):
+            break
+    for callback in callbacks:
+        callback.on_train_end(network)
+    network.eval()
+    return result
+
+
+def member_outputs(network: MemberNetwork, X: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Served outputs on raw features, as numpy: ``(probabilities,)`` or ``(value[, variance])``."""
+    network.eval()
+    with torch.no_grad():
+        outputs = network.predict(torch.as_tensor(X, dtype=torch.float32))
+    return tuple(output.numpy().astype(np.float64) for output in outputs)
+
+
+def _tensors(
+    network: MemberNetwork, X: np.ndarray, y: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        inputs = network.standardize(torch.as_tensor(X, dtype=torch.float32))
+    if network.task == "classification":
+        return inputs, torch.as_tensor(y, dtype=torch.long)
+    targets = (torch.as_tensor(y, dtype=torch.float32) - network.target_mean) / network.target_scale
+    return inputs, targets
+
+
+def _optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            network.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(
+        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+
+
+def _loss_function(network: MemberNetwork) -> Any:
+    if network.task == "classification":
+        return nn.CrossEntropyLoss()
+    if not network.gaussian:
+        return nn.MSELoss()
+    gaussian_nll = nn.GaussianNLLLoss(full=True)
+    n = network.n_outputs
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return gaussian_nll(output[:, :n], target, torch.exp(output[:, n:]))
+
+    return loss
+
+
+def _scheduled_rate(
+    callbacks: list[Callback], step: int, steps_per_epoch: int, optimizer: torch.optim.Optimizer
+) -> float:
+    for callback in callbacks:
+        rate = callback.learning_rate(step, steps_per_epoch)
+        if rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _metric_sum(network: MemberNetwork, output: torch.Tensor, target: torch.Tensor) -> float:
+    """Correct predictions (classification) or summed squared error in target units."""
+    if network.task == "classification":
+        return float((output.argmax(dim=1) == target).sum())
+    error = (output[:, : network.n_outputs] - target) * network.target_scale
+    return float((error**2).mean(dim=1).sum())
+
+
+def _finish_metric(network: MemberNetwork, total: float, n_rows: int) -> float:
+    return total / n_rows if network.task == "classification" else math.sqrt(total / n_rows)
+
+
+def _evaluate(
+    network: MemberNetwork, loss_fn: Any, inputs: torch.Tensor, targets: torch.Tensor
+) -> dict[str, float]:
+    network.eval()
+    with torch.no_grad():
+        output = network(inputs)
+        loss = float(loss_fn(output, targets))
+        metric = _finish_metric(network, _metric_sum(network, output, targets), len(inputs))
+    return {"val_loss": loss, "val_metric": metric}
+
+
+def restore(network: nn.Module, state: State) -> None:
+    """Load a state captured by :func:`snapshot_state`."""
+    network.load_state_dict(copy.deepcopy(state))

@@ -1,0 +1,119 @@
+"""The member network: an MLP with input standardization and output transform built in."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ensembles.manifest import Task
+from ensembles.training.config import TrainConfig
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+_MIN_VARIANCE = 1e-6
+
+
+class MemberNetwork(nn.Module):
+    """An MLP member.
+
+    ``forward`` returns what the loss needs: logits (classification), standardized values,
+    or standardized mean and log-variance (Gaussian head). ``predict`` returns what is
+    exported and served: probabilities, or values (and variances) in the target's units.
+    Input and target statistics are buffers, so the exported graph takes raw features.
+
+    Parameters
+    ----------
+    n_features, n_outputs : int
+    task : {"classification", "regression"}
+    config : TrainConfig
+    input_mean, input_scale : ndarray (n_features,)
+    target_mean, target_scale : ndarray (n_outputs,)
+        Regression target statistics (ignored for classification).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        task: Task,
+        config: TrainConfig,
+        input_mean: np.ndarray,
+        input_scale: np.ndarray,
+        target_mean: np.ndarray | None = None,
+        target_scale: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.gaussian = task == "regression" and config.gaussian_head
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in config.hidden_sizes:
+            layers.append(nn.Linear(width, size))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(_ACTIVATIONS[config.activation]())
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, n_outputs * (2 if self.gaussian else 1))
+        self.n_outputs = n_outputs
+        self.has_batch_norm = config.batch_norm
+        ones = np.ones(n_outputs, dtype=np.float32)
+        self.register_buffer("input_mean", _tensor(input_mean))
+        self.register_buffer("input_scale", _tensor(input_scale))
+        self.register_buffer(
+            "target_mean", _tensor(target_mean if target_mean is not None else 0 * ones)
+        )
+        self.register_buffer(
+            "target_scale", _tensor(target_scale if target_scale is not None else ones)
+        )
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw features to the scale the layers see."""
+        return (x - self.input_mean) / self.input_scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Training output on standardized inputs ``z`` (batch, n_features).
+
+        Returns logits (batch, n_classes), standardized values (batch, n_outputs), or for a
+        Gaussian head the standardized mean and log-variance side by side (batch, 2*n_outputs).
+        """
+        return self.head(self.body(z))
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Served outputs on raw features ``x`` (batch, n_features).
+
+        Returns ``(probabilities,)``, ``(value,)`` or ``(value, variance)``, each
+        (batch, n_outputs), in the target's units.
+        """
+        raw = self.forward(self.standardize(x))
+        if self.task == "classification":
+            return (torch.softmax(raw, dim=-1),)
+        if not self.gaussian:
+            return (raw * self.target_scale + self.target_mean,)
+        mean, log_variance = raw[:, : self.n_outputs], raw[:, self.n_outputs :]
+        variance = (torch.exp(log_variance) + _MIN_VARIANCE) * self.target_scale**2
+        return mean * self.target_scale + self.target_mean, variance
+
+
+class ExportedMember(nn.Module):
+    """The exported face of a member: ``forward`` is ``MemberNetwork.predict``."""
+
+    def __init__(self, network: MemberNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Probabilities, or values (and variances), on raw features."""
+        return self.network.predict(x)
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.float32))

@@ -1,0 +1,427 @@
+"""The main job: data -> members -> ONNX -> combiners -> one atomically published version."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensembles.data import Dataset, Splits, load_builtin, load_csv, split_dataset
+from ensembles.errors import ConfigError
+from ensembles.evaluation import (
+    CombinerResult,
+    baseline_metrics,
+    choose_default,
+    evaluate_predictions,
+    fit_combiners,
+)
+from ensembles.export import export_member, output_spec
+from ensembles.heldout import FitSource, HeldoutPredictions, SplitPredictions, combiner_fit_set
+from ensembles.manifest import (
+    CombinerInfo,
+    InputSpec,
+    Manifest,
+    MemberInfo,
+    StrategyInfo,
+    Task,
+)
+from ensembles.store import ModelStore, validate_name
+from ensembles.training.config import TrainConfig
+from ensembles.training.loop import member_outputs
+from ensembles.training.network import MemberNetwork
+from ensembles.training.plans import out_of_sample_rows, training_rows
+from ensembles.training.strategies import (
+    INDEPENDENT_STRATEGIES,
+    STRATEGIES,
+    StrategyOptions,
+    TrainedMember,
+    TrainingData,
+    train_members,
+)
+from ensembles.training.weight_averaging import (
+    SoupMethod,
+    average_weights,
+    check_weight_averaging,
+    greedy_soup,
+)
+
+logger = logging.getLogger(__name__)
+
+AVERAGED_FILE = "averaged.onnx"
+CURVES_FILE = "curves.json"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything the main job needs; every field has a working default.
+
+    Attributes
+    ----------
+    dataset : str or None
+        Built-in dataset name; ignored when ``csv`` is given.
+    csv, target : user CSV file and its target column.
+    task : forced task for a CSV (inferred when None).
+    strategy : one of bagging, kfold, subsample, repeat, horizontal, snapshot.
+    members : members (snapshot cycles, horizontal checkpoints, folds, runs).
+    epochs : overrides ``config.epochs`` when given.
+    name : ensemble name (default: the dataset name or the CSV file's stem).
+    store : model store folder.
+    seed : seeds the split and every member.
+    jobs : processes for independent members.
+    config : TrainConfig of each member.
+    options : StrategyOptions.
+    combiners : names of the combiners to fit (None: every one that applies).
+    default_combiner : overrides the automatic choice (best held-out loss).
+    combiner_fit : rows combiners learn from; ``"in_sample"`` leaks and must be asked for.
+    calibrate : temperature-scale the combined classification outputs.
+    weight_averaging : ``uniform`` (SWA) or ``greedy`` (soup).
+    force_weight_averaging : average independent members anyway.
+    interval_level : central prediction interval level (regression).
+    """
+
+    dataset: str | None = "digits"
+    csv: Path | None = None
+    target: str | None = None
+    task: Task | None = None
+    strategy: str = "snapshot"
+    members: int = 5
+    epochs: int | None = None
+    name: str | None = None
+    store: Path = Path("model_store")
+    seed: int = 0
+    jobs: int = 1
+    config: TrainConfig = field(default_factory=TrainConfig)
+    options: StrategyOptions = field(default_factory=StrategyOptions)
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+    combiners: tuple[str, ...] | None = None
+    default_combiner: str | None = None
+    combiner_fit: FitSource = "heldout"
+    calibrate: bool = False
+    weight_averaging: SoupMethod = "uniform"
+    force_weight_averaging: bool = False
+    interval_level: float = 0.9
+    progress: bool = True
+
+    @property
+    def ensemble_name(self) -> str:
+        """The name the version is published under."""
+        if self.name:
+            return self.name
+        stem = Path(self.csv).stem if self.csv else (self.dataset or "ensemble")
+        return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower()).strip("-_")
+
+
+@dataclass
+class TrainReport:
+    """What a finished run published, for summaries."""
+
+    manifest: Manifest
+    members: list[TrainedMember]
+    seconds: float
+    store: Path
+
+
+def train_ensemble(request: TrainRequest) -> Manifest:
+    """Run the main job and return the published manifest (see :func:`run_training`)."""
+    return run_training(request).manifest
+
+
+def run_training(request: TrainRequest) -> TrainReport:
+    """Load data, train members, export them, fit combiners and publish one version.
+
+    Nothing is written to the store until every member is trained, exported and checked;
+    then the version appears atomically, or not at all.
+
+    Raises
+    ------
+    ConfigError, DataError, ExportError, StoreError
+        With a one-line message naming the problem.
+    """
+    start = time.perf_counter()
+    config = _validated_config(request)
+    splits = split_dataset(
+        load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
+    )
+    _check_rows(request, splits)
+    data = TrainingData(
+        splits.train.X,
+        splits.train.y,
+        splits.validation.X,
+        splits.validation.y,
+        splits.train.task,
+        splits.train.n_outputs,
+    )
+    wants_averaging = _wants_weight_averaging(request)
+    members, params = train_members(
+        request.strategy,
+        request.members,
+        data,
+        config,
+        request.seed,
+        request.options,
+        request.jobs,
+        request.progress,
+    )
+    networks = [member.network(data) for member in members]
+    heldout = predict_heldout(request, splits, members, networks)
+    averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
+    store = ModelStore(request.store)
+
+    def write(folder: Path, version: int) -> Manifest:
+        parity = [
+            export_member(
+                network, folder / f"members/{member.plan.member_id}.onnx", splits.validation.X
+            )
+            for member, network in zip(members, networks, strict=True)
+        ]
+        if averaged is not None:
+            export_member(averaged[0], folder / AVERAGED_FILE, splits.validation.X)
+        heldout.save(folder / "heldout.npz")
+        curves = {member.plan.member_id: member.curves for member in members}
+        (folder / CURVES_FILE).write_text(json.dumps(curves, indent=1, allow_nan=True))
+        return _manifest(
+            request, version, splits, members, params, networks, heldout, averaged, parity
+        )
+
+    manifest = store.publish(request.ensemble_name, write)
+    return TrainReport(manifest, members, time.perf_counter() - start, request.store)
+
+
+def load_dataset(request: TrainRequest) -> Dataset:
+    """The request's dataset: a CSV when ``csv`` is set, else the built-in one."""
+    if request.csv is not None:
+        if not request.target:
+            raise ConfigError("--csv needs --target COLUMN naming the column to predict")
+        return load_csv(request.csv, request.target, request.task)
+    dataset = load_builtin(request.dataset or "digits", request.seed)
+    if request.task is not None and request.task != dataset.task:
+        raise ConfigError(
+            f"--task {request.task} contradicts dataset '{request.dataset}', which is {dataset.task}"
+        )
+    return dataset
+
+
+def predict_heldout(
+    request: TrainRequest,
+    splits: Splits,
+    members: list[TrainedMember],
+    networks: list[MemberNetwork],
+) -> HeldoutPredictions:
+    """Member predictions on validation and test, and out-of-sample ones on training rows."""
+
+    def predict(X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = [member_outputs(network, X) for network in networks]
+        preds = np.stack([output[0] for output in outputs])
+        variances = np.stack([output[1] for output in outputs]) if len(outputs[0]) > 1 else None
+        return preds, variances
+
+    def split(dataset: Dataset) -> SplitPredictions:
+        return SplitPredictions(dataset.X, dataset.y, *predict(dataset.X))
+
+    train = in_sample = None
+    n_train = len(splits.train.y)
+    if request.strategy in {"bagging", "kfold", "subsample"}:
+        full = split(splits.train)
+        mask = np.ones((len(members), n_train), dtype=bool)
+        for index, member in enumerate(members):
+            mask[index, out_of_sample_rows(member.plan.rows, n_train)] = False
+        preds = np.where(mask[:, :, None], np.nan, full.member_preds)
+        variances = None
+        if full.member_variances is not None:
+            variances = np.where(mask[:, :, None], np.nan, full.member_variances)
+        train = SplitPredictions(full.X, full.y, preds, variances)
+    if request.combiner_fit == "in_sample":
+        in_sample = split(splits.train)
+    return HeldoutPredictions(split(splits.validation), split(splits.test), train, in_sample)
+
+
+def _manifest(
+    request: TrainRequest,
+    version: int,
+    splits: Splits,
+    members: list[TrainedMember],
+    params: dict[str, Any],
+    networks: list[MemberNetwork],
+    heldout: HeldoutPredictions,
+    averaged: tuple[MemberNetwork, list[int]] | None,
+    parity: list[float],
+) -> Manifest:
+    task = splits.train.task
+    fit_set = combiner_fit_set(heldout, request.combiner_fit)
+    results = fit_combiners(
+        task, fit_set, heldout, request.combiners, request.calibrate, request.interval_level
+    )
+    if averaged is not None:
+        results["weight_average"] = _averaged_result(request, averaged, heldout, members)
+    default = choose_default(results, request.default_combiner)
+    n_train = len(splits.train.y)
+    member_infos = []
+    for member, difference in zip(members, parity, strict=True):
+        final = member.curves[member.epoch - 1] if member.curves else {}
+        member_infos.append(
+            MemberInfo(
+                id=member.plan.member_id,
+                file=f"members/{member.plan.member_id}.onnx",
+                seed=member.plan.seed,
+                rows={**member.plan.rows, "n_rows": len(training_rows(member.plan.rows, n_train))},
+                epoch=member.epoch,
+                cycle=member.cycle,
+                settings=member.plan.settings,
+                val_metrics={
+                    "val_loss": float(final.get("val_loss", float("nan"))),
+                    "val_metric": float(final.get("val_metric", float("nan"))),
+                    "onnx_max_abs_diff": difference,
+                    "train_seconds": member.seconds,
+                },
+            )
+        )
+    return Manifest(
+        name=request.ensemble_name,
+        version=version,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        task=task,
+        classes=splits.train.classes,
+        input=InputSpec(feature_names=splits.train.feature_names),
+        output=output_spec(networks[0]),
+        strategy=StrategyInfo(name=request.strategy, params=params),
+        members=member_infos,
+        files={},
+        combiners={name: result.info for name, result in results.items()},
+        default_combiner=default,
+        baselines=baseline_metrics(task, heldout, request.interval_level),
+        split={**splits.record, "source": splits.train.source},
+        training={
+            "config": members[0].config.to_dict()
+            if request.strategy != "repeat"
+            else request.config.to_dict(),
+            "combiner_fit": request.combiner_fit,
+            "calibrate": request.calibrate,
+            "interval_level": request.interval_level,
+            "weight_averaging": request.weight_averaging if averaged is not None else None,
+        },
+        library_versions=_library_versions(),
+    )
+
+
+def _averaged_result(
+    request: TrainRequest,
+    averaged: tuple[MemberNetwork, list[int]],
+    heldout: HeldoutPredictions,
+    members: list[TrainedMember],
+) -> CombinerResult:
+    network, chosen = averaged
+    ids = [members[i].plan.member_id for i in chosen]
+    test_pred = member_outputs(network, heldout.test.X)
+    val_pred = member_outputs(network, heldout.validation.X)
+    test_metrics = evaluate_predictions(
+        heldout.test,
+        test_pred[0],
+        chosen,
+        request.interval_level,
+        test_pred[1] if len(test_pred) > 1 else None,
+    )
+    val_metrics = evaluate_predictions(
+        heldout.validation,
+        val_pred[0],
+        chosen,
+        request.interval_level,
+        val_pred[1] if len(val_pred) > 1 else None,
+    )
+    state = {
+        "kind": "weight_average",
+        "file": AVERAGED_FILE,
+        "members": ids,
+        "method": request.weight_averaging,
+        "forced": request.strategy in INDEPENDENT_STRATEGIES,
+    }
+    fitted_on = {
+        "source": "training rows (the members' own trajectory)",
+        "selection": "validation" if request.weight_averaging == "greedy" else None,
+    }
+    info = CombinerInfo(
+        kind="weight_average",
+        state=state,
+        fitted_on=fitted_on,
+        test_metrics=test_metrics,
+        heldout_metrics=val_metrics,
+    )
+    return CombinerResult(info, None)
+
+
+def _weight_average(
+    request: TrainRequest, data: TrainingData, networks: list[MemberNetwork], splits: Splits
+) -> tuple[MemberNetwork, list[int]]:
+    if request.weight_averaging == "uniform":
+        return average_weights(networks, data.X_train), list(range(len(networks)))
+    validation = splits.validation
+
+    def loss(network: MemberNetwork) -> float:
+        pred = member_outputs(network, validation.X)[0]
+        if validation.task == "classification":
+            return float(
+                -np.mean(np.log(np.clip(pred[np.arange(len(pred)), validation.y], 1e-15, 1)))
+            )
+        return float(np.mean((pred - validation.y) ** 2))
+
+    return greedy_soup(networks, data.X_train, loss)
+
+
+def _wants_weight_averaging(request: TrainRequest) -> bool:
+    asked = request.combiners is not None and "weight_average" in request.combiners
+    if asked or request.force_weight_averaging:
+        check_weight_averaging(request.strategy, request.force_weight_averaging)
+        return True
+    if request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES:
+        return True
+    return False
+
+
+def _validated_config(request: TrainRequest) -> TrainConfig:
+    problems = []
+    if request.strategy not in STRATEGIES:
+        problems.append(
+            f"unknown --strategy '{request.strategy}': choose one of {', '.join(STRATEGIES)}"
+        )
+    minimum = 2 if request.strategy == "kfold" else 1
+    if request.members < minimum:
+        problems.append(
+            f"--members must be at least {minimum} for {request.strategy}, got {request.members}"
+        )
+    if request.jobs < 1:
+        problems.append(f"--jobs must be at least 1, got {request.jobs}")
+    if not 0 < request.interval_level < 1:
+        problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    validate_name(request.ensemble_name)
+    if request.epochs is not None:
+        return request.config.with_overrides({"epochs": request.epochs})
+    return request.config
+
+
+def _check_rows(request: TrainRequest, splits: Splits) -> None:
+    n_train = len(splits.train.y)
+    if request.strategy == "kfold" and n_train < 2 * request.members:
+        raise ConfigError(
+            f"{n_train} training rows are too few for {request.members} folds "
+            f"(need at least {2 * request.members}); lower --members"
+        )
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "ensembles"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

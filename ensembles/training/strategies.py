@@ -1,0 +1,333 @@
+"""Strategies: turn plans (independent members) or one run (horizontal, snapshot) into members.
+
+Resampling and model averaging differ only in their plans and train every member with the
+same function, in parallel processes when asked; horizontal and snapshot ensembles are one
+run of the same loop with a collecting callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ensembles.errors import ConfigError
+from ensembles.manifest import Task
+from ensembles.training.callbacks import (
+    CheckpointCollector,
+    EarlyStopping,
+    SnapshotCollector,
+    align_cycles,
+    horizontal_epochs,
+)
+from ensembles.training.config import TrainConfig
+from ensembles.training.loop import Callback, FitResult, fit_member
+from ensembles.training.network import MemberNetwork
+from ensembles.training.plans import (
+    MemberPlan,
+    bootstrap_plans,
+    kfold_plans,
+    member_seed,
+    repeat_plans,
+    subsample_plans,
+    training_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"]
+STRATEGIES: tuple[str, ...] = ("bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot")
+INDEPENDENT_STRATEGIES = frozenset({"bagging", "kfold", "subsample", "repeat"})
+ONE_RUN_STRATEGIES = frozenset({"horizontal", "snapshot"})
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The rows members may learn from (train) and stop on (validation)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    task: Task
+    n_outputs: int
+
+
+@dataclass
+class TrainedMember:
+    """One member's weights (as numpy, so they cross process boundaries) and its history."""
+
+    plan: MemberPlan
+    config: TrainConfig
+    state: dict[str, np.ndarray]
+    curves: list[dict[str, float]]
+    epoch: int
+    cycle: int | None = None
+    seconds: float = 0.0
+
+    def network(self, data: TrainingData) -> MemberNetwork:
+        """Rebuild the torch module with this member's weights."""
+        network = build_network(data, self.config, training_rows(self.plan.rows, len(data.y_train)))
+        network.load_state_dict({key: torch.from_numpy(value) for key, value in self.state.items()})
+        network.eval()
+        return network
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """Strategy parameters beyond the member count.
+
+    Attributes
+    ----------
+    subsample_fraction : float
+        ``subsample``: share of training rows each member sees, without replacement.
+    variants : list of dict
+        ``repeat``: setting overrides cycled over the members.
+    spacing : int
+        ``horizontal``: epochs between consecutive checkpoints.
+    """
+
+    subsample_fraction: float = 0.7
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    spacing: int = 1
+
+
+def build_network(data: TrainingData, config: TrainConfig, rows: np.ndarray) -> MemberNetwork:
+    """A fresh member network whose standardization comes from the member's own rows."""
+    X = data.X_train[rows]
+    mean = X.mean(axis=0) if config.standardize else np.zeros(X.shape[1])
+    scale = X.std(axis=0) if config.standardize else np.ones(X.shape[1])
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    target_mean = target_scale = None
+    if data.task == "regression":
+        y = data.y_train[rows]
+        target_mean, target_scale = (
+            y.mean(axis=0),
+            np.where(y.std(axis=0) > 1e-8, y.std(axis=0), 1.0),
+        )
+    return MemberNetwork(
+        X.shape[1], data.n_outputs, data.task, config, mean, scale, target_mean, target_scale
+    )
+
+
+def make_plans(
+    strategy: str, n_members: int, seed: int, options: StrategyOptions
+) -> list[MemberPlan]:
+    """Plans of an independent strategy."""
+    if strategy == "bagging":
+        return bootstrap_plans(n_members, seed)
+    if strategy == "kfold":
+        return kfold_plans(n_members, seed)
+    if strategy == "subsample":
+        return subsample_plans(n_members, seed, options.subsample_fraction)
+    if strategy == "repeat":
+        return repeat_plans(n_members, seed, options.variants)
+    raise ConfigError(f"unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
+
+
+def train_members(
+    strategy: str,
+    n_members: int,
+    data: TrainingData,
+    config: TrainConfig,
+    seed: int,
+    options: StrategyOptions | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> tuple[list[TrainedMember], dict[str, Any]]:
+    """Train every member of an ensemble.
+
+    Returns
+    -------
+    members : list of TrainedMember, in member order
+    params : dict
+        The strategy's parameters as they were applied (for the manifest).
+    """
+    options = options or StrategyOptions()
+    if strategy in ONE_RUN_STRATEGIES:
+        return _train_one_run(strategy, n_members, data, config, seed, options, progress)
+    plans = make_plans(strategy, n_members, seed, options)
+    for plan in plans:
+        config.with_overrides(plan.settings)  # fail before any training on a bad variant
+    params: dict[str, Any] = {"n_members": n_members, "seed": seed, "jobs": jobs}
+    if strategy == "subsample":
+        params["subsample_fraction"] = options.subsample_fraction
+    if strategy == "repeat" and options.variants:
+        params["variants"] = options.variants
+    bar = tqdm(total=len(plans), desc=f"{strategy} members", unit="member", disable=not progress)
+    with bar:
+        if jobs <= 1:
+            members = []
+            for plan in plans:
+                members.append(train_planned_member(plan, data, config))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                futures = [pool.submit(train_planned_member, plan, data, config) for plan in plans]
+                for future in futures:
+                    future.add_done_callback(lambda _: bar.update())
+                members = [future.result() for future in futures]
+    return members, params
+
+
+def train_planned_member(
+    plan: MemberPlan, data: TrainingData, config: TrainConfig
+) -> TrainedMember:
+    """Train one member of an independent strategy (a pure function: safe in a process pool)."""
+    import time
+
+    start = time.perf_counter()
+    member_config = config.with_overrides(plan.settings)
+    rows = training_rows(plan.rows, len(data.y_train))
+    with _single_thread():
+        torch.manual_seed(plan.seed)
+        network = build_network(data, member_config, rows)
+        callbacks: list[Callback] = []
+        if member_config.patience is not None:
+            callbacks.append(EarlyStopping(member_config.patience))
+        result = fit_member(
+            network,
+            data.X_train[rows],
+            data.y_train[rows],
+            data.X_val,
+            data.y_val,
+            member_config,
+            plan.seed,
+            callbacks,
+        )
+    epoch = _final_epoch(result, callbacks)
+    return TrainedMember(
+        plan,
+        member_config,
+        _numpy_state(network),
+        result.curves,
+        epoch,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _train_one_run(
+    strategy: str,
+    n_members: int,
+    data: TrainingData,
+    config: TrainConfig,
+    seed: int,
+    options: StrategyOptions,
+    progress: bool,
+) -> tuple[list[TrainedMember], dict[str, Any]]:
+    import time
+
+    if config.patience is not None:
+        raise ConfigError(
+            f"--patience (early stopping) contradicts --strategy {strategy}: its members are "
+            "taken at fixed epochs of one run; drop --patience"
+        )
+    if options.variants:
+        raise ConfigError(f"setting variants apply to --strategy repeat, not {strategy}")
+    params: dict[str, Any] = {"n_members": n_members, "seed": seed}
+    if strategy == "horizontal":
+        if options.spacing < 1:
+            raise ConfigError(f"--spacing must be at least 1, got {options.spacing}")
+        epochs = horizontal_epochs(config.epochs, n_members, options.spacing)
+        if epochs[0] < 1:
+            raise ConfigError(
+                f"horizontal needs at least {n_members} x spacing {options.spacing} epochs "
+                f"({(n_members - 1) * options.spacing + 1}), got --epochs {config.epochs}"
+            )
+        collector: CheckpointCollector | SnapshotCollector = CheckpointCollector(epochs)
+        params.update(spacing=options.spacing, epochs=config.epochs, member_epochs=epochs)
+    else:
+        per_cycle, total = align_cycles(config.epochs, n_members)
+        if total != config.epochs:
+            logger.warning(
+                "%d epochs do not divide into %d cycles: training %d epochs (%d cycles of %d)",
+                config.epochs,
+                n_members,
+                total,
+                n_members,
+                per_cycle,
+            )
+        params.update(
+            cycles=n_members,
+            epochs_per_cycle=per_cycle,
+            epochs=total,
+            requested_epochs=config.epochs,
+            schedule="cosine annealing restarted every cycle, per optimizer step, down to 0",
+        )
+        config = config.with_overrides({"epochs": total})
+        collector = SnapshotCollector(config.learning_rate, per_cycle)
+    plan = MemberPlan(0, member_seed(seed, 0))
+    start = time.perf_counter()
+    bar = tqdm(total=config.epochs, desc=f"{strategy} run", unit="epoch", disable=not progress)
+    with bar, _single_thread():
+        torch.manual_seed(plan.seed)
+        network = build_network(data, config, np.arange(len(data.y_train)))
+        result = fit_member(
+            network,
+            data.X_train,
+            data.y_train,
+            data.X_val,
+            data.y_val,
+            config,
+            plan.seed,
+            [collector, _ProgressCallback(bar)],
+        )
+    seconds = (time.perf_counter() - start) / max(len(collector.collected), 1)
+    members = [
+        TrainedMember(
+            MemberPlan(i, plan.seed),
+            config,
+            {key: value.numpy().copy() for key, value in collected.state.items()},
+            result.curves[: collected.epoch],
+            collected.epoch,
+            collected.cycle,
+            seconds,
+        )
+        for i, collected in enumerate(collector.collected)
+    ]
+    if len(members) < n_members:
+        raise ConfigError(
+            f"the run stopped after {result.epochs_run} epochs (training loss diverged) with "
+            f"{len(members)} of {n_members} members; lower --learning-rate"
+        )
+    return members, params
+
+
+class _ProgressCallback(Callback):
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+
+    def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
+        self.bar.update()
+        return False
+
+
+def _final_epoch(result: FitResult, callbacks: list[Callback]) -> int:
+    for callback in callbacks:
+        if isinstance(callback, EarlyStopping) and callback.best_epoch:
+            return callback.best_epoch
+    return result.epochs_run
+
+
+def _numpy_state(network: MemberNetwork) -> dict[str, np.ndarray]:
+    return {key: value.detach().numpy().copy() for key, value in network.state_dict().items()}
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    """One torch thread while a member trains: identical results in and out of a pool."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
