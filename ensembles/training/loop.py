@@ -117,7 +117,7 @@ def fit_member(
                 nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()
             step += 1
-            total_loss += float(loss) * len(rows)
+            total_loss += loss.item() * len(rows)
             total_metric += _metric_sum(network, output.detach(), t_train[rows])
         train_loss = total_loss / n_rows
         log = {

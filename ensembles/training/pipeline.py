@@ -19,6 +19,7 @@ from ensembles.errors import ConfigError
 from ensembles.evaluation import (
     CombinerResult,
     baseline_metrics,
+    check_combiner_names,
     choose_default,
     evaluate_predictions,
     fit_combiners,
@@ -152,6 +153,7 @@ def run_training(request: TrainRequest) -> TrainReport:
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
     _check_rows(request, splits)
+    _check_combiners(request, splits.train.task)
     data = TrainingData(
         splits.train.X,
         splits.train.y,
@@ -414,6 +416,21 @@ def _check_rows(request: TrainRequest, splits: Splits) -> None:
         raise ConfigError(
             f"{n_train} training rows are too few for {request.members} folds "
             f"(need at least {2 * request.members}); lower --members"
+        )
+
+
+def _check_combiners(request: TrainRequest, task: Task) -> None:
+    """Fail before training on combiner options that cannot be honoured."""
+    names = check_combiner_names(request.combiners, task)
+    if request.default_combiner is None:
+        return
+    averaged = request.strategy not in INDEPENDENT_STRATEGIES or request.force_weight_averaging
+    if request.combiners is not None:
+        averaged = "weight_average" in request.combiners
+    if request.default_combiner not in (*names, *(("weight_average",) if averaged else ())):
+        raise ConfigError(
+            f"--default-combiner '{request.default_combiner}' was not fitted; "
+            f"fitted: {', '.join(names)}"
         )
 
 

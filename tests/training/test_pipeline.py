@@ -1,0 +1,163 @@
+"""End to end: every strategy trains, exports, checks parity and publishes a verified version."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from ensembles.errors import ConfigError
+from ensembles.heldout import HeldoutPredictions
+from ensembles.store import ModelStore
+from ensembles.training import pipeline
+from ensembles.training.pipeline import run_training, train_ensemble
+from tests.conftest import tiny_request
+
+STRATEGY_PARAMS = {
+    "bagging": {},
+    "kfold": {},
+    "subsample": {},
+    "repeat": {},
+    "horizontal": {},
+    "snapshot": {"epochs": 6},
+}
+
+
+def verify_version(store: Path, name: str) -> None:
+    """Files, checksums, no pickles, and every member's ONNX output against the stored preds."""
+    manifest = ModelStore(store).load_manifest(name)  # verifies every sha256
+    folder = ModelStore(store).path(name, manifest.version)
+    heldout = HeldoutPredictions.load(folder / "heldout.npz")
+    with zipfile.ZipFile(folder / "heldout.npz") as archive:  # plain arrays, loadable w/o pickle
+        assert all(entry.endswith(".npy") for entry in archive.namelist())
+    assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pt"))
+    assert set(manifest.files) >= {"heldout.npz", "curves.json"} | {m.file for m in manifest.members}
+    curves = json.loads((folder / "curves.json").read_text())
+    for index, member in enumerate(manifest.members):
+        session = ort.InferenceSession(str(folder / member.file), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch dimension
+        output = session.run(None, {"input": heldout.test.X.astype(np.float32)})[0]
+        np.testing.assert_allclose(output, heldout.test.member_preds[index], rtol=1e-5, atol=1e-5)
+        assert member.val_metrics["onnx_max_abs_diff"] <= 1e-5
+        assert {"train_loss", "val_loss", "train_metric", "val_metric"} <= set(curves[member.id][0])
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGY_PARAMS))
+def test_each_strategy_publishes_a_verified_version(tmp_path: Path, strategy: str) -> None:
+    request = tiny_request(tmp_path, dataset="digits", strategy=strategy, **STRATEGY_PARAMS[strategy])
+    manifest = train_ensemble(request)
+    verify_version(request.store, "digits")
+    assert manifest.strategy.name == strategy
+    assert manifest.n_members == 3
+    assert len({member.seed for member in manifest.members}) == (
+        1 if strategy in {"horizontal", "snapshot"} else 3
+    )
+    rules = {member.rows["rule"] for member in manifest.members}
+    expected_rule = {"bagging": "bootstrap", "kfold": "kfold", "subsample": "subsample"}
+    assert rules == {expected_rule.get(strategy, "all")}
+    if strategy == "snapshot":
+        assert [member.cycle for member in manifest.members] == [1, 2, 3]
+    if strategy == "horizontal":
+        assert [member.epoch for member in manifest.members] == [2, 3, 4]
+    assert manifest.classes == [str(digit) for digit in range(10)]
+    assert manifest.input.n_features == 64
+    has_average = strategy in {"horizontal", "snapshot"}
+    assert ("weight_average" in manifest.combiners) is has_average
+    assert {"mean", "vote", "blend", "caruana", "stack"} <= set(manifest.combiners)
+    assert manifest.default_combiner in manifest.combiners
+    mean_nll = manifest.combiners["mean"].test_metrics["nll"]
+    assert mean_nll <= manifest.baselines["average_member"]["nll"] + 1e-12
+
+
+@pytest.mark.parametrize("strategy", ["bagging", "snapshot"])
+def test_regression_with_gaussian_heads(tmp_path: Path, strategy: str) -> None:
+    request = tiny_request(tmp_path, dataset="diabetes", strategy=strategy, epochs=6)
+    manifest = train_ensemble(request)
+    verify_version(request.store, "diabetes")
+    assert manifest.output.variance_name == "variance"
+    assert {"rmse", "mae", "gaussian_nll", "coverage"} <= set(manifest.combiners["mean"].test_metrics)
+    assert "vote" not in manifest.combiners
+
+
+def test_resampling_keeps_out_of_sample_predictions_only(tmp_path: Path) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy="bagging")
+    manifest = train_ensemble(request)
+    folder = ModelStore(request.store).path("wine", manifest.version)
+    train = HeldoutPredictions.load(folder / "heldout.npz").train
+    from ensembles.training.plans import training_rows
+
+    for index, member in enumerate(manifest.members):
+        in_bag = training_rows(member.rows, len(train.y))
+        assert np.isnan(train.member_preds[index, in_bag]).all()
+        out_of_bag = np.setdiff1d(np.arange(len(train.y)), in_bag)
+        assert not np.isnan(train.member_preds[index, out_of_bag]).any()
+    assert manifest.combiners["stack"].fitted_on["source"] == "validation+out_of_sample"
+
+
+def test_parallel_jobs_give_identical_members(tmp_path: Path) -> None:
+    one = run_training(tiny_request(tmp_path / "a", dataset="wine", strategy="repeat", jobs=1))
+    two = run_training(tiny_request(tmp_path / "b", dataset="wine", strategy="repeat", jobs=2))
+    for first, second in zip(one.members, two.members, strict=True):
+        for key in first.state:
+            np.testing.assert_array_equal(first.state[key], second.state[key])
+    assert one.manifest.combiners["mean"].test_metrics == two.manifest.combiners["mean"].test_metrics
+
+
+def test_interrupted_publish_leaves_no_visible_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy="repeat")
+    train_ensemble(request)
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.HeldoutPredictions, "save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble(request)
+    store = ModelStore(request.store)
+    assert store.versions("wine") == [1] and store.latest("wine") == 1
+    assert not list((request.store / "wine").glob(".staging-*"))
+
+
+def test_weight_averaging_refuses_independent_members_unless_forced(tmp_path: Path) -> None:
+    refused = tiny_request(tmp_path, dataset="wine", strategy="repeat", combiners=("weight_average",))
+    with pytest.raises(ConfigError, match="do not share a loss basin .* --force-weight-averaging"):
+        train_ensemble(refused)
+    assert not (tmp_path / "store").exists()
+    forced = tiny_request(tmp_path, dataset="wine", strategy="repeat", force_weight_averaging=True)
+    manifest = train_ensemble(forced)
+    assert manifest.combiners["weight_average"].state["forced"] is True
+
+
+def test_in_sample_fitting_is_explicit_and_recorded(tmp_path: Path) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy="repeat", combiner_fit="in_sample")
+    manifest = train_ensemble(request)
+    assert manifest.combiners["stack"].fitted_on == {
+        "source": "in_sample", "n_rows": manifest.split["n_train"], "leaks": True
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strategy": "horizontal", "members": 5}, "horizontal needs at least 5 x spacing 1 epochs"),
+        ({"strategy": "snapshot", "config": {"patience": 3}}, "--patience .* contradicts"),
+        ({"strategy": "kfold", "members": 1}, "--members must be at least 2 for kfold"),
+        ({"strategy": "boosting"}, "unknown --strategy 'boosting'"),
+        ({"combiners": ("mean", "median")}, "unknown combiner 'median'"),
+        ({"default_combiner": "vote", "combiners": ("mean",)}, "'vote' was not fitted"),
+        ({"dataset": "diabetes", "combiners": ("vote",)}, "combiner vote does not apply"),
+    ],
+)
+def test_bad_options_fail_before_anything_is_written(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    request = tiny_request(tmp_path, **{"dataset": "wine", **changes})
+    with pytest.raises(ConfigError, match=message):
+        train_ensemble(request)
+    assert ModelStore(request.store).names() == []
