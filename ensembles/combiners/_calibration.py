@@ -1,4 +1,4 @@
-"""Temperature scaling: one temperature T, learned on held-out rows, applied as softmax(log(p) / T)."""
+"""Temperature scaling: a temperature T learned on held-out rows, applied as softmax(log p / T)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,226 @@
+"""Scores of combined predictions: classification and regression metrics in plain numpy."""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+from ensembles.errors import ConfigError, DataError, ShapeError
+
+#: Probabilities are clipped at this floor in :func:`nll`, as log loss traditionally does.
+PROB_FLOOR = 1e-15
+
+
+def _check_probs(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs, dtype=float)
+    y = np.asarray(y)
+    if probs.ndim != 2 or y.shape != (len(probs),) or len(probs) == 0:
+        raise ShapeError(
+            "Classification metrics need probs of shape (n_samples, n_classes) and class "
+            f"indices y of shape (n_samples,); got {probs.shape} and {y.shape}."
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
+        raise DataError(
+            f"y must hold integer class indices in 0..{probs.shape[1] - 1}; got dtype "
+            f"{y.dtype} with values in {y.min()}..{y.max()}."
+        )
+    return probs, y
+
+
+def _check_values(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Match prediction-like arrays with targets: (n_samples,) becomes (n_samples, 1)."""
+    out = [np.asarray(a, dtype=float) for a in arrays]
+    out = [a[:, None] if a.ndim == 1 else a for a in out]
+    shapes = {a.shape for a in out}
+    if len(shapes) != 1 or out[0].ndim != 2 or out[0].size == 0:
+        raise ShapeError(
+            "Regression metrics need arrays of one shape (n_samples, n_outputs) or "
+            f"(n_samples,); got shapes {[a.shape for a in arrays]}."
+        )
+    return out
+
+
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Share of samples whose most probable class is the true one.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, n_classes)
+        Class probabilities; the argmax (lowest index on ties) is the prediction.
+    y : np.ndarray, shape (n_samples,)
+        Class indices.
+    """
+    probs, y = _check_probs(probs, y)
+    return float(np.mean(probs.argmax(axis=1) == y))
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood (log loss), probabilities clipped at 1e-15.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, n_classes)
+        Class probabilities.
+    y : np.ndarray, shape (n_samples,)
+        Class indices.
+    """
+    probs, y = _check_probs(probs, y)
+    picked = probs[np.arange(len(y)), y]
+    return float(-np.mean(np.log(np.clip(picked, PROB_FLOOR, 1.0))))
+
+
+def brier(probs: np.ndarray, y: np.ndarray) -> float:
+    """Brier score: mean over samples of the summed squared error over classes.
+
+    One definition for every number of classes, in [0, 2]. For two classes it is twice
+    scikit-learn's ``brier_score_loss(y, probs[:, 1])`` (the positive class only, in
+    [0, 1]) and equals ``brier_score_loss(y, probs, scale_by_half=False)``.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, n_classes)
+        Class probabilities.
+    y : np.ndarray, shape (n_samples,)
+        Class indices.
+    """
+    probs, y = _check_probs(probs, y)
+    one_hot = np.arange(probs.shape[1]) == y[:, None]
+    return float(np.mean(((probs - one_hot) ** 2).sum(axis=1)))
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error of the top-class confidence.
+
+    Confidence is the max probability; samples fall into ``n_bins`` equal-width bins
+    ``(k / n_bins, (k + 1) / n_bins]`` (the first also holds 0); the score is the
+    sample-weighted mean over bins of ``|accuracy - mean confidence|``.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, n_classes)
+        Class probabilities.
+    y : np.ndarray, shape (n_samples,)
+        Class indices.
+    n_bins : int, default 15
+        Number of bins.
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ConfigError(f"n_bins must be an int >= 1; got {n_bins!r}.")
+    probs, y = _check_probs(probs, y)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], confidence, side="left")
+    counts = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(
+        np.bincount(bins, weights=correct, minlength=n_bins)
+        - np.bincount(bins, weights=confidence, minlength=n_bins)
+    )
+    # Per bin |sum(correct) - sum(conf)| / n equals (n_b / n) * |acc_b - conf_b|.
+    return float(gap[counts > 0].sum() / len(y))
+
+
+def rmse(pred: np.ndarray, y: np.ndarray) -> float:
+    """Root mean squared error over all samples and outputs.
+
+    Parameters
+    ----------
+    pred, y : np.ndarray, shape (n_samples, n_outputs) or (n_samples,)
+        Predicted and true values.
+    """
+    pred, y = _check_values(pred, y)
+    return float(np.sqrt(np.mean((pred - y) ** 2)))
+
+
+def mae(pred: np.ndarray, y: np.ndarray) -> float:
+    """Mean absolute error over all samples and outputs.
+
+    Parameters
+    ----------
+    pred, y : np.ndarray, shape (n_samples, n_outputs) or (n_samples,)
+        Predicted and true values.
+    """
+    pred, y = _check_values(pred, y)
+    return float(np.mean(np.abs(pred - y)))
+
+
+def gaussian_nll(pred: np.ndarray, variance: np.ndarray, y: np.ndarray) -> float:
+    """Mean Gaussian negative log-likelihood ``0.5 * (log(2 pi s2) + (y - mu)^2 / s2)``.
+
+    Parameters
+    ----------
+    pred, variance, y : np.ndarray, shape (n_samples, n_outputs) or (n_samples,)
+        Predicted means, predicted variances (> 0) and true values.
+    """
+    pred, variance, y = _check_values(pred, variance, y)
+    if not variance.min() > 0:
+        raise DataError(f"gaussian_nll needs variances > 0; got a minimum of {variance.min()}.")
+    return float(np.mean(0.5 * (np.log(2 * np.pi * variance) + (y - pred) ** 2 / variance)))
+
+
+def interval_coverage(lower: np.ndarray, upper: np.ndarray, y: np.ndarray) -> float:
+    """Share of true values inside ``[lower, upper]`` (bounds included).
+
+    Parameters
+    ----------
+    lower, upper, y : np.ndarray, shape (n_samples, n_outputs) or (n_samples,)
+        Interval bounds and true values.
+    """
+    lower, upper, y = _check_values(lower, upper, y)
+    return float(np.mean((lower <= y) & (y <= upper)))
+
+
+def classification_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """All classification scores at once.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, n_classes)
+        Class probabilities.
+    y : np.ndarray, shape (n_samples,)
+        Class indices.
+
+    Returns
+    -------
+    dict of str to float
+        ``accuracy``, ``nll``, ``brier`` and ``ece``.
+    """
+    return {
+        "accuracy": accuracy(probs, y),
+        "nll": nll(probs, y),
+        "brier": brier(probs, y),
+        "ece": expected_calibration_error(probs, y),
+    }
+
+
+def regression_metrics(
+    pred: np.ndarray, y: np.ndarray, variance: np.ndarray | None = None, level: float = 0.9
+) -> dict[str, float]:
+    """All regression scores at once.
+
+    Parameters
+    ----------
+    pred, y : np.ndarray, shape (n_samples, n_outputs) or (n_samples,)
+        Predicted and true values.
+    variance : np.ndarray, same shape as ``pred``, optional
+        Predicted variance (e.g. an ensemble's total variance).
+    level : float, default 0.9
+        Mass of the central normal interval whose coverage is reported.
+
+    Returns
+    -------
+    dict of str to float
+        ``rmse`` and ``mae``; with ``variance`` also ``gaussian_nll`` and ``coverage``
+        (share of ``y`` inside ``pred -/+ z sqrt(variance)``, ``z`` the normal quantile
+        at ``(1 + level) / 2``).
+    """
+    scores = {"rmse": rmse(pred, y), "mae": mae(pred, y)}
+    if variance is not None:
+        if not 0.0 < level < 1.0:
+            raise ConfigError(f"The interval level must be in (0, 1), e.g. 0.9; got {level!r}.")
+        pred_2d, variance_2d, y_2d = _check_values(pred, variance, y)
+        half_width = NormalDist().inv_cdf(0.5 + level / 2.0) * np.sqrt(variance_2d)
+        scores["gaussian_nll"] = gaussian_nll(pred_2d, variance_2d, y_2d)
+        scores["coverage"] = interval_coverage(pred_2d - half_width, pred_2d + half_width, y_2d)
+    return scores
