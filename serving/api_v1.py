@@ -1,0 +1,236 @@
+"""Our REST API (``/v1``): list ensembles, describe one, predict with uncertainty, reload."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, Strict
+from starlette.responses import Response
+
+from ensembles.errors import NotFoundError
+from ensembles.store import validate_name
+from serving.errors import InvalidRequestError
+from serving.registry import EnsembleRegistry
+from serving.runtime import EnsembleRuntime, Prediction
+from serving.security import require_token
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+Number = Annotated[float, Strict()]
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json(value: Any) -> Response:
+    return Response(orjson.dumps(value, option=_OPTIONS), media_type="application/json")
+
+
+async def registry_of(request: Request) -> EnsembleRegistry:
+    """FastAPI dependency: the app's registry (async: no thread hop)."""
+    return request.app.state.registry
+
+
+Registry = Annotated[EnsembleRegistry, Depends(registry_of)]
+
+
+class PredictRequest(BaseModel):
+    """Rows to predict and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"rows": [[0.0, 1.5, -0.3, 2.0]], "combiner": "mean", "members": True},
+                {"rows": [[0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4]], "version": 1},
+            ]
+        },
+    )
+
+    rows: list[list[Number]] = Field(
+        description="Feature rows, shape (n_samples, n_features), in manifest feature order."
+    )
+    combiner: str | None = Field(
+        default=None,
+        description="A fitted combiner (see ensemble info), 'weight_average' included; "
+        "default combiner when omitted.",
+    )
+    members: bool = Field(default=False, description="Also return every member's outputs.")
+    uncertainty: bool = Field(default=True, description="Compute the uncertainty measures.")
+    version: int | None = Field(default=None, ge=1, description="Version; current if omitted.")
+
+
+class PredictResponse(BaseModel):
+    """Combined predictions with their uncertainty, column by column (row i at index i)."""
+
+    ensemble: str
+    version: int
+    combiner: str
+    n_samples: int
+    predictions: dict[str, list[Any]] = Field(
+        description="Classification: 'label' (class names), 'class_index', 'probabilities' "
+        "(n_samples, n_classes). Regression: 'value' (n_samples, n_targets)."
+    )
+    uncertainty: dict[str, list[Any]] = Field(
+        description="'variance' across members and the other measures of the task: entropy, "
+        "mutual information and agreement; or aleatoric/total variance and the interval."
+    )
+    members: dict[str, Any] | None = Field(
+        default=None, description="'ids' and 'outputs' (n_members, n_samples, n_outputs)."
+    )
+
+
+class ErrorInfo(BaseModel):
+    """Every error: what went wrong and, when known, the request field at fault."""
+
+    error: str
+    field: str | None = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorInfo} for code in (400, 401, 404, 409, 413, 422, 503)
+}
+
+
+@router.get("/ensembles", summary="List ensembles")
+async def list_ensembles(registry: Registry) -> Response:
+    """Every ensemble known to the server with the version it serves."""
+    items = []
+    for name in registry.names():
+        runtime = registry.current(name)
+        items.append(
+            {
+                "name": name,
+                "version": None if runtime is None else runtime.version,
+                "task": None if runtime is None else runtime.task,
+                "n_members": None if runtime is None else runtime.n_members,
+                "default_combiner": None if runtime is None else runtime.manifest.default_combiner,
+            }
+        )
+    return _json({"ensembles": items})
+
+
+def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
+    """Task, features, classes, members, strategy, combiners and version states."""
+    validate_name(name)
+    versions = registry.version_states(name)
+    if not versions:
+        raise NotFoundError(registry.unknown_message(name))
+    runtime = registry.current(name)
+    info: dict[str, Any] = {"name": name, "version": None, "versions": versions}
+    if runtime is None:
+        return info
+    m = runtime.manifest
+    info.update(
+        version=m.version,
+        created=m.created,
+        task=m.task,
+        features=m.input.feature_names,
+        n_features=m.input.n_features,
+        classes=m.classes,
+        n_outputs=m.output.n_outputs,
+        strategy=m.strategy.model_dump(),
+        members=[
+            {
+                "id": member.id,
+                "seed": member.seed,
+                "epoch": member.epoch,
+                "cycle": member.cycle,
+                "val_metrics": member.val_metrics,
+            }
+            for member in m.members
+        ],
+        combiners={
+            key: {
+                "kind": c.kind,
+                "test_metrics": c.test_metrics,
+                "heldout_metrics": c.heldout_metrics,
+                "fitted_on": c.fitted_on,
+            }
+            for key, c in m.combiners.items()
+        },
+        default_combiner=m.default_combiner,
+        baselines=m.baselines,
+        uncertainty=list(runtime.uncertainty_names),
+    )
+    return info
+
+
+@router.get("/ensembles/{name}", summary="Describe an ensemble", responses=_ERRORS)
+async def describe(name: str, registry: Registry) -> Response:
+    """Everything about the served version, and every version's load state (refusals too)."""
+    return _json(ensemble_info(registry, name))
+
+
+def _rows(rows: list[list[float]]) -> np.ndarray:
+    if not rows:
+        raise InvalidRequestError("empty batch: send at least one row", field="rows")
+    try:
+        return np.asarray(rows, dtype=np.float32)
+    except ValueError as exc:
+        lengths = sorted({len(row) for row in rows})
+        raise InvalidRequestError(
+            f"rows must all have the same length; got lengths {lengths}", field="rows"
+        ) from exc
+
+
+def prediction_body(runtime: EnsembleRuntime, prediction: Prediction) -> dict[str, Any]:
+    """The JSON body of a prediction, float32 like the ``/v2`` tensors."""
+    combined = prediction.combined.astype(np.float32)
+    if prediction.labels is not None:
+        classes = runtime.manifest.classes or [str(k) for k in range(runtime.n_outputs)]
+        predictions = {
+            "label": [classes[k] for k in prediction.labels.tolist()],
+            "class_index": prediction.labels,
+            "probabilities": combined,
+        }
+    else:
+        predictions = {"value": combined}
+    body: dict[str, Any] = {
+        "ensemble": runtime.name,
+        "version": runtime.version,
+        "combiner": prediction.combiner,
+        "n_samples": len(combined),
+        "predictions": predictions,
+        "uncertainty": {k: v.astype(np.float32) for k, v in prediction.uncertainty.items()},
+    }
+    if prediction.member_outputs is not None:
+        members = {
+            "ids": [member.id for member in runtime.manifest.members],
+            "outputs": prediction.member_outputs.astype(np.float32),
+        }
+        if prediction.member_variances is not None:
+            members["variances"] = prediction.member_variances.astype(np.float32)
+        body["members"] = members
+    return body
+
+
+@router.post(
+    "/ensembles/{name}/predict",
+    summary="Predict with uncertainty",
+    dependencies=[Depends(require_token)],
+    responses={200: {"model": PredictResponse}, **_ERRORS},
+)
+async def predict(
+    name: str, body: PredictRequest, request: Request, registry: Registry
+) -> Response:
+    """Combined prediction, variance and the other uncertainty measures for every row."""
+    runtime = await registry.get(name, body.version)
+    X = _rows(body.rows)
+    prediction = await runtime.predict_async(
+        X, combiner=body.combiner, members=body.members, uncertainty=body.uncertainty
+    )
+    request.app.state.metrics.observe_prediction(runtime, X, prediction)
+    return _json(prediction_body(runtime, prediction))
+
+
+@router.post(
+    "/admin/reload",
+    summary="Rescan the store now",
+    dependencies=[Depends(require_token)],
+    responses=_ERRORS,
+)
+async def reload(registry: Registry) -> Response:
+    """Load any new version at once (the server also polls); returns every version's state."""
+    await registry.refresh()
+    return _json({name: registry.version_states(name) for name in registry.names()})

@@ -1,0 +1,253 @@
+"""The Open Inference Protocol (KServe V2) routes: metadata, health, readiness and infer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+from serving.errors import InvalidRequestError, ModelUnavailableError, NotReadyError
+from serving.registry import EnsembleRegistry
+from serving.runtime import LABEL, MEMBER_OUTPUTS, MEMBER_VARIANCES, EnsembleRuntime, Prediction
+from serving.security import require_token
+from serving.v2_codec import (
+    HEADER_LENGTH,
+    TensorMeta,
+    decode_infer_request,
+    decompress,
+    encode_infer_response,
+)
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+SERVER_NAME = "ensembles"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data"]
+#: Request parameter naming the combiner (not a reserved V2 name).
+COMBINER_PARAMETER = "combiner"
+_MEMBER_TENSORS = (MEMBER_OUTPUTS, MEMBER_VARIANCES)
+
+
+def _json(value: Any) -> Response:
+    return Response(orjson.dumps(value), media_type="application/json")
+
+
+async def registry_of(request: Request) -> EnsembleRegistry:
+    """FastAPI dependency: the app's registry (async: no thread hop)."""
+    return request.app.state.registry
+
+
+Registry = Annotated[EnsembleRegistry, Depends(registry_of)]
+
+
+def parse_version(version: str | None) -> int | None:
+    """A V2 version string as an int (None or "" for the current version)."""
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidRequestError(f"model version must be a positive integer; got '{version}'")
+    return int(version)
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> Response:
+    """Name, version and supported protocol extensions."""
+    return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+
+@router.get("/health/live", summary="Liveness")
+async def live() -> Response:
+    """200 while the process answers."""
+    return _json({"live": True})
+
+
+@router.get("/health/ready", summary="Readiness")
+async def ready(registry: Registry) -> Response:
+    """200 once the store has been scanned and loaded, 503 before."""
+    if not registry.ready:
+        raise NotReadyError("the server is still loading the model store")
+    return _json({"ready": True})
+
+
+def _model_ready(registry: EnsembleRegistry, name: str, version: str | None) -> Response:
+    number = parse_version(version)
+    if registry.loaded(name, number) is None:
+        what = f"'{name}'" + ("" if number is None else f" version {number}")
+        raise ModelUnavailableError(f"model {what} is not ready")
+    return _json({"name": name, "ready": True})
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+async def model_ready(name: str, registry: Registry) -> Response:
+    """200 when the model has a loaded version, else 400."""
+    return _model_ready(registry, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+async def model_version_ready(name: str, version: str, registry: Registry) -> Response:
+    """200 when that version is loaded, else 400."""
+    return _model_ready(registry, name, version)
+
+
+def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> dict[str, Any]:
+    """V2 model metadata; uncertainty measures and member outputs are listed as outputs."""
+    entry = registry.version_states(runtime.name)
+    manifest = runtime.manifest
+    return {
+        "name": runtime.name,
+        "versions": [str(s["version"]) for s in entry if s["state"] == "loaded"],
+        "platform": "ensemble_onnxruntime",
+        "inputs": [
+            {"name": manifest.input.name, "datatype": "FP32", "shape": [-1, runtime.n_features]}
+        ],
+        "outputs": [
+            {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+            for spec in runtime.outputs
+        ],
+        "parameters": {
+            "version": str(runtime.version),
+            "task": runtime.task,
+            "classes": manifest.classes,
+            "combiners": sorted(runtime.combiners),
+            "default_combiner": manifest.default_combiner,
+            "combiner_parameter": COMBINER_PARAMETER,
+        },
+    }
+
+
+@router.get("/models/{name}", summary="Model metadata")
+async def model_metadata(name: str, registry: Registry) -> Response:
+    """Inputs and outputs of the version served by default."""
+    return _json(model_metadata_of(registry, await registry.get(name)))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+async def model_version_metadata(name: str, version: str, registry: Registry) -> Response:
+    """Inputs and outputs of one version."""
+    runtime = await registry.get(name, parse_version(version))
+    return _json(model_metadata_of(registry, runtime))
+
+
+@router.post("/repository/index", summary="Model repository index")
+async def repository_index(registry: Registry) -> Response:
+    """Every version known to this process with its state (READY or UNAVAILABLE)."""
+    index = []
+    for name in registry.names():
+        for state in registry.version_states(name):
+            entry = {
+                "name": name,
+                "version": str(state["version"]),
+                "state": "READY" if state["state"] == "loaded" else "UNAVAILABLE",
+            }
+            if state["reason"]:
+                entry["reason"] = state["reason"]
+            index.append(entry)
+    return _json(index)
+
+
+def _tensors(runtime: EnsembleRuntime, prediction: Prediction) -> dict[str, np.ndarray | None]:
+    tensors: dict[str, np.ndarray | None] = {runtime.manifest.output.name: prediction.combined}
+    if prediction.labels is not None:
+        tensors[LABEL] = prediction.labels
+    tensors.update(prediction.uncertainty)
+    tensors[MEMBER_OUTPUTS] = prediction.member_outputs
+    tensors[MEMBER_VARIANCES] = prediction.member_variances
+    return tensors
+
+
+async def _infer(
+    request: Request, registry: EnsembleRegistry, name: str, version: str | None
+) -> Response:
+    settings = request.app.state.settings
+    body = decompress(
+        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
+    )
+    runtime = await registry.get(name, parse_version(version))
+    specs = {spec.name: spec for spec in runtime.outputs}
+    parsed = decode_infer_request(
+        body,
+        request.headers.get(HEADER_LENGTH),
+        name,
+        {runtime.manifest.input.name: TensorMeta("FP32", (-1, runtime.n_features))},
+        set(specs),
+        max_elements=4 * settings.max_batch_rows * runtime.n_features,
+    )
+    combiner = parsed.parameters.get(COMBINER_PARAMETER)
+    if combiner is not None and not isinstance(combiner, str):
+        raise InvalidRequestError(f"parameter '{COMBINER_PARAMETER}' must be a string")
+    if parsed.outputs is None:
+        wanted = [(s, parsed.binary_output) for s in specs if s not in _MEMBER_TENSORS]
+    else:
+        wanted = [(o.name, o.binary) for o in parsed.outputs]
+    names = {n for n, _ in wanted}
+    X = parsed.inputs[runtime.manifest.input.name]
+    prediction = await runtime.predict_async(
+        X,
+        combiner=combiner,
+        members=bool(names & set(_MEMBER_TENSORS)),
+        uncertainty=bool(names & set(runtime.uncertainty_names)),
+    )
+    request.app.state.metrics.observe_prediction(runtime, X.astype(np.float32), prediction)
+    values = _tensors(runtime, prediction)
+    header: dict[str, Any] = {"model_name": runtime.name, "model_version": str(runtime.version)}
+    if parsed.id is not None:
+        header["id"] = parsed.id
+    header["parameters"] = {COMBINER_PARAMETER: prediction.combiner}
+    tensors = [(n, specs[n].datatype, values[n], binary) for n, binary in wanted]
+    body, headers = encode_infer_response(header, tensors, request.headers.get("accept-encoding"))
+    return Response(body, headers=headers)
+
+
+@router.post("/models/{name}/infer", summary="Inference", dependencies=[Depends(require_token)])
+async def infer(name: str, request: Request) -> Response:
+    """Combined prediction, uncertainty outputs and (when asked) member outputs.
+
+    Set ``parameters.combiner`` to any fitted combiner; request ``member_outputs`` for the
+    per-member array ``[n_members, batch, n_outputs]``.
+    """
+    return await _infer(request, request.app.state.registry, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on a version",
+    dependencies=[Depends(require_token)],
+)
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    """As ``/v2/models/{name}/infer``, on one version."""
+    return await _infer(request, request.app.state.registry, name, version)
+
+
+class _LeanRoute(Route):
+    """A plain Starlette route that, like FastAPI's, records itself as ``scope["route"]``."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match != Match.NONE:
+            child["route"] = self
+        return match, child
+
+
+async def _lean_infer(request: Request) -> Response:
+    await require_token(request)
+    params = request.path_params
+    return await _infer(request, request.app.state.registry, params["name"], params.get("version"))
+
+
+def lean_routes() -> list[Route]:
+    """The infer routes without FastAPI's per-request dependency machinery.
+
+    Mounted ahead of the documented routes above (same paths, same code), they halve the
+    framework overhead of the hottest path; OpenAPI still documents the FastAPI versions.
+    """
+    return [
+        _LeanRoute(path, _lean_infer, methods=["POST"])
+        for path in (
+            "/v2/models/{name}/infer",
+            "/v2/models/{name}/versions/{version}/infer",
+        )
+    ]

@@ -1,0 +1,125 @@
+"""The application factory: routes, error handlers, middleware and model loading at startup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving import api_v1, api_v2
+from serving.errors import install_error_handlers
+from serving.metrics import ServingMetrics
+from serving.registry import EnsembleRegistry
+from serving.security import BodyLimitMiddleware
+from serving.settings import ServingSettings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Combined predictions of neural-network ensembles with their uncertainty.
+
+* `/v1`: our REST API: list and describe ensembles, predict rows with variance and the
+  other uncertainty measures, choose a combiner, get per-member outputs, reload the store.
+* `/v2`: the Open Inference Protocol (KServe V2, Triton's HTTP API) with binary tensors;
+  uncertainty measures are extra output tensors, `parameters.combiner` picks a combiner and
+  the output `member_outputs` returns every member's outputs.
+* `/metrics`: Prometheus metrics, including drift against the held-out data.
+"""
+
+
+class MetricsMiddleware:
+    """Count requests by route template, method and status, and time them."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    """Build the server.
+
+    Parameters
+    ----------
+    settings : ServingSettings, optional
+        Defaults to :func:`serving.settings.get_settings` (environment variables).
+
+    Returns
+    -------
+    FastAPI
+        With ``state.settings``, ``state.metrics`` and ``state.registry``; the store is
+        loaded when the app starts (lifespan) and polled every ``poll_interval_s``.
+    """
+    settings = settings or get_settings()
+    metrics = ServingMetrics()
+    registry = EnsembleRegistry(settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await registry.refresh()
+        logger.info(
+            "serving %d ensembles from %s",
+            len(registry.names()),
+            settings.store,
+            extra={"ensembles": registry.names()},
+        )
+        poller = None
+        if settings.poll_interval_s > 0:
+            poller = asyncio.create_task(registry.poll_forever())
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            await registry.close()
+
+    app = FastAPI(
+        title="Ensemble serving",
+        version=api_v2.SERVER_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    install_error_handlers(app)
+    app.include_router(api_v1.router)
+    app.include_router(api_v2.router)
+    app.router.routes[:0] = api_v2.lean_routes()
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,159 @@
+"""Serving errors and the one table that maps every error to an HTTP status and JSON body."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ensembles.errors import (
+    ConfigError,
+    DataError,
+    EnsembleError,
+    IntegrityError,
+    NotFittedError,
+    NotFoundError,
+    ShapeError,
+    StoreError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ServingError(EnsembleError):
+    """Base of the errors raised by the serving layer."""
+
+
+class InvalidRequestError(ServingError):
+    """A request is malformed or does not match the model (feature count, dtype, values ...).
+
+    Parameters
+    ----------
+    message : str
+        What was wrong and what was expected.
+    field : str, optional
+        The request field at fault, reported on ``/v1``.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BodyTooLargeError(ServingError):
+    """The request body (or its decompressed form) exceeds ``max_body_bytes``."""
+
+
+class UnauthorizedError(ServingError):
+    """A protected route was called without the right bearer token."""
+
+
+class OverloadedError(ServingError):
+    """Too many rows are queued for an ensemble; the client should retry later."""
+
+
+class VersionRefusedError(ServingError):
+    """The version asked for was refused at load time (corrupt or incomplete)."""
+
+
+class NotReadyError(ServingError):
+    """The ensemble or version exists but is not loaded (yet)."""
+
+
+#: Exception class -> HTTP status. The first matching class in MRO order wins.
+STATUS: dict[type[BaseException], int] = {
+    InvalidRequestError: 400,
+    UnauthorizedError: 401,
+    NotFoundError: 404,
+    VersionRefusedError: 409,
+    BodyTooLargeError: 413,
+    OverloadedError: 503,
+    NotReadyError: 503,
+    ShapeError: 400,
+    DataError: 400,
+    ConfigError: 400,
+    NotFittedError: 500,
+    IntegrityError: 500,
+    StoreError: 400,  # invalid ensemble names
+    EnsembleError: 500,
+}
+
+
+def status_for(exc: BaseException) -> int:
+    """HTTP status of an exception: the table entry of its nearest class, else 500."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(
+    message: str, status: int, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """The JSON error body every route returns: ``{"error": message}`` (plus ``field``)."""
+    body: dict[str, str] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def response_for(exc: BaseException, *, with_field: bool = True) -> Response:
+    """Translate any exception into its error response, logging server-side failures.
+
+    ``with_field`` adds the offending request field (``/v1``); ``/v2`` bodies hold only
+    ``error``.
+    """
+    status = status_for(exc)
+    message = str(exc) or type(exc).__name__
+    if status >= 500 and not isinstance(exc, OverloadedError | NotReadyError):
+        logger.error("request failed: %s", message, exc_info=exc)
+        if not isinstance(exc, EnsembleError):
+            message = f"internal error: {type(exc).__name__}: {message}"
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "1"}
+    field = getattr(exc, "field", None) if with_field else None
+    return error_response(message, status, field=field, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    first = exc.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    field = ".".join(location) or "body"
+    if first.get("type") == "json_invalid":
+        return f"malformed JSON body: {first.get('msg')}", "body"
+    return f"invalid field '{field}': {first.get('msg')}", field
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into ``{"error": ...}`` JSON."""
+
+    async def on_ensemble_error(request: Request, exc: Exception) -> Response:
+        return response_for(exc, with_field=not request.url.path.startswith("/v2"))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(str(exc.detail), exc.status_code, headers=exc.headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        message, field = _validation_message(exc)
+        return error_response(message, 422, field=field)
+
+    app.add_exception_handler(EnsembleError, on_ensemble_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_ensemble_error)
+
+
+class ModelUnavailableError(ServingError):
+    """A readiness probe for a model or version that is not loaded (V2: 400)."""
+
+
+STATUS[ModelUnavailableError] = 400

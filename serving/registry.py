@@ -1,0 +1,278 @@
+"""The registry of loaded versions: background loading, polling, atomic swaps, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ensembles.errors import EnsembleError, NotFoundError
+from ensembles.store import ModelStore, validate_name
+from serving.errors import NotReadyError, VersionRefusedError
+from serving.metrics import ServingMetrics
+from serving.runtime import EnsembleRuntime
+from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+LoadState = Literal["loading", "loaded", "refused", "unloaded"]
+
+
+@dataclass
+class VersionState:
+    """What happened to one version in this process."""
+
+    version: int
+    state: LoadState
+    reason: str | None = None
+    since: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+    def to_dict(self, current: int | None) -> dict[str, Any]:
+        """JSON-ready form, flagging the version being served."""
+        return {
+            "version": self.version,
+            "state": self.state,
+            "current": self.version == current,
+            "reason": self.reason,
+            "since": self.since,
+        }
+
+
+@dataclass
+class _Entry:
+    current: int | None = None
+    runtimes: dict[int, EnsembleRuntime] = field(default_factory=dict)
+    states: dict[int, VersionState] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class EnsembleRegistry:
+    """Load the latest version of every ensemble and keep it current.
+
+    Parameters
+    ----------
+    settings : ServingSettings
+        Store folder, poll interval, runtime options.
+    metrics : ServingMetrics, optional
+        Receives loaded versions, refusals and batch sizes.
+
+    Notes
+    -----
+    Loading (checksums, signatures, sessions, warm-up) runs in a worker thread; the swap of
+    the current version is a single assignment in the event loop, so a request sees either
+    the old or the new runtime, and the old one is closed only when its in-flight requests
+    are done. A refused version is recorded with its reason and never retried (versions are
+    immutable); the previous version keeps serving.
+    """
+
+    def __init__(self, settings: ServingSettings, metrics: ServingMetrics | None = None) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.store)
+        self.metrics = metrics
+        self.ready = False
+        self._entries: dict[str, _Entry] = {}
+        self._refresh_lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # -- lookups -----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Names of the ensembles known to this process, sorted."""
+        return sorted(self._entries)
+
+    def current(self, name: str) -> EnsembleRuntime | None:
+        """The runtime serving ``name`` by default, or None."""
+        entry = self._entries.get(name)
+        return None if entry is None or entry.current is None else entry.runtimes[entry.current]
+
+    def loaded(self, name: str, version: int | None = None) -> EnsembleRuntime | None:
+        """A loaded runtime (the current one when ``version`` is None), without loading."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        return self.current(name) if version is None else entry.runtimes.get(version)
+
+    def version_states(self, name: str) -> list[dict[str, Any]]:
+        """Every version in the store and in memory with its load state, oldest first."""
+        entry = self._entries.get(name) or _Entry()
+        states = dict(entry.states)
+        for version in self.store.versions(name) if self._exists(name) else []:
+            states.setdefault(version, VersionState(version, "unloaded", "not loaded"))
+        return [states[v].to_dict(entry.current) for v in sorted(states)]
+
+    async def get(self, name: str, version: int | None = None) -> EnsembleRuntime:
+        """The runtime for a request, loading an asked-for older version on demand.
+
+        Raises
+        ------
+        StoreError
+            When the name is invalid.
+        NotFoundError
+            When the ensemble or version does not exist.
+        VersionRefusedError
+            When the version was refused at load time.
+        NotReadyError
+            When the ensemble has no loaded version yet.
+        """
+        validate_name(name)
+        entry = self._entries.get(name)
+        if version is None:
+            if entry is not None and entry.current is not None:
+                return entry.runtimes[entry.current]
+            if not self._exists(name):
+                raise NotFoundError(self.unknown_message(name))
+            refused = [s for s in (entry.states.values() if entry else []) if s.state == "refused"]
+            if refused:
+                raise VersionRefusedError(
+                    f"'{name}' has no servable version: version {refused[-1].version} was "
+                    f"refused: {refused[-1].reason}"
+                )
+            raise NotReadyError(f"'{name}' is not loaded yet; retry shortly")
+        if entry is not None and version in entry.runtimes:
+            return entry.runtimes[version]
+        state = entry.states.get(version) if entry else None
+        if state is not None and state.state == "refused":
+            raise VersionRefusedError(f"'{name}' version {version} was refused: {state.reason}")
+        available = self.store.versions(name) if self._exists(name) else []
+        if not available:
+            raise NotFoundError(self.unknown_message(name))
+        if version not in available:
+            raise NotFoundError(
+                f"ensemble '{name}' has no version {version}; available versions: {available}"
+            )
+        runtime = await self._load(name, version, make_current=False)
+        if runtime is None:
+            state = self._entries[name].states[version]
+            raise VersionRefusedError(f"'{name}' version {version} was refused: {state.reason}")
+        return runtime
+
+    # -- loading -----------------------------------------------------------------------
+    async def refresh(self) -> dict[str, Any]:
+        """Scan the store once and load every new latest version.
+
+        Returns
+        -------
+        dict
+            ``{name: {"current": version or None, "versions": [...]}}`` after the scan.
+        """
+        async with self._refresh_lock:
+            latest = await asyncio.to_thread(self._scan)
+            for name, version in latest.items():
+                entry = self._entries.setdefault(name, _Entry())
+                if version is None or (
+                    version in entry.states
+                    and entry.states[version].state in ("loaded", "refused", "loading")
+                ):
+                    if version in entry.runtimes and entry.current != version:
+                        self._swap(name, version)
+                    continue
+                await self._load(name, version, make_current=True)
+            self.ready = True
+        return {n: {"current": self._entries[n].current} for n in self.names()}
+
+    async def poll_forever(self) -> None:
+        """Refresh every ``poll_interval_s`` seconds until cancelled."""
+        interval = self.settings.poll_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:  # keep polling whatever one scan hit
+                logger.exception("store scan failed")
+
+    async def close(self) -> None:
+        """Close every runtime (waiting for in-flight requests)."""
+        runtimes = [rt for entry in self._entries.values() for rt in entry.runtimes.values()]
+        await asyncio.gather(*(rt.aclose() for rt in runtimes), *self._closing)
+
+    def _scan(self) -> dict[str, int | None]:
+        latest: dict[str, int | None] = {}
+        for name in self.store.names():
+            try:
+                latest[name] = self.store.latest(name)
+            except EnsembleError as exc:
+                logger.error("cannot read the latest version of %s: %s", name, exc)
+                latest[name] = None
+        return latest
+
+    async def _load(self, name: str, version: int, *, make_current: bool) -> EnsembleRuntime | None:
+        entry = self._entries.setdefault(name, _Entry())
+        async with entry.lock:
+            if version in entry.runtimes:
+                return entry.runtimes[version]
+            entry.states[version] = VersionState(version, "loading")
+            logger.info("loading %s version %d", name, version, extra={"ensemble": name})
+            options = self._runtime_options(name)
+            try:
+                runtime = await asyncio.to_thread(
+                    EnsembleRuntime.load, self.store, name, version, **options
+                )
+            except (EnsembleError, OSError) as exc:
+                entry.states[version] = VersionState(version, "refused", str(exc))
+                logger.error(
+                    "refused %s version %d: %s (still serving version %s)",
+                    name,
+                    version,
+                    exc,
+                    entry.current,
+                    extra={"ensemble": name, "version": version},
+                )
+                if self.metrics is not None:
+                    self.metrics.refusals.labels(name).inc()
+                return None
+            entry.runtimes[version] = runtime
+            entry.states[version] = VersionState(version, "loaded")
+            if make_current and (entry.current is None or version > entry.current):
+                self._swap(name, version)
+            self._evict(name)
+            return runtime
+
+    def _swap(self, name: str, version: int) -> None:
+        entry = self._entries[name]
+        previous, entry.current = entry.current, version
+        logger.info(
+            "%s now serves version %d (was %s)",
+            name,
+            version,
+            previous,
+            extra={"ensemble": name, "version": version},
+        )
+        if self.metrics is not None:
+            self.metrics.loaded_version.labels(name).set(version)
+            self.metrics.reset_drift(name)
+
+    def _evict(self, name: str) -> None:
+        entry = self._entries[name]
+        keep = self.settings.max_versions
+        others = sorted(v for v in entry.runtimes if v != entry.current)
+        while len(others) + 1 > keep and others:
+            version = others.pop(0)
+            runtime = entry.runtimes.pop(version)
+            entry.states[version] = VersionState(version, "unloaded", "evicted")
+            task = asyncio.get_running_loop().create_task(runtime.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        if self.metrics is not None:
+            self.metrics.versions_loaded.labels(name).set(len(entry.runtimes))
+
+    def _runtime_options(self, name: str) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "intra_op_threads": s.intra_op_threads,
+            "inter_op_threads": s.inter_op_threads,
+            "interval_level": s.interval_level,
+            "batching": s.batching,
+            "max_wait_ms": s.max_wait_ms,
+            "max_batch_rows": s.max_batch_rows,
+            "max_queue_rows": s.max_queue_rows,
+            "on_batch": self.metrics.batch_hook(name) if self.metrics else None,
+        }
+
+    def _exists(self, name: str) -> bool:
+        return bool(self.store.versions(name))
+
+    def unknown_message(self, name: str) -> str:
+        known = self.store.names()
+        hint = f"known ensembles: {', '.join(known)}" if known else "the store is empty"
+        return f"ensemble '{name}' not found in {self.store.root} ({hint})"

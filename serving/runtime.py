@@ -1,0 +1,555 @@
+"""The runtime of one loaded ensemble version: onnxruntime sessions, combiners and uncertainty."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto
+
+from ensembles.combiners import Combiner, combiner_from_state
+from ensembles.errors import ConfigError, EnsembleError, IntegrityError
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.manifest import Manifest
+from ensembles.store import ModelStore
+from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
+from serving.batching import BatcherClosedError, MicroBatcher
+from serving.errors import InvalidRequestError, OverloadedError
+from serving.fused import FusedMembers, session_options
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_AVERAGE = "weight_average"
+MEMBER_OUTPUTS = "member_outputs"
+MEMBER_VARIANCES = "member_variances"
+LABEL = "label"
+#: Rows above which combining runs in a worker thread instead of the event loop.
+_OFFLOAD_ROWS = 256
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, V2 datatype and shape (``-1`` for the batch axis) of one output tensor."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Held-out statistics a version is compared with to report drift.
+
+    Attributes
+    ----------
+    feature_mean, feature_std : np.ndarray, shape (n_features,)
+        Of the validation rows.
+    mean_abs_z : float
+        Mean absolute z-score of the validation rows themselves (the no-drift level).
+    mean_variance : float
+        Mean member variance on the validation rows (the no-drift uncertainty level).
+    """
+
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    mean_abs_z: float
+    mean_variance: float
+
+
+@dataclass
+class Prediction:
+    """What the runtime returns for a batch.
+
+    Attributes
+    ----------
+    combiner : str
+        Name of the combiner used.
+    combined : np.ndarray, shape (n_samples, n_outputs)
+        Class probabilities or values.
+    labels : np.ndarray of int64, shape (n_samples,), or None
+        Argmax class indices (classification only).
+    uncertainty : dict of str to np.ndarray
+        Each (n_samples, n_outputs) or (n_samples,); empty when not asked for.
+    member_outputs : np.ndarray, shape (n_members, n_samples, n_outputs), or None
+    member_variances : np.ndarray, shape (n_members, n_samples, n_outputs), or None
+    """
+
+    combiner: str
+    combined: np.ndarray
+    labels: np.ndarray | None
+    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
+    member_outputs: np.ndarray | None = None
+    member_variances: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _WeightAverage:
+    """The weight-averaged model: its own session and the members it averaged."""
+
+    session: ort.InferenceSession
+    member_index: np.ndarray
+
+
+def check_signature(model: onnx.ModelProto, manifest: Manifest, source: str) -> None:
+    """Verify that an ONNX graph has the input and outputs the manifest promises.
+
+    Raises
+    ------
+    IntegrityError
+        Naming ``source`` and the first mismatch.
+    """
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [entry for entry in graph.input if entry.name not in initializers]
+    spec = manifest.input
+    if [entry.name for entry in inputs] != [spec.name]:
+        raise IntegrityError(
+            f"{source}: expected one input '{spec.name}', found {[e.name for e in inputs]}"
+        )
+    wanted = {manifest.output.name: manifest.output.n_outputs}
+    if manifest.output.variance_name:
+        wanted[manifest.output.variance_name] = manifest.output.n_outputs
+    tensors = [(inputs[0], spec.n_features)] + [
+        (entry, wanted[entry.name]) for entry in graph.output if entry.name in wanted
+    ]
+    missing = sorted(set(wanted) - {entry.name for entry in graph.output})
+    if missing:
+        raise IntegrityError(f"{source}: outputs {missing} promised by the manifest are missing")
+    for entry, width in tensors:
+        tensor = entry.type.tensor_type
+        dims = tensor.shape.dim
+        if tensor.elem_type != TensorProto.FLOAT or len(dims) != 2 or dims[1].dim_value != width:
+            got = [d.dim_value or d.dim_param or "?" for d in dims]
+            raise IntegrityError(
+                f"{source}: '{entry.name}' must be float32 of shape [batch, {width}] as the "
+                f"manifest says; got elem_type {tensor.elem_type} and shape {got}"
+            )
+
+
+def _load_onnx(path: Path, manifest: Manifest, folder: Path) -> onnx.ModelProto:
+    source = str(path.relative_to(folder))
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise IntegrityError(f"{path} is not a readable ONNX model: {exc}") from exc
+    check_signature(model, manifest, str(path))
+    logger.debug("signature of %s verified", source)
+    return model
+
+
+def _baseline(folder: Path, manifest: Manifest) -> Baseline | None:
+    if HELDOUT_FILE not in manifest.files:
+        return None
+    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
+    X = np.asarray(validation.X, dtype=float)
+    if X.ndim != 2 or X.shape[1] != manifest.input.n_features or len(X) < 2:
+        return None
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    preds = np.asarray(validation.member_preds, dtype=float)
+    return Baseline(
+        feature_mean=mean,
+        feature_std=std,
+        mean_abs_z=float(np.abs((X - mean) / std).mean()) or 1.0,
+        mean_variance=float(preds.var(axis=0).mean()),
+    )
+
+
+class EnsembleRuntime:
+    """Serve one version of an ensemble: run its members, combine, measure uncertainty.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The verified manifest of the version.
+    folder : Path
+        The version folder (read only).
+    intra_op_threads, inter_op_threads : int
+        onnxruntime thread counts.
+    interval_level : float
+        Probability mass of regression intervals.
+    batching : bool
+        Coalesce concurrent :meth:`predict_async` calls into one onnxruntime call.
+    max_wait_ms : float
+        Longest extra wait for more requests under load (``serving.batching``).
+    max_batch_rows : int
+        Largest micro-batch handed to onnxruntime.
+    max_queue_rows : int
+        Rows in flight before :meth:`predict_async` refuses with ``OverloadedError``.
+    on_batch : callable, optional
+        Called with the row count of every onnxruntime call (for metrics).
+
+    Notes
+    -----
+    Members run in one fused onnxruntime graph (``serving.fused``). Use :meth:`load` to
+    build a runtime from the store; it verifies checksums and signatures.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        folder: Path,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        interval_level: float = 0.9,
+        batching: bool = True,
+        max_wait_ms: float = 1.0,
+        max_batch_rows: int = 4096,
+        max_queue_rows: int = 65536,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.folder = folder
+        self.task = manifest.task
+        self.n_features = manifest.input.n_features
+        self.n_outputs = manifest.output.n_outputs
+        self.n_members = manifest.n_members
+        self.interval_level = interval_level
+        self.batching = batching
+        self.max_wait_ms = max_wait_ms
+        self.max_batch_rows = max_batch_rows
+        self.max_queue_rows = max_queue_rows
+        self._on_batch = on_batch
+        self._options = session_options(intra_op_threads, inter_op_threads)
+        if not manifest.members:
+            raise IntegrityError(f"{folder}/manifest.json lists no members")
+        models = [_load_onnx(folder / m.file, manifest, folder) for m in manifest.members]
+        try:
+            self._members = FusedMembers(models, options=self._options)
+        except EnsembleError as exc:
+            raise IntegrityError(f"{folder}: members cannot run together: {exc}") from exc
+        self._has_variance = self._members.has_variance
+        self.combiners: dict[str, Combiner | _WeightAverage] = {
+            name: self._build_combiner(name, info.kind, info.state)
+            for name, info in manifest.combiners.items()
+        }
+        if manifest.default_combiner not in self.combiners:
+            raise IntegrityError(
+                f"{folder}/manifest.json: default combiner '{manifest.default_combiner}' is not "
+                f"among the fitted combiners {sorted(self.combiners)}"
+            )
+        self.baseline = _baseline(folder, manifest)
+        self._batcher: Any = None
+        self._retired = False
+        self._inflight_rows = 0
+        self._lock = threading.Lock()
+        self.uncertainty_names, self.outputs = self._warm_up()
+
+    @classmethod
+    def load(cls, store: ModelStore, name: str, version: int, **options: Any) -> EnsembleRuntime:
+        """Load and verify one version from the store.
+
+        Raises
+        ------
+        NotFoundError
+            When the version does not exist.
+        IntegrityError
+            When a checksum, a signature, a combiner state or the warm-up fails.
+        """
+        manifest = store.load_manifest(name, version, verify=True)
+        try:
+            return cls(manifest, store.path(name, version), **options)
+        except IntegrityError:
+            raise
+        except Exception as exc:
+            raise IntegrityError(
+                f"{name} version {version} cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    @property
+    def name(self) -> str:
+        """Ensemble name."""
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        """Version number."""
+        return self.manifest.version
+
+    # -- building ----------------------------------------------------------------------
+    def _build_combiner(self, name: str, kind: str, state: dict[str, Any]) -> Any:
+        if kind != WEIGHT_AVERAGE:
+            try:
+                return combiner_from_state(state)
+            except EnsembleError as exc:
+                raise IntegrityError(f"combiner '{name}' cannot be rebuilt: {exc}") from exc
+        file, ids = state.get("file"), state.get("members")
+        if not isinstance(file, str) or file not in self.manifest.files:
+            raise IntegrityError(f"combiner '{name}' names file {file!r}, absent from the manifest")
+        known = [member.id for member in self.manifest.members]
+        unknown = [i for i in ids or [] if i not in known]
+        if not ids or unknown:
+            raise IntegrityError(f"combiner '{name}' averages unknown members {unknown or ids}")
+        model = _load_onnx(self.folder / file, self.manifest, self.folder)
+        session = ort.InferenceSession(
+            model.SerializeToString(),
+            sess_options=self._options,
+            providers=["CPUExecutionProvider"],
+        )
+        return _WeightAverage(session, np.array([known.index(i) for i in ids]))
+
+    def _warm_up(self) -> tuple[tuple[str, ...], tuple[TensorSpec, ...]]:
+        X = np.zeros((2, self.n_features), dtype=np.float32)
+        if self.baseline is not None:
+            X[:] = self.baseline.feature_mean
+        names: tuple[str, ...] = ()
+        for combiner in self.combiners:
+            try:
+                prediction = self.predict(X, combiner=combiner)
+            except EnsembleError as exc:
+                raise IntegrityError(
+                    f"combiner '{combiner}' fails on a warm-up batch: {exc}"
+                ) from exc
+            if combiner == self.manifest.default_combiner:
+                names = tuple(prediction.uncertainty)
+                shapes = {k: v.shape[1:] for k, v in prediction.uncertainty.items()}
+        main = self.manifest.output.name
+        specs = [TensorSpec(main, "FP32", (-1, self.n_outputs))]
+        if self.task == "classification":
+            specs.append(TensorSpec(LABEL, "INT64", (-1,)))
+        specs += [TensorSpec(k, "FP32", (-1, *shapes[k])) for k in names]
+        specs.append(TensorSpec(MEMBER_OUTPUTS, "FP32", (self.n_members, -1, self.n_outputs)))
+        if self._has_variance:
+            specs.append(TensorSpec(MEMBER_VARIANCES, "FP32", (self.n_members, -1, self.n_outputs)))
+        return names, tuple(specs)
+
+    # -- checks ------------------------------------------------------------------------
+    def check_input(self, X: np.ndarray) -> np.ndarray:
+        """Validate a batch and return it as contiguous float32.
+
+        Parameters
+        ----------
+        X : np.ndarray, shape (n_samples, n_features)
+
+        Raises
+        ------
+        InvalidRequestError
+            Empty batch, too many rows, wrong feature count, or NaN/infinite values.
+        """
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise InvalidRequestError(
+                f"expected rows of {self.n_features} features ({self.n_features} columns) for "
+                f"'{self.name}'; got shape {list(X.shape)}",
+                field="rows",
+            )
+        if X.shape[0] == 0:
+            raise InvalidRequestError("empty batch: send at least one row", field="rows")
+        if X.shape[0] > self.max_batch_rows:
+            raise InvalidRequestError(
+                f"batch of {X.shape[0]} rows is over the limit of {self.max_batch_rows} rows; "
+                "split it into smaller requests",
+                field="rows",
+            )
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        finite = np.isfinite(X)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.all(axis=1))[:5].tolist()
+            raise InvalidRequestError(
+                f"input contains NaN or infinite values (rows {bad}); send finite numbers",
+                field="rows",
+            )
+        return X
+
+    def resolve_combiner(self, combiner: str | None) -> str:
+        """The combiner name to use: ``combiner`` if fitted, the default when None."""
+        if combiner is None:
+            return self.manifest.default_combiner
+        if combiner not in self.combiners:
+            raise InvalidRequestError(
+                f"unknown combiner '{combiner}' for '{self.name}' version {self.version}; "
+                f"fitted combiners: {sorted(self.combiners)}",
+                field="combiner",
+            )
+        return combiner
+
+    # -- prediction --------------------------------------------------------------------
+    def run_members(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run every member in one onnxruntime call.
+
+        Parameters
+        ----------
+        X : np.ndarray, shape (n_samples, n_features), float32
+
+        Returns
+        -------
+        member_outputs : np.ndarray, shape (n_members, n_samples, n_outputs)
+        member_variances : np.ndarray of the same shape, or None
+        """
+        if self._on_batch is not None:
+            self._on_batch(len(X))
+        result = self._members(X)
+        if isinstance(result, tuple):
+            return result[0], result[1]
+        return result, None
+
+    def predict(
+        self,
+        X: np.ndarray,
+        combiner: str | None = None,
+        members: bool = False,
+        uncertainty: bool = True,
+    ) -> Prediction:
+        """Combined prediction and uncertainty for a batch, synchronously.
+
+        Parameters
+        ----------
+        X : np.ndarray, shape (n_samples, n_features)
+            Rows; any real dtype, validated and converted to float32.
+        combiner : str, optional
+            A fitted combiner's name (the weight-averaged model included); default when None.
+        members : bool, default False
+            Also return the per-member outputs.
+        uncertainty : bool, default True
+            Compute the uncertainty measures.
+
+        Returns
+        -------
+        Prediction
+        """
+        X = self.check_input(X)
+        name = self.resolve_combiner(combiner)
+        rule = self.combiners[name]
+        averaged = self._run_averaged(rule, X)
+        outputs, variances = (
+            self.run_members(X) if self._needs_members(rule, members, uncertainty) else (None, None)
+        )
+        return self._finish(X, name, outputs, variances, averaged, members, uncertainty)
+
+    async def predict_async(
+        self,
+        X: np.ndarray,
+        combiner: str | None = None,
+        members: bool = False,
+        uncertainty: bool = True,
+    ) -> Prediction:
+        """Like :meth:`predict`, micro-batching member runs across concurrent calls.
+
+        Raises
+        ------
+        OverloadedError
+            When more than ``max_queue_rows`` rows are already in flight.
+        """
+        X = self.check_input(X)
+        name = self.resolve_combiner(combiner)
+        rule = self.combiners[name]
+        rows = len(X)
+        with self._lock:
+            if self._inflight_rows + rows > self.max_queue_rows:
+                raise OverloadedError(
+                    f"'{self.name}' has {self._inflight_rows} rows in flight (limit "
+                    f"{self.max_queue_rows}); retry shortly"
+                )
+            self._inflight_rows += rows
+        try:
+            averaged = None
+            if isinstance(rule, _WeightAverage):
+                averaged = await asyncio.to_thread(self._run_averaged, rule, X)
+            outputs = variances = None
+            if self._needs_members(rule, members, uncertainty):
+                outputs, variances = await self._run_members_async(X)
+            args = (X, name, outputs, variances, averaged, members, uncertainty)
+            if rows > _OFFLOAD_ROWS:
+                return await asyncio.to_thread(self._finish, *args)
+            return self._finish(*args)
+        finally:
+            with self._lock:
+                self._inflight_rows -= rows
+
+    @property
+    def inflight_rows(self) -> int:
+        """Rows currently inside :meth:`predict_async`."""
+        return self._inflight_rows
+
+    async def aclose(self, timeout_s: float = 30.0) -> None:
+        """Wait for in-flight requests (up to ``timeout_s``), then stop the micro-batcher."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._inflight_rows and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self._retired = True
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await batcher.close()
+
+    async def _run_members_async(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        batcher = None if self._retired else self._get_batcher()
+        if batcher is None:  # no batching, or a retired runtime finishing a late request
+            return await asyncio.to_thread(self.run_members, X)
+        try:
+            result = await batcher.submit(X)
+        except BatcherClosedError:
+            return await asyncio.to_thread(self.run_members, X)
+        if isinstance(result, tuple):
+            return result[0], result[1]
+        return result, None
+
+    def _get_batcher(self) -> Any:
+        if self._batcher is None and self.batching:
+            self._batcher = MicroBatcher(
+                self._run_for_batcher, self.max_batch_rows, self.max_wait_ms
+            )
+        return self._batcher
+
+    def _run_for_batcher(self, X: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        outputs, variances = self.run_members(X)
+        return outputs if variances is None else (outputs, variances)
+
+    def _needs_members(self, rule: Any, members: bool, uncertainty: bool) -> bool:
+        return members or uncertainty or not isinstance(rule, _WeightAverage)
+
+    def _run_averaged(self, rule: Any, X: np.ndarray) -> np.ndarray | None:
+        if not isinstance(rule, _WeightAverage):
+            return None
+        return rule.session.run([self.manifest.output.name], {self.manifest.input.name: X})[0]
+
+    def _finish(
+        self,
+        X: np.ndarray,
+        name: str,
+        outputs: np.ndarray | None,
+        variances: np.ndarray | None,
+        averaged: np.ndarray | None,
+        members: bool,
+        uncertainty: bool,
+    ) -> Prediction:
+        rule = self.combiners[name]
+        weights = None
+        spread_outputs, spread_variances = outputs, variances
+        if isinstance(rule, _WeightAverage):
+            combined = np.asarray(averaged, dtype=float)
+            if outputs is not None:
+                spread_outputs = outputs[rule.member_index]
+                if variances is not None:
+                    spread_variances = variances[rule.member_index]
+        else:
+            try:
+                combined = rule.combine(outputs, X)
+            except ConfigError as exc:
+                raise IntegrityError(f"combiner '{name}' failed: {exc}") from exc
+            weights = rule.member_weights
+        measures: dict[str, np.ndarray] = {}
+        if uncertainty:
+            if self.task == "classification":
+                measures = classification_uncertainty(spread_outputs, weights, combined)
+            else:
+                measures = regression_uncertainty(
+                    spread_outputs, spread_variances, weights, self.interval_level, combined
+                )
+        labels = combined.argmax(axis=1) if self.task == "classification" else None
+        return Prediction(
+            combiner=name,
+            combined=combined,
+            labels=labels,
+            uncertainty=measures,
+            member_outputs=outputs if members else None,
+            member_variances=variances if members else None,
+        )

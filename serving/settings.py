@@ -1,0 +1,72 @@
+"""Serving settings: one pydantic-settings object filled from CLI flags and ``ENSEMBLES_*``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """Everything the server can be told; each field also reads ``ENSEMBLES_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ENSEMBLES_", extra="forbid")
+
+    store: Path = Path("model_store")
+    """Model store folder the server reads (never writes)."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind; loopback by default."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port."""
+
+    workers: int = Field(default=1, ge=1)
+    """Uvicorn worker processes; each loads every ensemble."""
+
+    token: SecretStr | None = None
+    """Bearer token required by predict and admin routes when set (``ENSEMBLES_TOKEN``)."""
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted, after decompression too."""
+
+    max_batch_rows: int = Field(default=4096, ge=1)
+    """Largest number of rows in one request."""
+
+    batching: bool = True
+    """Micro-batch concurrent requests into one onnxruntime call per ensemble."""
+
+    max_wait_ms: float = Field(default=1.0, ge=0.0)
+    """Micro-batching: longest extra wait for more requests under load."""
+
+    max_queue_rows: int = Field(default=65536, ge=1)
+    """Rows allowed in flight per ensemble before requests are refused with 503."""
+
+    poll_interval_s: float = Field(default=2.0, ge=0.0)
+    """Seconds between store scans for new versions (0 = only on explicit reload)."""
+
+    max_versions: int = Field(default=3, ge=1)
+    """Versions kept loaded per ensemble (the current one plus the most recently asked)."""
+
+    intra_op_threads: int = Field(default=1, ge=1)
+    """onnxruntime threads inside one operator (1 is fastest for small MLPs on 2 cores)."""
+
+    inter_op_threads: int = Field(default=1, ge=1)
+    """onnxruntime threads across independent nodes."""
+
+    interval_level: float = Field(default=0.9, gt=0.0, lt=1.0)
+    """Probability mass of the regression prediction interval."""
+
+    log_level: str = "info"
+    """Root log level of the server process."""
+
+    log_json: bool = True
+    """Write structured (JSON) log lines when started from the command line."""
+
+
+@lru_cache
+def get_settings() -> ServingSettings:
+    """The settings of this process, read once from the environment (tests override it)."""
+    return ServingSettings()

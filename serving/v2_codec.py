@@ -1,0 +1,426 @@
+"""Open Inference Protocol wire format: JSON and binary tensors in, JSON or binary out."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving.errors import BodyTooLargeError, InvalidRequestError
+
+HEADER_LENGTH = "inference-header-content-length"
+MAX_JSON_DEPTH = 100
+#: V2 datatypes with a fixed-size numpy equivalent (little-endian on the wire).
+NUMPY_TYPES: dict[str, str] = {
+    "BOOL": "|b1",
+    "UINT8": "|u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "|i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+DATATYPES = (*NUMPY_TYPES, "BYTES", "BF16")
+RESERVED_PARAMETERS = frozenset(
+    {
+        "sequence_id",
+        "sequence_start",
+        "sequence_end",
+        "priority",
+        "timeout",
+        "headers",
+        "binary_data_output",
+        "binary_data",
+        "binary_data_size",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One entry of the request's ``outputs``: its name and whether to send it as bytes."""
+
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request.
+
+    Attributes
+    ----------
+    inputs : dict of str to np.ndarray
+        Each array shaped as the request said.
+    outputs : list of RequestedOutput, or None when the request lists none (all outputs).
+    binary_output : bool
+        ``parameters.binary_data_output``: the default for outputs without their own flag.
+    """
+
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: dict[str, np.ndarray]
+    outputs: list[RequestedOutput] | None
+    binary_output: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Expected datatype and shape (``-1`` for free dims) of a model input."""
+
+    datatype: str
+    shape: tuple[int, ...]
+
+
+def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding: gzip | deflate`` without ever exceeding ``max_bytes``.
+
+    Raises
+    ------
+    InvalidRequestError
+        For an unknown encoding or data that does not decompress.
+    BodyTooLargeError
+        When the decompressed body is over ``max_bytes``.
+    """
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidRequestError(
+            f"unsupported Content-Encoding '{encoding}'; use gzip, deflate or none"
+        )
+    attempts = [16 + zlib.MAX_WBITS] if encoding == "gzip" else [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+    for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, max_bytes + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(data) > max_bytes or inflater.unconsumed_tail:
+            raise BodyTooLargeError(
+                f"decompressed request body is larger than the limit of {max_bytes} bytes"
+            )
+        return data
+    raise InvalidRequestError(f"request body is not valid {encoding} data: {error}")
+
+
+def json_depth_exceeds(text: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets nest deeper than ``limit`` (vectorized; brackets in strings count)."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    codes = np.frombuffer(text, dtype=np.uint8)
+    steps = (codes == ord("[")).astype(np.int32) + (codes == ord("{"))
+    steps -= (codes == ord("]")).astype(np.int32) + (codes == ord("}"))
+    return bool(np.cumsum(steps).max() > limit)
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    text = header_length.strip()
+    if not text.isdigit():
+        raise InvalidRequestError(
+            f"Inference-Header-Content-Length must be a non-negative integer; got {text!r}"
+        )
+    length = int(text)
+    if length == 0 or length > len(body):
+        raise InvalidRequestError(
+            f"Inference-Header-Content-Length is {length} but the body has {len(body)} bytes; "
+            "it must be the size of the JSON header that starts the body"
+        )
+    return body[:length], body[length:]
+
+
+def _load_json(text: bytes) -> dict[str, Any]:
+    if json_depth_exceeds(text):
+        raise InvalidRequestError(f"request JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"malformed JSON in inference request: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequestError("inference request must be a JSON object")
+    return value
+
+
+def _shape(entry: dict[str, Any], name: str) -> tuple[int, ...]:
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        raise InvalidRequestError(f"input '{name}' needs 'shape': a list of integers")
+    if any(d < 0 for d in shape):
+        raise InvalidRequestError(f"input '{name}' has a negative dimension in shape {shape}")
+    return tuple(shape)
+
+
+def _decode_input(
+    entry: dict[str, Any],
+    name: str,
+    meta: TensorMeta,
+    model: str,
+    binary: memoryview,
+    offset: int,
+    max_elements: int,
+) -> tuple[np.ndarray, int]:
+    datatype = entry.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidRequestError(
+            f"input '{name}' has unknown datatype {datatype!r}; expected one of {list(DATATYPES)}"
+        )
+    if datatype != meta.datatype:
+        raise InvalidRequestError(
+            f"inference input '{name}' data-type is '{datatype}', but model '{model}' expects "
+            f"'{meta.datatype}'"
+        )
+    shape = _shape(entry, name)
+    if len(shape) != len(meta.shape) or any(
+        want not in (-1, got) for want, got in zip(meta.shape, shape, strict=True)
+    ):
+        expected = ",".join(map(str, meta.shape))
+        raise InvalidRequestError(
+            f"unexpected shape for input '{name}' for model '{model}'. "
+            f"Expected [{expected}], got [{','.join(map(str, shape))}]"
+        )
+    count = math.prod(shape)
+    if count > max_elements:
+        raise InvalidRequestError(
+            f"input '{name}' has {count} elements (shape {list(shape)}), over the limit of "
+            f"{max_elements}"
+        )
+    dtype = np.dtype(NUMPY_TYPES[datatype])
+    parameters = entry.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequestError(f"'parameters' of input '{name}' must be an object")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidRequestError(
+                f"binary_data_size of input '{name}' must be a non-negative integer"
+            )
+        needed = count * dtype.itemsize
+        if size != needed:
+            raise InvalidRequestError(
+                f"input '{name}' has binary_data_size {size} but shape {list(shape)} of "
+                f"{datatype} needs {needed} bytes"
+            )
+        if offset + size > len(binary):
+            raise InvalidRequestError(
+                f"input '{name}' claims {size} bytes of binary data but only "
+                f"{len(binary) - offset} remain after the JSON header"
+            )
+        array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+        return array, offset + size
+    if "data" not in entry:
+        raise InvalidRequestError(f"input '{name}' has neither 'data' nor binary_data_size")
+    try:
+        array = np.asarray(entry["data"])
+    except ValueError as exc:
+        raise InvalidRequestError(f"'data' of input '{name}' is ragged: {exc}") from exc
+    kinds = "b" if datatype == "BOOL" else "iuf" if datatype.startswith("FP") else "iu"
+    if array.size and array.dtype.kind not in kinds:
+        raise InvalidRequestError(
+            f"'data' of input '{name}' must hold {datatype} numbers; got {array.dtype.kind!r} "
+            "values (strings, booleans or objects)"
+        )
+    if array.size != count:
+        raise InvalidRequestError(
+            f"input '{name}' has {array.size} values but shape {list(shape)} needs {count}"
+        )
+    return array.astype(dtype, copy=False).reshape(shape), offset
+
+
+def decode_infer_request(
+    body: bytes,
+    header_length: str | None,
+    model: str,
+    inputs: dict[str, TensorMeta],
+    outputs: set[str],
+    max_elements: int,
+) -> InferRequest:
+    """Parse and validate an inference request body against a model's tensors.
+
+    Parameters
+    ----------
+    body : bytes
+        The (decompressed) body: JSON, optionally followed by binary tensor data.
+    header_length : str or None
+        The ``Inference-Header-Content-Length`` header.
+    model : str
+        Model name, for messages.
+    inputs : dict of str to TensorMeta
+        Every input the model takes.
+    outputs : set of str
+        Every output the model can return.
+    max_elements : int
+        Largest element count of one input.
+
+    Raises
+    ------
+    InvalidRequestError
+        Naming the first problem, in the wording of the reference server where one exists.
+    """
+    header, binary = _split_body(body, header_length)
+    request = _load_json(header)
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidRequestError("'id' must be a string")
+    parameters = request.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequestError("'parameters' must be an object")
+    entries = request.get("inputs")
+    if not isinstance(entries, list) or not entries:
+        raise InvalidRequestError(f"'inputs' must be a non-empty list for model '{model}'")
+    decoded: dict[str, np.ndarray] = {}
+    offset, view = 0, memoryview(binary)
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InvalidRequestError("every input needs a 'name' string")
+        name = entry["name"]
+        if name not in inputs:
+            raise InvalidRequestError(f"unexpected inference input '{name}' for model '{model}'")
+        if name in decoded:
+            raise InvalidRequestError(f"input '{name}' appears twice in the request")
+        decoded[name], offset = _decode_input(
+            entry, name, inputs[name], model, view, offset, max_elements
+        )
+    if len(decoded) != len(inputs):
+        raise InvalidRequestError(
+            f"expected {len(inputs)} inputs but got {len(decoded)} inputs for model '{model}'"
+        )
+    if offset != len(binary):
+        raise InvalidRequestError(
+            f"{len(binary) - offset} bytes of binary data after the JSON header are not claimed "
+            "by any input (check binary_data_size and Inference-Header-Content-Length)"
+        )
+    binary_output = parameters.get("binary_data_output", False)
+    if not isinstance(binary_output, bool):
+        raise InvalidRequestError("parameter 'binary_data_output' must be a boolean")
+    return InferRequest(
+        request_id,
+        parameters,
+        decoded,
+        _requested_outputs(request, model, outputs, binary_output),
+        binary_output,
+    )
+
+
+def _requested_outputs(
+    request: dict[str, Any], model: str, known: set[str], default_binary: bool
+) -> list[RequestedOutput] | None:
+    entries = request.get("outputs")
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise InvalidRequestError("'outputs' must be a list")
+    requested: list[RequestedOutput] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise InvalidRequestError("every requested output needs a 'name' string")
+        name = entry["name"]
+        if name in seen:
+            raise InvalidRequestError(f"duplicate output name '{name}' in the request")
+        if name not in known:
+            raise InvalidRequestError(
+                f"unexpected inference output '{name}' for model '{model}'; "
+                f"outputs: {sorted(known)}"
+            )
+        seen.add(name)
+        parameters = entry.get("parameters") or {}
+        binary = (
+            parameters.get("binary_data", default_binary) if isinstance(parameters, dict) else None
+        )
+        if not isinstance(binary, bool):
+            raise InvalidRequestError(f"'binary_data' of output '{name}' must be a boolean")
+        requested.append(RequestedOutput(name, binary))
+    return requested
+
+
+def encode_infer_response(
+    header: dict[str, Any],
+    tensors: list[tuple[str, str, np.ndarray, bool]],
+    accept_encoding: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """Build a response body and its headers.
+
+    Parameters
+    ----------
+    header : dict
+        ``model_name``, ``model_version``, optional ``id`` and ``parameters``.
+    tensors : list of (name, datatype, array, binary)
+        Output tensors in order; binary ones are appended after the JSON as raw
+        little-endian bytes.
+    accept_encoding : str, optional
+        The request's ``Accept-Encoding``; gzip or deflate is applied when it asks.
+
+    Returns
+    -------
+    body : bytes
+    headers : dict of str to str
+        ``Content-Type``, and ``Inference-Header-Content-Length`` / ``Content-Encoding``
+        when they apply.
+    """
+    outputs, blobs = [], []
+    for name, datatype, array, binary in tensors:
+        array = np.ascontiguousarray(array, dtype=NUMPY_TYPES[datatype])
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            blob = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.reshape(-1)
+        outputs.append(entry)
+    text = orjson.dumps({**header, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if blobs:
+        body = b"".join([text, *blobs])
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(text)),
+        }
+    else:
+        body, headers = text, {"Content-Type": "application/json"}
+    encoding = choose_encoding(accept_encoding)
+    if encoding == "gzip":
+        body = gzip_bytes(body)
+    elif encoding == "deflate":
+        body = zlib.compress(body, 1)
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    return body, headers
+
+
+def choose_encoding(accept_encoding: str | None) -> str | None:
+    """``"gzip"``, ``"deflate"`` or None, as the client's ``Accept-Encoding`` allows."""
+    if not accept_encoding:
+        return None
+    offered = {}
+    for part in accept_encoding.lower().split(","):
+        token, _, quality = part.strip().partition(";")
+        q = quality.strip().removeprefix("q=")
+        try:
+            offered[token.strip()] = float(q) if q else 1.0
+        except ValueError:
+            offered[token.strip()] = 0.0
+    for candidate in ("gzip", "deflate"):
+        if offered.get(candidate, 0.0) > 0:
+            return candidate
+    return None
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Fast gzip (level 1): the answer is latency-bound, not bandwidth-bound."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()

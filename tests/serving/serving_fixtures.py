@@ -1,0 +1,85 @@
+"""Shared serving test helpers: a live uvicorn server in a thread, free ports, corrupt publishes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import uvicorn
+
+from ensembles.manifest import Manifest
+from ensembles.store import LATEST_FILE, MANIFEST_FILE, ModelStore
+from serving.app import create_app
+from serving.settings import ServingSettings
+
+TOKEN = "s3cret-token"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The real app under uvicorn (uvloop + httptools) in a thread, on a free port."""
+
+    def __init__(self, **settings: object) -> None:
+        self.settings = ServingSettings(port=free_port(), **settings)
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        self.address = f"127.0.0.1:{self.settings.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        """An httpx client on this server."""
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+def publish_corrupt(store: ModelStore, name: str) -> int:
+    """Publish a copy of the latest version with one member's bytes flipped; return it.
+
+    The copy is renamed into place and ``latest`` moved, as a real publish would, so a
+    polling server sees it at once and must refuse it.
+    """
+    source = store.path(name, store.latest(name))
+    version = store.versions(name)[-1] + 1
+    staging = source.parent / f".corrupt-{version}"
+    shutil.copytree(source, staging)
+    manifest = Manifest.from_json((staging / MANIFEST_FILE).read_text())
+    (staging / MANIFEST_FILE).write_text(manifest.model_copy(update={"version": version}).to_json())
+    member = staging / manifest.members[0].file
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    member.write_bytes(bytes(data))
+    os.rename(staging, store.path(name, version))
+    (store.root / name / LATEST_FILE).write_text(f"{version}\n")
+    return version

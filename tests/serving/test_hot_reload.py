@@ -1,0 +1,74 @@
+"""Hot reload under concurrent load: no failed request across a swap; corrupt versions refused."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from serving_fixtures import LiveServer, publish_corrupt
+
+from ensembles.store import ModelStore
+from serving.synthetic import publish_synthetic
+
+ROWS = {"rows": [[0.5, -0.5, 1.0, 0.0]]}
+
+
+def hammer(url: str, stop: threading.Event) -> tuple[list[int], list[str]]:
+    """Predict in a loop until ``stop``; return the versions seen and every failure."""
+    versions, failures = [], []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while not stop.is_set():
+            try:
+                response = http.post("/v1/ensembles/hot/predict", json=ROWS)
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+                continue
+            if response.status_code == 200:
+                versions.append(response.json()["version"])
+            else:
+                failures.append(f"{response.status_code} {response.text}")
+    return versions, failures
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_swap_under_load_then_refuse_a_corrupt_version(tmp_path, caplog):
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "hot", seed=1)
+    with LiveServer(store=store.root, poll_interval_s=0.1) as live, live.client() as http:
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            futures = [pool.submit(hammer, live.url, stop) for _ in range(6)]
+            time.sleep(0.5)
+            publish_synthetic(store, "hot", seed=2)  # version 2, picked up by polling
+            wait_for(lambda: http.get("/v1/ensembles/hot").json()["version"] == 2)
+            time.sleep(0.5)
+            stop.set()
+            results = [future.result() for future in futures]
+        versions = [v for seen, _ in results for v in seen]
+        failures = [f for _, failed in results for f in failed]
+        assert failures == []
+        assert {1, 2} <= set(versions) and versions.count(2) > 0
+
+        with caplog.at_level(logging.ERROR, logger="serving.registry"):
+            bad = publish_corrupt(store, "hot")
+            reloaded = http.post("/v1/admin/reload").json()
+        states = {s["version"]: s for s in reloaded["hot"]}
+        assert states[bad]["state"] == "refused"
+        assert "m000.onnx is corrupt" in states[bad]["reason"]
+        assert f"refused hot version {bad}" in caplog.text
+        info = http.get("/v1/ensembles/hot").json()
+        assert info["version"] == 2
+        assert [s["state"] for s in info["versions"]] == ["loaded", "loaded", "refused"]
+        assert http.post("/v1/ensembles/hot/predict", json=ROWS).json()["version"] == 2
+        response = http.post("/v1/ensembles/hot/predict", json={**ROWS, "version": bad})
+        assert response.status_code == 409 and "was refused" in response.json()["error"]
+        assert 'ensembles_version_refusals_total{ensemble="hot"} 1.0' in http.get("/metrics").text

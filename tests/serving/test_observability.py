@@ -1,0 +1,47 @@
+"""Prometheus metrics (traffic, batches, versions, variance, drift) and JSON log lines."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import orjson
+
+from serving.logs import JsonFormatter
+
+
+def test_metrics_cover_requests_batches_versions_variance_and_drift(client, rows):
+    for _ in range(3):
+        client.post("/v1/ensembles/toy/predict", json={"rows": rows.tolist()})
+    shifted = (rows + 25.0).tolist()
+    for _ in range(3):
+        client.post("/v1/ensembles/toy/predict", json={"rows": shifted})
+    client.post("/v2/models/toy/infer", content=b'{"inputs": []}')
+    text = client.get("/metrics").text
+    assert (
+        'ensembles_requests_total{method="POST",route="/v2/models/{name}/infer",status="400"}'
+    ) in text
+    assert (
+        'ensembles_requests_total{method="POST",route="/v1/ensembles/{name}/predict",status="200"}'
+    ) in text
+    assert 'ensembles_request_latency_seconds_bucket{le="0.005",route=' in text
+    assert 'ensembles_request_rows_bucket{ensemble="toy",le="8.0"}' in text
+    assert 'ensembles_batch_rows_count{ensemble="toy"}' in text
+    assert 'ensembles_loaded_version{ensemble="toy"} 1.0' in text
+    assert 'ensembles_prediction_variance_bucket{ensemble="toy",le="+Inf"}' in text
+    drift = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('ensembles_drift_ratio{ensemble="toy",signal="feature_z"}')
+    ]
+    assert drift and drift[0] > 1.5  # rows far from the held-out features raise it
+
+
+def test_json_log_lines_carry_extra_fields():
+    record = logging.LogRecord(
+        "serving.registry", logging.ERROR, __file__, 1, "refused %s", ("x",), None
+    )
+    record.ensemble = "toy"
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["message"] == "refused x" and line["ensemble"] == "toy"
+    assert line["level"] == "error" and np.isfinite(len(line["time"]))
