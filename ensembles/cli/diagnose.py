@@ -1,0 +1,208 @@
+"""``ensembles-diagnose`` / ``python scripts/diagnose.py``: diagnose a setup before ensembling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ensembles.cli.common import OneLineParser, add_data_options, run_command
+from ensembles.errors import ConfigError
+
+# The training command's option groups a diagnosed setup shares, with the same names and
+# defaults, so the setup diagnosed is exactly the one ``scripts/train.py`` would train.
+SHARED_GROUPS = ("member network", "learning", "split")
+_THRESHOLD_HELP = {
+    "min_train_skill": "learning: lowest acceptable training skill (0 = constant predictor)",
+    "max_val_loss_rise": "generalization: validation-loss rise after its best epoch, in units "
+    "of the constant predictor's loss",
+    "max_val_skill_drop": "generalization: validation-skill drop after its best epoch",
+    "max_run_spread": "prediction: std of the final validation skill across runs",
+    "max_late_fluctuation": "prediction: epoch-to-epoch validation-skill fluctuation late in runs",
+    "noise_factor": "generalization: a rise must also exceed this many times the curve's noise",
+    "smoothing": "epochs of the moving average applied to the curves",
+    "late_fraction": "share of the epochs that counts as late",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The diagnosis options: the training command's data, network, learning and split
+    options, plus runs, --apply and the documented thresholds."""
+    from ensembles.diagnosis import Thresholds
+
+    parser = OneLineParser(
+        prog="ensembles-diagnose",
+        description="Train the configured network several times, classify its learning curves "
+        "as a learning, generalization or prediction problem, recommend the matching "
+        "techniques and optionally apply them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_options(parser)
+    _share_training_options(parser)
+    diagnosis = parser.add_argument_group("diagnosis")
+    diagnosis.add_argument("--runs", type=int, default=5, help="training runs (seeds), >= 2")
+    diagnosis.add_argument(
+        "--apply",
+        action="store_true",
+        help="apply the top recommendation and diagnose again",
+    )
+    diagnosis.add_argument("--rounds", type=int, default=2, help="--apply: at most this many")
+    diagnosis.add_argument(
+        "--output", default=None, help="report folder (default: reports/diagnosis/<name>)"
+    )
+    thresholds = parser.add_argument_group("thresholds (see docs/diagnosis.md)")
+    defaults = Thresholds()
+    for item in fields(Thresholds):
+        thresholds.add_argument(
+            "--" + item.name.replace("_", "-"),
+            type=int if item.name == "smoothing" else float,
+            default=getattr(defaults, item.name),
+            help=_THRESHOLD_HELP[item.name],
+        )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _share_training_options(parser: argparse.ArgumentParser) -> None:
+    """Add the training parser's network, learning and split groups to ``parser``.
+
+    argparse has no public way to copy a group; this reuses its ``parents`` mechanism's
+    internals on the named groups only.
+    """
+    from ensembles.cli.train import build_parser as training_parser
+
+    for group in training_parser()._action_groups:
+        if group.title in SHARED_GROUPS:
+            target = parser.add_argument_group(group.title)
+            for action in group._group_actions:
+                target._add_action(action)
+
+
+def training_namespace(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` completed with the training command's defaults for the options we lack."""
+    from ensembles.cli.train import build_parser as training_parser
+
+    namespace = training_parser().parse_args([])
+    for key, value in vars(args).items():
+        if hasattr(namespace, key):
+            setattr(namespace, key, value)
+    return namespace
+
+
+def train_command(args: argparse.Namespace) -> list[str]:
+    """``python scripts/train.py`` with the same data and split options as ``args``."""
+    words = ["python", "scripts/train.py"]
+    if args.csv:
+        words += ["--csv", args.csv, "--target", args.target]
+    else:
+        words += ["--dataset", args.dataset or "digits"]
+    if args.task:
+        words += ["--task", args.task]
+    words += ["--seed", str(args.seed)]
+    for option in ("validation_fraction", "test_fraction"):
+        if getattr(args, option) != 0.2:
+            words += ["--" + option.replace("_", "-"), f"{getattr(args, option):g}"]
+    return words
+
+
+def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], Path]:
+    """Load the data, diagnose (and improve) the setup; returns rounds, report and folder."""
+    from ensembles.cli.train import request_from_args
+    from ensembles.data import split_dataset
+    from ensembles.diagnosis import Thresholds, build_report, improve
+    from ensembles.training.pipeline import load_dataset
+    from ensembles.training.strategies import TrainingData
+
+    thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds.names()})
+    problems = []
+    if args.runs < 2:
+        problems.append(f"--runs must be at least 2 to measure run-to-run spread, got {args.runs}")
+    if args.rounds < 1:
+        problems.append(f"--rounds must be at least 1, got {args.rounds}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    request = request_from_args(training_namespace(args))
+    dataset = load_dataset(request)
+    splits = split_dataset(
+        dataset, request.seed, request.validation_fraction, request.test_fraction
+    )
+    data = TrainingData(
+        splits.train.X,
+        splits.train.y,
+        splits.validation.X,
+        splits.validation.y,
+        dataset.task,
+        dataset.n_outputs,
+    )
+    name = Path(args.csv).stem if args.csv else (args.dataset or "digits")
+    folder = Path(args.output) if args.output else Path("reports") / "diagnosis" / name
+    rounds = improve(
+        data,
+        request.config,
+        thresholds,
+        args.runs,
+        request.seed,
+        rounds=args.rounds if args.apply else 0,
+        progress=not args.quiet,
+        train_command=train_command(args),
+    )
+    context = {
+        "name": name,
+        "data": {"source": dataset.source, "task": dataset.task, **splits.record},
+        "n_runs": args.runs,
+        "apply": args.apply,
+        "thresholds": thresholds.to_dict(),
+        "train_command": train_command(args),
+    }
+    return rounds, build_report(rounds, context), folder
+
+
+def render(rounds: list[Any], files: list[Path], apply: bool = False) -> str:
+    """The stdout summary: each round's diagnosis, the side-by-side table and the files."""
+    from ensembles.diagnosis import flagged_change, format_comparison, format_round
+
+    parts = [format_round(rounds[0])]
+    for item in rounds[1:]:
+        change = ", ".join(f"{k}={v}" for k, v in item.applied.overrides.items())
+        parts.append(f"round {item.index}: applied {item.applied.technique} [{change}]")
+        parts.append(format_round(item))
+    if len(rounds) > 1:
+        parts.append(format_comparison(rounds))
+        change = flagged_change(rounds[0], rounds[-1])
+        word = "improved" if change["improved"] else "did not improve"
+        parts.append(
+            f"flagged figure {change['figure']}: {_number(change['before'])} -> "
+            f"{_number(change['after'])} ({word})"
+        )
+    if apply and rounds[-1].diagnosis.verdict == "prediction":
+        parts.append(
+            "--apply stops here: a prediction problem is cured by an ensemble, not by a "
+            "training setting; run the ensemble command above"
+        )
+    parts.append("wrote " + ", ".join(str(path) for path in files))
+    return "\n\n".join(parts)
+
+
+def _number(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, diagnose, write the report and print the summary; returns exit status."""
+    args = build_parser().parse_args(argv)
+
+    def diagnose() -> int:
+        from ensembles.diagnosis import write_report
+
+        rounds, report, folder = run_diagnosis(args)
+        files = write_report(folder, report, rounds)
+        print(render(rounds, files, args.apply))
+        return 0
+
+    return run_command(diagnose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Classify a set of runs as a learning, generalization or prediction problem, or none."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+
+from ensembles.diagnosis._curves import RunSet, finite_or_none
+from ensembles.errors import ConfigError
+
+Problem = Literal["learning", "generalization", "prediction"]
+Verdict = Literal["learning", "generalization", "prediction", "none"]
+PROBLEMS: tuple[Problem, ...] = ("learning", "generalization", "prediction")
+VERDICT_TEXT: dict[str, str] = {
+    "learning": "learning problem",
+    "generalization": "generalization problem",
+    "prediction": "prediction problem",
+    "none": "no problem found",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The documented limits of every rule (see ``docs/diagnosis.md``).
+
+    Skill is the share of the way from a constant predictor (0) to a perfect one (1):
+    ``(accuracy - majority) / (1 - majority)`` or ``1 - rmse / std(y)``. Loss changes are in
+    units of the constant predictor's loss (class-prior entropy, 1 for MSE, 1.419 for
+    Gaussian NLL), so one threshold fits every dataset.
+
+    Attributes
+    ----------
+    min_train_skill : float
+        Learning: the delivered training skill (mean over runs) must reach this.
+    max_val_loss_rise : float
+        Generalization: rise of the smoothed validation loss from its best epoch to the
+        delivered epoch, in constant-loss units, while the training loss still falls.
+    max_val_skill_drop : float
+        Generalization: the same for validation skill (best minus delivered).
+    max_run_spread : float
+        Prediction: standard deviation of the delivered validation skill across runs.
+    max_late_fluctuation : float
+        Prediction: epoch-to-epoch fluctuation of validation skill over the last
+        ``late_fraction`` of each run (std of differences over sqrt 2), mean over runs.
+    noise_factor : float
+        Generalization: a rise or drop counts only when it is also this many times the
+        epoch-to-epoch noise of the same curve, so fluctuation is not taken for a trend.
+    smoothing : int
+        Epochs of the trailing moving average applied before comparing epochs.
+    late_fraction : float
+        Share of the epochs (at least 3) that counts as "late".
+    """
+
+    min_train_skill: float = 0.05
+    max_val_loss_rise: float = 0.1
+    max_val_skill_drop: float = 0.05
+    max_run_spread: float = 0.03
+    max_late_fluctuation: float = 0.04
+    noise_factor: float = 2.0
+    smoothing: int = 3
+    late_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in (
+            "max_val_loss_rise",
+            "max_val_skill_drop",
+            "max_run_spread",
+            "max_late_fluctuation",
+            "noise_factor",
+        ):
+            value = getattr(self, name)
+            if not value > 0:
+                problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if not 0 < self.min_train_skill < 1:
+            problems.append(
+                f"--min-train-skill must be between 0 and 1, got {self.min_train_skill}"
+            )
+        if not 0 < self.late_fraction <= 1:
+            problems.append(f"--late-fraction must be in (0, 1], got {self.late_fraction}")
+        if int(self.smoothing) < 1:
+            problems.append(f"--smoothing must be at least 1 epoch, got {self.smoothing}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-safe thresholds."""
+        return asdict(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Field names, in declaration order."""
+        return [item.name for item in fields(cls)]
+
+
+@dataclass
+class Finding:
+    """The outcome of one rule: whether it fired, why, and the numbers behind it.
+
+    Attributes
+    ----------
+    problem : {"learning", "generalization", "prediction"}
+    found : bool
+    reasons : list of str
+        One sentence per condition that fired, with its number and threshold.
+    evidence : dict
+        Every number the rule looked at, fired or not.
+    """
+
+    problem: Problem
+    found: bool
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe finding."""
+        return {
+            "problem": self.problem,
+            "found": self.found,
+            "reasons": self.reasons,
+            "evidence": {key: finite_or_none(value) for key, value in self.evidence.items()},
+        }
+
+
+@dataclass
+class Diagnosis:
+    """The verdict on one setup: the first problem found, in the framework's order.
+
+    Attributes
+    ----------
+    verdict : {"learning", "generalization", "prediction", "none"}
+    findings : dict of Finding, keyed by problem
+    summary : dict of float
+        Headline figures, means over runs at the delivered epoch: train_loss, val_loss,
+        train_metric, val_metric, train_skill, val_skill, gap (val minus train loss),
+        best_epoch, run_spread, late_fluctuation, ensemble_val_metric.
+    """
+
+    verdict: Verdict
+    findings: dict[str, Finding]
+    summary: dict[str, float]
+
+    @property
+    def text(self) -> str:
+        """The verdict in words, e.g. ``generalization problem``."""
+        return VERDICT_TEXT[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe diagnosis."""
+        return {
+            "verdict": self.verdict,
+            "verdict_text": self.text,
+            "summary": {key: finite_or_none(value) for key, value in self.summary.items()},
+            "findings": {name: finding.to_dict() for name, finding in self.findings.items()},
+        }
+
+
+def diagnose_runs(runs: RunSet, thresholds: Thresholds) -> Diagnosis:
+    """Apply the three rules to ``runs`` and pick the verdict.
+
+    Learning comes first, then generalization, then prediction: a network that cannot learn
+    its training rows says nothing reliable about overfitting, and one that overfits should be
+    regularized before its run-to-run variance is judged.
+    """
+    stats = [
+        _run_statistics(curve, epoch, runs, thresholds)
+        for curve, epoch in zip(runs.curves, runs.delivered_epochs, strict=True)
+    ]
+    findings = {
+        "learning": _learning(stats, runs, thresholds),
+        "generalization": _generalization(stats, thresholds),
+        "prediction": _prediction(stats, runs, thresholds),
+    }
+    verdict: Verdict = next((name for name in PROBLEMS if findings[name].found), "none")
+    summary = {
+        key: _mean([s[key] for s in stats])
+        for key in (
+            "train_loss",
+            "val_loss",
+            "train_metric",
+            "val_metric",
+            "train_skill",
+            "val_skill",
+            "gap",
+        )
+    }
+    summary["best_epoch"] = float(np.median([s["best_epoch"] for s in stats]))
+    summary["run_spread"] = findings["prediction"].evidence["run_spread"]
+    summary["late_fluctuation"] = findings["prediction"].evidence["late_fluctuation"]
+    summary["ensemble_val_metric"] = runs.ensemble_val_metric
+    return Diagnosis(verdict, findings, summary)
+
+
+def _run_statistics(
+    curve: list[dict[str, float]], delivered: int, runs: RunSet, thresholds: Thresholds
+) -> dict[str, float]:
+    """Figures of one run, read at the delivered epoch from smoothed curves."""
+    scale = runs.scale
+    width = int(thresholds.smoothing)
+    rows = curve[: max(delivered, 1)]
+    train_loss = _smooth([row["train_loss"] for row in rows], width)
+    val_loss = _smooth([row["val_loss"] for row in rows], width)
+    val_skill = _smooth([scale.skill(row["val_metric"]) for row in rows], width)
+    last = rows[-1]
+    finite = np.isfinite(val_loss)
+    best = int(np.argmin(np.where(finite, val_loss, np.inf))) if finite.any() else len(rows) - 1
+    n_late = max(3, math.ceil(thresholds.late_fraction * len(curve)))
+    late = np.array([scale.skill(row["val_metric"]) for row in curve[-n_late:]])
+    late_loss = np.array([row["val_loss"] for row in curve[-n_late:]]) / scale.constant_loss
+    skill_best = np.nanmax(val_skill) if np.isfinite(val_skill).any() else math.nan
+    return {
+        "diverged": float(not all(math.isfinite(row["train_loss"]) for row in curve)),
+        "first_train_loss": curve[0]["train_loss"],
+        "smoothed_train_loss": float(train_loss[-1]),
+        "train_loss": last["train_loss"],
+        "val_loss": last["val_loss"],
+        "train_metric": last["train_metric"],
+        "val_metric": last["val_metric"],
+        "train_skill": scale.skill(float(np.mean([r["train_metric"] for r in rows[-width:]]))),
+        "val_skill": scale.skill(last["val_metric"]),
+        "gap": last["val_loss"] - last["train_loss"],
+        "best_epoch": float(best + 1),
+        "val_loss_rise": float(val_loss[-1] - val_loss[best]) / scale.constant_loss,
+        "val_skill_drop": float(skill_best - val_skill[-1]),
+        "train_drop_since_best": float(train_loss[best] - train_loss[-1]) / scale.constant_loss,
+        "late_fluctuation": _noise(late),
+        "val_loss_noise": _noise(late_loss),
+    }
+
+
+def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Thresholds) -> Finding:
+    diverged = int(sum(s["diverged"] for s in stats))
+    constant = runs.scale.constant_loss
+    train_skill = _mean([s["train_skill"] for s in stats])
+    first, final = (
+        _mean([s["first_train_loss"] for s in stats]),
+        _mean([s["smoothed_train_loss"] for s in stats]),
+    )
+    reasons = []
+    if diverged:
+        reasons.append(
+            f"the training loss became NaN or infinite in {diverged} of {len(stats)} runs"
+        )
+    if not train_skill >= thresholds.min_train_skill:
+        reasons.append(
+            f"training skill {_fmt(train_skill)} is below {thresholds.min_train_skill} "
+            "(barely better than a constant prediction)"
+        )
+    if math.isfinite(final) and final >= constant:
+        reasons.append(
+            f"the training loss {_fmt(final)} is no better than a constant prediction's "
+            f"{_fmt(constant)}"
+        )
+    elif math.isfinite(final) and final > first:
+        reasons.append(
+            f"the training loss got worse: {_fmt(first)} in the first epoch, {_fmt(final)} at "
+            "the end"
+        )
+    evidence = {
+        "diverged_runs": diverged,
+        "train_skill": train_skill,
+        "first_train_loss": first,
+        "final_train_loss": final,
+        "constant_loss": constant,
+        "train_metric": _mean([s["train_metric"] for s in stats]),
+        "min_train_skill": thresholds.min_train_skill,
+    }
+    return Finding("learning", bool(reasons), reasons, evidence)
+
+
+def _generalization(stats: list[dict[str, float]], thresholds: Thresholds) -> Finding:
+    rise = _mean([s["val_loss_rise"] for s in stats])
+    drop = _mean([s["val_skill_drop"] for s in stats])
+    still_learning = _mean([s["train_drop_since_best"] for s in stats])
+    best_epoch = float(np.median([s["best_epoch"] for s in stats]))
+    factor = thresholds.noise_factor
+    loss_limit = max(thresholds.max_val_loss_rise, factor * _nanmean(stats, "val_loss_noise"))
+    skill_limit = max(thresholds.max_val_skill_drop, factor * _nanmean(stats, "late_fluctuation"))
+    reasons = []
+    if still_learning > 0:
+        if rise >= loss_limit:
+            reasons.append(
+                f"validation loss rose by {_fmt(rise)} constant-loss units after its best epoch "
+                f"{best_epoch:g} while the training loss kept falling (limit {_fmt(loss_limit)})"
+            )
+        if drop >= skill_limit:
+            reasons.append(
+                f"validation skill fell by {_fmt(drop)} after its best epoch while the training "
+                f"loss kept falling (limit {_fmt(skill_limit)})"
+            )
+    evidence = {
+        "best_epoch": best_epoch,
+        "val_loss_rise": rise,
+        "val_skill_drop": drop,
+        "train_drop_since_best": still_learning,
+        "gap": _mean([s["gap"] for s in stats]),
+        "val_loss": _mean([s["val_loss"] for s in stats]),
+        "train_loss": _mean([s["train_loss"] for s in stats]),
+        "val_loss_limit": loss_limit,
+        "val_skill_limit": skill_limit,
+    }
+    return Finding("generalization", bool(reasons), reasons, evidence)
+
+
+def _prediction(stats: list[dict[str, float]], runs: RunSet, thresholds: Thresholds) -> Finding:
+    skills = np.array([s["val_skill"] for s in stats])
+    metrics = np.array([s["val_metric"] for s in stats])
+    spread = float(np.std(skills, ddof=1)) if len(skills) > 1 else 0.0
+    fluctuation = _nanmean(stats, "late_fluctuation")
+    reasons = []
+    if spread >= thresholds.max_run_spread:
+        reasons.append(
+            f"validation skill varies across {len(stats)} runs: std {_fmt(spread)} "
+            f"(limit {thresholds.max_run_spread}); validation metric "
+            f"{_fmt(float(np.mean(metrics)))} ± {_fmt(float(np.std(metrics, ddof=1)))}"
+        )
+    if fluctuation >= thresholds.max_late_fluctuation:
+        reasons.append(
+            f"validation skill jumps from epoch to epoch late in training: {_fmt(fluctuation)} "
+            f"(limit {thresholds.max_late_fluctuation})"
+        )
+    evidence = {
+        "run_spread": spread,
+        "late_fluctuation": fluctuation,
+        "val_metric_mean": float(np.mean(metrics)),
+        "val_metric_std": float(np.std(metrics, ddof=1)) if len(metrics) > 1 else 0.0,
+        "val_metric_min": float(np.min(metrics)),
+        "val_metric_max": float(np.max(metrics)),
+        "ensemble_val_metric": runs.ensemble_val_metric,
+        "max_run_spread": thresholds.max_run_spread,
+        "max_late_fluctuation": thresholds.max_late_fluctuation,
+    }
+    return Finding("prediction", bool(reasons), reasons, evidence)
+
+
+def _noise(values: np.ndarray) -> float:
+    """Epoch-to-epoch noise of a curve, blind to its trend: std of differences / sqrt(2)."""
+    if len(values) < 3 or not np.isfinite(values).all():
+        return math.nan
+    return float(np.std(np.diff(values)) / math.sqrt(2))
+
+
+def _smooth(values: list[float], width: int) -> np.ndarray:
+    """Trailing moving average (shorter at the start); NaN and infinity propagate."""
+    array = np.asarray(values, dtype=float)
+    cumulative = np.concatenate([[0.0], np.cumsum(array)])
+    index = np.arange(1, len(array) + 1)
+    start = np.maximum(index - width, 0)
+    with np.errstate(invalid="ignore"):
+        return (cumulative[index] - cumulative[start]) / (index - start)
+
+
+def _nanmean(stats: list[dict[str, float]], key: str) -> float:
+    """Mean of ``key`` over the runs where it is defined (0 when it never is)."""
+    values = np.array([s[key] for s in stats], dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
+
+
+def _mean(values: list[float]) -> float:
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()) if np.isfinite(array).all() else math.nan
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"

@@ -1,0 +1,140 @@
+"""Oracle tests of the classification rules on hand-made curves, and of the thresholds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ensembles.diagnosis import ProblemScale, RunSet, Thresholds, diagnose_runs
+from ensembles.errors import ConfigError
+from ensembles.training.config import TrainConfig
+
+LN2 = math.log(2)
+SCALE = ProblemScale("classification", constant_metric=0.5, constant_loss=LN2)
+EXACT = Thresholds(smoothing=1)  # no moving average, so figures can be computed by hand
+
+
+def _runs(*curves: dict[str, list[float]]) -> RunSet:
+    """A RunSet from per-run columns (train_loss, val_loss, train_metric, val_metric)."""
+    rows = []
+    for columns in curves:
+        n = len(columns["train_loss"])
+        rows.append(
+            [
+                {
+                    "epoch": i + 1,
+                    "learning_rate": 1e-3,
+                    **{k: float(v[i]) for k, v in columns.items()},
+                }
+                for i in range(n)
+            ]
+        )
+    return RunSet(
+        TrainConfig(), list(range(len(rows))), rows, [len(r) for r in rows], 0.9, SCALE, 0.0
+    )
+
+
+def _steady(n: int = 20, val_metric: float = 0.95) -> dict[str, list[float]]:
+    return {
+        "train_loss": list(np.linspace(0.6, 0.1, n)),
+        "val_loss": list(np.linspace(0.6, 0.15, n)),
+        "train_metric": [0.96] * n,
+        "val_metric": [val_metric] * n,
+    }
+
+
+def test_a_nan_training_loss_is_a_learning_problem() -> None:
+    curve = _steady(5)
+    curve["train_loss"][-1] = math.nan
+    diagnosis = diagnose_runs(_runs(curve, _steady(5)), EXACT)
+    assert diagnosis.verdict == "learning"
+    assert diagnosis.findings["learning"].evidence["diverged_runs"] == 1
+    assert "became NaN or infinite in 1 of 2 runs" in diagnosis.findings["learning"].reasons[0]
+
+
+def test_a_training_loss_no_better_than_a_constant_is_a_learning_problem() -> None:
+    curve = _steady()
+    curve["train_loss"] = [0.9] * 20
+    diagnosis = diagnose_runs(_runs(curve, curve), EXACT)
+    assert diagnosis.verdict == "learning"
+    assert diagnosis.findings["learning"].evidence["constant_loss"] == pytest.approx(LN2)
+    assert "the training loss 0.9 is no better than a constant prediction's 0.693" in (
+        diagnosis.findings["learning"].reasons
+    )
+
+
+def test_validation_loss_rising_while_training_falls_is_a_generalization_problem() -> None:
+    curve = _steady()
+    # Best validation loss 0.3 at epoch 5, then a straight rise to 1.0 at epoch 20.
+    curve["val_loss"] = [0.6, 0.5, 0.4, 0.35, 0.3, *np.linspace(0.3, 1.0, 16)[1:]]
+    diagnosis = diagnose_runs(_runs(curve, curve), EXACT)
+    assert diagnosis.verdict == "generalization"
+    evidence = diagnosis.findings["generalization"].evidence
+    assert evidence["best_epoch"] == 5
+    assert evidence["val_loss_rise"] == pytest.approx((1.0 - 0.3) / LN2)
+    assert evidence["gap"] == pytest.approx(1.0 - 0.1)
+    assert evidence["train_drop_since_best"] == pytest.approx((curve["train_loss"][4] - 0.1) / LN2)
+
+
+def test_a_rise_within_the_curves_own_noise_is_not_a_generalization_problem() -> None:
+    curve = _steady()
+    # Zig-zag of +-0.1 around a flat 0.3: the last value is 0.2 above the lowest one.
+    curve["val_loss"] = [0.3 + (0.1 if i % 2 else -0.1) for i in range(20)]
+    diagnosis = diagnose_runs(_runs(curve, curve), EXACT)
+    evidence = diagnosis.findings["generalization"].evidence
+    assert evidence["val_loss_rise"] == pytest.approx(0.2 / LN2)
+    assert evidence["val_loss_limit"] > evidence["val_loss_rise"]
+    assert diagnosis.verdict != "generalization"
+
+
+def test_late_jumps_of_the_validation_metric_are_a_prediction_problem() -> None:
+    curve = _steady()
+    curve["val_metric"] = [0.7 if i % 2 else 0.9 for i in range(20)]
+    diagnosis = diagnose_runs(_runs(curve, curve), EXACT)
+    assert diagnosis.verdict == "prediction"
+    # Last 5 epochs (a quarter of 20): skills 0.8, -> differences +-0.8 in skill units.
+    late = np.array([(m - 0.5) / 0.5 for m in curve["val_metric"][-5:]])
+    expected = np.std(np.diff(late)) / math.sqrt(2)
+    assert diagnosis.summary["late_fluctuation"] == pytest.approx(expected)
+
+
+def test_spread_of_the_final_metric_across_runs_is_a_prediction_problem() -> None:
+    runs = _runs(_steady(val_metric=0.8), _steady(val_metric=0.9), _steady(val_metric=0.85))
+    diagnosis = diagnose_runs(runs, EXACT)
+    assert diagnosis.verdict == "prediction"
+    skills = [(m - 0.5) / 0.5 for m in (0.8, 0.9, 0.85)]
+    assert diagnosis.summary["run_spread"] == pytest.approx(np.std(skills, ddof=1))
+    assert diagnosis.findings["prediction"].evidence["ensemble_val_metric"] == 0.9
+
+
+def test_steady_agreeing_runs_have_no_problem() -> None:
+    diagnosis = diagnose_runs(_runs(_steady(), _steady(), _steady()), Thresholds())
+    assert diagnosis.verdict == "none"
+    assert diagnosis.text == "no problem found"
+    assert not any(finding.found for finding in diagnosis.findings.values())
+
+
+def test_learning_is_reported_before_the_other_problems() -> None:
+    curve = _steady()
+    curve["train_loss"] = [0.9] * 20
+    curve["val_metric"] = [0.7 if i % 2 else 0.9 for i in range(20)]
+    diagnosis = diagnose_runs(_runs(curve, curve), EXACT)
+    assert diagnosis.verdict == "learning"
+    assert diagnosis.findings["prediction"].found
+
+
+def test_regression_skill_is_one_minus_rmse_over_std() -> None:
+    scale = ProblemScale("regression", constant_metric=4.0, constant_loss=1.0)
+    assert scale.skill(1.0) == pytest.approx(0.75)
+    assert math.isnan(scale.skill(math.nan))
+
+
+def test_every_bad_threshold_is_named_in_one_message() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Thresholds(max_val_loss_rise=0, smoothing=0, late_fraction=1.5)
+    assert str(caught.value) == (
+        "--max-val-loss-rise must be positive, got 0; --late-fraction must be in (0, 1], "
+        "got 1.5; --smoothing must be at least 1 epoch, got 0"
+    )
