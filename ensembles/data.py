@@ -1,10 +1,9 @@
-"""Datasets: the built-in ones, user CSV files, and the deterministic train/validation/test split."""
+"""Datasets: the built-in ones, user CSV files, and the deterministic three-way split."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -166,6 +165,30 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     y = np.array([index[label] for label in labels], dtype=np.int64)
     classes = [_label_text(label) for label in uniques]
     return _classification(X, y, features, classes, str(path))
+
+
+def load_data(
+    dataset: str | None = None,
+    csv: str | Path | None = None,
+    target: str | None = None,
+    task: Task | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """A CSV file when ``csv`` is given, else the built-in ``dataset`` (default ``digits``).
+
+    Raises
+    ------
+    ConfigError
+        When ``csv`` lacks ``target`` or ``task`` contradicts a built-in dataset.
+    """
+    if csv is not None:
+        if not target:
+            raise ConfigError("--csv needs --target COLUMN naming the column to predict")
+        return load_csv(csv, target, task)
+    data = load_builtin(dataset or "digits", seed)
+    if task is not None and task != data.task:
+        raise ConfigError(f"--task {task} contradicts dataset '{dataset}', which is {data.task}")
+    return data
 
 
 def split_dataset(

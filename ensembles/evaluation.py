@@ -45,7 +45,8 @@ def check_combiner_names(names: tuple[str, ...] | None, task: Task) -> tuple[str
     unknown = [name for name in names if name not in COMBINER_NAMES]
     if unknown:
         raise ConfigError(
-            f"unknown combiner {', '.join(map(repr, unknown))}: choose from {', '.join(COMBINER_NAMES)}"
+            f"unknown combiner {', '.join(map(repr, unknown))}: "
+            f"choose from {', '.join(COMBINER_NAMES)}"
         )
     wrong = [
         name for name in names if name in COMBINER_SPECS and task not in COMBINER_SPECS[name][2]

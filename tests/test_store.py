@@ -91,7 +91,9 @@ def test_invalid_manifest_names_the_field(tmp_path: Path) -> None:
 
 
 def test_unknown_ensemble_says_what_to_run(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="ensemble 'ghost' not found .* python scripts/train.py"):
+    with pytest.raises(
+        NotFoundError, match="ensemble 'ghost' not found .* python scripts/train.py"
+    ):
         ModelStore(tmp_path).load_manifest("ghost")
 
 

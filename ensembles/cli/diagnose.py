@@ -8,12 +8,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ensembles.cli.common import OneLineParser, add_data_options, run_command
+from ensembles.cli.common import OneLineParser, add_data_options, check_data_options, run_command
+from ensembles.cli.options import (
+    add_learning_options,
+    add_network_options,
+    add_split_options,
+    config_from_args,
+)
 from ensembles.errors import ConfigError
 
-# The training command's option groups a diagnosed setup shares, with the same names and
-# defaults, so the setup diagnosed is exactly the one ``scripts/train.py`` would train.
-SHARED_GROUPS = ("member network", "learning", "split")
 _THRESHOLD_HELP = {
     "min_train_skill": "learning: lowest acceptable training skill (0 = constant predictor)",
     "max_val_loss_rise": "generalization: validation-loss rise after its best epoch, in units "
@@ -40,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_data_options(parser)
-    _share_training_options(parser)
+    add_network_options(parser)
+    add_learning_options(parser)
+    add_split_options(parser)
     diagnosis = parser.add_argument_group("diagnosis")
     diagnosis.add_argument("--runs", type=int, default=5, help="training runs (seeds), >= 2")
     diagnosis.add_argument(
@@ -65,32 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _share_training_options(parser: argparse.ArgumentParser) -> None:
-    """Add the training parser's network, learning and split groups to ``parser``.
-
-    argparse has no public way to copy a group; this reuses its ``parents`` mechanism's
-    internals on the named groups only.
-    """
-    from ensembles.cli.train import build_parser as training_parser
-
-    for group in training_parser()._action_groups:
-        if group.title in SHARED_GROUPS:
-            target = parser.add_argument_group(group.title)
-            for action in group._group_actions:
-                target._add_action(action)
-
-
-def training_namespace(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` completed with the training command's defaults for the options we lack."""
-    from ensembles.cli.train import build_parser as training_parser
-
-    namespace = training_parser().parse_args([])
-    for key, value in vars(args).items():
-        if hasattr(namespace, key):
-            setattr(namespace, key, value)
-    return namespace
-
-
 def train_command(args: argparse.Namespace) -> list[str]:
     """``python scripts/train.py`` with the same data and split options as ``args``."""
     words = ["python", "scripts/train.py"]
@@ -109,10 +88,8 @@ def train_command(args: argparse.Namespace) -> list[str]:
 
 def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], Path]:
     """Load the data, diagnose (and improve) the setup; returns rounds, report and folder."""
-    from ensembles.cli.train import request_from_args
-    from ensembles.data import split_dataset
+    from ensembles.data import load_data, split_dataset
     from ensembles.diagnosis import Thresholds, build_report, improve
-    from ensembles.training.pipeline import load_dataset
     from ensembles.training.strategies import TrainingData
 
     thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds.names()})
@@ -123,11 +100,10 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
         problems.append(f"--rounds must be at least 1, got {args.rounds}")
     if problems:
         raise ConfigError("; ".join(problems))
-    request = request_from_args(training_namespace(args))
-    dataset = load_dataset(request)
-    splits = split_dataset(
-        dataset, request.seed, request.validation_fraction, request.test_fraction
-    )
+    check_data_options(args)
+    config = config_from_args(args)
+    dataset = load_data(args.dataset, args.csv, args.target, args.task, args.seed)
+    splits = split_dataset(dataset, args.seed, args.validation_fraction, args.test_fraction)
     data = TrainingData(
         splits.train.X,
         splits.train.y,
@@ -140,10 +116,10 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
     folder = Path(args.output) if args.output else Path("reports") / "diagnosis" / name
     rounds = improve(
         data,
-        request.config,
+        config,
         thresholds,
         args.runs,
-        request.seed,
+        args.seed,
         rounds=args.rounds if args.apply else 0,
         progress=not args.quiet,
         train_command=train_command(args),

@@ -14,6 +14,12 @@ from ensembles.cli.common import (
     format_table,
     run_command,
 )
+from ensembles.cli.options import (
+    add_learning_options,
+    add_network_options,
+    add_split_options,
+    config_from_args,
+)
 from ensembles.errors import ConfigError
 
 
@@ -60,40 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="horizontal: epochs between checkpoints (default 1)",
     )
-    network = parser.add_argument_group("member network")
-    network.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
-    network.add_argument(
-        "--activation", default="relu", choices=["relu", "tanh", "gelu", "elu", "leaky_relu"]
-    )
-    network.add_argument("--dropout", type=float, default=0.1)
-    network.add_argument("--batch-norm", action="store_true", help="batch norm after each layer")
-    network.add_argument(
-        "--no-standardize",
-        dest="standardize",
-        action="store_false",
-        help="feed raw features (statistics otherwise live inside the network)",
-    )
-    network.add_argument(
-        "--gaussian-head",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="regression: predict mean and variance (Gaussian NLL) for aleatoric uncertainty",
-    )
-    learning = parser.add_argument_group("learning")
-    learning.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    learning.add_argument("--learning-rate", type=float, default=1e-3)
-    learning.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    learning.add_argument("--batch-size", type=int, default=64)
-    learning.add_argument("--epochs", type=int, default=30)
-    learning.add_argument("--weight-decay", type=float, default=0.0)
-    learning.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
-    learning.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="early stopping patience in epochs (independent strategies)",
-    )
-    learning.add_argument("--input-noise", type=float, default=0.0, help="Gaussian input noise")
+    add_network_options(parser)
+    add_learning_options(parser)
     combining = parser.add_argument_group("combiners")
     combining.add_argument(
         "--combiners",
@@ -117,16 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the weights of independent members anyway",
     )
     combining.add_argument("--interval-level", type=float, default=0.9)
-    split = parser.add_argument_group("split")
-    split.add_argument("--validation-fraction", type=float, default=0.2)
-    split.add_argument("--test-fraction", type=float, default=0.2)
+    add_split_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports torch lazily
+def request_from_args(args: argparse.Namespace):
     """Translate parsed options into a :class:`TrainRequest`, rejecting contradictions."""
-    from ensembles.training.config import TrainConfig
     from ensembles.training.pipeline import TrainRequest
     from ensembles.training.strategies import StrategyOptions
 
@@ -146,23 +117,7 @@ def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports torch
             ) from exc
         if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
             raise ConfigError("--variants must be a JSON list of objects of setting overrides")
-    config = TrainConfig(
-        hidden_sizes=tuple(args.hidden_sizes),
-        activation=args.activation,
-        dropout=args.dropout,
-        batch_norm=args.batch_norm,
-        standardize=args.standardize,
-        gaussian_head=args.gaussian_head,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        grad_clip=args.grad_clip,
-        patience=args.patience,
-        input_noise=args.input_noise,
-    )
+    config = config_from_args(args)
     options = StrategyOptions(
         subsample_fraction=args.subsample_fraction or 0.7,
         variants=variants,
@@ -194,7 +149,7 @@ def request_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports torch
     )
 
 
-def summary(report) -> str:  # noqa: ANN001 - TrainReport, imported lazily with torch
+def summary(report) -> str:
     """The end-of-run tables: members, then combiners against the single-member baselines."""
     manifest = report.manifest
     metric = "val_accuracy" if manifest.task == "classification" else "val_rmse"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -163,8 +164,13 @@ class StackingCombiner(Combiner):
                     f"{missing.tolist()} are missing from the {len(y)} fit rows. Use more "
                     "held-out rows."
                 )
+            from sklearn.exceptions import ConvergenceWarning
+
             model = LogisticRegression(C=self.C, tol=_TOL, max_iter=self.max_iter)
-            model.fit(features, y)
+            with warnings.catch_warnings():
+                # the strict tolerance is for exactness; max_iter bounds the work either way
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(features, y)
         else:
             from sklearn.linear_model import Ridge
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ensembles.data import Dataset, Splits, load_builtin, load_csv, split_dataset
+from ensembles.data import Dataset, Splits, load_data, split_dataset
 from ensembles.errors import ConfigError
 from ensembles.evaluation import (
     CombinerResult,
@@ -200,16 +200,7 @@ def run_training(request: TrainRequest) -> TrainReport:
 
 def load_dataset(request: TrainRequest) -> Dataset:
     """The request's dataset: a CSV when ``csv`` is set, else the built-in one."""
-    if request.csv is not None:
-        if not request.target:
-            raise ConfigError("--csv needs --target COLUMN naming the column to predict")
-        return load_csv(request.csv, request.target, request.task)
-    dataset = load_builtin(request.dataset or "digits", request.seed)
-    if request.task is not None and request.task != dataset.task:
-        raise ConfigError(
-            f"--task {request.task} contradicts dataset '{request.dataset}', which is {dataset.task}"
-        )
-    return dataset
+    return load_data(request.dataset, request.csv, request.target, request.task, request.seed)
 
 
 def predict_heldout(
@@ -382,9 +373,7 @@ def _wants_weight_averaging(request: TrainRequest) -> bool:
     if asked or request.force_weight_averaging:
         check_weight_averaging(request.strategy, request.force_weight_averaging)
         return True
-    if request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES:
-        return True
-    return False
+    return request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES
 
 
 def _validated_config(request: TrainRequest) -> TrainConfig:

@@ -26,8 +26,12 @@ CONFIG = TrainConfig(hidden_sizes=(16,), epochs=6, dropout=0.0, learning_rate=0.
 def wine() -> TrainingData:
     splits = split_dataset(load_builtin("wine"))
     return TrainingData(
-        splits.train.X, splits.train.y, splits.validation.X, splits.validation.y,
-        "classification", 3,
+        splits.train.X,
+        splits.train.y,
+        splits.validation.X,
+        splits.validation.y,
+        "classification",
+        3,
     )
 
 
@@ -47,8 +51,9 @@ def test_uneven_epochs_are_aligned_to_whole_cycles() -> None:
 
 
 def test_snapshot_members_are_taken_at_cycle_ends(wine: TrainingData) -> None:
-    members, params = train_members("snapshot", 3, wine, CONFIG.with_overrides({"epochs": 7}), 0,
-                                    progress=False)
+    members, params = train_members(
+        "snapshot", 3, wine, CONFIG.with_overrides({"epochs": 7}), 0, progress=False
+    )
     assert params["epochs"] == 9 and params["epochs_per_cycle"] == 3
     assert [(member.epoch, member.cycle) for member in members] == [(3, 1), (6, 2), (9, 3)]
     rates = np.array([log["learning_rate"] for log in members[-1].curves])  # last step's rate
@@ -66,8 +71,9 @@ def test_horizontal_members_are_exactly_the_last_epochs(wine: TrainingData) -> N
     torch.manual_seed(members[0].plan.seed)
     plain = build_network(wine, CONFIG, np.arange(len(wine.y_train)))
     torch.set_num_threads(1)
-    fit_member(plain, wine.X_train, wine.y_train, wine.X_val, wine.y_val, CONFIG,
-               members[0].plan.seed)
+    fit_member(
+        plain, wine.X_train, wine.y_train, wine.X_val, wine.y_val, CONFIG, members[0].plan.seed
+    )
     for key, value in plain.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), members[-1].state[key])
     assert not np.array_equal(members[0].state["head.weight"], members[-1].state["head.weight"])
@@ -77,7 +83,8 @@ def test_early_stopping_stops_and_restores_the_best(wine: TrainingData) -> None:
     network = build_network(wine, CONFIG, np.arange(len(wine.y_train)))
     stopper = EarlyStopping(patience=2)
     config = CONFIG.with_overrides({"epochs": 200, "learning_rate": 0.05})
-    result = fit_member(network, wine.X_train, wine.y_train, wine.X_val, wine.y_val, config, 0,
-                        [stopper])
+    result = fit_member(
+        network, wine.X_train, wine.y_train, wine.X_val, wine.y_val, config, 0, [stopper]
+    )
     assert result.epochs_run < 200
     assert result.epochs_run == stopper.best_epoch + 2

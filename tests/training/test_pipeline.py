@@ -35,10 +35,14 @@ def verify_version(store: Path, name: str) -> None:
     with zipfile.ZipFile(folder / "heldout.npz") as archive:  # plain arrays, loadable w/o pickle
         assert all(entry.endswith(".npy") for entry in archive.namelist())
     assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pt"))
-    assert set(manifest.files) >= {"heldout.npz", "curves.json"} | {m.file for m in manifest.members}
+    assert set(manifest.files) >= {"heldout.npz", "curves.json"} | {
+        m.file for m in manifest.members
+    }
     curves = json.loads((folder / "curves.json").read_text())
     for index, member in enumerate(manifest.members):
-        session = ort.InferenceSession(str(folder / member.file), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(folder / member.file), providers=["CPUExecutionProvider"]
+        )
         assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch dimension
         output = session.run(None, {"input": heldout.test.X.astype(np.float32)})[0]
         np.testing.assert_allclose(output, heldout.test.member_preds[index], rtol=1e-5, atol=1e-5)
@@ -48,7 +52,9 @@ def verify_version(store: Path, name: str) -> None:
 
 @pytest.mark.parametrize("strategy", list(STRATEGY_PARAMS))
 def test_each_strategy_publishes_a_verified_version(tmp_path: Path, strategy: str) -> None:
-    request = tiny_request(tmp_path, dataset="digits", strategy=strategy, **STRATEGY_PARAMS[strategy])
+    request = tiny_request(
+        tmp_path, dataset="digits", strategy=strategy, **STRATEGY_PARAMS[strategy]
+    )
     manifest = train_ensemble(request)
     verify_version(request.store, "digits")
     assert manifest.strategy.name == strategy
@@ -79,7 +85,9 @@ def test_regression_with_gaussian_heads(tmp_path: Path, strategy: str) -> None:
     manifest = train_ensemble(request)
     verify_version(request.store, "diabetes")
     assert manifest.output.variance_name == "variance"
-    assert {"rmse", "mae", "gaussian_nll", "coverage"} <= set(manifest.combiners["mean"].test_metrics)
+    assert {"rmse", "mae", "gaussian_nll", "coverage"} <= set(
+        manifest.combiners["mean"].test_metrics
+    )
     assert "vote" not in manifest.combiners
 
 
@@ -104,7 +112,9 @@ def test_parallel_jobs_give_identical_members(tmp_path: Path) -> None:
     for first, second in zip(one.members, two.members, strict=True):
         for key in first.state:
             np.testing.assert_array_equal(first.state[key], second.state[key])
-    assert one.manifest.combiners["mean"].test_metrics == two.manifest.combiners["mean"].test_metrics
+    assert (
+        one.manifest.combiners["mean"].test_metrics == two.manifest.combiners["mean"].test_metrics
+    )
 
 
 def test_interrupted_publish_leaves_no_visible_version(
@@ -125,7 +135,9 @@ def test_interrupted_publish_leaves_no_visible_version(
 
 
 def test_weight_averaging_refuses_independent_members_unless_forced(tmp_path: Path) -> None:
-    refused = tiny_request(tmp_path, dataset="wine", strategy="repeat", combiners=("weight_average",))
+    refused = tiny_request(
+        tmp_path, dataset="wine", strategy="repeat", combiners=("weight_average",)
+    )
     with pytest.raises(ConfigError, match="do not share a loss basin .* --force-weight-averaging"):
         train_ensemble(refused)
     assert not (tmp_path / "store").exists()
@@ -138,14 +150,19 @@ def test_in_sample_fitting_is_explicit_and_recorded(tmp_path: Path) -> None:
     request = tiny_request(tmp_path, dataset="wine", strategy="repeat", combiner_fit="in_sample")
     manifest = train_ensemble(request)
     assert manifest.combiners["stack"].fitted_on == {
-        "source": "in_sample", "n_rows": manifest.split["n_train"], "leaks": True
+        "source": "in_sample",
+        "n_rows": manifest.split["n_train"],
+        "leaks": True,
     }
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"strategy": "horizontal", "members": 5}, "horizontal needs at least 5 x spacing 1 epochs"),
+        (
+            {"strategy": "horizontal", "members": 5},
+            "horizontal needs at least 5 x spacing 1 epochs",
+        ),
         ({"strategy": "snapshot", "config": {"patience": 3}}, "--patience .* contradicts"),
         ({"strategy": "kfold", "members": 1}, "--members must be at least 2 for kfold"),
         ({"strategy": "boosting"}, "unknown --strategy 'boosting'"),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with every extra. Idempotent: a second run is quick.
+# Torch is installed first, pinned to the CPU wheel, so no dependency pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+. .venv/bin/activate
+if ! python -c "import torch, onnxruntime, fastapi, ensembles" >/dev/null 2>&1; then
+  python -m pip install --quiet --upgrade pip
+  python -m pip install --quiet torch==2.13.0
+  python -m pip install --quiet -e ".[dev]"
+fi

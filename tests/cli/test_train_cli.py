@@ -1,0 +1,124 @@
+"""The train command: it works on defaults, prints its summary, and fails in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ensembles.cli.train import main
+from ensembles.store import ModelStore
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--hidden-sizes", "16", "--quiet"]
+
+
+def test_script_trains_and_publishes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/train.py",
+            "--dataset",
+            "wine",
+            "--strategy",
+            "snapshot",
+            "--members",
+            "3",
+            "--epochs",
+            "6",
+            "--store",
+            str(store),
+            *TINY,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| m002 | 6 | 3 |" in result.stdout
+    assert "published wine version 1" in result.stdout
+    assert "weight_average" in result.stdout and "best_member" in result.stdout
+    assert ModelStore(store).versions("wine") == [1]
+
+
+def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lines = ["a,b,label"] + [
+        f"{i % 7},{(i * 3) % 11},{'yes' if (i % 7) > 3 else 'no'}" for i in range(90)
+    ]
+    (tmp_path / "my data.csv").write_text("\n".join(lines))
+    status = main(
+        [
+            "--csv",
+            str(tmp_path / "my data.csv"),
+            "--target",
+            "label",
+            "--strategy",
+            "repeat",
+            "--members",
+            "2",
+            "--epochs",
+            "3",
+            "--store",
+            str(tmp_path / "store"),
+            *TINY,
+        ]
+    )
+    assert status == 0
+    manifest = ModelStore(tmp_path / "store").load_manifest("my-data")
+    assert manifest.classes == ["no", "yes"]
+    assert manifest.input.feature_names == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
+        (
+            ["--dataset", "wine", "--csv", "x.csv", "--target", "y"],
+            "error: --dataset and --csv contradict each other",
+        ),
+        (["--target", "y"], "error: --target only applies with --csv PATH"),
+        (["--csv", "x.csv"], "error: --csv needs --target COLUMN"),
+        (
+            ["--dataset", "wine", "--strategy", "bagging", "--spacing", "2"],
+            "error: --spacing applies to --strategy horizontal, not bagging",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--variants", "[{"],
+            "error: --variants is not valid JSON",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--variants", '[{"hiden_sizes": [4]}]'],
+            "error: unknown training setting 'hiden_sizes' \\(did you mean 'hidden_sizes'\\?\\)",
+        ),
+        (
+            ["--dataset", "wine", "--dropout", "1.5"],
+            "error: dropout must be in \\[0, 1\\), got 1.5",
+        ),
+        (["--dataset", "wine", "--name", "../x"], "error: invalid ensemble name '../x'"),
+        (
+            ["--dataset", "wine", "--members", "many"],
+            "error: argument --members: invalid int value: 'many'",
+        ),
+    ],
+)
+def test_bad_input_gets_one_line_and_leaves_the_store_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    store = tmp_path / "store"
+    try:
+        status = main([*args, "--store", str(store), *TINY])
+    except SystemExit as exit_:  # argparse's own usage errors
+        status = exit_.code
+    assert status == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1, error
+    assert re.search(message, error), error
+    assert not store.exists() or ModelStore(store).names() == []
