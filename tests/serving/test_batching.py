@@ -1,0 +1,247 @@
+"""Tests of serving.batching: coalescing, per-request slices, errors, big requests and close."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batching import BatcherClosedError, MicroBatcher, QueueFullError
+
+N_MEMBERS = 3
+N_FEATURES = 4
+
+
+def _model(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic row-wise 'ensemble': (n_members, n_rows, 2) values and variances."""
+    scales = np.arange(1, N_MEMBERS + 1, dtype=np.float32)[:, None, None]
+    values = scales * np.stack([X.sum(axis=1), X[:, 0]], axis=1)[None]
+    return values, values**2
+
+
+def _requests(sizes: list[int]) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=(size, N_FEATURES)).astype(np.float32) for size in sizes]
+
+
+class _GatedRun:
+    """``run`` whose first call blocks until released, so a burst queues up behind it."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[int] = []
+
+    def __call__(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(len(X))
+        if len(self.calls) == 1:
+            self.started.set()
+            self.release.wait(timeout=10)
+        return _model(X)
+
+
+async def _wait_for(event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("max_wait_ms", [0.0, 2.0])
+def test_results_equal_running_each_request_alone(max_wait_ms):
+    requests = _requests([1, 3, 1, 5, 2, 1, 4, 1])
+
+    async def main():
+        batcher = MicroBatcher(_model, max_batch_rows=8, max_wait_ms=max_wait_ms)
+        results = await asyncio.gather(*(batcher.submit(X) for X in requests))
+        await batcher.close()
+        return results
+
+    for X, (values, variances) in zip(requests, asyncio.run(main()), strict=True):
+        expected_values, expected_variances = _model(X)
+        assert values.shape == (N_MEMBERS, len(X), 2)
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(variances, expected_variances)
+
+
+def test_concurrent_burst_is_coalesced_up_to_the_row_limit():
+    run = _GatedRun()
+    batches: list[int] = []
+    requests = _requests([1] * 12)
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=5, max_wait_ms=0.0, on_batch=batches.append)
+        first = asyncio.ensure_future(batcher.submit(requests[0]))
+        await _wait_for(run.started)  # the first batch runs alone and blocks
+        rest = [asyncio.ensure_future(batcher.submit(X)) for X in requests[1:]]
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 11
+        run.release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert batches == run.calls == [1, 5, 5, 1]
+    for X, (values, _) in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(values, _model(X)[0])
+
+
+def test_plain_array_results_are_sliced_on_axis_one():
+    requests = _requests([2, 3])
+
+    async def main():
+        batcher = MicroBatcher(lambda X: _model(X)[0], max_batch_rows=16, max_wait_ms=0.0)
+        results = await asyncio.gather(*(batcher.submit(X) for X in requests))
+        await batcher.close()
+        return results
+
+    for X, values in zip(requests, asyncio.run(main()), strict=True):
+        assert isinstance(values, np.ndarray)
+        np.testing.assert_array_equal(values, _model(X)[0])
+
+
+def test_lone_request_does_not_wait_for_the_window():
+    (X,) = _requests([1])
+
+    async def main():
+        batcher = MicroBatcher(_model, max_batch_rows=64, max_wait_ms=500.0)
+        start = time.perf_counter()
+        await batcher.submit(X)
+        await batcher.submit(X)  # right after a batch: still alone, still no wait
+        elapsed = time.perf_counter() - start
+        await batcher.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.25
+
+
+def test_exception_reaches_every_waiter_and_batcher_recovers():
+    run = _GatedRun()
+    requests = _requests([1, 1, 2, 1])
+
+    def failing(X: np.ndarray):
+        run(X)
+        if len(run.calls) == 2:
+            raise RuntimeError("member session failed")
+        return _model(X)
+
+    async def main():
+        batcher = MicroBatcher(failing, max_batch_rows=16, max_wait_ms=0.0)
+        first = asyncio.ensure_future(batcher.submit(requests[0]))
+        await _wait_for(run.started)
+        burst = [asyncio.ensure_future(batcher.submit(X)) for X in requests[1:]]
+        await asyncio.sleep(0.01)
+        run.release.set()
+        outcomes = await asyncio.gather(first, *burst, return_exceptions=True)
+        after = await batcher.submit(requests[0])
+        await batcher.close()
+        return outcomes, after
+
+    outcomes, after = asyncio.run(main())
+    assert not isinstance(outcomes[0], Exception)
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes[1:])
+    assert all("member session failed" in str(outcome) for outcome in outcomes[1:])
+    np.testing.assert_array_equal(after[0], _model(requests[0])[0])
+
+
+def test_request_larger_than_the_row_limit_runs_alone():
+    run = _GatedRun()
+    run.release.set()
+    requests = _requests([10, 1])
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=4, max_wait_ms=0.0)
+        results = await asyncio.gather(*(batcher.submit(X) for X in requests))
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert run.calls == [10, 1]
+    for X, (values, _) in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(values, _model(X)[0])
+
+
+def test_full_queue_and_closed_batcher_refuse_requests():
+    run = _GatedRun()
+    requests = _requests([1, 3, 2])
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0, max_queue_rows=4)
+        first = asyncio.ensure_future(batcher.submit(requests[0]))
+        await _wait_for(run.started)
+        second = asyncio.ensure_future(batcher.submit(requests[1]))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError, match=r"queue is full \(3 rows waiting, limit 4\)"):
+            await batcher.submit(requests[2])
+        run.release.set()
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0)
+        with pytest.raises(BatcherClosedError, match="closed"):
+            await batcher.submit(requests[0])
+        await closing
+        return await first, await second
+
+    first, second = asyncio.run(main())
+    np.testing.assert_array_equal(second[0], _model(requests[1])[0])
+    assert first[0].shape == (N_MEMBERS, 1, 2)
+
+
+def test_cancelled_request_is_dropped_from_the_batch():
+    run = _GatedRun()
+    requests = _requests([1, 1, 1])
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0)
+        first = asyncio.ensure_future(batcher.submit(requests[0]))
+        await _wait_for(run.started)
+        gone = asyncio.ensure_future(batcher.submit(requests[1]))
+        kept = asyncio.ensure_future(batcher.submit(requests[2]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        run.release.set()
+        await first
+        result = await kept
+        await batcher.close()
+        return result
+
+    result = asyncio.run(main())
+    assert run.calls == [1, 1]
+    np.testing.assert_array_equal(result[0], _model(requests[2])[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_batch_rows": 0, "max_wait_ms": 1.0}, "max_batch_rows must be at least 1"),
+        ({"max_batch_rows": 4, "max_wait_ms": -1.0}, "max_wait_ms must be non-negative"),
+    ],
+)
+def test_bad_parameters_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MicroBatcher(_model, **kwargs)
+
+
+def test_custom_split_hands_out_per_batch_work():
+    requests = _requests([2, 1, 3])
+    calls: list[int] = []
+
+    def run(X: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(len(X))
+        values, _ = _model(X)
+        return {"members": values, "mean": values.mean(axis=0)}  # per-row work, once per batch
+
+    def split(result: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+        return {"members": result["members"][:, start:stop], "mean": result["mean"][start:stop]}
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=16, max_wait_ms=0.0, split=split)
+        results = await asyncio.gather(*(batcher.submit(X) for X in requests))
+        await batcher.close()
+        return results
+
+    for X, result in zip(requests, asyncio.run(main()), strict=True):
+        np.testing.assert_allclose(result["mean"], _model(X)[0].mean(axis=0))
+        np.testing.assert_array_equal(result["members"], _model(X)[0])
+    assert sum(calls) == 6
