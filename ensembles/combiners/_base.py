@@ -143,6 +143,14 @@ class Combiner:
         Self
             The fitted combiner.
         """
+        from threadpoolctl import threadpool_limits  # installed with scipy and scikit-learn
+
+        # Combiner problems are small: one BLAS thread is fastest, and many threads
+        # contending on a busy machine slowed the stacking fit 30-fold in measurements.
+        with threadpool_limits(limits=1):
+            return self._fit(member_preds, y, X)
+
+    def _fit(self, member_preds: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> Self:
         member_preds = self._check_member_preds(member_preds)
         y = self._check_targets(y, member_preds.shape)
         temperature = None
