@@ -33,6 +33,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
         dest="max_wait_ms",
         help="micro-batching wait, 0 = off (ENSEMBLES_MAX_WAIT_MS)",
     )
+    parser.add_argument(
+        "--max-microbatch-rows",
+        type=int,
+        dest="max_microbatch_rows",
+        help="most rows per micro-batch (ENSEMBLES_MAX_MICROBATCH_ROWS)",
+    )
     parser.add_argument("--log-level", help="debug, info, warning (ENSEMBLES_LOG_LEVEL)")
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     return ServingSettings(**given)

@@ -191,7 +191,6 @@ async def _infer(
         members=bool(names & set(_MEMBER_TENSORS)),
         uncertainty=bool(names & set(runtime.uncertainty_names)),
     )
-    request.app.state.metrics.observe_prediction(runtime, X.astype(np.float32), prediction)
     values = _tensors(runtime, prediction)
     header: dict[str, Any] = {"model_name": runtime.name, "model_version": str(runtime.version)}
     if parsed.id is not None:
@@ -222,7 +221,7 @@ async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, request.app.state.registry, name, version)
 
 
-class _LeanRoute(Route):
+class LeanRoute(Route):
     """A plain Starlette route that, like FastAPI's, records itself as ``scope["route"]``."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -245,7 +244,7 @@ def lean_routes() -> list[Route]:
     framework overhead of the hottest path; OpenAPI still documents the FastAPI versions.
     """
     return [
-        _LeanRoute(path, _lean_infer, methods=["POST"])
+        LeanRoute(path, _lean_infer, methods=["POST"])
         for path in (
             "/v2/models/{name}/infer",
             "/v2/models/{name}/versions/{version}/infer",

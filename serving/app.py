@@ -114,7 +114,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_v1.router)
     app.include_router(api_v2.router)
-    app.router.routes[:0] = api_v2.lean_routes()
+    app.router.routes[:0] = [*api_v1.lean_routes(), *api_v2.lean_routes()]
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 RunResult = np.ndarray | tuple[np.ndarray, ...]
 RunFunction = Callable[[np.ndarray], Any]
 SplitFunction = Callable[[Any, int, int], Any]
+#: ``run_spans(X_all, spans) -> results``: ``spans`` lists ``(key, start, stop)`` per request.
+SpansFunction = Callable[[np.ndarray, list[tuple[Any, int, int]]], list[Any]]
 
 #: Weight of the newest batch in the running estimate of requests per batch.
 _EXPECTED_ALPHA = 0.25
@@ -38,6 +40,7 @@ class QueueFullError(OverloadedError):
 class _Request:
     X: np.ndarray
     future: asyncio.Future[Any]
+    key: Any = None
     arrival: float = field(default_factory=time.perf_counter)
 
 
@@ -74,10 +77,11 @@ class MicroBatcher:
 
     Parameters
     ----------
-    run : callable
+    run : callable or None
         ``run(X_all) -> np.ndarray or tuple of np.ndarray``, blocking; ``X_all`` has shape
         ``(N, n_features)`` and every returned array has the batch on axis 1, e.g.
-        ``(n_members, N, n_outputs)`` (any result when ``split`` is given).
+        ``(n_members, N, n_outputs)`` (any result when ``split`` is given). None when
+        ``run_spans`` is given instead.
     max_batch_rows : int
         Most rows per ``run`` call. A single request with more rows runs alone.
     max_wait_ms : float
@@ -94,6 +98,13 @@ class MicroBatcher:
         does per-batch work whose result is not shaped that way, e.g. combining and
         measuring uncertainty once per batch (per-row arrays on axis 0) instead of once per
         request on the event loop.
+    run_spans : callable, optional
+        Instead of ``run`` + ``split``: ``run_spans(X_all, spans) -> list``, blocking, where
+        ``spans`` holds ``(key, start, stop)`` for every request of the batch (``key`` as
+        given to :meth:`submit`) and the result holds one item per request, in order. An
+        item that is an exception instance is raised to that request alone. This lets one
+        batch serve requests that ask for different things (e.g. different combiners)
+        while doing the shared work once.
 
     Examples
     --------
@@ -104,7 +115,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run: RunFunction,
+        run: RunFunction | None,
         max_batch_rows: int,
         max_wait_ms: float,
         *,
@@ -112,7 +123,10 @@ class MicroBatcher:
         max_queue_rows: int | None = None,
         on_batch: Callable[[int], None] | None = None,
         split: SplitFunction | None = None,
+        run_spans: SpansFunction | None = None,
     ) -> None:
+        if (run is None) == (run_spans is None):
+            raise ValueError("give exactly one of run and run_spans")
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be at least 1; got {max_batch_rows}")
         if max_wait_ms < 0:
@@ -126,6 +140,7 @@ class MicroBatcher:
         self.max_queue_rows = max_queue_rows
         self.on_batch = on_batch
         self.split = split or slice_rows
+        self.run_spans = run_spans
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._in_flight = 0
@@ -144,13 +159,15 @@ class MicroBatcher:
         """Rows waiting for a batch (not counting batches that are running)."""
         return self._pending_rows
 
-    async def submit(self, X: np.ndarray) -> Any:
+    async def submit(self, X: np.ndarray, key: Any = None) -> Any:
         """Queue rows and wait for their slice of the batched result.
 
         Parameters
         ----------
         X : np.ndarray, shape (n_samples, n_features)
             The request's rows; ``n_samples`` may exceed ``max_batch_rows``.
+        key : any, optional
+            Handed to ``run_spans`` with this request's row range (ignored by ``run``).
 
         Returns
         -------
@@ -179,7 +196,7 @@ class MicroBatcher:
         if self._dispatcher is None:
             self._wakeup = asyncio.Event()
             self._dispatcher = loop.create_task(self._dispatch_loop())
-        request = _Request(X, loop.create_future())
+        request = _Request(X, loop.create_future(), key)
         self._pending.append(request)
         self._pending_rows += n_rows
         self._wakeup.set()
@@ -267,6 +284,20 @@ class MicroBatcher:
                 logger.exception("on_batch callback failed")
         self._expected += _EXPECTED_ALPHA * (len(batch) - self._expected)
         try:
+            if self.run_spans is not None:
+                spans, start = [], 0
+                for request in batch:
+                    spans.append((request.key, start, start + len(request.X)))
+                    start += len(request.X)
+                parts = await loop.run_in_executor(self._executor, self.run_spans, X, spans)
+                for request, part in zip(batch, parts, strict=True):
+                    if request.future.done():
+                        continue
+                    if isinstance(part, BaseException):
+                        request.future.set_exception(part)
+                    else:
+                        request.future.set_result(part)
+                return
             result = await loop.run_in_executor(self._executor, self.run, X)
         except BaseException as exc:
             for request in batch:

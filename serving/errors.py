@@ -8,6 +8,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ensembles.errors import (
@@ -22,6 +23,10 @@ from ensembles.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Status recorded for requests whose client went away (nginx's "client closed request");
+#: nothing is sent, since no one is listening.
+CLIENT_CLOSED = 499
 
 
 class ServingError(EnsembleError):
@@ -146,6 +151,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message, field = _validation_message(exc)
         return error_response(message, 422, field=field)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # Not a server error: every load test ends this way. No traceback, not a 500.
+        logger.debug("client disconnected before the request was read: %s", request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
+
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(EnsembleError, on_ensemble_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -20,7 +20,7 @@ DRIFT_ALPHA = 0.05
 
 
 class _VarianceHistogram(Collector):
-    """A histogram per ensemble filled a whole batch at a time (one numpy call per request)."""
+    """A histogram per ensemble filled a whole batch at a time (one numpy call per batch)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -58,7 +58,7 @@ class _VarianceHistogram(Collector):
 class ServingMetrics:
     """All metrics of one app, in their own registry (so tests can create many apps).
 
-    Drift: for every prediction the mean absolute z-score of its rows against the
+    Drift: for every combined batch the mean absolute z-score of its rows against the
     held-out feature statistics of the version, and the mean reported variance, each
     divided by its held-out level and smoothed exponentially (``DRIFT_ALPHA`` per batch).
     ``ensembles_drift_ratio`` near 1 means traffic looks like held-out data; 2 means twice
@@ -131,15 +131,35 @@ class ServingMetrics:
     def observe_prediction(
         self, runtime: EnsembleRuntime, X: np.ndarray, prediction: Prediction
     ) -> None:
-        """Record the rows, the reported variance and the drift signals of one prediction.
+        """Record one request's prediction (see :meth:`observe_batch`)."""
+        self.observe_batch(runtime, X, prediction, [len(X)])
+
+    def observe_batch(
+        self,
+        runtime: EnsembleRuntime,
+        X: np.ndarray,
+        prediction: Prediction,
+        request_rows: list[int],
+    ) -> None:
+        """Record the request sizes, reported variance and drift of one combined batch.
+
+        The runtime calls it (as its ``on_prediction`` hook) once per micro-batch group, in
+        the batch's worker thread, so the per-request cost on the event loop is nil.
 
         Parameters
         ----------
+        runtime : EnsembleRuntime
         X : np.ndarray, shape (n_samples, n_features)
+            The rows of every request of the batch, concatenated.
         prediction : Prediction
+            Their combined prediction.
+        request_rows : list of int
+            Row count of each request in the batch (``sum(request_rows) == len(X)``).
         """
         name = runtime.name
-        self.request_rows.labels(name).observe(len(X))
+        rows_histogram = self.request_rows.labels(name)
+        for n_rows in request_rows:
+            rows_histogram.observe(n_rows)
         variance = prediction.uncertainty.get("variance")
         row_variance = None
         if variance is not None:

@@ -265,8 +265,10 @@ class EnsembleRegistry:
             "batching": s.batching,
             "max_wait_ms": s.max_wait_ms,
             "max_batch_rows": s.max_batch_rows,
+            "max_microbatch_rows": s.max_microbatch_rows,
             "max_queue_rows": s.max_queue_rows,
             "on_batch": self.metrics.batch_hook(name) if self.metrics else None,
+            "on_prediction": self.metrics.observe_batch if self.metrics else None,
         }
 
     def _exists(self, name: str) -> bool:

@@ -31,8 +31,9 @@ WEIGHT_AVERAGE = "weight_average"
 MEMBER_OUTPUTS = "member_outputs"
 MEMBER_VARIANCES = "member_variances"
 LABEL = "label"
-#: Rows above which combining runs in a worker thread instead of the event loop.
-_OFFLOAD_ROWS = 256
+
+#: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch.
+PredictionHook = Callable[["EnsembleRuntime", np.ndarray, "Prediction", list[int]], None]
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,21 @@ class Prediction:
     uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
     member_outputs: np.ndarray | None = None
     member_variances: np.ndarray | None = None
+
+    def rows(self, start: int, stop: int) -> Prediction:
+        """Rows ``start:stop`` of this prediction (views, no copies)."""
+        return Prediction(
+            combiner=self.combiner,
+            combined=self.combined[start:stop],
+            labels=None if self.labels is None else self.labels[start:stop],
+            uncertainty={k: v[start:stop] for k, v in self.uncertainty.items()},
+            member_outputs=None
+            if self.member_outputs is None
+            else self.member_outputs[:, start:stop],
+            member_variances=None
+            if self.member_variances is None
+            else self.member_variances[:, start:stop],
+        )
 
 
 @dataclass(frozen=True)
@@ -181,16 +197,28 @@ class EnsembleRuntime:
     max_wait_ms : float
         Longest extra wait for more requests under load (``serving.batching``).
     max_batch_rows : int
-        Largest micro-batch handed to onnxruntime.
+        Largest request (rows) accepted.
+    max_microbatch_rows : int
+        Most rows coalesced into one micro-batch (one onnxruntime call); a single request
+        with more rows (up to ``max_batch_rows``) runs alone.
     max_queue_rows : int
         Rows in flight before :meth:`predict_async` refuses with ``OverloadedError``.
     on_batch : callable, optional
         Called with the row count of every onnxruntime call (for metrics).
+    on_prediction : callable, optional
+        ``on_prediction(runtime, X, prediction, request_rows)``, called by
+        :meth:`predict_async` once per combined batch (in the batch's worker thread) with
+        the rows, the combined prediction and the row count of each request in it (for
+        metrics: request sizes, variance histogram, drift). Not called by :meth:`predict`.
 
     Notes
     -----
-    Members run in one fused onnxruntime graph (``serving.fused``). Use :meth:`load` to
-    build a runtime from the store; it verifies checksums and signatures.
+    Members run in one fused onnxruntime graph (``serving.fused``). With batching on,
+    :meth:`predict_async` requests are coalesced into micro-batches; in the batch's worker
+    thread the members run once over all rows, then requests that ask for the same
+    combiner and uncertainty share one combine + uncertainty computation over their
+    concatenated rows, and each request gets its slice. Use :meth:`load` to build a runtime
+    from the store; it verifies checksums and signatures.
     """
 
     def __init__(
@@ -204,8 +232,10 @@ class EnsembleRuntime:
         batching: bool = True,
         max_wait_ms: float = 1.0,
         max_batch_rows: int = 4096,
+        max_microbatch_rows: int = 512,
         max_queue_rows: int = 65536,
         on_batch: Callable[[int], None] | None = None,
+        on_prediction: PredictionHook | None = None,
     ) -> None:
         self.manifest = manifest
         self.folder = folder
@@ -217,8 +247,10 @@ class EnsembleRuntime:
         self.batching = batching
         self.max_wait_ms = max_wait_ms
         self.max_batch_rows = max_batch_rows
+        self.max_microbatch_rows = max_microbatch_rows
         self.max_queue_rows = max_queue_rows
         self._on_batch = on_batch
+        self._on_prediction = on_prediction
         self._options = session_options(intra_op_threads, inter_op_threads)
         if not manifest.members:
             raise IntegrityError(f"{folder}/manifest.json lists no members")
@@ -450,16 +482,15 @@ class EnsembleRuntime:
                 )
             self._inflight_rows += rows
         try:
-            averaged = None
-            if isinstance(rule, _WeightAverage):
-                averaged = await asyncio.to_thread(self._run_averaged, rule, X)
-            outputs = variances = None
-            if self._needs_members(rule, members, uncertainty):
-                outputs, variances = await self._run_members_async(X)
-            args = (X, name, outputs, variances, averaged, members, uncertainty)
-            if rows > _OFFLOAD_ROWS:
-                return await asyncio.to_thread(self._finish, *args)
-            return self._finish(*args)
+            batcher = None
+            if not self._retired and self._needs_members(rule, members, uncertainty):
+                batcher = self._get_batcher()
+            if batcher is not None:
+                try:
+                    return await batcher.submit(X, (name, uncertainty, members))
+                except BatcherClosedError:
+                    pass  # a retired runtime finishing a late request: run it alone
+            return await asyncio.to_thread(self._predict_alone, X, name, members, uncertainty)
         finally:
             with self._lock:
                 self._inflight_rows -= rows
@@ -480,28 +511,78 @@ class EnsembleRuntime:
         if batcher is not None:
             await batcher.close()
 
-    async def _run_members_async(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        batcher = None if self._retired else self._get_batcher()
-        if batcher is None:  # no batching, or a retired runtime finishing a late request
-            return await asyncio.to_thread(self.run_members, X)
+    def _predict_alone(
+        self, X: np.ndarray, name: str, members: bool, uncertainty: bool
+    ) -> Prediction:
+        """One request without micro-batching (worker thread), reported to the hook."""
+        rule = self.combiners[name]
+        averaged = self._run_averaged(rule, X)
+        outputs, variances = (
+            self.run_members(X) if self._needs_members(rule, members, uncertainty) else (None, None)
+        )
+        prediction = self._finish(X, name, outputs, variances, averaged, members, uncertainty)
+        self._report(X, prediction, [len(X)])
+        return prediction
+
+    def _report(self, X: np.ndarray, prediction: Prediction, request_rows: list[int]) -> None:
+        if self._on_prediction is None:
+            return
         try:
-            result = await batcher.submit(X)
-        except BatcherClosedError:
-            return await asyncio.to_thread(self.run_members, X)
-        if isinstance(result, tuple):
-            return result[0], result[1]
-        return result, None
+            self._on_prediction(self, X, prediction, request_rows)
+        except Exception:  # metrics must never fail a prediction
+            logger.exception("on_prediction hook failed")
 
     def _get_batcher(self) -> Any:
         if self._batcher is None and self.batching:
             self._batcher = MicroBatcher(
-                self._run_for_batcher, self.max_batch_rows, self.max_wait_ms
+                None,
+                self.max_microbatch_rows,
+                self.max_wait_ms,
+                run_spans=self._run_micro_batch,
             )
         return self._batcher
 
-    def _run_for_batcher(self, X: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def _run_micro_batch(
+        self, X: np.ndarray, spans: list[tuple[Any, int, int]]
+    ) -> list[Prediction | Exception]:
+        """Members once over the whole micro-batch, then one combine per (combiner, uncertainty).
+
+        ``spans`` holds ``((combiner, uncertainty, members), start, stop)`` per request.
+        Runs in the batcher's worker thread; a failing group fails only its requests.
+        """
         outputs, variances = self.run_members(X)
-        return outputs if variances is None else (outputs, variances)
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for index, ((name, uncertainty, _), _, _) in enumerate(spans):
+            groups.setdefault((name, uncertainty), []).append(index)
+        results: list[Prediction | Exception] = [None] * len(spans)  # type: ignore[list-item]
+        for (name, uncertainty), indices in groups.items():
+            try:
+                if len(indices) == len(spans):  # the common case: one group, no copies
+                    Xg, og, vg = X, outputs, variances
+                    local = [(start, stop) for _, start, stop in spans]
+                else:
+                    take = np.concatenate([np.arange(spans[i][1], spans[i][2]) for i in indices])
+                    Xg, og = X[take], outputs[:, take]
+                    vg = None if variances is None else variances[:, take]
+                    local, at = [], 0
+                    for i in indices:
+                        local.append((at, at + spans[i][2] - spans[i][1]))
+                        at = local[-1][1]
+                rule = self.combiners[name]
+                averaged = self._run_averaged(rule, Xg)
+                combined = self._finish(Xg, name, og, vg, averaged, False, uncertainty)
+                self._report(Xg, combined, [stop - start for start, stop in local])
+                for i, (start, stop) in zip(indices, local, strict=True):
+                    part = combined.rows(start, stop)
+                    if spans[i][0][2]:  # per-member outputs asked for
+                        a, b = spans[i][1], spans[i][2]
+                        part.member_outputs = outputs[:, a:b]
+                        part.member_variances = None if variances is None else variances[:, a:b]
+                    results[i] = part
+            except Exception as exc:
+                for i in indices:
+                    results[i] = exc
+        return results
 
     def _needs_members(self, rule: Any, members: bool, uncertainty: bool) -> bool:
         return members or uncertainty or not isinstance(rule, _WeightAverage)

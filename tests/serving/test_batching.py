@@ -245,3 +245,34 @@ def test_custom_split_hands_out_per_batch_work():
         np.testing.assert_allclose(result["mean"], _model(X)[0].mean(axis=0))
         np.testing.assert_array_equal(result["members"], _model(X)[0])
     assert sum(calls) == 6
+
+
+def test_run_spans_gets_each_request_key_and_can_fail_one_request_alone():
+    requests = _requests([2, 1, 3, 1])
+    keys = ["a", "b", "a", "bad"]
+    seen: list[list[tuple[str, int, int]]] = []
+
+    def run_spans(X: np.ndarray, spans: list[tuple[str, int, int]]) -> list:
+        seen.append(spans)
+        values, _ = _model(X)
+        return [
+            ValueError("bad key") if key == "bad" else (key, values[:, a:b]) for key, a, b in spans
+        ]
+
+    async def main():
+        batcher = MicroBatcher(None, max_batch_rows=16, max_wait_ms=0.0, run_spans=run_spans)
+        results = await asyncio.gather(
+            *(batcher.submit(X, key) for X, key in zip(requests, keys, strict=True)),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    for X, key, result in zip(requests[:3], keys, results, strict=False):
+        assert result[0] == key
+        np.testing.assert_array_equal(result[1], _model(X)[0])
+    assert isinstance(results[3], ValueError)
+    assert sum(stop - start for spans in seen for _, start, stop in spans) == 7
+    with pytest.raises(ValueError, match="exactly one of run and run_spans"):
+        MicroBatcher(None, max_batch_rows=1, max_wait_ms=0.0)

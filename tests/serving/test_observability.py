@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 
 import numpy as np
 import orjson
@@ -45,3 +47,34 @@ def test_json_log_lines_carry_extra_fields():
     line = orjson.loads(JsonFormatter().format(record))
     assert line["message"] == "refused x" and line["ensemble"] == "toy"
     assert line["level"] == "error" and np.isfinite(len(line["time"]))
+
+
+def _status_count(text: str, route: str, status: str) -> float:
+    prefix = f'ensembles_requests_total{{method="POST",route="{route}",status="{status}"}}'
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+def test_client_disconnect_is_not_a_server_error(client, server, caplog):
+    route = "/v1/ensembles/{name}/predict"
+    before = client.get("/metrics").text
+    with caplog.at_level(logging.DEBUG, logger="serving.errors"):
+        with socket.create_connection(("127.0.0.1", server.settings.port)) as sock:
+            sock.sendall(
+                b"POST /v1/ensembles/toy/predict HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                b'{"rows": [[1, 2'
+            )
+            time.sleep(0.1)  # let the route start reading the body, then hang up
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = client.get("/metrics").text
+            if _status_count(text, route, "499") > _status_count(before, route, "499"):
+                break
+            time.sleep(0.05)
+    assert _status_count(text, route, "499") == _status_count(before, route, "499") + 1
+    assert _status_count(text, route, "500") == _status_count(before, route, "500")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors and not any(r.exc_info for r in caplog.records)
+    assert "client disconnected" in caplog.text

@@ -104,3 +104,75 @@ def test_signature_mismatch_with_the_manifest_is_an_integrity_error(toy):
     )
     with pytest.raises(IntegrityError, match=r"m000\.onnx.*shape \[batch, 5\]"):
         EnsembleRuntime(wrong, toy.folder)
+
+
+def test_mixed_combiner_burst_shares_one_member_run_and_equals_sync(synthetic_store):
+    batches: list[int] = []
+    reports: list[tuple[str, int, list[int]]] = []
+    runtime = EnsembleRuntime.load(
+        synthetic_store,
+        "toy",
+        1,
+        max_microbatch_rows=64,
+        on_batch=batches.append,
+        on_prediction=lambda rt, X, p, sizes: reports.append((p.combiner, len(X), sizes)),
+    )
+    rng = np.random.default_rng(3)
+    options = [
+        {},
+        {"combiner": "vote"},
+        {"combiner": "mean", "members": True},
+        {"combiner": "weight_average"},
+        {"uncertainty": False},
+        {"combiner": "vote", "members": True},
+        {"combiner": "weight_average", "uncertainty": False, "members": True},
+        {},
+    ] * 3
+    inputs = [rng.normal(size=(1 + i % 4, 4)).astype(np.float32) for i in range(len(options))]
+    calls_before = len(batches)
+
+    async def burst() -> list:
+        results = await asyncio.gather(
+            *(runtime.predict_async(X, **o) for X, o in zip(inputs, options, strict=True))
+        )
+        await runtime.aclose()
+        return results
+
+    results = asyncio.run(burst())
+    assert len(batches) - calls_before < len(options)  # coalesced, several combiners per call
+    assert max(batches[calls_before:]) <= 64
+    for X, o, got in zip(inputs, options, results, strict=True):
+        want = runtime.predict(X, **o)
+        assert got.combiner == want.combiner
+        np.testing.assert_allclose(got.combined, want.combined, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        assert set(got.uncertainty) == set(want.uncertainty)
+        for key, value in want.uncertainty.items():
+            np.testing.assert_allclose(got.uncertainty[key], value, rtol=1e-5, atol=1e-7)
+        if o.get("members"):
+            np.testing.assert_allclose(got.member_outputs, want.member_outputs, rtol=1e-6)
+        else:
+            assert got.member_outputs is None
+    assert sum(len(sizes) for _, _, sizes in reports) == len(options)
+    assert sum(rows for _, rows, _ in reports) == sum(len(X) for X in inputs)
+
+
+def test_microbatch_row_limit_is_separate_from_the_request_limit(synthetic_store):
+    batches: list[int] = []
+    runtime = EnsembleRuntime.load(
+        synthetic_store, "toy", 1, max_batch_rows=64, max_microbatch_rows=4, on_batch=batches.append
+    )
+    calls_before = len(batches)
+
+    async def burst() -> list:
+        sizes = [1] * 9 + [20]  # a request over the micro-batch limit still runs (alone)
+        results = await asyncio.gather(
+            *(runtime.predict_async(np.ones((n, 4), np.float32)) for n in sizes)
+        )
+        await runtime.aclose()
+        return results
+
+    results = asyncio.run(burst())
+    assert [len(r.combined) for r in results] == [1] * 9 + [20]
+    assert sorted(batches[calls_before:])[-1] == 20
+    assert max(sorted(batches[calls_before:])[:-1]) <= 4
