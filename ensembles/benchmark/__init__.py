@@ -1,0 +1,21 @@
+"""Benchmark of combiners and strategies: accuracy, uncertainty quality, cost and diversity."""
+
+from ensembles.benchmark.diversity import error_correlation, member_errors, pairwise_disagreement
+from ensembles.benchmark.runner import ALL_STRATEGIES, BenchmarkRequest, run_benchmark
+from ensembles.benchmark.uncertainty_quality import (
+    misclassification_auroc,
+    selective_rows,
+    spearman_uncertainty_error,
+)
+
+__all__ = [
+    "ALL_STRATEGIES",
+    "BenchmarkRequest",
+    "error_correlation",
+    "member_errors",
+    "misclassification_auroc",
+    "pairwise_disagreement",
+    "run_benchmark",
+    "selective_rows",
+    "spearman_uncertainty_error",
+]

@@ -1,0 +1,277 @@
+"""The benchmark loop: train (or read) one ensemble per strategy and repeat, score, aggregate."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ensembles.benchmark.aggregate import summarize_runs
+from ensembles.benchmark.cost import TIMING_REPEATS, inference_cost
+from ensembles.benchmark.scoring import score_version
+from ensembles.errors import ConfigError
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.manifest import Manifest
+from ensembles.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+ALL_STRATEGIES: tuple[str, ...] = (
+    "bagging",
+    "kfold",
+    "subsample",
+    "repeat",
+    "horizontal",
+    "snapshot",
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkRequest:
+    """What to benchmark.
+
+    Attributes
+    ----------
+    train : TrainRequest
+        Template of every training run (data, members, epochs, network settings, jobs);
+        its ``strategy``, ``seed``, ``name`` and ``store`` are set per run.
+    strategies : tuple of str
+        Strategies to compare.
+    repeats : int
+        Runs per strategy; repeat ``r`` uses seed ``train.seed + r`` for the split and
+        every member.
+    store : Path or None
+        Keep the trained versions here; None trains into a temporary store.
+    from_store : str or None
+        Benchmark this published ensemble (latest version in ``store``) without training.
+    timing_repeats : int
+        Timed inference calls per model (the median is kept).
+    progress : bool
+        Show a progress bar.
+    """
+
+    train: Any
+    strategies: tuple[str, ...] = ALL_STRATEGIES
+    repeats: int = 3
+    store: Path | None = None
+    from_store: str | None = None
+    timing_repeats: int = TIMING_REPEATS
+    progress: bool = True
+
+
+def check_request(request: BenchmarkRequest) -> None:
+    """Reject bad benchmark options at once, one line per problem."""
+    problems = []
+    unknown = [s for s in request.strategies if s not in ALL_STRATEGIES]
+    if unknown:
+        problems.append(
+            f"unknown strategy {', '.join(map(repr, unknown))}: choose from "
+            f"{', '.join(ALL_STRATEGIES)}"
+        )
+    if not request.strategies:
+        problems.append("--strategies needs at least one strategy")
+    if request.repeats < 1:
+        problems.append(f"--repeats must be at least 1, got {request.repeats}")
+    if request.timing_repeats < 1:
+        problems.append(f"--timing-repeats must be at least 1, got {request.timing_repeats}")
+    if request.from_store is not None and request.store is None:
+        problems.append("--from-store NAME needs --store DIR naming the model store")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def run_benchmark(request: BenchmarkRequest) -> dict[str, Any]:
+    """Run every strategy and repeat, and return every number (JSON-safe).
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``task``, ``settings``, ``runs`` (one entry per strategy and repeat
+        with per-model metrics, cost, calibration and curves) and ``summary`` (mean, std
+        and count over repeats, by strategy; see :func:`summarize_runs`).
+    """
+    check_request(request)
+    with _quiet_numerics():
+        if request.from_store is not None:
+            runs = [_read_published(request)]
+        else:
+            runs = _train_and_score(request)
+    first = runs[0]
+    return {
+        "dataset": first["dataset"],
+        "task": first["task"],
+        "settings": _settings(request),
+        "runs": runs,
+        "summary": summarize_runs(runs),
+    }
+
+
+def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from ensembles.benchmark.single_network import ensemble_epoch_budget, train_single_network
+    from ensembles.training.pipeline import run_training
+
+    _import_lazy_modules()
+    template = request.train
+    epochs = template.epochs or template.config.epochs
+    jobs = [(strategy, r) for r in range(request.repeats) for strategy in request.strategies]
+    runs = []
+    single_cache: dict[tuple[int, int], dict[str, float]] = {}
+    with _store_root(request.store) as root, logging_redirect_tqdm(), _quiet_store(request):
+        bar = tqdm(jobs, desc="benchmark", unit="run", disable=not request.progress)
+        for strategy, repeat in bar:
+            bar.set_postfix_str(f"{strategy} repeat {repeat + 1}")
+            seed = template.seed + repeat
+            train = replace(
+                template,
+                strategy=strategy,
+                seed=seed,
+                store=root,
+                name=_run_name(template.ensemble_name, strategy),
+                progress=False,
+            )
+            report = run_training(train)
+            manifest = report.manifest
+            folder = ModelStore(root).path(manifest.name, manifest.version)
+            run = _score(folder, manifest, request.timing_repeats)
+            run.update(strategy=strategy, repeat=repeat, seed=seed, train_seconds=report.seconds)
+            for name in manifest.combiners:
+                run["models"][name]["train_seconds"] = report.seconds
+            budget = ensemble_epoch_budget(
+                strategy, manifest.strategy.params, manifest.n_members, epochs
+            )
+            key = (seed, budget)
+            if key not in single_cache:
+                single_cache[key] = train_single_network(train, budget)
+            run["models"]["single_network"] = {
+                **single_cache[key],
+                **run["cost"]["single_member"],
+                "epochs": float(budget),
+            }
+            run.pop("cost")
+            runs.append(run)
+            logger.debug("%s repeat %d done in %.1f s", strategy, repeat, report.seconds)
+    return runs
+
+
+def _read_published(request: BenchmarkRequest) -> dict[str, Any]:
+    store = ModelStore(request.store)
+    name = request.from_store
+    version = store.latest(name)
+    manifest = store.load_manifest(name, version)
+    folder = store.path(name, version)
+    run = _score(folder, manifest, request.timing_repeats)
+    seconds = sum(member.val_metrics.get("train_seconds", 0.0) for member in manifest.members)
+    for model in manifest.combiners:
+        run["models"][model]["train_seconds"] = seconds
+    run.pop("cost")
+    run.update(
+        strategy=manifest.strategy.name,
+        repeat=0,
+        seed=int(manifest.split.get("seed", 0)),
+        train_seconds=seconds,
+        version=version,
+    )
+    return run
+
+
+def _score(folder: Path, manifest: Manifest, timing_repeats: int) -> dict[str, Any]:
+    """Scores, cost and identity of one version; baselines get one member's cost."""
+    scores = score_version(folder, manifest)
+    test_X = HeldoutPredictions.load(folder / HELDOUT_FILE).test.X
+    cost = inference_cost(folder, manifest, test_X, timing_repeats)
+    for name, metrics in scores["models"].items():
+        metrics.update(cost.get(name, cost["single_member"]))
+    seconds = [member.val_metrics.get("train_seconds", 0.0) for member in manifest.members]
+    best = scores["models"].get("best_member")
+    if best is not None:
+        best["train_seconds"] = seconds[int(best.get("member_index", 0))]
+    if "average_member" in scores["models"]:
+        scores["models"]["average_member"]["train_seconds"] = sum(seconds) / len(seconds)
+    return {
+        "dataset": str(manifest.split.get("source", manifest.name)),
+        "task": manifest.task,
+        "name": manifest.name,
+        "version": manifest.version,
+        "n_members": manifest.n_members,
+        "default_combiner": manifest.default_combiner,
+        "cost": cost,
+        **scores,
+    }
+
+
+def _import_lazy_modules() -> None:
+    """Import what training loads on first use, so the first run's time is not inflated."""
+    import onnxruntime  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import torch.onnx  # noqa: F401
+
+
+def _run_name(base: str, strategy: str) -> str:
+    return f"{base[: 63 - len(strategy)]}-{strategy}"
+
+
+def _settings(request: BenchmarkRequest) -> dict[str, Any]:
+    train = request.train
+    return {
+        "strategies": list(request.strategies),
+        "repeats": 1 if request.from_store else request.repeats,
+        "members": train.members,
+        "epochs": train.epochs or train.config.epochs,
+        "seed": train.seed,
+        "jobs": train.jobs,
+        "config": train.config.to_dict(),
+        "interval_level": train.interval_level,
+        "from_store": request.from_store,
+        "store": str(request.store) if request.store else None,
+        "timing_repeats": request.timing_repeats,
+    }
+
+
+@contextmanager
+def _store_root(store: Path | None) -> Iterator[Path]:
+    if store is not None:
+        yield Path(store)
+        return
+    with tempfile.TemporaryDirectory(prefix="ensembles-benchmark-") as folder:
+        yield Path(folder)
+
+
+@contextmanager
+def _quiet_store(request: BenchmarkRequest) -> Iterator[None]:
+    """Silence "published ..." lines for versions in a temporary store nobody will serve."""
+    store_logger = logging.getLogger("ensembles.store")
+    previous = store_logger.level
+    if request.store is None:
+        store_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        store_logger.setLevel(previous)
+
+
+@contextmanager
+def _quiet_numerics() -> Iterator[None]:
+    """One BLAS thread (no oversubscription on small machines); solver warnings counted once."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    if caught:
+        messages = Counter(str(w.message).splitlines()[0][:120] for w in caught)
+        message, count = messages.most_common(1)[0]
+        logger.warning(
+            "%d warnings while fitting combiners; most common (%d times): %s",
+            len(caught),
+            count,
+            message,
+        )

@@ -1,0 +1,238 @@
+"""Scores of one published version on its test split: accuracy, uncertainty, size, diversity."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensembles.benchmark.calibration import coverage_by_level, reliability_bins
+from ensembles.benchmark.diversity import error_correlation, pairwise_disagreement
+from ensembles.benchmark.sessions import open_session, session_outputs
+from ensembles.benchmark.uncertainty_quality import (
+    misclassification_auroc,
+    selective_rows,
+    spearman_uncertainty_error,
+)
+from ensembles.combiners import combiner_from_state
+from ensembles.evaluation import evaluate_predictions
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
+from ensembles.manifest import Manifest
+from ensembles.metrics import PROB_FLOOR, accuracy, classification_metrics, rmse
+from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
+
+#: Share of rows kept in selective prediction (the most certain ones).
+SELECTIVE_COVERAGE = 0.8
+#: Quantile bins of the uncertainty-against-error curve.
+N_UNCERTAINTY_BINS = 10
+_MIN_VARIANCE = 1e-12
+
+
+def quality_keys(task: str) -> tuple[str, ...]:
+    """Names of the uncertainty-quality scores of ``task``, in table order."""
+    if task == "classification":
+        return ("spearman", "selective_accuracy", "auroc_variance", "auroc_mi")
+    return ("spearman", "selective_rmse")
+
+
+def uncertainty_quality(
+    task: str,
+    combined: np.ndarray,
+    y: np.ndarray,
+    variance: np.ndarray | None,
+    mutual_information: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Uncertainty-quality scores of one model on one split.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    combined : np.ndarray, shape (n_samples, n_outputs)
+        Probabilities or predicted values.
+    y : np.ndarray
+        Class indices ``(n_samples,)`` or values ``(n_samples, n_outputs)``.
+    variance : np.ndarray, shape (n_samples,), optional
+        Per-row reported variance; None (a single classifier) gives NaN scores.
+    mutual_information : np.ndarray, shape (n_samples,), optional
+
+    Returns
+    -------
+    dict of str to float
+        Keys of :func:`quality_keys`: Spearman of variance against per-row error (NLL of
+        the true class, or absolute error), accuracy or RMSE on the 80% most certain rows,
+        and AUROC of variance and of mutual information for misclassified rows.
+    """
+    scores = dict.fromkeys(quality_keys(task), math.nan)
+    error = row_error(task, combined, y)
+    if variance is not None:
+        scores["spearman"] = spearman_uncertainty_error(variance, error)
+        kept = selective_rows(variance, SELECTIVE_COVERAGE)
+        if task == "classification":
+            scores["selective_accuracy"] = accuracy(combined[kept], y[kept])
+        else:
+            scores["selective_rmse"] = rmse(combined[kept], y[kept])
+    if task == "classification":
+        wrong = combined.argmax(axis=1) != y
+        if variance is not None:
+            scores["auroc_variance"] = misclassification_auroc(variance, wrong)
+        if mutual_information is not None:
+            scores["auroc_mi"] = misclassification_auroc(mutual_information, wrong)
+    return scores
+
+
+def row_error(task: str, combined: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-row error ``(n_samples,)``: NLL of the true class, or mean absolute error."""
+    if task == "classification":
+        picked = combined[np.arange(len(y)), y]
+        return -np.log(np.clip(picked, PROB_FLOOR, 1.0))
+    return np.abs(combined - np.asarray(y).reshape(combined.shape)).mean(axis=1)
+
+
+def uncertainty_error_curve(
+    variance: np.ndarray, error: np.ndarray, n_bins: int = N_UNCERTAINTY_BINS
+) -> dict[str, list[float]]:
+    """Mean error in quantile bins of the reported variance, most certain bin first.
+
+    Parameters
+    ----------
+    variance, error : np.ndarray, shape (n_samples,)
+        Reported variance and per-row error (0/1 misclassification, absolute error).
+    n_bins : int
+        Quantile bins (fewer when there are fewer rows).
+
+    Returns
+    -------
+    dict
+        ``variance`` and ``error``: bin means, lists of length n_bins.
+    """
+    order = np.argsort(variance, kind="stable")
+    groups = [group for group in np.array_split(order, n_bins) if len(group)]
+    return {
+        "variance": [float(variance[group].mean()) for group in groups],
+        "error": [float(error[group].mean()) for group in groups],
+    }
+
+
+def score_version(folder: Path, manifest: Manifest) -> dict[str, Any]:
+    """Score every combiner and single-member baseline of a published version.
+
+    Parameters
+    ----------
+    folder : Path
+        The version folder (``manifest.json``, ``members/``, ``heldout.npz``, ...).
+    manifest : Manifest
+
+    Returns
+    -------
+    dict
+        ``models``: name -> test metrics plus uncertainty quality; ``calibration``: name ->
+        reliability bins (classification) or coverage by level (regression);
+        ``uncertainty_error``: name -> binned curve; ``ensemble_size``: metrics of the
+        mean of the first k members, k = 1..M; ``diversity``: disagreement and error
+        correlation of the members.
+    """
+    test = HeldoutPredictions.load(folder / HELDOUT_FILE).test
+    level = float(manifest.training.get("interval_level", 0.9))
+    task = manifest.task
+    scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
+    for name, info in manifest.combiners.items():
+        if info.kind == "weight_average":
+            combined, variance, mi = _averaged_outputs(folder / info.state["file"], task, test.X)
+        else:
+            combiner = combiner_from_state(info.state)
+            combined = combiner.combine(test.member_preds, test.X)
+            variance, mi = _ensemble_uncertainty(task, test, combiner.member_weights, combined)
+        _record(scores, name, dict(info.test_metrics), task, combined, test.y, variance, mi)
+    for name, metrics in manifest.baselines.items():
+        index = int(metrics.get("member_index", -1))
+        indices = [index] if index >= 0 else list(range(len(test.member_preds)))
+        quality = [_member_quality(task, test, i) for i in indices]
+        merged = {key: _finite_mean([q[key] for q in quality]) for key in quality[0]}
+        scores["models"][name] = {**metrics, **merged}
+    scores["ensemble_size"] = ensemble_size_curve(task, test, level)
+    scores["diversity"] = {
+        "disagreement": pairwise_disagreement(test.member_preds, task),
+        "error_correlation": error_correlation(test.member_preds, test.y, task),
+    }
+    return scores
+
+
+def ensemble_size_curve(task: str, test: SplitPredictions, level: float) -> dict[str, list]:
+    """Test metrics of the plain mean of the first k members, for k = 1..n_members."""
+    curve: dict[str, list] = {"n_members": []}
+    for k in range(1, len(test.member_preds) + 1):
+        mean = test.member_preds[:k].mean(axis=0)
+        if task == "classification":
+            metrics = classification_metrics(mean, test.y)
+        else:
+            metrics = evaluate_predictions(test, mean, list(range(k)), level)
+        curve["n_members"].append(k)
+        for key, value in metrics.items():
+            curve.setdefault(key, []).append(float(value))
+    return curve
+
+
+def _record(
+    scores: dict[str, Any],
+    name: str,
+    metrics: dict[str, float],
+    task: str,
+    combined: np.ndarray,
+    y: np.ndarray,
+    variance: np.ndarray | None,
+    mi: np.ndarray | None,
+) -> None:
+    scores["models"][name] = {
+        **metrics,
+        **uncertainty_quality(task, combined, y, variance, mi),
+    }
+    if task == "classification":
+        scores["calibration"][name] = reliability_bins(combined, y)
+    elif variance is not None:
+        scores["calibration"][name] = coverage_by_level(
+            combined, np.repeat(variance[:, None], combined.shape[1], axis=1), y
+        )
+    if variance is not None:
+        if task == "classification":
+            error = (combined.argmax(axis=1) != y).astype(float)
+        else:
+            error = row_error(task, combined, y)
+        scores["uncertainty_error"][name] = uncertainty_error_curve(variance, error)
+
+
+def _ensemble_uncertainty(
+    task: str, test: SplitPredictions, weights: np.ndarray | None, combined: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if task == "classification":
+        measures = classification_uncertainty(test.member_preds, weights, combined)
+        return measures["variance"].sum(axis=1), measures["mutual_information"]
+    measures = regression_uncertainty(
+        test.member_preds, test.member_variances, weights, 0.9, combined
+    )
+    variance = measures.get("total_variance", measures["variance"])
+    return np.maximum(variance, _MIN_VARIANCE).mean(axis=1), None
+
+
+def _averaged_outputs(
+    path: Path, task: str, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The weight-averaged model's outputs on ``X``; its own variance if it has one."""
+    outputs = session_outputs(open_session(path), X)
+    if task == "regression" and len(outputs) > 1:
+        return outputs[0], outputs[1].mean(axis=1), None
+    return outputs[0], None, None
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [value for value in values if math.isfinite(value)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _member_quality(task: str, test: SplitPredictions, index: int) -> dict[str, float]:
+    pred = test.member_preds[index]
+    variance = None
+    if task == "regression" and test.member_variances is not None:
+        variance = test.member_variances[index].mean(axis=1)
+    return uncertainty_quality(task, pred, test.y, variance)

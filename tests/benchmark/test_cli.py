@@ -1,0 +1,156 @@
+"""The benchmark command: a tiny run writes every file, CSVs work, bad input fails in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ensembles.benchmark.report import COLUMNS
+from ensembles.cli.benchmark import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--members", "2", "--epochs", "2", "--hidden-sizes", "8", "--repeats", "1"]
+TINY += ["--timing-repeats", "2", "--quiet"]
+PLOTS = {"ensemble_size.png", "uncertainty_error.png"}
+
+
+@pytest.fixture(scope="module")
+def wine_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One tiny classification benchmark kept in a store, with its stdout."""
+    root = tmp_path_factory.mktemp("wine")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/benchmark.py",
+            "--dataset",
+            "wine",
+            "--strategies",
+            "snapshot",
+            "repeat",
+            "--store",
+            str(root / "store"),
+            "--output",
+            str(root / "report"),
+            *TINY,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return root / "report", root / "store", result.stdout
+
+
+def test_tiny_run_writes_every_file(wine_run: tuple[Path, Path, str]) -> None:
+    report, _, _ = wine_run
+    names = {path.name for path in report.iterdir()}
+    expected = {"report.md", "results.json", "reliability_snapshot.png", "reliability_repeat.png"}
+    assert expected | PLOTS <= names
+    assert all((report / name).stat().st_size > 1000 for name in expected | PLOTS - {"report.md"})
+
+
+def test_results_json_holds_every_number(wine_run: tuple[Path, Path, str]) -> None:
+    results = json.loads((wine_run[0] / "results.json").read_text())
+    assert results["task"] == "classification"
+    assert set(results) == {"dataset", "task", "settings", "runs", "summary"}
+    run = results["runs"][0]
+    assert {"calibration", "uncertainty_error", "ensemble_size", "diversity"} <= set(run)
+    models = results["summary"]["snapshot"]["models"]
+    assert {"mean", "stack", "weight_average", "best_member", "single_network"} <= set(models)
+    for key, _, _ in COLUMNS["classification"]:
+        assert set(models["mean"][key]) == {"mean", "std", "n"}
+    assert "weight_average" not in results["summary"]["repeat"]["models"]
+    assert run["ensemble_size"]["n_members"] == [1, 2]
+
+
+def test_table_has_the_expected_columns(wine_run: tuple[Path, Path, str]) -> None:
+    _, _, stdout = wine_run
+    header = next(line for line in stdout.splitlines() if line.startswith("| strategy | model"))
+    cells = [cell.strip() for cell in header.strip("|").split("|")]
+    assert cells == ["strategy", "model", *[h for _, h, _ in COLUMNS["classification"]]]
+    assert "| snapshot | single_network (baseline) |" in stdout
+    assert "paired gain" in stdout
+    blocks = [
+        block.splitlines() for block in stdout.split("\n\n") if block.startswith("| strategy")
+    ]
+    assert len(blocks) == 3
+    for block in blocks:
+        assert len({line.count("|") for line in block}) == 1, block[0]
+
+
+def test_from_store_benchmarks_a_published_version(
+    wine_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    _, store, _ = wine_run
+    output = tmp_path / "published"
+    code = main(
+        [
+            "--from-store",
+            "wine-snapshot",
+            "--store",
+            str(store),
+            "--output",
+            str(output),
+            *TINY[-3:],
+        ]
+    )
+    assert code == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["settings"]["repeats"] == 1
+    assert "single_network" not in results["summary"]["snapshot"]["models"]
+    assert (output / "report.md").is_file()
+
+
+def test_user_csv_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(scale=0.1, size=120)
+    lines = ["a,b,c,price"] + [
+        ",".join(f"{v:.4f}" for v in (*row, t)) for row, t in zip(X, y, strict=True)
+    ]
+    csv = tmp_path / "houses.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "report"
+    argv = ["--csv", str(csv), "--target", "price", "--strategies", "bagging", "--output"]
+    assert main([*argv, str(output), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "| bagging | mean |" in out and "RMSE@80%" in out
+    results = json.loads((output / "results.json").read_text())
+    assert results["task"] == "regression"
+    assert {"reliability_bagging.png", *PLOTS} <= {p.name for p in output.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--strategies", "boosting"], "error: unknown strategy 'boosting': choose from bagging"),
+        (["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
+        (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
+        (["--from-store", "digits"], "error: --from-store NAME needs --store DIR"),
+        (["--target", "y"], "error: --target only applies with --csv PATH"),
+    ],
+)
+def test_bad_input_gives_one_line_error(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([*argv, "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+
+
+def test_unknown_published_ensemble_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--from-store", "nothing", "--store", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
