@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="horizontal: epochs between checkpoints (default 1)",
     )
+    ensemble.add_argument(
+        "--peak-learning-rate",
+        type=float,
+        default=None,
+        help="snapshot: the rate every cycle restarts at (default 10 x --learning-rate)",
+    )
     add_network_options(parser)
     add_learning_options(parser)
     combining = parser.add_argument_group("combiners")
@@ -102,7 +108,12 @@ def request_from_args(args: argparse.Namespace):
     from ensembles.training.strategies import StrategyOptions
 
     check_data_options(args)
-    only = {"subsample_fraction": "subsample", "variants": "repeat", "spacing": "horizontal"}
+    only = {
+        "subsample_fraction": "subsample",
+        "variants": "repeat",
+        "spacing": "horizontal",
+        "peak_learning_rate": "snapshot",
+    }
     for option, strategy in only.items():
         if getattr(args, option) is not None and args.strategy != strategy:
             flag = "--" + option.replace("_", "-")
@@ -122,6 +133,7 @@ def request_from_args(args: argparse.Namespace):
         subsample_fraction=args.subsample_fraction or 0.7,
         variants=variants,
         spacing=args.spacing or 1,
+        peak_learning_rate=args.peak_learning_rate,
     )
     return TrainRequest(
         dataset=None if args.csv else (args.dataset or "digits"),

@@ -93,11 +93,16 @@ class StrategyOptions:
         ``repeat``: setting overrides cycled over the members.
     spacing : int
         ``horizontal``: epochs between consecutive checkpoints.
+    peak_learning_rate : float or None
+        ``snapshot``: the rate each cycle restarts at; None means 10 x the configured rate.
+        Huang et al. restart at a large rate so that each cycle leaves its minimum for a new
+        one; with the configured rate the cycles stay in one basin and the members agree.
     """
 
     subsample_fraction: float = 0.7
     variants: list[dict[str, Any]] = field(default_factory=list)
     spacing: int = 1
+    peak_learning_rate: float | None = None
 
 
 def build_network(data: TrainingData, config: TrainConfig, rows: np.ndarray) -> MemberNetwork:
@@ -256,15 +261,19 @@ def _train_one_run(
                 n_members,
                 per_cycle,
             )
+        peak = options.peak_learning_rate or 10 * config.learning_rate
+        if not peak > 0:
+            raise ConfigError(f"--peak-learning-rate must be positive, got {peak}")
         params.update(
             cycles=n_members,
             epochs_per_cycle=per_cycle,
             epochs=total,
             requested_epochs=config.epochs,
+            peak_learning_rate=peak,
             schedule="cosine annealing restarted every cycle, per optimizer step, down to 0",
         )
         config = config.with_overrides({"epochs": total})
-        collector = SnapshotCollector(config.learning_rate, per_cycle)
+        collector = SnapshotCollector(peak, per_cycle)
     plan = MemberPlan(0, member_seed(seed, 0))
     start = time.perf_counter()
     bar = tqdm(total=config.epochs, desc=f"{strategy} run", unit="epoch", disable=not progress)
