@@ -4,7 +4,8 @@ Prints a Markdown table: total seconds (training, export, combiners, publish), e
 and seconds per epoch. A snapshot or horizontal ensemble costs one run's epochs; the
 independent strategies cost one run per member.
 
-    python scripts/bench_training.py [--members 5] [--epochs 30] [--repeats 1]
+    python scripts/bench_training.py [--members 5] [--epochs 30] [--hidden-sizes 128 64]
+                                     [--repeats 1]
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is shown")
     args = parser.parse_args()
+    config = TrainConfig(epochs=args.epochs, hidden_sizes=tuple(args.hidden_sizes))
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for strategy in STRATEGIES:
@@ -53,7 +56,7 @@ def main() -> None:
             epochs_trained = args.epochs if one_run else args.epochs * args.members
             for jobs in (1,) if one_run else (1, 2):
                 totals = [
-                    time_run(strategy, args.members, args.epochs, jobs, Path(folder))[0]
+                    time_run(strategy, jobs, Path(folder), args.members, config)
                     for _ in range(args.repeats)
                 ]
                 total = statistics.median(totals)
