@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ensembles.cli.common import format_table
+from ensembles.markdown import format_table
 from ensembles.training.config import TrainConfig
 from ensembles.training.pipeline import TrainRequest, run_training
 from ensembles.training.strategies import ONE_RUN_STRATEGIES, STRATEGIES

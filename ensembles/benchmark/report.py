@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ensembles.benchmark.aggregate import mean_std
-from ensembles.cli.common import format_table
+from ensembles.markdown import format_table
 
 BASELINES: tuple[str, ...] = ("best_member", "average_member", "single_network")
 #: Table columns per task: (result key, header, decimals).

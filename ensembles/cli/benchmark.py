@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ensembles.cli.common import OneLineParser, add_data_options, check_data_options, run_command
 
-DEFAULT_MEMBERS = 4
-DEFAULT_EPOCHS = 12
+DEFAULT_MEMBERS = 5
+DEFAULT_EPOCHS = 20
 DEFAULT_REPEATS = 3
 
 

@@ -11,7 +11,6 @@ from ensembles.cli.common import (
     OneLineParser,
     add_data_options,
     check_data_options,
-    format_table,
     run_command,
 )
 from ensembles.cli.options import (
@@ -21,6 +20,7 @@ from ensembles.cli.options import (
     config_from_args,
 )
 from ensembles.errors import ConfigError
+from ensembles.markdown import format_table
 
 
 def build_parser() -> argparse.ArgumentParser:

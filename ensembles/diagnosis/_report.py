@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ensembles.cli.common import format_table
 from ensembles.diagnosis._rounds import Round, flagged_change
 from ensembles.errors import ConfigError
+from ensembles.markdown import format_table
 
 logger = logging.getLogger(__name__)
 
