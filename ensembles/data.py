@@ -120,7 +120,10 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot parse {path} as CSV: {str(exc).strip().splitlines()[0]}") from exc
+        reason = str(exc).strip().splitlines()[0]
+        raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
+    if frame.empty:
+        raise DataError(f"{path.name} has a header but no data rows")
     columns = [str(column) for column in frame.columns]
     frame.columns = columns
     if target not in columns:
@@ -228,6 +231,14 @@ def split_dataset(
             f"(need at least {min_train_rows} training rows)"
         )
     stratify = dataset.y if dataset.task == "classification" else None
+    n_classes = dataset.n_outputs if stratify is not None else 0
+    n_test, n_validation = round(n_samples * test_fraction), round(n_samples * validation_fraction)
+    if min(n_test, n_validation) < n_classes:
+        raise DataError(
+            f"{dataset.source} has {n_samples} rows for {n_classes} classes: the test and "
+            f"validation splits would hold {n_test} and {n_validation} rows, fewer than one per "
+            "class; add rows or raise --test-fraction / --validation-fraction"
+        )
     if stratify is not None:
         smallest = int(np.bincount(dataset.y).min())
         if smallest < 3:

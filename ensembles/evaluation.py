@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,7 @@ def fit_combiners(
     names: tuple[str, ...] | None = None,
     calibrate: bool = False,
     level: float = 0.9,
+    stack_passthrough: bool = False,
 ) -> dict[str, CombinerResult]:
     """Fit each combiner on ``fit_set``, score it by cross-fitting and on the test split.
 
@@ -80,6 +82,8 @@ def fit_combiners(
         Temperature-scale classification outputs.
     level : float
         Central interval level for regression coverage.
+    stack_passthrough : bool
+        Stacking also sees the raw features.
     """
     results = {}
     data = fit_set.data
@@ -87,13 +91,19 @@ def fit_combiners(
         kind, params, _ = COMBINER_SPECS[name]
         if task == "classification":
             params = {**params, "calibrate": calibrate}
+        if kind == "stack":
+            params = {**params, "passthrough": stack_passthrough}
         combiner = build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
+        test_output = combiner.combine(heldout.test.member_preds, heldout.test.X)
         info = CombinerInfo(
             kind=kind,
             state=combiner.to_state(),
             fitted_on=fit_set.record,
-            test_metrics=score_combiner(combiner, heldout.test, level),
+            test_metrics=evaluate_predictions(
+                heldout.test, test_output, combiner.member_weights, level
+            ),
             heldout_metrics=crossfit_metrics(kind, task, params, data, level),
+            test_output_sha256=output_digest(test_output),
         )
         results[name] = CombinerResult(info, combiner)
     return results
@@ -115,6 +125,11 @@ def crossfit_metrics(
         combiner = build_combiner(kind, task, **params).fit(part.member_preds, part.y, part.X)
         scores.append(score_combiner(combiner, data.rows(score_rows), level))
     return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
+
+
+def output_digest(combined: np.ndarray) -> str:
+    """sha256 of a combined output as C-ordered float64 bytes (for exact reproduction checks)."""
+    return hashlib.sha256(np.ascontiguousarray(combined, dtype=np.float64).tobytes()).hexdigest()
 
 
 def score_combiner(
@@ -181,8 +196,9 @@ def baseline_metrics(
 def choose_default(results: dict[str, CombinerResult], override: str | None) -> str:
     """The default combiner: ``override`` when given, else the best held-out loss.
 
-    The loss is NLL for classification, Gaussian NLL for regression when the members report
-    aleatoric variance, else RMSE (an ensemble's spread alone is no noise model).
+    The loss is NLL for classification and Gaussian NLL for regression (with the ensemble's
+    total variance), else RMSE. A greedy soup, whose members were chosen on the validation
+    rows, is only chosen when asked for.
     """
     if override is not None:
         if override not in results:
@@ -193,9 +209,11 @@ def choose_default(results: dict[str, CombinerResult], override: str | None) -> 
 
     def loss(name: str) -> float:
         metrics = results[name].info.heldout_metrics
-        return metrics.get("nll", metrics.get("rmse", np.inf))
+        return metrics.get("nll", metrics.get("gaussian_nll", metrics.get("rmse", np.inf)))
 
-    return min(results, key=loss)
+    # a greedy soup chose its members on these rows, so its score there is optimistic
+    fair = [name for name, r in results.items() if not r.info.fitted_on.get("selection")]
+    return min(fair or results, key=loss)
 
 
 def _member_variance(split: SplitPredictions, index: int) -> np.ndarray | None:

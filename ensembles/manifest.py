@@ -64,6 +64,9 @@ class CombinerInfo(_Model):
     fitted_on: dict[str, Any]
     test_metrics: dict[str, float] = Field(default_factory=dict)
     heldout_metrics: dict[str, float] = Field(default_factory=dict)
+    test_output_sha256: str | None = Field(
+        default=None, description="sha256 of the combined test-split output, float64 bytes"
+    )
 
 
 class StrategyInfo(_Model):

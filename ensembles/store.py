@@ -106,6 +106,20 @@ class ModelStore:
             raise IntegrityError(f"{pointer} does not hold a version number: {text!r}")
         return int(text)
 
+    def check_versions(self, name: str) -> dict[int, str | None]:
+        """Verify every version of ``name``: version -> None when intact, else the problem.
+
+        :meth:`versions` only lists folders with a manifest (cheap); this reads every file.
+        """
+        problems: dict[int, str | None] = {}
+        for version in self.versions(name):
+            try:
+                self.load_manifest(name, version)
+                problems[version] = None
+            except StoreError as exc:
+                problems[version] = str(exc)
+        return problems
+
     def path(self, name: str, version: int) -> Path:
         """Folder of one version (it may not exist)."""
         return self.root / validate_name(name) / str(int(version))
@@ -189,7 +203,18 @@ class ModelStore:
         staging folder, so no partial version is ever visible.
         """
         folder = self.root / validate_name(name)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._publish_locked(name, folder, write)
+        except BaseException:
+            if created and not self.versions(name):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _publish_locked(
+        self, name: str, folder: Path, write: Callable[[Path, int], Manifest]
+    ) -> Manifest:
         with self._lock(folder):
             version = (self.versions(name) or [0])[-1] + 1
             staging = folder / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"

@@ -107,3 +107,24 @@ def test_rare_class_cannot_be_stratified(tmp_path: Path) -> None:
 def test_fractions_that_leave_no_training_rows() -> None:
     with pytest.raises(ConfigError, match="leave under 10% of the rows for training"):
         split_dataset(load_builtin("wine"), validation_fraction=0.5, test_fraction=0.45)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,t\n1,0\ninf,1\n3,0\n", "infinite values in bad.csv, column 'a'"),
+        ("t\n0\n1\n", "bad.csv has no feature columns besides the target 't'"),
+        ("a,t\n", "bad.csv has a header but no data rows"),
+        ('a,t\n"1,0\n', "cannot parse bad.csv as CSV"),
+    ],
+)
+def test_more_bad_csv_messages(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_csv(write_csv(tmp_path / "bad.csv", text), "t")
+
+
+def test_too_few_rows_per_class_for_the_test_split(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},{i % 5}" for i in range(20))
+    dataset = load_csv(write_csv(tmp_path / "c.csv", "x,t\n" + rows), "t", task="classification")
+    with pytest.raises(DataError, match="has 20 rows for 5 classes: the test and validation"):
+        split_dataset(dataset)

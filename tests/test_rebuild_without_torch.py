@@ -1,4 +1,4 @@
-"""A plain-numpy process rebuilds every stored combiner and reproduces its test metrics."""
+"""A plain-numpy process rebuilds every stored combiner and reproduces its test output."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SCRIPT = """
 import json, sys
 import numpy as np
 from ensembles.combiners import combiner_from_state
-from ensembles.evaluation import evaluate_predictions
+from ensembles.evaluation import evaluate_predictions, output_digest
 from ensembles.heldout import HeldoutPredictions
 from ensembles.store import ModelStore
 
@@ -28,7 +28,8 @@ for name, info in manifest.combiners.items():
     combiner = combiner_from_state(info.state)
     combined = combiner.combine(heldout.test.member_preds, heldout.test.X)
     metrics = evaluate_predictions(heldout.test, combined, combiner.member_weights, level)
-    results[name] = metrics == info.test_metrics
+    same_output = output_digest(combined) == info.test_output_sha256
+    results[name] = same_output and metrics == info.test_metrics
 loaded = sorted(m for m in ("torch", "sklearn", "scipy") if m in sys.modules)
 print(json.dumps({"results": results, "loaded": loaded}))
 """

@@ -108,3 +108,39 @@ def test_unknown_version_lists_the_available_ones(tmp_path: Path) -> None:
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(StoreError, match="invalid ensemble name"):
         ModelStore(tmp_path).publish(name, writer())
+
+
+def test_garbage_latest_pointer_is_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    (tmp_path / "toy" / "latest").write_text("banana\n")
+    with pytest.raises(IntegrityError, match="does not hold a version number: 'banana'"):
+        store.latest("toy")
+
+
+def test_version_without_manifest_is_incomplete(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    (tmp_path / "toy" / "2").mkdir()
+    assert store.versions("toy") == [1]
+    with pytest.raises(IntegrityError, match="manifest.json is missing: version 2 is incomplete"):
+        store.load_manifest("toy", 2)
+
+
+def test_check_versions_verifies_every_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    store.publish("toy", writer(b"second"))
+    (tmp_path / "toy" / "1" / "members" / "m000.onnx").write_bytes(b"tampered")
+    problems = store.check_versions("toy")
+    assert problems[2] is None
+    assert "m000.onnx is corrupt" in problems[1]
+
+
+def test_failed_first_publish_leaves_no_folder(tmp_path: Path) -> None:
+    def fail(folder: Path, version: int) -> Manifest:
+        raise RuntimeError("export failed")
+
+    with pytest.raises(RuntimeError):
+        ModelStore(tmp_path).publish("fresh", fail)
+    assert not (tmp_path / "fresh").exists()

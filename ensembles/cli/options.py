@@ -33,7 +33,12 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
 def add_learning_options(parser: argparse.ArgumentParser) -> None:
     """Optimizer, schedule and regularization options (group "learning")."""
     learning = parser.add_argument_group("learning")
-    learning.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    learning.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=["adam", "sgd"],
+        help="adam is AdamW (decoupled --weight-decay); sgd uses --momentum",
+    )
     learning.add_argument("--learning-rate", type=float, default=1e-3)
     learning.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     learning.add_argument("--batch-size", type=int, default=64)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ensembles.cli.common import (
     OneLineParser,
@@ -21,6 +22,9 @@ from ensembles.cli.options import (
 )
 from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
+
+if TYPE_CHECKING:  # torch is imported only when training runs
+    from ensembles.training.pipeline import TrainReport, TrainRequest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows combiners learn from; in_sample leaks and is recorded as such",
     )
     combining.add_argument("--calibrate", action="store_true", help="temperature scaling")
+    combining.add_argument(
+        "--stack-passthrough",
+        action="store_true",
+        help="stacking also sees the raw features beside the member outputs",
+    )
     combining.add_argument("--weight-averaging", default="uniform", choices=["uniform", "greedy"])
     combining.add_argument(
         "--force-weight-averaging",
@@ -102,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def request_from_args(args: argparse.Namespace):
+def request_from_args(args: argparse.Namespace) -> TrainRequest:
     """Translate parsed options into a :class:`TrainRequest`, rejecting contradictions."""
     from ensembles.training.pipeline import TrainRequest
     from ensembles.training.strategies import StrategyOptions
@@ -130,9 +139,9 @@ def request_from_args(args: argparse.Namespace):
             raise ConfigError("--variants must be a JSON list of objects of setting overrides")
     config = config_from_args(args)
     options = StrategyOptions(
-        subsample_fraction=args.subsample_fraction or 0.7,
+        subsample_fraction=0.7 if args.subsample_fraction is None else args.subsample_fraction,
         variants=variants,
-        spacing=args.spacing or 1,
+        spacing=1 if args.spacing is None else args.spacing,
         peak_learning_rate=args.peak_learning_rate,
     )
     return TrainRequest(
@@ -154,6 +163,7 @@ def request_from_args(args: argparse.Namespace):
         default_combiner=args.default_combiner,
         combiner_fit=args.combiner_fit,
         calibrate=args.calibrate,
+        stack_passthrough=args.stack_passthrough,
         weight_averaging=args.weight_averaging,
         force_weight_averaging=args.force_weight_averaging,
         interval_level=args.interval_level,
@@ -161,7 +171,7 @@ def request_from_args(args: argparse.Namespace):
     )
 
 
-def summary(report) -> str:
+def summary(report: TrainReport) -> str:
     """The end-of-run tables: members, then combiners against the single-member baselines."""
     manifest = report.manifest
     metric = "val_accuracy" if manifest.task == "classification" else "val_rmse"

@@ -91,7 +91,8 @@ def fit_member(
     optimizer = _optimizer(network, config)
     loss_fn = _loss_function(network)
     n_rows = len(x_train)
-    steps_per_epoch = math.ceil(n_rows / config.batch_size)
+    starts = batch_starts(n_rows, config.batch_size, network.has_batch_norm)
+    steps_per_epoch = len(starts)
     result = FitResult()
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -99,10 +100,8 @@ def fit_member(
         order = torch.randperm(n_rows, generator=generator)
         total_loss, total_metric = 0.0, 0.0
         learning_rate = optimizer.param_groups[0]["lr"]
-        for start in range(0, n_rows, config.batch_size):
-            rows = order[start : start + config.batch_size]
-            if len(rows) < 2 and network.has_batch_norm:
-                continue
+        for start, stop in zip(starts, [*starts[1:], n_rows], strict=True):
+            rows = order[start:stop]
             learning_rate = _scheduled_rate(callbacks, step, steps_per_epoch, optimizer)
             inputs = x_train[rows]
             if config.input_noise > 0:
@@ -139,6 +138,19 @@ def fit_member(
         callback.on_train_end(network)
     network.eval()
     return result
+
+
+def batch_starts(n_rows: int, batch_size: int, batch_norm: bool) -> list[int]:
+    """First row of every mini-batch of an epoch.
+
+    With batch norm a final batch of one row cannot be normalized, so it joins the batch
+    before it; every epoch then has the same number of steps, which the learning-rate
+    schedules count on.
+    """
+    starts = list(range(0, n_rows, batch_size))
+    if batch_norm and len(starts) > 1 and n_rows - starts[-1] == 1:
+        starts.pop()
+    return starts
 
 
 def member_outputs(network: MemberNetwork, X: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -23,6 +23,7 @@ from ensembles.evaluation import (
     choose_default,
     evaluate_predictions,
     fit_combiners,
+    output_digest,
 )
 from ensembles.export import export_member, output_spec
 from ensembles.heldout import FitSource, HeldoutPredictions, SplitPredictions, combiner_fit_set
@@ -83,6 +84,7 @@ class TrainRequest:
     default_combiner : overrides the automatic choice (best held-out loss).
     combiner_fit : rows combiners learn from; ``"in_sample"`` leaks and must be asked for.
     calibrate : temperature-scale the combined classification outputs.
+    stack_passthrough : stacking also sees the raw features.
     weight_averaging : ``uniform`` (SWA) or ``greedy`` (soup).
     force_weight_averaging : average independent members anyway.
     interval_level : central prediction interval level (regression).
@@ -107,6 +109,7 @@ class TrainRequest:
     default_combiner: str | None = None
     combiner_fit: FitSource = "heldout"
     calibrate: bool = False
+    stack_passthrough: bool = False
     weight_averaging: SoupMethod = "uniform"
     force_weight_averaging: bool = False
     interval_level: float = 0.9
@@ -251,7 +254,13 @@ def _manifest(
     task = splits.train.task
     fit_set = combiner_fit_set(heldout, request.combiner_fit)
     results = fit_combiners(
-        task, fit_set, heldout, request.combiners, request.calibrate, request.interval_level
+        task,
+        fit_set,
+        heldout,
+        request.combiners,
+        request.calibrate,
+        request.interval_level,
+        request.stack_passthrough,
     )
     if averaged is not None:
         results["weight_average"] = _averaged_result(request, averaged, heldout, members)
@@ -272,7 +281,7 @@ def _manifest(
                 val_metrics={
                     "val_loss": float(final.get("val_loss", float("nan"))),
                     "val_metric": float(final.get("val_metric", float("nan"))),
-                    "onnx_max_abs_diff": difference,
+                    "onnx_max_diff": difference,
                     "train_seconds": member.seconds,
                 },
             )
@@ -346,6 +355,7 @@ def _averaged_result(
         fitted_on=fitted_on,
         test_metrics=test_metrics,
         heldout_metrics=val_metrics,
+        test_output_sha256=output_digest(test_pred[0]),
     )
     return CombinerResult(info, None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -188,8 +189,6 @@ def train_planned_member(
     plan: MemberPlan, data: TrainingData, config: TrainConfig
 ) -> TrainedMember:
     """Train one member of an independent strategy (a pure function: safe in a process pool)."""
-    import time
-
     start = time.perf_counter()
     member_config = config.with_overrides(plan.settings)
     rows = training_rows(plan.rows, len(data.y_train))
@@ -209,6 +208,7 @@ def train_planned_member(
             plan.seed,
             callbacks,
         )
+    _check_converged(result, plan.member_id)
     epoch = _final_epoch(result, callbacks)
     return TrainedMember(
         plan,
@@ -229,8 +229,6 @@ def _train_one_run(
     options: StrategyOptions,
     progress: bool,
 ) -> tuple[list[TrainedMember], dict[str, Any]]:
-    import time
-
     if config.patience is not None:
         raise ConfigError(
             f"--patience (early stopping) contradicts --strategy {strategy}: its members are "
@@ -261,7 +259,9 @@ def _train_one_run(
                 n_members,
                 per_cycle,
             )
-        peak = options.peak_learning_rate or 10 * config.learning_rate
+        peak = options.peak_learning_rate
+        if peak is None:
+            peak = 10 * config.learning_rate
         if not peak > 0:
             raise ConfigError(f"--peak-learning-rate must be positive, got {peak}")
         params.update(
@@ -290,7 +290,8 @@ def _train_one_run(
             plan.seed,
             [collector, _ProgressCallback(bar)],
         )
-    seconds = (time.perf_counter() - start) / max(len(collector.collected), 1)
+    _check_converged(result, f"the {strategy} run")
+    seconds = (time.perf_counter() - start) / len(collector.collected)
     members = [
         TrainedMember(
             MemberPlan(i, plan.seed),
@@ -303,11 +304,6 @@ def _train_one_run(
         )
         for i, collected in enumerate(collector.collected)
     ]
-    if len(members) < n_members:
-        raise ConfigError(
-            f"the run stopped after {result.epochs_run} epochs (training loss diverged) with "
-            f"{len(members)} of {n_members} members; lower --learning-rate"
-        )
     return members, params
 
 
@@ -318,6 +314,16 @@ class _ProgressCallback(Callback):
     def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
         self.bar.update()
         return False
+
+
+def _check_converged(result: FitResult, who: str) -> None:
+    """Refuse a run whose training loss became NaN or infinite."""
+    if result.diverged:
+        loss = result.curves[-1]["train_loss"]
+        raise ConfigError(
+            f"{who} diverged at epoch {result.epochs_run} (training loss {loss}); "
+            "lower --learning-rate or add --grad-clip"
+        )
 
 
 def _final_epoch(result: FitResult, callbacks: list[Callback]) -> int:

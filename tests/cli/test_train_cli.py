@@ -122,3 +122,13 @@ def test_bad_input_gets_one_line_and_leaves_the_store_alone(
     assert len(error.strip().splitlines()) == 1, error
     assert re.search(message, error), error
     assert not store.exists() or ModelStore(store).names() == []
+
+
+def test_ctrl_c_is_one_line_and_a_distinct_status(capsys: pytest.CaptureFixture) -> None:
+    from ensembles.cli.common import run_command
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted) == 130
+    assert capsys.readouterr().err == "error: interrupted; nothing was published\n"

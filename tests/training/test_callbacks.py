@@ -89,3 +89,16 @@ def test_early_stopping_stops_and_restores_the_best(wine: TrainingData) -> None:
     )
     assert result.epochs_run < 200
     assert result.epochs_run == stopper.best_epoch + 2
+
+
+def test_snapshot_schedule_stays_on_its_cycles_when_a_batch_norm_remainder_is_folded(
+    wine: TrainingData,
+) -> None:
+    n_train = len(wine.y_train)
+    config = CONFIG.with_overrides({"batch_norm": True, "batch_size": n_train - 1, "epochs": 6})
+    members, _ = train_members("snapshot", 3, wine, config, seed=0, progress=False)
+    rates = [log["learning_rate"] for log in members[-1].curves]
+    # one step per epoch (the one-row remainder joins the batch): 2-step cycles end at the low
+    assert rates[0::2] == pytest.approx([0.1] * 3)
+    assert rates[1::2] == pytest.approx([0.05] * 3)
+    assert [member.epoch for member in members] == [2, 4, 6]

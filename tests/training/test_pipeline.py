@@ -10,11 +10,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ensembles.errors import ConfigError
-from ensembles.heldout import HeldoutPredictions
+from ensembles.errors import ConfigError, ExportError
+from ensembles.heldout import HeldoutPredictions, combiner_fit_set
 from ensembles.store import ModelStore
 from ensembles.training import pipeline
 from ensembles.training.pipeline import run_training, train_ensemble
+from ensembles.training.strategies import StrategyOptions
 from tests.conftest import tiny_request
 
 STRATEGY_PARAMS = {
@@ -46,7 +47,7 @@ def verify_version(store: Path, name: str) -> None:
         assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch dimension
         output = session.run(None, {"input": heldout.test.X.astype(np.float32)})[0]
         np.testing.assert_allclose(output, heldout.test.member_preds[index], rtol=1e-5, atol=1e-5)
-        assert member.val_metrics["onnx_max_abs_diff"] <= 1e-5
+        assert member.val_metrics["onnx_max_diff"] <= 1e-5
         assert {"train_loss", "val_loss", "train_metric", "val_metric"} <= set(curves[member.id][0])
 
 
@@ -79,7 +80,7 @@ def test_each_strategy_publishes_a_verified_version(tmp_path: Path, strategy: st
     assert mean_nll <= manifest.baselines["average_member"]["nll"] + 1e-12
 
 
-@pytest.mark.parametrize("strategy", ["bagging", "snapshot"])
+@pytest.mark.parametrize("strategy", list(STRATEGY_PARAMS))
 def test_regression_with_gaussian_heads(tmp_path: Path, strategy: str) -> None:
     request = tiny_request(tmp_path, dataset="diabetes", strategy=strategy, epochs=6)
     manifest = train_ensemble(request)
@@ -106,9 +107,10 @@ def test_resampling_keeps_out_of_sample_predictions_only(tmp_path: Path) -> None
     assert manifest.combiners["stack"].fitted_on["source"] == "validation+out_of_sample"
 
 
-def test_parallel_jobs_give_identical_members(tmp_path: Path) -> None:
-    one = run_training(tiny_request(tmp_path / "a", dataset="wine", strategy="repeat", jobs=1))
-    two = run_training(tiny_request(tmp_path / "b", dataset="wine", strategy="repeat", jobs=2))
+@pytest.mark.parametrize("strategy", ["bagging", "kfold", "subsample", "repeat"])
+def test_parallel_jobs_give_identical_members(tmp_path: Path, strategy: str) -> None:
+    one = run_training(tiny_request(tmp_path / "a", dataset="wine", strategy=strategy, jobs=1))
+    two = run_training(tiny_request(tmp_path / "b", dataset="wine", strategy=strategy, jobs=2))
     for first, second in zip(one.members, two.members, strict=True):
         for key in first.state:
             np.testing.assert_array_equal(first.state[key], second.state[key])
@@ -178,3 +180,61 @@ def test_bad_options_fail_before_anything_is_written(
     with pytest.raises(ConfigError, match=message):
         train_ensemble(request)
     assert ModelStore(request.store).names() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strategy": "kfold", "members": 60}, "training rows are too few for 60 folds"),
+        ({"interval_level": 1.5}, "--interval-level must be between 0 and 1, got 1.5"),
+        ({"strategy": "horizontal", "options": StrategyOptions(spacing=0)}, "--spacing must be at"),
+        (
+            {"strategy": "snapshot", "options": StrategyOptions(variants=[{"dropout": 0.2}])},
+            "setting variants apply to --strategy repeat, not snapshot",
+        ),
+        (
+            {"strategy": "subsample", "options": StrategyOptions(subsample_fraction=0)},
+            "--subsample-fraction must be between 0 and 1, got 0",
+        ),
+        (
+            {"strategy": "snapshot", "options": StrategyOptions(peak_learning_rate=0)},
+            "--peak-learning-rate must be positive, got 0",
+        ),
+    ],
+)
+def test_more_option_errors(tmp_path: Path, changes: dict, message: str) -> None:
+    request = tiny_request(tmp_path, **{"dataset": "wine", **changes})
+    with pytest.raises(ConfigError, match=message):
+        train_ensemble(request)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("strategy", ["repeat", "snapshot"])
+def test_a_diverged_run_is_refused_with_advice(tmp_path: Path, strategy: str) -> None:
+    config = {"optimizer": "sgd", "learning_rate": 1e8, "gaussian_head": False}
+    request = tiny_request(tmp_path, dataset="diabetes", strategy=strategy, config=config)
+    with pytest.raises(ConfigError, match="diverged at epoch 1 .* lower --learning-rate"):
+        train_ensemble(request)
+    assert not (tmp_path / "store").exists()
+
+
+def test_an_export_that_does_not_match_torch_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ensembles.export.PARITY_TOLERANCE", -1.0)
+    request = tiny_request(tmp_path, dataset="wine", strategy="repeat")
+    with pytest.raises(ExportError, match="m000.onnx: onnxruntime and torch outputs differ by"):
+        train_ensemble(request)
+    assert not (request.store / "wine").exists()
+
+
+def test_in_sample_source_needs_in_sample_predictions(trained_store: Path) -> None:
+    folder = trained_store / "digits" / "1"
+    with pytest.raises(ConfigError, match="in-sample fitting was asked for but no in-sample"):
+        combiner_fit_set(HeldoutPredictions.load(folder / "heldout.npz"), "in_sample")
+
+
+def test_stacking_can_see_the_raw_features(tmp_path: Path) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy="repeat", stack_passthrough=True)
+    manifest = train_ensemble(request)
+    assert manifest.combiners["stack"].state["params"]["passthrough"] is True
