@@ -4,69 +4,145 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from serving.logs import logging_config
 from serving.settings import ServingSettings
 
 APP_FACTORY = "serving.app:create_app"
+#: Read by prometheus_client at import: where workers share their metric values.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_FLAGS = {
+    "poll_interval_s": "--poll-interval",
+    "max_wait_ms": "--max-wait-ms",
+    "max_microbatch_rows": "--max-microbatch-rows",
+}
+
+
+class SettingsError(Exception):
+    """The settings are invalid; ``str()`` holds one line per problem."""
+
+
+def _field_label(field: str) -> str:
+    flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+    return f"{field} ({flag} / ENSEMBLES_{field.upper()})"
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per problem, naming the field, its flag and environment variable."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        location = [str(part) for part in error.get("loc", ())]
+        message = error["msg"].removeprefix("Value error, ")
+        if location:
+            field = location[0]
+            got = error.get("input")
+            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            lines.append(f"{_field_label(field)}: {message}{shown}")
+        else:
+            lines.append(message)
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
-    """Settings from flags, falling back to ``ENSEMBLES_*`` variables and defaults."""
+    """Settings from flags, falling back to ``ENSEMBLES_*`` variables and defaults.
+
+    Raises
+    ------
+    SettingsError
+        One line per invalid field (flag or environment variable).
+    """
     parser = argparse.ArgumentParser(
         prog="ensembles-serve", description="Serve ensembles with their uncertainty over HTTP."
     )
     parser.add_argument("--store", help="model store folder (ENSEMBLES_STORE)")
     parser.add_argument("--host", help="interface to bind, default 127.0.0.1 (ENSEMBLES_HOST)")
-    parser.add_argument("--port", type=int, help="TCP port, default 8000 (ENSEMBLES_PORT)")
-    parser.add_argument("--workers", type=int, help="worker processes (ENSEMBLES_WORKERS)")
+    parser.add_argument("--port", help="TCP port, default 8000 (ENSEMBLES_PORT)")
+    parser.add_argument("--workers", help="worker processes (ENSEMBLES_WORKERS)")
     parser.add_argument(
         "--poll-interval",
-        type=float,
         dest="poll_interval_s",
         help="seconds between store scans, 0 = off (ENSEMBLES_POLL_INTERVAL_S)",
     )
     parser.add_argument(
         "--max-wait-ms",
-        type=float,
         dest="max_wait_ms",
         help="micro-batching wait, 0 = off (ENSEMBLES_MAX_WAIT_MS)",
     )
     parser.add_argument(
         "--max-microbatch-rows",
-        type=int,
         dest="max_microbatch_rows",
         help="most rows per micro-batch (ENSEMBLES_MAX_MICROBATCH_ROWS)",
     )
-    parser.add_argument("--log-level", help="debug, info, warning (ENSEMBLES_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-level", help="debug, info, warning, error, critical (ENSEMBLES_LOG_LEVEL)"
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="one JSON line per request (ENSEMBLES_ACCESS_LOG)",
+    )
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    return ServingSettings(**given)
+    try:
+        return ServingSettings(**given)
+    except ValidationError as exc:
+        raise SettingsError("\n".join(settings_problems(exc))) from None
+
+
+def _share_metrics_across_workers(workers: int) -> str | None:
+    """With several workers, point prometheus_client at a fresh folder (unless one is set).
+
+    Returns the folder this call created (to remove at exit), or None.
+    """
+    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+        return None
+    folder = tempfile.mkdtemp(prefix="ensembles-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    return folder
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start uvicorn (uvloop + httptools) with the app factory and these settings."""
+    """Start uvicorn (uvloop + httptools) with the app factory and these settings.
+
+    Invalid settings print one line per problem to stderr and exit with status 2.
+    """
     import uvicorn
 
-    settings = parse_args(argv)
+    try:
+        settings = parse_args(argv)
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"ensembles-serve: error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
     # Workers are separate processes that build their settings from the environment.
     for key, value in settings.model_dump(exclude={"token"}).items():
         os.environ[f"ENSEMBLES_{key.upper()}"] = (
             str(value).lower() if isinstance(value, bool) else str(value)
         )
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=logging_config(settings.log_level, settings.log_json),
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    metrics_dir = _share_metrics_across_workers(settings.workers)
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=logging_config(settings.log_level, settings.log_json),
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
@@ -16,24 +15,13 @@ from ensembles.errors import NotFoundError
 from ensembles.store import validate_name
 from serving.errors import InvalidRequestError
 from serving.registry import EnsembleRegistry
+from serving.routing import LeanRoute, Registry, json_response, mark_served
 from serving.runtime import EnsembleRuntime, Prediction
 from serving.security import require_token
+from serving.v2_codec import decompress
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 Number = Annotated[float, Strict()]
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-
-
-def _json(value: Any) -> Response:
-    return Response(orjson.dumps(value, option=_OPTIONS), media_type="application/json")
-
-
-async def registry_of(request: Request) -> EnsembleRegistry:
-    """FastAPI dependency: the app's registry (async: no thread hop)."""
-    return request.app.state.registry
-
-
-Registry = Annotated[EnsembleRegistry, Depends(registry_of)]
 
 
 class PredictRequest(BaseModel):
@@ -57,8 +45,12 @@ class PredictRequest(BaseModel):
         description="A fitted combiner (see ensemble info), 'weight_average' included; "
         "default combiner when omitted.",
     )
-    members: bool = Field(default=False, description="Also return every member's outputs.")
-    uncertainty: bool = Field(default=True, description="Compute the uncertainty measures.")
+    members: Annotated[bool, Strict()] = Field(
+        default=False, description="Also return every member's outputs."
+    )
+    uncertainty: Annotated[bool, Strict()] = Field(
+        default=True, description="Compute the uncertainty measures."
+    )
     version: int | None = Field(default=None, ge=1, description="Version; current if omitted.")
 
 
@@ -109,7 +101,7 @@ async def list_ensembles(registry: Registry) -> Response:
                 "default_combiner": None if runtime is None else runtime.manifest.default_combiner,
             }
         )
-    return _json({"ensembles": items})
+    return json_response({"ensembles": items, "store": registry.store_info()})
 
 
 def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
@@ -119,7 +111,12 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
     if not versions:
         raise NotFoundError(registry.unknown_message(name))
     runtime = registry.current(name)
-    info: dict[str, Any] = {"name": name, "version": None, "versions": versions}
+    info: dict[str, Any] = {
+        "name": name,
+        "version": None,
+        "versions": versions,
+        "latest_error": registry.latest_error(name),
+    }
     if runtime is None:
         return info
     m = runtime.manifest
@@ -161,7 +158,7 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
 @router.get("/ensembles/{name}", summary="Describe an ensemble", responses=_ERRORS)
 async def describe(name: str, registry: Registry) -> Response:
     """Everything about the served version, and every version's load state (refusals too)."""
-    return _json(ensemble_info(registry, name))
+    return json_response(ensemble_info(registry, name))
 
 
 def _rows(rows: list[list[float]]) -> np.ndarray:
@@ -207,13 +204,16 @@ def prediction_body(runtime: EnsembleRuntime, prediction: Prediction) -> dict[st
     return body
 
 
-async def _predict(registry: EnsembleRegistry, name: str, body: PredictRequest) -> Response:
+async def _predict(
+    registry: EnsembleRegistry, name: str, body: PredictRequest, request: Request
+) -> Response:
     runtime = await registry.get(name, body.version)
+    mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
     X = _rows(body.rows)
     prediction = await runtime.predict_async(
         X, combiner=body.combiner, members=body.members, uncertainty=body.uncertainty
     )
-    return _json(prediction_body(runtime, prediction))
+    return json_response(prediction_body(runtime, prediction))
 
 
 @router.post(
@@ -222,11 +222,13 @@ async def _predict(registry: EnsembleRegistry, name: str, body: PredictRequest) 
     dependencies=[Depends(require_token)],
     responses={200: {"model": PredictResponse}, **_ERRORS},
 )
-async def predict(name: str, body: PredictRequest, registry: Registry) -> Response:
+async def predict(
+    name: str, body: PredictRequest, registry: Registry, request: Request
+) -> Response:
     """Combined prediction, variance and the other uncertainty measures for every row."""
     # Served by the lean route of lean_routes() (same path, same checks); this declaration
     # documents the request and response in the OpenAPI schema.
-    return await _predict(registry, name, body)
+    return await _predict(registry, name, body, request)
 
 
 def parse_predict_body(raw: bytes) -> PredictRequest:
@@ -250,8 +252,13 @@ def parse_predict_body(raw: bytes) -> PredictRequest:
 
 async def _lean_predict(request: Request) -> Response:
     await require_token(request)
-    body = parse_predict_body(await request.body())
-    return await _predict(request.app.state.registry, request.path_params["name"], body)
+    raw = decompress(
+        await request.body(),
+        request.headers.get("content-encoding"),
+        request.app.state.settings.max_body_bytes,
+    )
+    body = parse_predict_body(raw)
+    return await _predict(request.app.state.registry, request.path_params["name"], body, request)
 
 
 def lean_routes() -> list[Route]:
@@ -260,10 +267,9 @@ def lean_routes() -> list[Route]:
     FastAPI parses JSON bodies with ``json.loads`` and then validates the Python objects
     (about 4x the CPU of :meth:`PredictRequest.model_validate_json` for 64 rows); this
     route, mounted ahead of the documented one, reads the raw body and validates it in
-    one pass. OpenAPI still documents the FastAPI route.
+    one pass; it also honours ``Content-Encoding: gzip | deflate``. OpenAPI still
+    documents the FastAPI route.
     """
-    from serving.api_v2 import LeanRoute
-
     return [LeanRoute("/v1/ensembles/{name}/predict", _lean_predict, methods=["POST"])]
 
 
@@ -276,4 +282,4 @@ def lean_routes() -> list[Route]:
 async def reload(registry: Registry) -> Response:
     """Load any new version at once (the server also polls); returns every version's state."""
     await registry.refresh()
-    return _json({name: registry.version_states(name) for name in registry.names()})
+    return json_response({name: registry.version_states(name) for name in registry.names()})

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.routing import Route
 
 from serving.errors import InvalidRequestError, ModelUnavailableError, NotReadyError
 from serving.registry import EnsembleRegistry
+from serving.routing import LeanRoute, Registry, json_response, mark_served
 from serving.runtime import LABEL, MEMBER_OUTPUTS, MEMBER_VARIANCES, EnsembleRuntime, Prediction
 from serving.security import require_token
 from serving.v2_codec import (
@@ -32,18 +31,6 @@ COMBINER_PARAMETER = "combiner"
 _MEMBER_TENSORS = (MEMBER_OUTPUTS, MEMBER_VARIANCES)
 
 
-def _json(value: Any) -> Response:
-    return Response(orjson.dumps(value), media_type="application/json")
-
-
-async def registry_of(request: Request) -> EnsembleRegistry:
-    """FastAPI dependency: the app's registry (async: no thread hop)."""
-    return request.app.state.registry
-
-
-Registry = Annotated[EnsembleRegistry, Depends(registry_of)]
-
-
 def parse_version(version: str | None) -> int | None:
     """A V2 version string as an int (None or "" for the current version)."""
     if version is None or version == "":
@@ -56,13 +43,13 @@ def parse_version(version: str | None) -> int | None:
 @router.get("", summary="Server metadata")
 async def server_metadata() -> Response:
     """Name, version and supported protocol extensions."""
-    return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+    return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
 
 @router.get("/health/live", summary="Liveness")
 async def live() -> Response:
     """200 while the process answers."""
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 @router.get("/health/ready", summary="Readiness")
@@ -70,7 +57,7 @@ async def ready(registry: Registry) -> Response:
     """200 once the store has been scanned and loaded, 503 before."""
     if not registry.ready:
         raise NotReadyError("the server is still loading the model store")
-    return _json({"ready": True})
+    return json_response({"ready": True})
 
 
 def _model_ready(registry: EnsembleRegistry, name: str, version: str | None) -> Response:
@@ -78,7 +65,7 @@ def _model_ready(registry: EnsembleRegistry, name: str, version: str | None) -> 
     if registry.loaded(name, number) is None:
         what = f"'{name}'" + ("" if number is None else f" version {number}")
         raise ModelUnavailableError(f"model {what} is not ready")
-    return _json({"name": name, "ready": True})
+    return json_response({"name": name, "ready": True})
 
 
 @router.get("/models/{name}/ready", summary="Model readiness")
@@ -122,14 +109,14 @@ def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> d
 @router.get("/models/{name}", summary="Model metadata")
 async def model_metadata(name: str, registry: Registry) -> Response:
     """Inputs and outputs of the version served by default."""
-    return _json(model_metadata_of(registry, await registry.get(name)))
+    return json_response(model_metadata_of(registry, await registry.get(name)))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
 async def model_version_metadata(name: str, version: str, registry: Registry) -> Response:
     """Inputs and outputs of one version."""
     runtime = await registry.get(name, parse_version(version))
-    return _json(model_metadata_of(registry, runtime))
+    return json_response(model_metadata_of(registry, runtime))
 
 
 @router.post("/repository/index", summary="Model repository index")
@@ -146,7 +133,7 @@ async def repository_index(registry: Registry) -> Response:
             if state["reason"]:
                 entry["reason"] = state["reason"]
             index.append(entry)
-    return _json(index)
+    return json_response(index)
 
 
 def _tensors(runtime: EnsembleRuntime, prediction: Prediction) -> dict[str, np.ndarray | None]:
@@ -167,6 +154,7 @@ async def _infer(
         await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
     )
     runtime = await registry.get(name, parse_version(version))
+    mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
     specs = {spec.name: spec for spec in runtime.outputs}
     parsed = decode_infer_request(
         body,
@@ -176,6 +164,8 @@ async def _infer(
         set(specs),
         max_elements=4 * settings.max_batch_rows * runtime.n_features,
     )
+    if parsed.id is not None and request.headers.get("x-request-id") is None:
+        mark_served(request, runtime.name, runtime.version, parsed.id)
     combiner = parsed.parameters.get(COMBINER_PARAMETER)
     if combiner is not None and not isinstance(combiner, str):
         raise InvalidRequestError(f"parameter '{COMBINER_PARAMETER}' must be a string")
@@ -201,7 +191,79 @@ async def _infer(
     return Response(body, headers=headers)
 
 
-@router.post("/models/{name}/infer", summary="Inference", dependencies=[Depends(require_token)])
+#: OpenAPI description of the infer body (the routes read the raw body themselves: JSON, or
+#: a JSON header followed by binary tensors).
+INFER_BODY: dict[str, Any] = {
+    "description": "A V2 inference request. With binary tensors, the body is this JSON header "
+    "followed by the raw little-endian tensor bytes, and the header "
+    "`Inference-Header-Content-Length` gives the JSON length. `Content-Encoding: gzip` or "
+    "`deflate` is accepted.",
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string", "description": "Echoed in the response."},
+                    "parameters": {
+                        "type": "object",
+                        "description": f"`{COMBINER_PARAMETER}`: a fitted combiner; "
+                        "`binary_data_output`: binary outputs by default.",
+                    },
+                    "inputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "shape", "datatype"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "shape": {"type": "array", "items": {"type": "integer"}},
+                                "datatype": {"type": "string", "enum": ["FP32"]},
+                                "parameters": {"type": "object"},
+                                "data": {"type": "array", "description": "Row-major values."},
+                            },
+                        },
+                    },
+                    "outputs": {
+                        "type": "array",
+                        "description": "Outputs to return; all but per-member ones if omitted.",
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "parameters": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
+            "example": {
+                "id": "request-1",
+                "parameters": {COMBINER_PARAMETER: "mean"},
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [2, 4],
+                        "datatype": "FP32",
+                        "data": [0.1, 0.2, 0.3, 0.4, 1.0, 2.0, 3.0, 4.0],
+                    }
+                ],
+                "outputs": [{"name": "probabilities"}, {"name": "variance"}],
+            },
+        }
+    },
+}
+_INFER_OPENAPI = {"requestBody": INFER_BODY}
+
+
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference",
+    dependencies=[Depends(require_token)],
+    openapi_extra=_INFER_OPENAPI,
+)
 async def infer(name: str, request: Request) -> Response:
     """Combined prediction, uncertainty outputs and (when asked) member outputs.
 
@@ -215,20 +277,11 @@ async def infer(name: str, request: Request) -> Response:
     "/models/{name}/versions/{version}/infer",
     summary="Inference on a version",
     dependencies=[Depends(require_token)],
+    openapi_extra=_INFER_OPENAPI,
 )
 async def infer_version(name: str, version: str, request: Request) -> Response:
     """As ``/v2/models/{name}/infer``, on one version."""
     return await _infer(request, request.app.state.registry, name, version)
-
-
-class LeanRoute(Route):
-    """A plain Starlette route that, like FastAPI's, records itself as ``scope["route"]``."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child = super().matches(scope)
-        if match != Match.NONE:
-            child["route"] = self
-        return match, child
 
 
 async def _lean_infer(request: Request) -> Response:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -17,10 +18,13 @@ from serving import api_v1, api_v2
 from serving.errors import install_error_handlers
 from serving.metrics import ServingMetrics
 from serving.registry import EnsembleRegistry
+from serving.routing import SERVED_KEY
 from serving.security import BodyLimitMiddleware
 from serving.settings import ServingSettings, get_settings
 
 logger = logging.getLogger(__name__)
+#: One line per request when ``access_log`` is on (JSON with the log_json formatter).
+access_logger = logging.getLogger("serving.access")
 
 DESCRIPTION = """
 Combined predictions of neural-network ensembles with their uncertainty.
@@ -35,11 +39,13 @@ Combined predictions of neural-network ensembles with their uncertainty.
 
 
 class MetricsMiddleware:
-    """Count requests by route template, method and status, and time them."""
+    """Count requests by route template, method and status, time them, and (optionally)
+    write one access log line per request."""
 
-    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics, access_log: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,8 +65,37 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(path).observe(elapsed)
+            if self.access_log:
+                self._log(scope, path, status, elapsed)
+
+    @staticmethod
+    def _log(scope: Scope, route: str, status: int, elapsed: float) -> None:
+        ensemble, version, request_id = scope.get(SERVED_KEY) or (None, None, None)
+        if request_id is None:
+            for key, value in scope["headers"]:
+                if key == b"x-request-id":
+                    request_id = value.decode("latin-1")
+                    break
+        access_logger.info(
+            "%s %s %d",
+            scope["method"],
+            route,
+            status,
+            extra={
+                "route": route,
+                "method": scope["method"],
+                "status": status,
+                "latency_ms": round(elapsed * 1e3, 3),
+                "ensemble": ensemble
+                if ensemble is not None
+                else scope.get("path_params", {}).get("name"),
+                "version": version,
+                "request_id": request_id or uuid.uuid4().hex[:16],
+            },
+        )
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -83,6 +118,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.exposed and settings.token is None:
+            logger.warning(
+                "binding %s, which other machines can reach, without a token: anyone who "
+                "can connect may predict and reload; set ENSEMBLES_TOKEN or bind 127.0.0.1",
+                settings.host,
+            )
         await registry.refresh()
         logger.info(
             "serving %d ensembles from %s",
@@ -101,6 +142,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
             await registry.close()
+            metrics.close()
 
     app = FastAPI(
         title="Ensemble serving",
@@ -121,5 +163,5 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
     return app

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import NotReadyError, OverloadedError
+from serving.errors import NotReadyError
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ _EXPECTED_ALPHA = 0.25
 
 class BatcherClosedError(NotReadyError):
     """A request reached a micro-batcher that is closed or closing (answered 503)."""
-
-
-class QueueFullError(OverloadedError):
-    """The micro-batcher's queue holds as many rows as it may (answered 503); retry later."""
 
 
 @dataclass(slots=True)
@@ -88,8 +84,6 @@ class MicroBatcher:
         Longest extra wait for company under load; 0 dispatches whenever a runner is free.
     max_concurrency : int, default 1
         ``run`` calls in flight at once (worker threads).
-    max_queue_rows : int or None, default None
-        Rows that may wait; beyond it ``submit`` raises :class:`QueueFullError`.
     on_batch : callable, optional
         Called with the number of rows of every batch dispatched (for metrics).
     split : callable, optional
@@ -106,6 +100,9 @@ class MicroBatcher:
         batch serve requests that ask for different things (e.g. different combiners)
         while doing the shared work once.
 
+    The batcher has no queue limit of its own: its caller bounds the rows in flight
+    (``EnsembleRuntime.max_queue_rows``, one limit for batched and unbatched requests).
+
     Examples
     --------
     >>> batcher = MicroBatcher(session_run, max_batch_rows=1024, max_wait_ms=1.0)
@@ -120,7 +117,6 @@ class MicroBatcher:
         max_wait_ms: float,
         *,
         max_concurrency: int = 1,
-        max_queue_rows: int | None = None,
         on_batch: Callable[[int], None] | None = None,
         split: SplitFunction | None = None,
         run_spans: SpansFunction | None = None,
@@ -137,7 +133,6 @@ class MicroBatcher:
         self.max_batch_rows = int(max_batch_rows)
         self.max_wait_ms = float(max_wait_ms)
         self.max_concurrency = int(max_concurrency)
-        self.max_queue_rows = max_queue_rows
         self.on_batch = on_batch
         self.split = split or slice_rows
         self.run_spans = run_spans
@@ -179,19 +174,12 @@ class MicroBatcher:
         ------
         BatcherClosedError
             After :meth:`close`.
-        QueueFullError
-            When ``max_queue_rows`` rows already wait.
         Exception
             Whatever ``run`` raised for the batch these rows were in.
         """
         if self._closed:
             raise BatcherClosedError("the micro-batcher is closed; the model is being unloaded")
         n_rows = len(X)
-        if self.max_queue_rows is not None and self._pending_rows + n_rows > self.max_queue_rows:
-            raise QueueFullError(
-                f"the inference queue is full ({self._pending_rows} rows waiting, limit "
-                f"{self.max_queue_rows}); retry later"
-            )
         loop = asyncio.get_running_loop()
         if self._dispatcher is None:
             self._wakeup = asyncio.Event()

@@ -69,13 +69,23 @@ class NotReadyError(ServingError):
     """The ensemble or version exists but is not loaded (yet)."""
 
 
+class ModelUnavailableError(ServingError):
+    """A readiness probe for a model or version that is not loaded (V2: 400)."""
+
+
+class UnsupportedEncodingError(ServingError):
+    """The request body's ``Content-Encoding`` is neither gzip, deflate nor identity."""
+
+
 #: Exception class -> HTTP status. The first matching class in MRO order wins.
 STATUS: dict[type[BaseException], int] = {
     InvalidRequestError: 400,
+    ModelUnavailableError: 400,
     UnauthorizedError: 401,
     NotFoundError: 404,
     VersionRefusedError: 409,
     BodyTooLargeError: 413,
+    UnsupportedEncodingError: 415,
     OverloadedError: 503,
     NotReadyError: 503,
     ShapeError: 400,
@@ -161,10 +171,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_ensemble_error)
-
-
-class ModelUnavailableError(ServingError):
-    """A readiness probe for a model or version that is not loaded (V2: 400)."""
-
-
-STATUS[ModelUnavailableError] = 400

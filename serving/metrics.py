@@ -2,57 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import HistogramMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import multiprocess as prometheus_multiprocess
 
-from serving.runtime import Baseline, EnsembleRuntime, Prediction
+from serving.prediction import Baseline, Prediction
+from serving.runtime import EnsembleRuntime
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 _VARIANCE_EDGES = np.array([1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
 #: Weight of each new batch in the exponentially weighted drift means.
 DRIFT_ALPHA = 0.05
+#: The environment variable prometheus_client reads (at import) to share metrics across
+#: worker processes through files in that folder.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class _VarianceHistogram(Collector):
-    """A histogram per ensemble filled a whole batch at a time (one numpy call per batch)."""
+def multiprocess_dir() -> str | None:
+    """The ``PROMETHEUS_MULTIPROC_DIR`` of this process (set by ``python -m serving``)."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, np.ndarray] = {}
-        self._sums: dict[str, float] = {}
 
-    def observe(self, ensemble: str, values: np.ndarray) -> None:
-        bins = np.bincount(
-            np.searchsorted(_VARIANCE_EDGES, values, side="left"),
-            minlength=len(_VARIANCE_EDGES) + 1,
-        )
-        with self._lock:
-            counts = self._counts.setdefault(ensemble, np.zeros(len(_VARIANCE_EDGES) + 1, np.int64))
-            counts += bins
-            self._sums[ensemble] = self._sums.get(ensemble, 0.0) + float(values.sum())
+def _observe_counts(child: Histogram, counts: np.ndarray, total: float) -> None:
+    """Add per-bucket counts to a histogram child in one go (``len(counts)`` = its buckets).
 
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(
-            "ensembles_prediction_variance",
-            "Per-row mean variance across members reported in predictions",
-            labels=["ensemble"],
-        )
-        with self._lock:
-            for ensemble, counts in self._counts.items():
-                cumulative = np.cumsum(counts)
-                buckets = [
-                    (repr(float(e)), int(c))
-                    for e, c in zip(_VARIANCE_EDGES, cumulative, strict=False)
-                ]
-                buckets.append(("+Inf", int(cumulative[-1])))
-                family.add_metric([ensemble], buckets, self._sums[ensemble])
-        yield family
+    ``Histogram.observe`` takes one value at a time; a batch of rows is binned with numpy
+    first and each bucket's value incremented once. Uses the child's bucket values, as
+    ``observe`` does, so it works with multiprocess (mmap) values too.
+    """
+    for index in np.flatnonzero(counts):
+        child._buckets[index].inc(int(counts[index]))
+    child._sum.inc(total)
 
 
 class ServingMetrics:
@@ -63,9 +48,16 @@ class ServingMetrics:
     divided by its held-out level and smoothed exponentially (``DRIFT_ALPHA`` per batch).
     ``ensembles_drift_ratio`` near 1 means traffic looks like held-out data; 2 means twice
     as far from the training distribution (features) or twice as uncertain (variance).
+
+    With several workers (``PROMETHEUS_MULTIPROC_DIR`` set, as ``python -m serving
+    --workers N`` does), every worker writes its values to files in that folder and
+    :meth:`render` aggregates all workers: counters and histograms are summed, the gauges
+    show the most recent value of a live worker (versions held: the largest), and a worker
+    that exits is marked dead (:meth:`close`) so its gauges disappear.
     """
 
     def __init__(self) -> None:
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ensembles_requests",
@@ -99,12 +91,14 @@ class ServingMetrics:
             "Version currently served",
             ["ensemble"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.versions_loaded = Gauge(
             "ensembles_versions_loaded",
-            "Versions held in memory",
+            "Versions held in memory (per worker; the largest across workers)",
             ["ensemble"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.refusals = Counter(
             "ensembles_version_refusals",
@@ -117,13 +111,19 @@ class ServingMetrics:
             "Smoothed feature z-score or variance relative to the held-out level",
             ["ensemble", "signal"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
-        self._variance = _VarianceHistogram()
-        self.registry.register(self._variance)
+        self.variance = Histogram(
+            "ensembles_prediction_variance",
+            "Per-row mean variance across members reported in predictions",
+            ["ensemble"],
+            buckets=tuple(float(edge) for edge in _VARIANCE_EDGES),
+            registry=self.registry,
+        )
         self._drift_lock = threading.Lock()
         self._drift_state: dict[tuple[str, str], float] = {}
 
-    def batch_hook(self, ensemble: str):
+    def batch_hook(self, ensemble: str) -> Callable[[int], None]:
         """A callback that records the rows of every onnxruntime call of ``ensemble``."""
         histogram = self.batch_rows.labels(ensemble)
         return lambda rows: histogram.observe(rows)
@@ -164,7 +164,11 @@ class ServingMetrics:
         row_variance = None
         if variance is not None:
             row_variance = variance.reshape(len(X), -1).mean(axis=1)
-            self._variance.observe(name, row_variance)
+            bins = np.bincount(
+                np.searchsorted(_VARIANCE_EDGES, row_variance, side="left"),
+                minlength=len(_VARIANCE_EDGES) + 1,
+            )
+            _observe_counts(self.variance.labels(name), bins, float(row_variance.sum()))
         baseline: Baseline | None = runtime.baseline
         if baseline is None:
             return
@@ -190,5 +194,14 @@ class ServingMetrics:
                 del self._drift_state[key]
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (of every worker, when several)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """Mark this worker dead so the ``live*`` gauges of the other workers stay exact."""
+        if self.multiprocess_dir is not None:
+            prometheus_multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)

@@ -6,24 +6,23 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto
 
 from ensembles.combiners import Combiner, combiner_from_state
-from ensembles.errors import ConfigError, EnsembleError, IntegrityError
-from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.errors import EnsembleError, IntegrityError
 from ensembles.manifest import Manifest
 from ensembles.store import ModelStore
 from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.errors import InvalidRequestError, OverloadedError
 from serving.fused import FusedMembers, session_options
+from serving.prediction import Prediction, load_baseline
+from serving.signature import TensorSpec, load_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -37,146 +36,11 @@ PredictionHook = Callable[["EnsembleRuntime", np.ndarray, "Prediction", list[int
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """Name, V2 datatype and shape (``-1`` for the batch axis) of one output tensor."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """Held-out statistics a version is compared with to report drift.
-
-    Attributes
-    ----------
-    feature_mean, feature_std : np.ndarray, shape (n_features,)
-        Of the validation rows.
-    mean_abs_z : float
-        Mean absolute z-score of the validation rows themselves (the no-drift level).
-    mean_variance : float
-        Mean member variance on the validation rows (the no-drift uncertainty level).
-    """
-
-    feature_mean: np.ndarray
-    feature_std: np.ndarray
-    mean_abs_z: float
-    mean_variance: float
-
-
-@dataclass
-class Prediction:
-    """What the runtime returns for a batch.
-
-    Attributes
-    ----------
-    combiner : str
-        Name of the combiner used.
-    combined : np.ndarray, shape (n_samples, n_outputs)
-        Class probabilities or values.
-    labels : np.ndarray of int64, shape (n_samples,), or None
-        Argmax class indices (classification only).
-    uncertainty : dict of str to np.ndarray
-        Each (n_samples, n_outputs) or (n_samples,); empty when not asked for.
-    member_outputs : np.ndarray, shape (n_members, n_samples, n_outputs), or None
-    member_variances : np.ndarray, shape (n_members, n_samples, n_outputs), or None
-    """
-
-    combiner: str
-    combined: np.ndarray
-    labels: np.ndarray | None
-    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
-    member_outputs: np.ndarray | None = None
-    member_variances: np.ndarray | None = None
-
-    def rows(self, start: int, stop: int) -> Prediction:
-        """Rows ``start:stop`` of this prediction (views, no copies)."""
-        return Prediction(
-            combiner=self.combiner,
-            combined=self.combined[start:stop],
-            labels=None if self.labels is None else self.labels[start:stop],
-            uncertainty={k: v[start:stop] for k, v in self.uncertainty.items()},
-            member_outputs=None
-            if self.member_outputs is None
-            else self.member_outputs[:, start:stop],
-            member_variances=None
-            if self.member_variances is None
-            else self.member_variances[:, start:stop],
-        )
-
-
-@dataclass(frozen=True)
 class _WeightAverage:
     """The weight-averaged model: its own session and the members it averaged."""
 
     session: ort.InferenceSession
     member_index: np.ndarray
-
-
-def check_signature(model: onnx.ModelProto, manifest: Manifest, source: str) -> None:
-    """Verify that an ONNX graph has the input and outputs the manifest promises.
-
-    Raises
-    ------
-    IntegrityError
-        Naming ``source`` and the first mismatch.
-    """
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = [entry for entry in graph.input if entry.name not in initializers]
-    spec = manifest.input
-    if [entry.name for entry in inputs] != [spec.name]:
-        raise IntegrityError(
-            f"{source}: expected one input '{spec.name}', found {[e.name for e in inputs]}"
-        )
-    wanted = {manifest.output.name: manifest.output.n_outputs}
-    if manifest.output.variance_name:
-        wanted[manifest.output.variance_name] = manifest.output.n_outputs
-    tensors = [(inputs[0], spec.n_features)] + [
-        (entry, wanted[entry.name]) for entry in graph.output if entry.name in wanted
-    ]
-    missing = sorted(set(wanted) - {entry.name for entry in graph.output})
-    if missing:
-        raise IntegrityError(f"{source}: outputs {missing} promised by the manifest are missing")
-    for entry, width in tensors:
-        tensor = entry.type.tensor_type
-        dims = tensor.shape.dim
-        if tensor.elem_type != TensorProto.FLOAT or len(dims) != 2 or dims[1].dim_value != width:
-            got = [d.dim_value or d.dim_param or "?" for d in dims]
-            raise IntegrityError(
-                f"{source}: '{entry.name}' must be float32 of shape [batch, {width}] as the "
-                f"manifest says; got elem_type {tensor.elem_type} and shape {got}"
-            )
-
-
-def _load_onnx(path: Path, manifest: Manifest, folder: Path) -> onnx.ModelProto:
-    source = str(path.relative_to(folder))
-    try:
-        model = onnx.load(path)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise IntegrityError(f"{path} is not a readable ONNX model: {exc}") from exc
-    check_signature(model, manifest, str(path))
-    logger.debug("signature of %s verified", source)
-    return model
-
-
-def _baseline(folder: Path, manifest: Manifest) -> Baseline | None:
-    if HELDOUT_FILE not in manifest.files:
-        return None
-    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
-    X = np.asarray(validation.X, dtype=float)
-    if X.ndim != 2 or X.shape[1] != manifest.input.n_features or len(X) < 2:
-        return None
-    mean, std = X.mean(axis=0), X.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    preds = np.asarray(validation.member_preds, dtype=float)
-    return Baseline(
-        feature_mean=mean,
-        feature_std=std,
-        mean_abs_z=float(np.abs((X - mean) / std).mean()) or 1.0,
-        mean_variance=float(preds.var(axis=0).mean()),
-    )
 
 
 class EnsembleRuntime:
@@ -252,13 +116,15 @@ class EnsembleRuntime:
         self._on_batch = on_batch
         self._on_prediction = on_prediction
         self._options = session_options(intra_op_threads, inter_op_threads)
+        #: The version folder relative to the store root, for messages (never absolute).
+        self.label = f"{manifest.name}/{manifest.version}"
         if not manifest.members:
-            raise IntegrityError(f"{folder}/manifest.json lists no members")
-        models = [_load_onnx(folder / m.file, manifest, folder) for m in manifest.members]
+            raise IntegrityError(f"{self.label}/manifest.json lists no members")
+        models = [self._load_onnx(m.file) for m in manifest.members]
         try:
             self._members = FusedMembers(models, options=self._options)
         except EnsembleError as exc:
-            raise IntegrityError(f"{folder}: members cannot run together: {exc}") from exc
+            raise IntegrityError(f"{self.label}: members cannot run together: {exc}") from exc
         self._has_variance = self._members.has_variance
         self.combiners: dict[str, Combiner | _WeightAverage] = {
             name: self._build_combiner(name, info.kind, info.state)
@@ -266,10 +132,10 @@ class EnsembleRuntime:
         }
         if manifest.default_combiner not in self.combiners:
             raise IntegrityError(
-                f"{folder}/manifest.json: default combiner '{manifest.default_combiner}' is not "
-                f"among the fitted combiners {sorted(self.combiners)}"
+                f"{self.label}/manifest.json: default combiner '{manifest.default_combiner}' is "
+                f"not among the fitted combiners {sorted(self.combiners)}"
             )
-        self.baseline = _baseline(folder, manifest)
+        self.baseline = load_baseline(folder, manifest)
         self._batcher: Any = None
         self._retired = False
         self._inflight_rows = 0
@@ -308,6 +174,9 @@ class EnsembleRuntime:
         return self.manifest.version
 
     # -- building ----------------------------------------------------------------------
+    def _load_onnx(self, file: str) -> Any:
+        return load_onnx(self.folder / file, self.manifest, f"{self.label}/{file}")
+
     def _build_combiner(self, name: str, kind: str, state: dict[str, Any]) -> Any:
         if kind != WEIGHT_AVERAGE:
             try:
@@ -321,7 +190,7 @@ class EnsembleRuntime:
         unknown = [i for i in ids or [] if i not in known]
         if not ids or unknown:
             raise IntegrityError(f"combiner '{name}' averages unknown members {unknown or ids}")
-        model = _load_onnx(self.folder / file, self.manifest, self.folder)
+        model = self._load_onnx(file)
         session = ort.InferenceSession(
             model.SerializeToString(),
             sess_options=self._options,
@@ -614,7 +483,7 @@ class EnsembleRuntime:
         else:
             try:
                 combined = rule.combine(outputs, X)
-            except ConfigError as exc:
+            except EnsembleError as exc:  # the member outputs are ours: a server-side fault
                 raise IntegrityError(f"combiner '{name}' failed: {exc}") from exc
             weights = rule.member_weights
         measures: dict[str, np.ndarray] = {}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 class ServingSettings(BaseSettings):
@@ -46,7 +50,8 @@ class ServingSettings(BaseSettings):
     """Micro-batching: longest extra wait for more requests under load."""
 
     max_queue_rows: int = Field(default=65536, ge=1)
-    """Rows allowed in flight per ensemble before requests are refused with 503."""
+    """Rows allowed in flight per ensemble (queued or running) before requests are refused
+    with 503; at least ``max_batch_rows``, so one full request always fits."""
 
     poll_interval_s: float = Field(default=2.0, ge=0.0)
     """Seconds between store scans for new versions (0 = only on explicit reload)."""
@@ -63,11 +68,34 @@ class ServingSettings(BaseSettings):
     interval_level: float = Field(default=0.9, gt=0.0, lt=1.0)
     """Probability mass of the regression prediction interval."""
 
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     """Root log level of the server process."""
 
     log_json: bool = True
     """Write structured (JSON) log lines when started from the command line."""
+
+    access_log: bool = False
+    """Log one JSON line per request (logger ``serving.access``): route, status, latency,
+    ensemble, version and request id."""
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ServingSettings:
+        if self.max_queue_rows < self.max_batch_rows:
+            raise ValueError(
+                f"max_queue_rows ({self.max_queue_rows}) must be at least max_batch_rows "
+                f"({self.max_batch_rows}), or a request of max_batch_rows rows could never run"
+            )
+        return self
+
+    @property
+    def exposed(self) -> bool:
+        """Whether ``host`` is reachable from other machines (not a loopback address)."""
+        if self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True
 
 
 @lru_cache

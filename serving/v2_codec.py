@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving.errors import BodyTooLargeError, InvalidRequestError
+from serving.errors import BodyTooLargeError, InvalidRequestError, UnsupportedEncodingError
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_JSON_DEPTH = 100
@@ -30,19 +31,6 @@ NUMPY_TYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES", "BF16")
-RESERVED_PARAMETERS = frozenset(
-    {
-        "sequence_id",
-        "sequence_start",
-        "sequence_end",
-        "priority",
-        "timeout",
-        "headers",
-        "binary_data_output",
-        "binary_data",
-        "binary_data_size",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -87,8 +75,10 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
 
     Raises
     ------
+    UnsupportedEncodingError
+        For an encoding other than gzip, deflate or identity (HTTP 415).
     InvalidRequestError
-        For an unknown encoding or data that does not decompress.
+        For data that does not decompress.
     BodyTooLargeError
         When the decompressed body is over ``max_bytes``.
     """
@@ -96,7 +86,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in ("gzip", "deflate"):
-        raise InvalidRequestError(
+        raise UnsupportedEncodingError(
             f"unsupported Content-Encoding '{encoding}'; use gzip, deflate or none"
         )
     attempts = [16 + zlib.MAX_WBITS] if encoding == "gzip" else [zlib.MAX_WBITS, -zlib.MAX_WBITS]
@@ -115,13 +105,25 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     raise InvalidRequestError(f"request body is not valid {encoding} data: {error}")
 
 
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+
+
 def json_depth_exceeds(text: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether brackets nest deeper than ``limit`` (vectorized; brackets in strings count)."""
+    """Whether brackets nest deeper than ``limit``, ignoring brackets inside JSON strings.
+
+    Vectorized: escape pairs (``\\x``) are dropped first, so every remaining ``"`` opens
+    or closes a string, and a bracket is inside a string when an odd number of quotes
+    precede it.
+    """
     if text.count(b"[") + text.count(b"{") <= limit:
         return False
+    if b"\\" in text:
+        text = _ESCAPE.sub(b"", text)
     codes = np.frombuffer(text, dtype=np.uint8)
     steps = (codes == ord("[")).astype(np.int32) + (codes == ord("{"))
     steps -= (codes == ord("]")).astype(np.int32) + (codes == ord("}"))
+    in_string = (np.cumsum(codes == ord('"')) & 1).astype(bool)
+    steps[in_string] = 0
     return bool(np.cumsum(steps).max() > limit)
 
 

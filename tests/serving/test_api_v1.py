@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from serving_fixtures import LiveServer
 
 from serving.runtime import EnsembleRuntime
 
@@ -18,6 +19,7 @@ def test_list_ensembles_shows_served_versions(client):
         "default_combiner": "mean",
     }
     assert by_name["reg"]["task"] == "regression"
+    assert body["store"] == {"exists": True, "ensembles": 2}
 
 
 def test_info_describes_members_combiners_and_versions(client):
@@ -84,3 +86,26 @@ def test_openapi_documents_the_predict_request_with_examples(client):
     request = schema["components"]["schemas"]["PredictRequest"]
     assert request["examples"][0]["combiner"] == "mean"
     assert "/v2/models/{name}/infer" in schema["paths"]
+
+
+def test_openapi_documents_the_v2_infer_body_with_an_example(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"]["required"] == ["inputs"]
+        example = body["example"]
+        assert example["inputs"][0]["shape"] == [2, 4]
+        assert example["parameters"] == {"combiner": "mean"}
+    # the documented example is a valid request for the 4-feature 'toy' ensemble
+    response = client.post("/v2/models/toy/infer", json=example)
+    assert response.status_code == 200, response.text
+    assert [o["name"] for o in response.json()["outputs"]] == ["probabilities", "variance"]
+
+
+def test_missing_store_is_shown_and_served_empty(tmp_path):
+    with LiveServer(store=tmp_path / "absent", poll_interval_s=0) as live, live.client() as http:
+        body = http.get("/v1/ensembles").json()
+    assert body["ensembles"] == []
+    assert body["store"]["exists"] is False
+    assert "python scripts/train.py --store DIR" in body["store"]["hint"]
+    assert str(tmp_path) not in str(body)

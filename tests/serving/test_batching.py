@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.batching import BatcherClosedError, MicroBatcher, QueueFullError
+from serving.batching import BatcherClosedError, MicroBatcher
 
 N_MEMBERS = 3
 N_FEATURES = 4
@@ -163,18 +163,16 @@ def test_request_larger_than_the_row_limit_runs_alone():
         np.testing.assert_array_equal(values, _model(X)[0])
 
 
-def test_full_queue_and_closed_batcher_refuse_requests():
+def test_closed_batcher_refuses_requests_and_finishes_queued_ones():
     run = _GatedRun()
-    requests = _requests([1, 3, 2])
+    requests = _requests([1, 3])
 
     async def main():
-        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0, max_queue_rows=4)
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0)
         first = asyncio.ensure_future(batcher.submit(requests[0]))
         await _wait_for(run.started)
         second = asyncio.ensure_future(batcher.submit(requests[1]))
         await asyncio.sleep(0)
-        with pytest.raises(QueueFullError, match=r"queue is full \(3 rows waiting, limit 4\)"):
-            await batcher.submit(requests[2])
         run.release.set()
         closing = asyncio.ensure_future(batcher.close())
         await asyncio.sleep(0)

@@ -173,3 +173,38 @@ def test_session_options_are_deliberate(intra, inter, mode, expected_mode):
     assert options.execution_mode == expected_mode
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def _edited(path, edit) -> onnx.ModelProto:
+    model = onnx.load(path)
+    edit(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda m: m.opset_import.pop(),
+            "member has no opset import for the default ONNX domain",
+        ),
+        (
+            lambda m: m.graph.input[0].type.tensor_type.__setattr__("elem_type", 11),
+            "member 0 input 'input' must be float32 of shape [batch, n_features]",
+        ),
+        (
+            lambda m: m.graph.output[0].__setattr__("name", "scores"),
+            "member 0 must have one output named 'probabilities' or 'value'; got ['scores']",
+        ),
+        (
+            lambda m: m.graph.output[0].type.tensor_type.shape.dim.pop(),
+            "member 0 output 'probabilities' must have shape [batch, n_outputs] with a fixed "
+            "n_outputs",
+        ),
+    ],
+    ids=["no opset", "input dtype", "output name", "output shape"],
+)
+def test_member_signatures_the_fuser_refuses(classification_members, edit, message):
+    with pytest.raises(ShapeError) as caught:
+        fuse_members([_edited(classification_members[0], edit)])
+    assert str(caught.value) == message

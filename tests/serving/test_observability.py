@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import orjson
+import pytest
+from serving_fixtures import LiveServer
 
 from serving.logs import JsonFormatter
 
@@ -78,3 +80,53 @@ def test_client_disconnect_is_not_a_server_error(client, server, caplog):
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors and not any(r.exc_info for r in caplog.records)
     assert "client disconnected" in caplog.text
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_access_log_lines_only_when_asked_for(synthetic_store, caplog, enabled):
+    with (
+        LiveServer(store=synthetic_store.root, poll_interval_s=0, access_log=enabled) as live,
+        live.client() as http,
+        caplog.at_level(logging.INFO, logger="serving.access"),
+    ):
+        response = http.post(
+            "/v1/ensembles/toy/predict",
+            json={"rows": [[0.0] * 4]},
+            headers={"X-Request-ID": "abc-1"},
+        )
+        assert response.status_code == 200
+        http.post("/v2/models/toy/infer", content=b'{"id": "r2", "inputs": []}')
+        http.post(
+            "/v2/models/toy/versions/1/infer",
+            json={
+                "id": "r3",
+                "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0] * 4}],
+            },
+        )
+    records = [r for r in caplog.records if r.name == "serving.access"]
+    if not enabled:
+        assert records == []
+        return
+    assert len(records) == 3
+    first = orjson.loads(JsonFormatter().format(records[0]))
+    assert first["route"] == "/v1/ensembles/{name}/predict" and first["status"] == 200
+    assert first["ensemble"] == "toy" and first["version"] == 1
+    assert first["request_id"] == "abc-1" and first["latency_ms"] > 0
+    refused = records[1]
+    assert refused.status == 400 and refused.ensemble == "toy" and refused.version == 1
+    third = records[2]
+    assert third.route == "/v2/models/{name}/versions/{version}/infer"
+    assert third.request_id == "r3" and third.version == 1 and third.status == 200
+
+
+def test_binding_beyond_loopback_without_a_token_warns(synthetic_store, caplog):
+    with caplog.at_level(logging.WARNING, logger="serving.app"):
+        with LiveServer(store=synthetic_store.root, poll_interval_s=0, host="0.0.0.0"):
+            pass
+        with LiveServer(store=synthetic_store.root, poll_interval_s=0, host="::1"):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.name == "serving.app"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(
+        "binding 0.0.0.0, which other machines can reach, without a token"
+    )

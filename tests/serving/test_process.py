@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
+from pydantic import ValidationError
 from serving_fixtures import free_port
 
-from serving.__main__ import parse_args
+from serving.__main__ import main, parse_args, settings_problems
+from serving.settings import ServingSettings
 
 
 def test_server_import_pulls_no_torch(synthetic_store):
@@ -60,3 +65,110 @@ def test_python_m_serving_serves_the_store(synthetic_store):
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert b'"message":"serving 2 ensembles' in stderr  # structured JSON log lines
+
+
+def test_bad_flag_values_print_one_line_per_field_and_exit_2(capsys, monkeypatch):
+    monkeypatch.setenv("ENSEMBLES_WORKERS", "abc")
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "99999", "--log-level", "loud"])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("ensembles-serve: error: port (--port / ENSEMBLES_PORT): ")
+    assert "less than or equal to 65535 (got '99999')" in lines[0]
+    assert lines[1].startswith("ensembles-serve: error: workers (--workers / ENSEMBLES_WORKERS)")
+    assert "(got 'abc')" in lines[1]
+    assert "log_level (--log-level / ENSEMBLES_LOG_LEVEL): Input should be 'debug'" in lines[2]
+
+
+def test_bad_environment_exits_2_without_a_traceback():
+    env = {**os.environ, "ENSEMBLES_WORKERS": "abc"}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "--store", "nowhere"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "ensembles-serve: error: workers (--workers / ENSEMBLES_WORKERS): Input should be a "
+        "valid integer, unable to parse string as an integer (got 'abc')"
+    ]
+
+
+def test_queue_limit_must_hold_one_full_request():
+    with pytest.raises(ValidationError) as caught:
+        ServingSettings(max_batch_rows=64, max_queue_rows=10)
+    assert settings_problems(caught.value) == [
+        "max_queue_rows (10) must be at least max_batch_rows (64), or a request of "
+        "max_batch_rows rows could never run"
+    ]
+
+
+def _wait_until_up(process: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.2)
+
+
+def _requests_total(text: str, route: str) -> float:
+    prefix = f'ensembles_requests_total{{method="POST",route="{route}",status="200"}}'
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+def test_metrics_aggregate_every_worker(synthetic_store, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}  # respected as given
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving",
+            "--store",
+            str(synthetic_store.root),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    route = "/v1/ensembles/{name}/predict"
+    sent = 24
+    try:
+        _wait_until_up(process, f"{url}/v2/health/ready")
+        for _ in range(sent):  # a new connection each time, so both workers answer
+            response = httpx.post(
+                f"{url}/v1/ensembles/toy/predict", json={"rows": [[0.0] * 4]}, timeout=30
+            )
+            assert response.status_code == 200
+        deadline = time.monotonic() + 30
+        while True:
+            text = httpx.get(f"{url}/metrics", timeout=10).text
+            if _requests_total(text, route) >= sent or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert _requests_total(text, route) == sent
+        assert 'ensembles_loaded_version{ensemble="toy"} 1.0' in text
+        assert 'ensembles_prediction_variance_count{ensemble="toy"} 24.0' in text
+        pids = {path.name.rsplit("_", 1)[-1] for path in tmp_path.glob("counter_*.db")}
+        assert len(pids) == 2, f"expected files from 2 workers, found {sorted(pids)}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 import orjson
 import pytest
+from serving_fixtures import LiveServer
+
+from serving.app import create_app
+from serving.errors import InvalidRequestError
+from serving.settings import ServingSettings
+from serving.v2_codec import TensorMeta, decode_infer_request
 
 INFER = "/v2/models/toy/infer"
 HEADER = "Inference-Header-Content-Length"
@@ -50,6 +61,8 @@ V1_CASES = [
     ("unknown combiner", {"rows": ROW, "combiner": "best"}, 400, "unknown combiner 'best'"),
     ("unknown version", {"rows": ROW, "version": 9}, 404, "has no version 9"),
     ("unknown field", {"rows": ROW, "colour": 1}, 422, "invalid field 'colour'"),
+    ("version zero", {"rows": ROW, "version": 0}, 422, "invalid field 'version'"),
+    ("members not a boolean", {"rows": ROW, "members": "yes"}, 422, "invalid field 'members'"),
 ]
 
 
@@ -89,6 +102,39 @@ def test_v1_bad_raw_bodies(client, case, path, content, status, message):
     response = client.post(path, content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("identity", bytes)],
+)
+def test_v1_honours_content_encoding(client, encoding, compress):
+    raw = orjson.dumps({"rows": ROW * 3})
+    response = client.post(
+        "/v1/ensembles/toy/predict",
+        content=compress(raw),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["n_samples"] == 3
+
+
+@pytest.mark.parametrize("path", ["/v1/ensembles/toy/predict", INFER])
+def test_unsupported_content_encoding_is_415_naming_it(client, path):
+    response = client.post(path, content=b"xx", headers={"Content-Encoding": "br"})
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == (
+        "unsupported Content-Encoding 'br'; use gzip, deflate or none"
+    )
+    assert client.get("/v2/health/live").status_code == 200
+
+
+def test_v1_bad_gzip_is_400(client):
+    response = client.post(
+        "/v1/ensembles/toy/predict", content=b"nope", headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("request body is not valid gzip data")
 
 
 def nested(depth: int) -> bytes:
@@ -255,6 +301,129 @@ V2_CASES = [
     ),
     ("nesting past 100", INFER, nested(101), None, 400, "nests deeper than 100 levels"),
     ("unknown route", "/v2/models/toy/explain", v2(), None, 404, "Not Found"),
+    ("id not a string", INFER, v2(id=5), None, 400, "'id' must be a string"),
+    (
+        "combiner not a string",
+        INFER,
+        v2(parameters={"combiner": 3}),
+        None,
+        400,
+        "parameter 'combiner' must be a string",
+    ),
+    (
+        "binary_data_size against the shape",
+        INFER,
+        orjson.dumps(
+            {"inputs": [{**json_input(None, (2, 4)), "parameters": {"binary_data_size": 8}}]}
+        )
+        + bytes(8),
+        {
+            HEADER: str(
+                len(
+                    orjson.dumps(
+                        {
+                            "inputs": [
+                                {**json_input(None, (2, 4)), "parameters": {"binary_data_size": 8}}
+                            ]
+                        }
+                    )
+                )
+            )
+        },
+        400,
+        "input 'input' has binary_data_size 8 but shape [2, 4] of FP32 needs 32 bytes",
+    ),
+    (
+        "negative binary_data_size",
+        INFER,
+        v2([{**json_input([0.0] * 4), "parameters": {"binary_data_size": -1}}]),
+        None,
+        400,
+        "binary_data_size of input 'input' must be a non-negative integer",
+    ),
+    ("unsupported encoding", INFER, v2(), {"Content-Encoding": "br"}, 415, "Content-Encoding 'br'"),
+    ("bad deflate", INFER, b"nope", {"Content-Encoding": "deflate"}, 400, "not valid deflate"),
+    (
+        "ragged data",
+        INFER,
+        v2([json_input([[0.0] * 4, [0.0] * 3], (2, 4))]),
+        None,
+        400,
+        "'data' of input 'input' is ragged",
+    ),
+    (
+        "duplicate input",
+        INFER,
+        v2([json_input([0.0] * 4), json_input([0.0] * 4)]),
+        None,
+        400,
+        "input 'input' appears twice in the request",
+    ),
+    ("input without a name", INFER, v2([{"shape": [1, 4]}]), None, 400, "needs a 'name' string"),
+    (
+        "input without a shape",
+        INFER,
+        v2([{"name": "input", "datatype": "FP32", "data": [0.0] * 4}]),
+        None,
+        400,
+        "input 'input' needs 'shape': a list of integers",
+    ),
+    (
+        "neither data nor binary",
+        INFER,
+        v2([{"name": "input", "shape": [1, 4], "datatype": "FP32"}]),
+        None,
+        400,
+        "input 'input' has neither 'data' nor binary_data_size",
+    ),
+    (
+        "outputs not a list",
+        INFER,
+        v2(outputs={"name": "label"}),
+        None,
+        400,
+        "'outputs' must be a list",
+    ),
+    (
+        "output without a name",
+        INFER,
+        v2(outputs=[{"binary_data": True}]),
+        None,
+        400,
+        "every requested output needs a 'name' string",
+    ),
+    (
+        "binary_data_output not a boolean",
+        INFER,
+        v2(parameters={"binary_data_output": "yes"}),
+        None,
+        400,
+        "parameter 'binary_data_output' must be a boolean",
+    ),
+    (
+        "binary_data not a boolean",
+        INFER,
+        v2(outputs=[{"name": "label", "parameters": {"binary_data": 1}}]),
+        None,
+        400,
+        "'binary_data' of output 'label' must be a boolean",
+    ),
+    (
+        "parameters not an object",
+        INFER,
+        v2(parameters=[1]),
+        None,
+        400,
+        "'parameters' must be an object",
+    ),
+    (
+        "input parameters not an object",
+        INFER,
+        v2([{**json_input([0.0] * 4), "parameters": [1]}]),
+        None,
+        400,
+        "'parameters' of input 'input' must be an object",
+    ),
 ]
 
 
@@ -278,3 +447,82 @@ def test_v2_not_found_and_method_errors_are_json(client):
     response = client.get(INFER)
     assert response.status_code == 405 and "error" in response.json()
     assert client.get("/v2/models/nope/ready").status_code == 400
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(client):
+    request_id = "[" * 150 + '\\"{'
+    response = client.post(INFER, content=v2(id=request_id))
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == request_id
+
+
+def test_input_count_must_match_the_model():
+    meta = TensorMeta("FP32", (-1, 4))
+    body = v2([json_input([0.0] * 4, name="a")])
+    with pytest.raises(
+        InvalidRequestError, match=r"^expected 2 inputs but got 1 inputs for model 'm'$"
+    ):
+        decode_infer_request(body, None, "m", {"a": meta, "b": meta}, set(), max_elements=100)
+
+
+def test_model_readiness_names_the_model_and_version(client):
+    for path, message in [
+        ("/v2/models/nope/ready", "model 'nope' is not ready"),
+        ("/v2/models/toy/versions/9/ready", "model 'toy' version 9 is not ready"),
+    ]:
+        response = client.get(path)
+        assert response.status_code == 400
+        assert response.json() == {"error": message}
+
+
+def test_readiness_before_the_store_is_loaded(synthetic_store):
+    app = create_app(ServingSettings(store=synthetic_store.root, poll_interval_s=0))
+
+    async def probe() -> tuple[httpx.Response, httpx.Response]:
+        # ASGITransport does not run the lifespan, so the store is never loaded.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await http.get("/v2/health/ready"), await http.get("/v2/models/toy")
+
+    ready, model = asyncio.run(probe())
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+    assert ready.json() == {"error": "the server is still loading the model store"}
+    assert model.status_code == 503
+    assert model.json() == {"error": "'toy' is not loaded yet; retry shortly"}
+
+
+def test_full_queue_answers_503_and_the_server_stays_live(synthetic_store):
+    rows = {"rows": [[0.1, 0.2, 0.3, 0.4]] * 8}
+    with (
+        LiveServer(
+            store=synthetic_store.root, poll_interval_s=0, max_batch_rows=8, max_queue_rows=8
+        ) as live,
+        live.client() as http,
+    ):
+        runtime = live.app.state.registry.current("toy")
+        gate, entered = threading.Event(), threading.Event()
+        on_batch = runtime._on_batch
+
+        def held(n_rows: int) -> None:  # hold the member run until the test lets it go
+            entered.set()
+            gate.wait(30)
+            on_batch(n_rows)
+
+        runtime._on_batch = held
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(http.post, "/v1/ensembles/toy/predict", json=rows)
+            assert entered.wait(30)
+            with live.client() as other:
+                refused = other.post("/v1/ensembles/toy/predict", json=rows)
+                refused_v2 = other.post(INFER, content=v2([json_input([0.0] * 4)]))
+            gate.set()
+            assert first.result(timeout=30).status_code == 200
+        for response in (refused, refused_v2):
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert list(response.json()) == ["error"]
+            assert response.json()["error"] == (
+                "'toy' has 8 rows in flight (limit 8); retry shortly"
+            )
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.post("/v1/ensembles/toy/predict", json=rows).status_code == 200

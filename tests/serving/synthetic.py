@@ -1,4 +1,4 @@
-"""Synthetic ensembles of random ONNX MLPs, published to a store for benchmarks and tests."""
+"""Synthetic ensembles of random ONNX MLPs, published to a store for the serving tests."""
 
 from __future__ import annotations
 
