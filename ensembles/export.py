@@ -80,10 +80,11 @@ def export_member(network: MemberNetwork, path: Path, X_check: np.ndarray) -> fl
 
 
 def check_parity(path: Path, network: MemberNetwork, X: np.ndarray) -> float:
-    """Largest difference between onnxruntime on ``path`` and torch on ``X``.
+    """Largest absolute difference between onnxruntime on ``path`` and torch on ``X``.
 
-    Absolute for outputs of magnitude up to 1 (probabilities, standardized values) and
-    relative above it: float32 itself cannot resolve 1e-5 on a value of 150.
+    Measured in the network's own units: probabilities as they are, regression values and
+    variances divided by the target's scale (and its square). In the target's units float32
+    alone cannot resolve 1e-5 on a value of 150, nor on a variance of 5,000.
 
     Raises
     ------
@@ -97,9 +98,11 @@ def check_parity(path: Path, network: MemberNetwork, X: np.ndarray) -> float:
     onnx_outputs = session.run(None, {"input": X32})
     with torch.no_grad():
         torch_outputs = [output.numpy() for output in network.predict(torch.from_numpy(X32))]
+    scale = network.target_scale.numpy() if network.task == "regression" else 1.0
+    units = [scale, scale**2][: len(torch_outputs)]
     difference = max(
-        float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
-        for a, b in zip(onnx_outputs, torch_outputs, strict=True)
+        float(np.max(np.abs(a.astype(np.float64) - b) / unit))
+        for a, b, unit in zip(onnx_outputs, torch_outputs, units, strict=True)
     )
     if not difference <= PARITY_TOLERANCE:
         raise ExportError(
