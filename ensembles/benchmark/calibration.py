@@ -6,22 +6,27 @@ from statistics import NormalDist
 
 import numpy as np
 
+#: Confidence bins of a classification reliability diagram: those of the reported ECE.
+N_CONFIDENCE_BINS = 15
 #: Nominal levels of the central intervals in a regression reliability diagram.
 COVERAGE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, list]:
+def reliability_bins(
+    probs: np.ndarray, y: np.ndarray, n_bins: int = N_CONFIDENCE_BINS
+) -> dict[str, list]:
     """Confidence histogram of a classifier: count, confidence sum and correct count per bin.
 
     Bins are equal-width on the top-class probability, ``(k / n_bins, (k + 1) / n_bins]``
-    (the first also holds 0), as in :func:`ensembles.metrics.expected_calibration_error`.
+    (the first also holds 0), as in :func:`ensembles.metrics.expected_calibration_error`,
+    with the same default of 15 bins, so the diagram shows the gaps the ECE column sums.
     Sums rather than means are kept, so bins from several repeats add up.
 
     Parameters
     ----------
     probs : np.ndarray, shape (n_samples, n_classes)
     y : np.ndarray, shape (n_samples,)
-    n_bins : int, default 10
+    n_bins : int, default 15
 
     Returns
     -------

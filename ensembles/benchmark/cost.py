@@ -34,8 +34,11 @@ def inference_cost(
 ) -> dict[str, dict[str, float]]:
     """Per-row inference time and model size of every combiner and of one member.
 
-    Member sessions run one after another on a batch of :data:`BATCH_ROWS` rows, then the
-    combiner reduces their outputs; ``weight_average`` runs ``averaged.onnx`` alone.
+    What is timed is what serving runs per batch: the fused member graph
+    (:class:`serving.fused.FusedMembers`, every member in one onnxruntime call with one
+    intra-op thread), then the combiner's ``combine`` on its float32 outputs.
+    ``weight_average`` runs ``averaged.onnx`` alone, and ``single_member`` one member
+    file alone. Uncertainty measures, request decoding and HTTP are not timed.
 
     Parameters
     ----------
@@ -43,7 +46,7 @@ def inference_cost(
         The version folder.
     manifest : Manifest
     X : np.ndarray, shape (n_samples, n_features)
-        Rows to tile into the timed batch (the test split).
+        Rows to tile into the timed batch of :data:`BATCH_ROWS` rows (the test split).
     repeats : int
         Timed calls per model; the median is kept.
 
@@ -53,18 +56,22 @@ def inference_cost(
         name -> ``{"infer_us_per_row": ..., "size_kb": ...}`` for every combiner and for
         ``single_member`` (one member file, the cost of a single network).
     """
+    from serving.fused import FusedMembers
+
     batch = np.resize(np.asarray(X, dtype=np.float32), (BATCH_ROWS, X.shape[1]))
-    sessions = [open_session(folder / member.file) for member in manifest.members]
-    member_sizes = [(folder / member.file).stat().st_size for member in manifest.members]
-    outputs = [session_outputs(session, batch) for session in sessions]
-    member_preds = np.stack([output[0] for output in outputs])
-    members_seconds = median_seconds(
-        lambda: [session_outputs(session, batch) for session in sessions], repeats
-    )
+    files = [folder / member.file for member in manifest.members]
+    member_sizes = [path.stat().st_size for path in files]
+    fused = FusedMembers(files)
+
+    def member_outputs() -> np.ndarray:
+        result = fused(batch)
+        return result[0] if isinstance(result, tuple) else result
+
+    first = open_session(files[0])
     per_row = 1e6 / BATCH_ROWS
     cost = {
         "single_member": {
-            "infer_us_per_row": median_seconds(lambda: session_outputs(sessions[0], batch), repeats)
+            "infer_us_per_row": median_seconds(lambda: session_outputs(first, batch), repeats)
             * per_row,
             "size_kb": float(np.mean(member_sizes)) / 1024,
         }
@@ -80,9 +87,9 @@ def inference_cost(
             }
             continue
         combiner = combiner_from_state(info.state)
-        combine_seconds = median_seconds(lambda c=combiner: c.combine(member_preds, batch), repeats)
+        seconds = median_seconds(lambda c=combiner: c.combine(member_outputs(), batch), repeats)
         cost[name] = {
-            "infer_us_per_row": (members_seconds + combine_seconds) * per_row,
+            "infer_us_per_row": seconds * per_row,
             "size_kb": sum(member_sizes) / 1024,
         }
     return cost

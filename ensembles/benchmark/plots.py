@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ensembles.benchmark.report import PRIMARY
+from ensembles.benchmark.report import BASELINES, PRIMARY
+from ensembles.benchmark.scoring import N_MEMBER_ORDERS
 
 
 def write_plots(results: dict[str, Any], folder: Path) -> list[str]:
     """Draw every plot into ``folder``; return the file names written.
 
-    Files: ``reliability_<strategy>.png`` (a panel per combiner, pooled over repeats),
-    ``ensemble_size.png`` and ``uncertainty_error.png`` (a panel per strategy).
+    Files: ``reliability_<strategy>.png`` (a panel per combiner and one for the
+    same-budget single network, pooled over repeats), ``ensemble_size.png`` and
+    ``uncertainty_error.png`` (a panel per strategy).
     """
     import matplotlib
 
@@ -54,7 +56,7 @@ def _reliability(task: str, strategy: str, runs: list[dict], folder: Path) -> st
     names = list(runs[0]["calibration"])
     figure, axes = _grid(max(len(names), 1))
     for axis, name in zip(axes, names, strict=False):
-        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="ideal")
         if task == "classification":
             count = np.sum([run["calibration"][name]["count"] for run in runs], axis=0)
             confidence = np.sum([run["calibration"][name]["confidence_sum"] for run in runs], 0)
@@ -84,12 +86,13 @@ def _reliability(task: str, strategy: str, runs: list[dict], folder: Path) -> st
         else:
             level = runs[0]["calibration"][name]["level"]
             coverage = np.mean([run["calibration"][name]["coverage"] for run in runs], axis=0)
-            axis.plot(level, coverage, "o-", markersize=3)
+            axis.plot(level, coverage, "o-", markersize=3, label="observed coverage")
             axis.set_xlabel("nominal interval level")
             axis.set_ylabel("observed coverage")
-        axis.set_title(name, fontsize=10)
+        axis.set_title(f"{name} (baseline)" if name in BASELINES else name, fontsize=10)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
+        axis.legend(fontsize=7, loc="upper left")
     figure.suptitle(f"Reliability: {strategy}", fontsize=11)
     return _save(figure, folder / f"reliability_{strategy}.png")
 
@@ -108,7 +111,7 @@ def _ensemble_size(results: dict[str, Any], folder: Path) -> str:
         axis.plot(k, mean, "o-", markersize=3, label=strategy)
         axis.fill_between(k, mean - std, mean + std, alpha=0.15)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("members combined (mean)")
+    axis.set_xlabel(f"members combined (mean over {N_MEMBER_ORDERS} random orders)")
     axis.set_ylabel(f"test {metric}")
     axis.set_title("Ensemble size")
     axis.legend(fontsize=8)
@@ -126,7 +129,7 @@ def _uncertainty_error(results: dict[str, Any], folder: Path) -> str:
             ]
             error = np.mean([c["error"] for c in curves], axis=0)
             axis.plot(np.arange(1, len(error) + 1), error, "o-", markersize=3, label=name)
-        axis.set_xlabel("variance decile (1 = most certain)")
+        axis.set_xlabel("uncertainty decile (1 = most certain)")
         axis.set_ylabel("error rate" if results["task"] == "classification" else "absolute error")
         axis.set_title(strategy, fontsize=10)
         axis.legend(fontsize=7)

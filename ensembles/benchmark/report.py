@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ensembles.benchmark.aggregate import mean_std
+from ensembles.benchmark.scoring import N_MEMBER_ORDERS
+from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
 
 BASELINES: tuple[str, ...] = ("best_member", "average_member", "single_network")
-#: Table columns per task: (result key, header, decimals).
+#: Confidence of the two-sided t interval of the mean paired gain in :func:`leaders`.
+GAIN_CONFIDENCE = 0.90
+#: Table columns per task: (result key, header, decimals); ``{level}`` is the interval
+#: level recorded in the manifests.
 COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
     "classification": (
         ("accuracy", "accuracy", 3),
@@ -22,7 +27,8 @@ COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("selective_accuracy", "acc@80%", 3),
         ("auroc_variance", "AUROC var", 2),
         ("auroc_mi", "AUROC MI", 2),
-        ("train_seconds", "train s", 2),
+        ("train_seconds", "net train s", 2),
+        ("assemble_seconds", "export+combine s", 2),
         ("infer_us_per_row", "µs/row", 1),
         ("size_kb", "KiB", 0),
     ),
@@ -30,10 +36,11 @@ COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("rmse", "RMSE", 2),
         ("mae", "MAE", 2),
         ("gaussian_nll", "Gauss NLL", 3),
-        ("coverage", "cover@90%", 3),
+        ("coverage", "cover@{level}", 3),
         ("spearman", "ρ(var, err)", 2),
         ("selective_rmse", "RMSE@80%", 2),
-        ("train_seconds", "train s", 2),
+        ("train_seconds", "net train s", 2),
+        ("assemble_seconds", "export+combine s", 2),
         ("infer_us_per_row", "µs/row", 1),
         ("size_kb", "KiB", 0),
     ),
@@ -61,9 +68,15 @@ def format_cell(stats: dict[str, float] | None, decimals: int, repeats: int = 1)
     return text + (f" (n={n})" if n < repeats else "")
 
 
+def column_headers(task: str, level: float = 0.9) -> list[str]:
+    """Headers of the :func:`results_table` columns after strategy and model."""
+    return [header.format(level=f"{level:.0%}") for _, header, _ in COLUMNS[task]]
+
+
 def results_table(results: dict[str, Any]) -> str:
     """One row per strategy and model (combiners, then baselines), mean ± std over repeats."""
     columns = COLUMNS[results["task"]]
+    level = float(results["settings"].get("interval_level", 0.9))
     repeats = results["settings"]["repeats"]
     rows = []
     for strategy, group in results["summary"].items():
@@ -73,11 +86,16 @@ def results_table(results: dict[str, Any]) -> str:
                 format_cell(metrics.get(key), decimals, repeats) for key, _, decimals in columns
             ]
             rows.append((strategy, f"{name} ({kind})" if kind == "baseline" else name, *cells))
-    return format_table(["strategy", "model", *[header for _, header, _ in columns]], rows)
+    return format_table(["strategy", "model", *column_headers(results["task"], level)], rows)
 
 
 def diversity_table(results: dict[str, Any]) -> str:
-    """Per strategy: member diversity and the mean-combiner score at 1 and at M members."""
+    """Per strategy: member diversity and the mean-combiner score at 1 and at M members.
+
+    Scores at k members are averaged over random member orders (see
+    :func:`~ensembles.benchmark.scoring.ensemble_size_curve`), so k=1 is the score of a
+    typical member, not of member 0.
+    """
     metric, _ = PRIMARY[results["task"]]
     rows = []
     for strategy, group in results["summary"].items():
@@ -103,20 +121,67 @@ def diversity_table(results: dict[str, Any]) -> str:
     return format_table(header, rows)
 
 
+def paired_gain(gains: list[float], confidence: float = GAIN_CONFIDENCE) -> dict[str, Any]:
+    """Mean paired gain, its standard error and a two-sided t interval.
+
+    Parameters
+    ----------
+    gains : list of float, length n_repeats
+        Per-repeat gains (positive: the combiner is better); NaN values are skipped.
+    confidence : float
+        Confidence of the two-sided interval, 0.90 by default (the mean plus or minus the
+        0.95 quantile of Student's t with n - 1 degrees of freedom times the standard error).
+
+    Returns
+    -------
+    dict
+        ``gain`` (mean), ``gain_std``, ``gain_se`` (std / sqrt(n)), ``n``, ``low``,
+        ``high`` and ``beyond_spread``: True when n > 1 and the interval excludes zero. With
+        a few repeats this is a screening rule, not a significance test: repeats share
+        the dataset, so they are not independent samples.
+    """
+    from scipy.stats import t
+
+    stats = mean_std(gains)
+    n = int(stats["n"])
+    if n < 2:
+        return {
+            "gain": stats["mean"],
+            "gain_std": math.nan,
+            "gain_se": math.nan,
+            "n": n,
+            "low": math.nan,
+            "high": math.nan,
+            "beyond_spread": False,
+        }
+    se = stats["std"] / math.sqrt(n)
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * se
+    low, high = stats["mean"] - half, stats["mean"] + half
+    return {
+        "gain": stats["mean"],
+        "gain_std": stats["std"],
+        "gain_se": se,
+        "n": n,
+        "low": low,
+        "high": high,
+        "beyond_spread": bool(low > 0 or high < 0),
+    }
+
+
 def leaders(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per strategy and headline score: the best combiner against the best baseline, paired.
 
     Both are chosen by their mean over repeats; the gain is then computed repeat by repeat
     (same split, same members), so the split-to-split variation that dominates each
-    column's spread cancels. A lead counts as beyond the spread when the mean paired
-    gain exceeds the standard deviation of the paired gains.
+    column's spread cancels. A lead counts as beyond the spread when the two-sided 90% t
+    interval of the mean paired gain excludes zero (see :func:`paired_gain`).
 
     Returns
     -------
     list of dict
-        ``strategy``, ``metric``, ``best``, ``best_mean``, ``baseline``, ``baseline_mean``,
-        ``gain`` (mean paired gain; positive: the combiner is better), ``gain_std`` and
-        ``beyond_spread``.
+        ``strategy``, ``metric``, ``best``, ``best_mean``, ``best_std``, ``baseline``,
+        ``baseline_mean``, ``baseline_std`` and the :func:`paired_gain` keys (positive
+        gain: the combiner is better).
     """
     task = results["task"]
     primary, higher = PRIMARY[task]
@@ -125,7 +190,7 @@ def leaders(results: dict[str, Any]) -> list[dict[str, Any]]:
         sign = 1.0 if better_high else -1.0
         for strategy, group in results["summary"].items():
             scored = {
-                name: m[metric]["mean"]
+                name: m[metric]
                 for name, m in group["models"].items()
                 if metric in m and math.isfinite(m[metric]["mean"])
             }
@@ -133,25 +198,24 @@ def leaders(results: dict[str, Any]) -> list[dict[str, Any]]:
             baselines = {n: v for n, v in scored.items() if n in BASELINES}
             if not combiners or not baselines:
                 continue
-            best = max(combiners, key=lambda n: sign * combiners[n])
-            base = max(baselines, key=lambda n: sign * baselines[n])
+            best = max(combiners, key=lambda n: sign * combiners[n]["mean"])
+            base = max(baselines, key=lambda n: sign * baselines[n]["mean"])
             gains = [
                 sign * (run["models"][best][metric] - run["models"][base][metric])
                 for run in results["runs"]
                 if run["strategy"] == strategy
             ]
-            paired = mean_std(gains)
             found.append(
                 {
                     "strategy": strategy,
                     "metric": metric,
                     "best": best,
-                    "best_mean": combiners[best],
+                    "best_mean": combiners[best]["mean"],
+                    "best_std": combiners[best]["std"],
                     "baseline": base,
-                    "baseline_mean": baselines[base],
-                    "gain": paired["mean"],
-                    "gain_std": paired["std"],
-                    "beyond_spread": bool(paired["n"] > 1 and abs(paired["mean"]) > paired["std"]),
+                    "baseline_mean": baselines[base]["mean"],
+                    "baseline_std": baselines[base]["std"],
+                    **paired_gain(gains),
                 }
             )
     return found
@@ -159,27 +223,41 @@ def leaders(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def leaders_table(results: dict[str, Any]) -> str:
     """:func:`leaders` as a Markdown table."""
-    rows = [
-        (
-            item["strategy"],
-            item["metric"],
-            item["best"],
-            f"{item['best_mean']:.4f}",
-            item["baseline"],
-            f"{item['baseline_mean']:.4f}",
-            f"{item['gain']:+.4f} ± {item['gain_std']:.4f}",
-            "yes" if item["beyond_spread"] else "no",
+    rows = []
+    for item in leaders(results):
+        interval = "—"
+        if math.isfinite(item["low"]):
+            interval = f"[{item['low']:+.4f}, {item['high']:+.4f}]"
+        gain = f"{item['gain']:+.4f}"
+        if math.isfinite(item["gain_se"]):
+            gain += f" ± {item['gain_se']:.4f}"
+        n = item["n"]
+        rows.append(
+            (
+                item["strategy"],
+                item["metric"],
+                item["best"],
+                format_cell({"mean": item["best_mean"], "std": item["best_std"], "n": n}, 4),
+                item["baseline"],
+                format_cell(
+                    {"mean": item["baseline_mean"], "std": item["baseline_std"], "n": n}, 4
+                ),
+                gain,
+                item["n"],
+                interval,
+                "yes" if item["beyond_spread"] else "no",
+            )
         )
-        for item in leaders(results)
-    ]
     header = [
         "strategy",
         "metric",
         "best combiner",
-        "score",
+        "mean ± std",
         "best baseline",
-        "score",
-        "paired gain",
+        "mean ± std",
+        "paired gain ± se",
+        "n",
+        f"{GAIN_CONFIDENCE:.0%} t interval",
         "beyond spread",
     ]
     return format_table(header, rows)
@@ -201,12 +279,17 @@ def markdown_report(results: dict[str, Any], plots: list[str] | None = None) -> 
         "",
         "## Best combiner against the best baseline",
         "",
-        "Paired gain: mean ± std over repeats of (combiner - baseline) on the same split, "
-        "signed so that positive favours the combiner; beyond spread when |mean| > std.",
+        "Paired gain: mean ± standard error over the n repeats of (combiner - baseline) on "
+        "the same split, signed so that positive favours the combiner. Beyond spread: the "
+        f"two-sided {GAIN_CONFIDENCE:.0%} Student-t interval of the mean gain excludes zero "
+        "(a screening rule, not a significance test).",
         "",
         leaders_table(results),
         "",
         "## Diversity and ensemble size (mean combiner)",
+        "",
+        f"Score of the plain mean of k members, averaged over {N_MEMBER_ORDERS} random member "
+        "orders.",
         "",
         diversity_table(results),
     ]
@@ -229,6 +312,33 @@ def write_report(results: dict[str, Any], folder: Path, plots: list[str]) -> Pat
     path = folder / "report.md"
     path.write_text(markdown_report(results, plots))
     return path
+
+
+def save_report(results: dict[str, Any], folder: Path) -> list[Path]:
+    """Write ``results.json``, the PNG plots and ``report.md`` into ``folder``.
+
+    Returns
+    -------
+    list of Path
+        ``report.md``, ``results.json``, then the plots.
+
+    Raises
+    ------
+    ConfigError
+        When ``folder`` cannot be created or written.
+    """
+    from ensembles.benchmark.plots import write_plots
+
+    try:
+        results_path = write_results(results, folder)
+        plots = write_plots(results, folder)
+        report_path = write_report(results, folder, plots)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot write the report to {folder}: {reason}; choose another --output"
+        ) from exc
+    return [report_path, results_path, *[folder / name for name in plots]]
 
 
 def _ordered(models: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
-import warnings
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ensembles.benchmark.aggregate import summarize_runs
 from ensembles.benchmark.cost import TIMING_REPEATS, inference_cost
@@ -19,6 +18,9 @@ from ensembles.errors import ConfigError
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
 from ensembles.manifest import Manifest
 from ensembles.store import ModelStore
+
+if TYPE_CHECKING:  # the training modules import torch; this module stays torch-free
+    from ensembles.training.pipeline import TrainReport, TrainRequest
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class BenchmarkRequest:
         Show a progress bar.
     """
 
-    train: Any
+    train: TrainRequest
     strategies: tuple[str, ...] = ALL_STRATEGIES
     repeats: int = 3
     store: Path | None = None
@@ -97,16 +99,15 @@ def run_benchmark(request: BenchmarkRequest) -> dict[str, Any]:
         and count over repeats, by strategy; see :func:`summarize_runs`).
     """
     check_request(request)
-    with _quiet_numerics():
-        if request.from_store is not None:
-            runs = [_read_published(request)]
-        else:
-            runs = _train_and_score(request)
+    if request.from_store is not None:
+        runs = [_read_published(request)]
+    else:
+        runs = _train_and_score(request)
     first = runs[0]
     return {
         "dataset": first["dataset"],
         "task": first["task"],
-        "settings": _settings(request),
+        "settings": {**_settings(request), "interval_level": first["interval_level"]},
         "runs": runs,
         "summary": summarize_runs(runs),
     }
@@ -119,13 +120,13 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
     from ensembles.benchmark.single_network import ensemble_epoch_budget, train_single_network
     from ensembles.training.pipeline import run_training
 
-    _import_lazy_modules()
     template = request.train
     epochs = template.epochs or template.config.epochs
     jobs = [(strategy, r) for r in range(request.repeats) for strategy in request.strategies]
     runs = []
-    single_cache: dict[tuple[int, int], dict[str, float]] = {}
+    single_cache: dict[tuple[int, int], dict[str, Any]] = {}
     with _store_root(request.store) as root, logging_redirect_tqdm(), _quiet_store(request):
+        _warm_up(template)
         bar = tqdm(jobs, desc="benchmark", unit="run", disable=not request.progress)
         for strategy, repeat in bar:
             bar.set_postfix_str(f"{strategy} repeat {repeat + 1}")
@@ -142,24 +143,85 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
             manifest = report.manifest
             folder = ModelStore(root).path(manifest.name, manifest.version)
             run = _score(folder, manifest, request.timing_repeats)
-            run.update(strategy=strategy, repeat=repeat, seed=seed, train_seconds=report.seconds)
+            timing = training_time(report, template.jobs)
+            run.update(strategy=strategy, repeat=repeat, seed=seed, **timing)
             for name in manifest.combiners:
-                run["models"][name]["train_seconds"] = report.seconds
+                run["models"][name]["train_seconds"] = timing["member_seconds"]
+                run["models"][name]["assemble_seconds"] = timing["assemble_seconds"]
             budget = ensemble_epoch_budget(
                 strategy, manifest.strategy.params, manifest.n_members, epochs
             )
             key = (seed, budget)
             if key not in single_cache:
                 single_cache[key] = train_single_network(train, budget)
+            single = single_cache[key]
             run["models"]["single_network"] = {
-                **single_cache[key],
+                **single["models"]["single_network"],
                 **run["cost"]["single_member"],
                 "epochs": float(budget),
             }
+            for part in ("calibration", "uncertainty_error"):
+                run[part].update(single[part])
             run.pop("cost")
             runs.append(run)
             logger.debug("%s repeat %d done in %.1f s", strategy, repeat, report.seconds)
     return runs
+
+
+def training_time(report: TrainReport, jobs: int = 1) -> dict[str, float]:
+    """Split one training run's wall clock into network training and the rest.
+
+    Parameters
+    ----------
+    report : TrainReport
+        The finished run: ``seconds`` (wall clock of :func:`run_training`) and ``members``
+        (each with its own training ``seconds``; one-run strategies split the run evenly).
+    jobs : int
+        Processes the members trained in; with more than one, members overlap in time and
+        the rest cannot be separated from the wall clock (NaN).
+
+    Returns
+    -------
+    dict of str to float
+        ``wall_seconds``; ``member_seconds``: the members' training time, summed (what
+        one process spends training networks, comparable with a single network's fit);
+        ``assemble_seconds``: the rest (data, held-out predictions, ONNX export and parity
+        checks, weight averaging, combiner fits, publishing).
+    """
+    member_seconds = float(sum(member.seconds for member in report.members))
+    rest = report.seconds - member_seconds if jobs <= 1 else math.nan
+    return {
+        "wall_seconds": float(report.seconds),
+        "member_seconds": member_seconds,
+        "assemble_seconds": rest,
+    }
+
+
+def _warm_up(template: TrainRequest) -> None:
+    """Train and publish a throwaway 2-member, 1-epoch ensemble, so the first timed run
+    does not pay for imports, first-call compilation and allocator warm-up."""
+    from ensembles.training.pipeline import run_training
+
+    logger.info("warming up (one throwaway training, not timed)")
+    store_logger = logging.getLogger("ensembles.store")
+    previous = store_logger.level
+    store_logger.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ensembles-benchmark-warm-up-") as folder:
+            run_training(
+                replace(
+                    template,
+                    strategy="bagging",
+                    members=2,
+                    epochs=1,
+                    jobs=1,
+                    store=Path(folder),
+                    name="warm-up",
+                    progress=False,
+                )
+            )
+    finally:
+        store_logger.setLevel(previous)
 
 
 def _read_published(request: BenchmarkRequest) -> dict[str, Any]:
@@ -172,12 +234,15 @@ def _read_published(request: BenchmarkRequest) -> dict[str, Any]:
     seconds = sum(member.val_metrics.get("train_seconds", 0.0) for member in manifest.members)
     for model in manifest.combiners:
         run["models"][model]["train_seconds"] = seconds
+        run["models"][model]["assemble_seconds"] = math.nan
     run.pop("cost")
     run.update(
         strategy=manifest.strategy.name,
         repeat=0,
         seed=int(manifest.split.get("seed", 0)),
-        train_seconds=seconds,
+        wall_seconds=math.nan,
+        member_seconds=seconds,
+        assemble_seconds=math.nan,
         version=version,
     )
     return run
@@ -208,13 +273,6 @@ def _score(folder: Path, manifest: Manifest, timing_repeats: int) -> dict[str, A
     }
 
 
-def _import_lazy_modules() -> None:
-    """Import what training loads on first use, so the first run's time is not inflated."""
-    import onnxruntime  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import torch.onnx  # noqa: F401
-
-
 def _run_name(base: str, strategy: str) -> str:
     return f"{base[: 63 - len(strategy)]}-{strategy}"
 
@@ -229,7 +287,8 @@ def _settings(request: BenchmarkRequest) -> dict[str, Any]:
         "seed": train.seed,
         "jobs": train.jobs,
         "config": train.config.to_dict(),
-        "interval_level": train.interval_level,
+        "validation_fraction": train.validation_fraction,
+        "test_fraction": train.test_fraction,
         "from_store": request.from_store,
         "store": str(request.store) if request.store else None,
         "timing_repeats": request.timing_repeats,
@@ -256,22 +315,3 @@ def _quiet_store(request: BenchmarkRequest) -> Iterator[None]:
         yield
     finally:
         store_logger.setLevel(previous)
-
-
-@contextmanager
-def _quiet_numerics() -> Iterator[None]:
-    """One BLAS thread (no oversubscription on small machines); solver warnings counted once."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    if caught:
-        messages = Counter(str(w.message).splitlines()[0][:120] for w in caught)
-        message, count = messages.most_common(1)[0]
-        logger.warning(
-            "%d warnings while fitting combiners; most common (%d times): %s",
-            len(caught),
-            count,
-            message,
-        )

@@ -27,6 +27,9 @@ from ensembles.uncertainty import classification_uncertainty, regression_uncerta
 SELECTIVE_COVERAGE = 0.8
 #: Quantile bins of the uncertainty-against-error curve.
 N_UNCERTAINTY_BINS = 10
+#: Random member orders the ensemble-size curve averages over, and their seed.
+N_MEMBER_ORDERS = 20
+MEMBER_ORDER_SEED = 0
 _MIN_VARIANCE = 1e-12
 
 
@@ -54,25 +57,28 @@ def uncertainty_quality(
     y : np.ndarray
         Class indices ``(n_samples,)`` or values ``(n_samples, n_outputs)``.
     variance : np.ndarray, shape (n_samples,), optional
-        Per-row reported variance; None (a single classifier) gives NaN scores.
+        Per-row reported uncertainty (ensemble variance; predictive entropy for a single
+        classifier, see :func:`single_uncertainty`); None gives NaN scores.
     mutual_information : np.ndarray, shape (n_samples,), optional
 
     Returns
     -------
     dict of str to float
         Keys of :func:`quality_keys`: Spearman of variance against per-row error (NLL of
-        the true class, or absolute error), accuracy or RMSE on the 80% most certain rows,
-        and AUROC of variance and of mutual information for misclassified rows.
+        the true class, or absolute error), accuracy or RMSE on the 80% most certain rows
+        (NaN when the variance is constant: no row is more certain than another), and
+        AUROC of variance and of mutual information for misclassified rows.
     """
     scores = dict.fromkeys(quality_keys(task), math.nan)
     error = row_error(task, combined, y)
     if variance is not None:
         scores["spearman"] = spearman_uncertainty_error(variance, error)
-        kept = selective_rows(variance, SELECTIVE_COVERAGE)
-        if task == "classification":
-            scores["selective_accuracy"] = accuracy(combined[kept], y[kept])
-        else:
-            scores["selective_rmse"] = rmse(combined[kept], y[kept])
+        if np.ptp(variance) > 0:
+            kept = selective_rows(variance, SELECTIVE_COVERAGE)
+            if task == "classification":
+                scores["selective_accuracy"] = accuracy(combined[kept], y[kept])
+            else:
+                scores["selective_rmse"] = rmse(combined[kept], y[kept])
     if task == "classification":
         wrong = combined.argmax(axis=1) != y
         if variance is not None:
@@ -80,6 +86,33 @@ def uncertainty_quality(
         if mutual_information is not None:
             scores["auroc_mi"] = misclassification_auroc(mutual_information, wrong)
     return scores
+
+
+def single_uncertainty(
+    task: str, pred: np.ndarray, variance: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The per-row uncertainty a single network reports.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    pred : np.ndarray, shape (n_samples, n_outputs)
+        Class probabilities or predicted values.
+    variance : np.ndarray, shape (n_samples, n_outputs), optional
+        The network's own predicted variance (regression, Gaussian head).
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples,), or None
+        Classification: the predictive entropy of ``pred`` (nats). Regression: the
+        predicted variance averaged over outputs, None without a Gaussian head.
+    """
+    if task == "classification":
+        measures = classification_uncertainty(np.asarray(pred, dtype=float)[None])
+        return measures["predictive_entropy"]
+    if variance is None:
+        return None
+    return np.asarray(variance, dtype=float).mean(axis=1)
 
 
 def row_error(task: str, combined: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -130,11 +163,12 @@ def score_version(folder: Path, manifest: Manifest) -> dict[str, Any]:
         ``models``: name -> test metrics plus uncertainty quality; ``calibration``: name ->
         reliability bins (classification) or coverage by level (regression);
         ``uncertainty_error``: name -> binned curve; ``ensemble_size``: metrics of the
-        mean of the first k members, k = 1..M; ``diversity``: disagreement and error
-        correlation of the members.
+        mean of k members, k = 1..M, averaged over random member orders (see
+        :func:`ensemble_size_curve`); ``diversity``: disagreement and error correlation of
+        the members; ``interval_level``: the manifest's interval level.
     """
     test = HeldoutPredictions.load(folder / HELDOUT_FILE).test
-    level = float(manifest.training.get("interval_level", 0.9))
+    level = float(manifest.training["interval_level"])
     task = manifest.task
     scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
     for name, info in manifest.combiners.items():
@@ -143,8 +177,10 @@ def score_version(folder: Path, manifest: Manifest) -> dict[str, Any]:
         else:
             combiner = combiner_from_state(info.state)
             combined = combiner.combine(test.member_preds, test.X)
-            variance, mi = _ensemble_uncertainty(task, test, combiner.member_weights, combined)
-        _record(scores, name, dict(info.test_metrics), task, combined, test.y, variance, mi)
+            variance, mi = _ensemble_uncertainty(
+                task, test, combiner.member_weights, combined, level
+            )
+        record_model(scores, name, dict(info.test_metrics), task, combined, test.y, variance, mi)
     for name, metrics in manifest.baselines.items():
         index = int(metrics.get("member_index", -1))
         indices = [index] if index >= 0 else list(range(len(test.member_preds)))
@@ -156,25 +192,73 @@ def score_version(folder: Path, manifest: Manifest) -> dict[str, Any]:
         "disagreement": pairwise_disagreement(test.member_preds, task),
         "error_correlation": error_correlation(test.member_preds, test.y, task),
     }
+    scores["interval_level"] = level
     return scores
 
 
-def ensemble_size_curve(task: str, test: SplitPredictions, level: float) -> dict[str, list]:
-    """Test metrics of the plain mean of the first k members, for k = 1..n_members."""
+def member_orders(
+    n_members: int, n_orders: int = N_MEMBER_ORDERS, seed: int = MEMBER_ORDER_SEED
+) -> np.ndarray:
+    """``n_orders`` random permutations of the member indices, reproducible from ``seed``.
+
+    Returns
+    -------
+    np.ndarray of int, shape (n_orders, n_members)
+    """
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n_members) for _ in range(n_orders)])
+
+
+def ensemble_size_curve(
+    task: str,
+    test: SplitPredictions,
+    level: float,
+    n_orders: int = N_MEMBER_ORDERS,
+    seed: int = MEMBER_ORDER_SEED,
+) -> dict[str, list]:
+    """Test metrics of the plain mean of k members, k = 1..n_members, over member orders.
+
+    Members are added in each of the :func:`member_orders` (random permutations, so the
+    curve does not depend on which member happens to come first, e.g. an early snapshot);
+    each point is the metric averaged over the orders.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    test : SplitPredictions
+        Member predictions ``(n_members, n_samples, n_outputs)`` and targets.
+    level : float
+        Interval level of the regression coverage.
+    n_orders : int
+        Random member orders to average over.
+    seed : int
+        Seed of the orders.
+
+    Returns
+    -------
+    dict
+        ``n_members`` (1..M) and, per metric, a list of M averages.
+    """
+    orders = member_orders(len(test.member_preds), n_orders, seed)
     curve: dict[str, list] = {"n_members": []}
     for k in range(1, len(test.member_preds) + 1):
-        mean = test.member_preds[:k].mean(axis=0)
-        if task == "classification":
-            metrics = classification_metrics(mean, test.y)
-        else:
-            metrics = evaluate_predictions(test, mean, list(range(k)), level)
+        points: dict[str, list[float]] = {}
+        for order in orders:
+            chosen = [int(i) for i in order[:k]]
+            mean = test.member_preds[chosen].mean(axis=0)
+            if task == "classification":
+                metrics = classification_metrics(mean, test.y)
+            else:
+                metrics = evaluate_predictions(test, mean, chosen, level)
+            for key, value in metrics.items():
+                points.setdefault(key, []).append(float(value))
         curve["n_members"].append(k)
-        for key, value in metrics.items():
-            curve.setdefault(key, []).append(float(value))
+        for key, values in points.items():
+            curve.setdefault(key, []).append(float(np.mean(values)))
     return curve
 
 
-def _record(
+def record_model(
     scores: dict[str, Any],
     name: str,
     metrics: dict[str, float],
@@ -184,6 +268,7 @@ def _record(
     variance: np.ndarray | None,
     mi: np.ndarray | None,
 ) -> None:
+    """Store one model's metrics, uncertainty quality, calibration and error curve."""
     scores["models"][name] = {
         **metrics,
         **uncertainty_quality(task, combined, y, variance, mi),
@@ -203,13 +288,17 @@ def _record(
 
 
 def _ensemble_uncertainty(
-    task: str, test: SplitPredictions, weights: np.ndarray | None, combined: np.ndarray
+    task: str,
+    test: SplitPredictions,
+    weights: np.ndarray | None,
+    combined: np.ndarray,
+    level: float,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if task == "classification":
         measures = classification_uncertainty(test.member_preds, weights, combined)
         return measures["variance"].sum(axis=1), measures["mutual_information"]
     measures = regression_uncertainty(
-        test.member_preds, test.member_variances, weights, 0.9, combined
+        test.member_preds, test.member_variances, weights, level, combined
     )
     variance = measures.get("total_variance", measures["variance"])
     return np.maximum(variance, _MIN_VARIANCE).mean(axis=1), None
@@ -218,11 +307,10 @@ def _ensemble_uncertainty(
 def _averaged_outputs(
     path: Path, task: str, X: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The weight-averaged model's outputs on ``X``; its own variance if it has one."""
+    """The weight-averaged model's outputs on ``X`` and its own uncertainty (one network)."""
     outputs = session_outputs(open_session(path), X)
-    if task == "regression" and len(outputs) > 1:
-        return outputs[0], outputs[1].mean(axis=1), None
-    return outputs[0], None, None
+    variance = outputs[1] if len(outputs) > 1 else None
+    return outputs[0], single_uncertainty(task, outputs[0], variance), None
 
 
 def _finite_mean(values: list[float]) -> float:
@@ -232,7 +320,6 @@ def _finite_mean(values: list[float]) -> float:
 
 def _member_quality(task: str, test: SplitPredictions, index: int) -> dict[str, float]:
     pred = test.member_preds[index]
-    variance = None
-    if task == "regression" and test.member_variances is not None:
-        variance = test.member_variances[index].mean(axis=1)
+    variances = test.member_variances
+    variance = single_uncertainty(task, pred, None if variances is None else variances[index])
     return uncertainty_quality(task, pred, test.y, variance)

@@ -1,4 +1,4 @@
-"""onnxruntime sessions for the benchmark: one thread each, raw float32 features in."""
+"""onnxruntime sessions for the benchmark: serving's options, raw float32 features in."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import numpy as np
 
 
 def open_session(path: Path, threads: int = 1) -> Any:
-    """An ``onnxruntime.InferenceSession`` on ``path`` with ``threads`` intra-op threads.
+    """An ``onnxruntime.InferenceSession`` on ``path`` with serving's session options.
 
-    One thread is deliberate: on a small machine the benchmark measures per-call cost, and
-    several sessions competing for cores would measure contention instead.
+    The options are :func:`serving.fused.session_options` (full graph optimisation, no
+    spinning) with ``threads`` intra-op threads, so a single model is timed as serving
+    runs it. One thread is deliberate: on a small machine the benchmark measures per-call
+    cost, and several sessions competing for cores would measure contention instead.
     """
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    from serving.fused import session_options
+
     return onnxruntime.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ensembles.benchmark.scoring import uncertainty_quality
+from ensembles.benchmark.scoring import record_model, single_uncertainty
 from ensembles.data import split_dataset
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import SplitPredictions
@@ -36,19 +36,21 @@ def ensemble_epoch_budget(
     return n_members * epochs
 
 
-def train_single_network(request: TrainRequest, epochs: int) -> dict[str, float]:
+def train_single_network(request: TrainRequest, epochs: int) -> dict[str, Any]:
     """Train one member network on the request's split for ``epochs`` epochs and score it.
 
     The split, network settings and seed rule are those of :func:`run_training` with the
-    same request, so the network sees exactly the training rows the ensemble saw.
+    same request, so the network sees exactly the training rows the ensemble saw. Its
+    ``train_seconds`` covers building and fitting the network, as a member's does.
 
     Returns
     -------
-    dict of str to float
-        Test metrics (as for a combiner), uncertainty quality (regression with a Gaussian
-        head; NaN otherwise) and ``train_seconds``.
+    dict
+        ``models``, ``calibration`` and ``uncertainty_error``, each with one entry
+        ``single_network`` shaped like a combiner's (see :func:`score_version`): test
+        metrics, uncertainty quality (its "variance" is the predictive entropy for
+        classification, the Gaussian head's variance for regression) and ``train_seconds``.
     """
-    start = time.perf_counter()
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
@@ -59,16 +61,21 @@ def train_single_network(request: TrainRequest, epochs: int) -> dict[str, float]
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        start = time.perf_counter()
         torch.manual_seed(seed)
         network = build_network(data, config, np.arange(len(train.y)))
         fit_member(network, train.X, train.y, validation.X, validation.y, config, seed)
+        seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    seconds = time.perf_counter() - start
     outputs = member_outputs(network, test.X)
-    variances = outputs[1][None] if len(outputs) > 1 else None
-    split = SplitPredictions(test.X, test.y, outputs[0][None], variances)
+    own_variance = outputs[1] if len(outputs) > 1 else None
+    split = SplitPredictions(
+        test.X, test.y, outputs[0][None], None if own_variance is None else own_variance[None]
+    )
     metrics = evaluate_predictions(split, outputs[0], None, request.interval_level)
-    variance = outputs[1].mean(axis=1) if len(outputs) > 1 else None
-    quality = uncertainty_quality(train.task, outputs[0], test.y, variance)
-    return {**metrics, **quality, "train_seconds": seconds}
+    scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
+    variance = single_uncertainty(train.task, outputs[0], own_variance)
+    record_model(scores, "single_network", metrics, train.task, outputs[0], test.y, variance, None)
+    scores["models"]["single_network"]["train_seconds"] = seconds
+    return scores

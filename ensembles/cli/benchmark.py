@@ -5,16 +5,57 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ensembles.cli.common import OneLineParser, add_data_options, check_data_options, run_command
+from ensembles.cli.options import (
+    add_learning_options,
+    add_network_options,
+    add_split_options,
+    config_from_args,
+)
+
+if TYPE_CHECKING:
+    from ensembles.benchmark import BenchmarkRequest
 
 DEFAULT_MEMBERS = 5
 DEFAULT_EPOCHS = 20
 DEFAULT_REPEATS = 3
+DEFAULT_TIMING_REPEATS = 15
+
+#: Help for shared options that are added without one (the formatter appends defaults).
+_SHARED_HELP = {
+    "hidden_sizes": "widths of the hidden layers",
+    "activation": "activation after each hidden layer",
+    "dropout": "dropout probability after each hidden layer",
+    "optimizer": "optimizer of every member",
+    "learning_rate": "learning rate (snapshot cycles restart at 10 x this rate)",
+    "batch_size": "rows per optimizer step",
+    "epochs": "epochs per member (one-run strategies: length of the one run)",
+    "weight_decay": "weight decay (decoupled with adam)",
+    "validation_fraction": "share of rows held out for validation and combiner fitting",
+    "test_fraction": "share of rows held out for the reported test scores",
+}
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append ``(default: ...)`` only where it informs: not when the help already states
+    the default, not for a None default, and not for on/off flags (off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or flag:
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The benchmark command's options; the defaults finish digits in minutes on 2 cores."""
+    """The benchmark command's options; the defaults finish digits in minutes on 2 cores.
+
+    Data, member-network, learning and split options are those of ``ensembles-train``;
+    only ``--epochs`` defaults to the benchmark's own budget.
+    """
     parser = OneLineParser(
         prog="ensembles-benchmark",
         description="Train one ensemble per strategy and repeat (or read a published one), then "
@@ -24,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Defaults ({DEFAULT_MEMBERS} members x {DEFAULT_EPOCHS} epochs, {DEFAULT_REPEATS} "
         "repeats, all strategies) finish digits in a few minutes on 2 cores; raise --epochs, "
         "--members, --repeats or --jobs to scale up.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     add_data_options(parser)
     bench = parser.add_argument_group("benchmark")
@@ -41,14 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REPEATS,
         help="runs per strategy; repeat r uses seed --seed + r for the split and members",
     )
-    bench.add_argument("--members", type=int, default=DEFAULT_MEMBERS, help="members per ensemble")
     bench.add_argument(
-        "--epochs",
+        "--members",
         type=int,
-        default=DEFAULT_EPOCHS,
-        help="epochs per member (one-run strategies: length of the one run)",
+        default=DEFAULT_MEMBERS,
+        help="members per ensemble: snapshot cycles, horizontal checkpoints, folds or runs",
     )
-    bench.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
     bench.add_argument("--jobs", type=int, default=1, help="processes for independent members")
     bench.add_argument(
         "--store",
@@ -68,16 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="report folder (default: reports/benchmark/<dataset>)",
     )
     bench.add_argument(
-        "--timing-repeats", type=int, default=15, help="timed inference calls per model (median)"
+        "--timing-repeats",
+        type=int,
+        default=DEFAULT_TIMING_REPEATS,
+        help="timed inference calls per model (the median is reported)",
     )
+    add_network_options(parser)
+    add_learning_options(parser)
+    add_split_options(parser)
+    parser.set_defaults(epochs=DEFAULT_EPOCHS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    for action in parser._actions:  # argparse has no public accessor for its options
+        if not action.help or action.dest == "epochs":
+            action.help = _SHARED_HELP.get(action.dest, action.help)
     return parser
 
 
-def request_from_args(args: argparse.Namespace):
+def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
     """Translate parsed options into a :class:`~ensembles.benchmark.BenchmarkRequest`."""
     from ensembles.benchmark import ALL_STRATEGIES, BenchmarkRequest
-    from ensembles.training.config import TrainConfig
     from ensembles.training.pipeline import TrainRequest
 
     if args.from_store is None:
@@ -90,7 +138,9 @@ def request_from_args(args: argparse.Namespace):
         members=args.members,
         seed=args.seed,
         jobs=args.jobs,
-        config=TrainConfig(hidden_sizes=tuple(args.hidden_sizes), epochs=args.epochs),
+        config=config_from_args(args),
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
         progress=False,
     )
     return BenchmarkRequest(
@@ -110,18 +160,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def benchmark() -> int:
         from ensembles.benchmark import run_benchmark
-        from ensembles.benchmark.plots import write_plots
-        from ensembles.benchmark.report import markdown_report, write_report, write_results
+        from ensembles.benchmark.report import markdown_report, save_report
 
         request = request_from_args(args)
         results = run_benchmark(request)
         name = args.from_store or request.train.ensemble_name
         output = Path(args.output) if args.output else Path("reports/benchmark") / name
-        write_results(results, output)
-        plots = write_plots(results, output)
-        write_report(results, output, plots)
+        files = save_report(results, output)
         print(markdown_report(results))
-        print(f"wrote {output / 'report.md'}, results.json and {len(plots)} plots")
+        print(f"wrote {files[0]}, results.json and {len(files) - 2} plots")
         return 0
 
     return run_command(benchmark)

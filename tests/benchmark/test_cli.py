@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ensembles.benchmark.report import COLUMNS
-from ensembles.cli.benchmark import main
+from ensembles.benchmark.report import COLUMNS, column_headers
+from ensembles.cli.benchmark import build_parser, main, request_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--members", "2", "--epochs", "2", "--hidden-sizes", "8", "--repeats", "1"]
@@ -48,11 +48,16 @@ def wine_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]
 
 
 def test_tiny_run_writes_every_file(wine_run: tuple[Path, Path, str]) -> None:
-    report, _, _ = wine_run
+    report, store, _ = wine_run
     names = {path.name for path in report.iterdir()}
     expected = {"report.md", "results.json", "reliability_snapshot.png", "reliability_repeat.png"}
     assert expected | PLOTS <= names
     assert all((report / name).stat().st_size > 1000 for name in expected | PLOTS - {"report.md"})
+    # The throwaway warm-up training never lands in the user's store.
+    assert {path.name for path in store.iterdir() if path.is_dir()} == {
+        "wine-snapshot",
+        "wine-repeat",
+    }
 
 
 def test_results_json_holds_every_number(wine_run: tuple[Path, Path, str]) -> None:
@@ -67,13 +72,24 @@ def test_results_json_holds_every_number(wine_run: tuple[Path, Path, str]) -> No
         assert set(models["mean"][key]) == {"mean", "std", "n"}
     assert "weight_average" not in results["summary"]["repeat"]["models"]
     assert run["ensemble_size"]["n_members"] == [1, 2]
+    # Single classifiers report an uncertainty (predictive entropy) like the combiners.
+    for baseline in ("best_member", "average_member", "single_network"):
+        assert models[baseline]["auroc_variance"]["n"] == 1, baseline
+    # The single network has a reliability panel; bins are those of the ECE (15).
+    assert "single_network" in run["calibration"]
+    assert len(run["calibration"]["single_network"]["count"]) == 15
+    # Ensemble time splits into network training and the rest, both measured.
+    assert run["wall_seconds"] == pytest.approx(run["member_seconds"] + run["assemble_seconds"])
+    assert models["mean"]["assemble_seconds"]["n"] == 1
+    assert "assemble_seconds" not in models["single_network"]
+    assert results["settings"]["interval_level"] == 0.9
 
 
 def test_table_has_the_expected_columns(wine_run: tuple[Path, Path, str]) -> None:
     _, _, stdout = wine_run
     header = next(line for line in stdout.splitlines() if line.startswith("| strategy | model"))
     cells = [cell.strip() for cell in header.strip("|").split("|")]
-    assert cells == ["strategy", "model", *[h for _, h, _ in COLUMNS["classification"]]]
+    assert cells == ["strategy", "model", *column_headers("classification")]
     assert "| snapshot | single_network (baseline) |" in stdout
     assert "paired gain" in stdout
     blocks = [
@@ -133,6 +149,7 @@ def test_user_csv_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     [
         (["--strategies", "boosting"], "error: unknown strategy 'boosting': choose from bagging"),
         (["--repeats", "0"], "error: --repeats must be at least 1, got 0"),
+        (["--timing-repeats", "0"], "error: --timing-repeats must be at least 1, got 0"),
         (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
         (["--from-store", "digits"], "error: --from-store NAME needs --store DIR"),
         (["--target", "y"], "error: --target only applies with --csv PATH"),
@@ -154,3 +171,24 @@ def test_unknown_published_ensemble_says_what_to_run(
     code = main(["--from-store", "nothing", "--store", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_defaults_and_shared_training_options() -> None:
+    args = build_parser().parse_args([])
+    assert (args.members, args.epochs, args.repeats) == (5, 20, 3)
+    argv = ["--learning-rate", "0.01", "--dropout", "0", "--validation-fraction", "0.3"]
+    request = request_from_args(build_parser().parse_args([*argv, "--epochs", "7"]))
+    config = request.train.config
+    assert (config.learning_rate, config.dropout, config.epochs) == (0.01, 0.0, 7)
+    assert request.train.validation_fraction == 0.3
+
+
+def test_every_option_has_help_and_states_its_default_once() -> None:
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, action.option_strings
+    text = parser.format_help()
+    assert "(default: None)" not in text
+    blocks = text.split("\n  --")
+    assert all(block.count("(default") <= 1 for block in blocks)
+    assert "(default: 20)" in text and "(default: 5)" in text

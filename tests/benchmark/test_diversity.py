@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from ensembles.benchmark.diversity import (
     member_errors,
     pairwise_disagreement,
 )
+from ensembles.errors import ShapeError
 
 
 def one_hot_probs(votes: list[list[int]], n_classes: int = 3) -> np.ndarray:
@@ -60,3 +62,12 @@ def test_single_member_gives_nan() -> None:
     probs = one_hot_probs([[0, 1]])
     assert math.isnan(pairwise_disagreement(probs, "classification"))
     assert math.isnan(error_correlation(probs, np.array([0, 1]), "classification"))
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (0, 4, 2), (2, 0, 2)])
+def test_member_preds_of_the_wrong_shape_are_refused(shape: tuple[int, ...]) -> None:
+    message = r"member_preds must have shape \(n_members, n_samples, n_outputs\); got "
+    with pytest.raises(ShapeError, match=message + re.escape(str(shape))):
+        pairwise_disagreement(np.zeros(shape), "classification")
+    with pytest.raises(ShapeError, match=message):
+        error_correlation(np.zeros(shape), np.zeros(4, dtype=int), "classification")

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, mean_squared_error, roc_auc_score
 
-from ensembles.benchmark.scoring import uncertainty_quality
+from ensembles.benchmark.scoring import single_uncertainty, uncertainty_quality
 from ensembles.benchmark.uncertainty_quality import (
     misclassification_auroc,
     selective_rows,
@@ -97,3 +97,56 @@ def test_single_classifier_has_no_uncertainty_scores() -> None:
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
     scores = uncertainty_quality("classification", probs, np.array([0, 0]), None)
     assert all(math.isnan(value) for value in scores.values())
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_selective_score_is_nan_when_the_variance_is_constant(task: str) -> None:
+    rng = np.random.default_rng(3)
+    if task == "classification":
+        combined, y = rng.dirichlet(np.ones(3), size=20), rng.integers(0, 3, 20)
+    else:
+        combined, y = rng.normal(size=(20, 1)), rng.normal(size=(20, 1))
+    scores = uncertainty_quality(task, combined, y, np.full(20, 0.25))
+    selective = "selective_accuracy" if task == "classification" else "selective_rmse"
+    assert math.isnan(scores[selective])
+    assert math.isnan(scores["spearman"])
+
+
+def test_single_classifier_uncertainty_is_its_predictive_entropy() -> None:
+    probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1]])
+    entropy = single_uncertainty("classification", probs)
+    expected = [np.log(2), 0.0, -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))]
+    assert entropy == pytest.approx(expected)
+    scores = uncertainty_quality("classification", probs, np.array([1, 0, 1]), entropy)
+    # Wrong rows 0 (entropy log 2) and 2 (0.33) against the right row 1 (0): perfect ranking.
+    assert scores["auroc_variance"] == pytest.approx(1.0)
+
+
+def test_single_regressor_uncertainty_is_its_own_variance() -> None:
+    values = np.zeros((2, 2))
+    assert single_uncertainty("regression", values) is None
+    variance = np.array([[1.0, 3.0], [0.5, 0.5]])
+    assert single_uncertainty("regression", values, variance).tolist() == [2.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: spearman_uncertainty_error(np.ones((3, 1)), np.ones((3, 1))),
+        lambda: misclassification_auroc(np.ones(3), np.zeros(2, dtype=bool)),
+        lambda: spearman_uncertainty_error(np.array([]), np.array([])),
+    ],
+)
+def test_mismatched_or_empty_inputs_name_the_expected_shape(call) -> None:
+    with pytest.raises(
+        ShapeError,
+        match=r"uncertainty and the per-row errors must both have shape \(n_samples,\); got ",
+    ):
+        call()
+
+
+def test_selective_rows_refuse_a_matrix() -> None:
+    with pytest.raises(
+        ShapeError, match=r"uncertainty must have shape \(n_samples,\); got \(2, 2\)\."
+    ):
+        selective_rows(np.ones((2, 2)))

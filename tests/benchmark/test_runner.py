@@ -1,0 +1,62 @@
+"""The benchmark loop's pieces that need no training: time split and request checks."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from ensembles.benchmark.runner import BenchmarkRequest, check_request, training_time
+from ensembles.errors import ConfigError
+
+
+def test_training_time_splits_member_training_from_the_rest() -> None:
+    report = SimpleNamespace(seconds=10.0, members=[SimpleNamespace(seconds=s) for s in (2, 3, 2)])
+    assert training_time(report) == {
+        "wall_seconds": 10.0,
+        "member_seconds": 7.0,
+        "assemble_seconds": 3.0,
+    }
+
+
+def test_parallel_members_leave_the_rest_unknown() -> None:
+    report = SimpleNamespace(seconds=4.0, members=[SimpleNamespace(seconds=3.0)] * 2)
+    timing = training_time(report, jobs=2)
+    assert timing["member_seconds"] == 6.0 and math.isnan(timing["assemble_seconds"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"timing_repeats": 0}, "--timing-repeats must be at least 1, got 0"),
+        ({"repeats": 0}, "--repeats must be at least 1, got 0"),
+        ({"strategies": ()}, "--strategies needs at least one strategy"),
+        ({"strategies": ("boost",)}, "unknown strategy 'boost': choose from bagging, kfold"),
+        ({"from_store": "digits"}, "--from-store NAME needs --store DIR naming the model store"),
+    ],
+)
+def test_bad_requests_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
+        check_request(BenchmarkRequest(train=None, **changes))
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError, match="--repeats must be .*; --timing-repeats must be"):
+        check_request(BenchmarkRequest(train=None, repeats=0, timing_repeats=0))
+
+
+def test_scoring_and_reporting_modules_stay_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import ensembles.benchmark, ensembles.benchmark.cost, ensembles.benchmark.plots\n"
+        "import ensembles.benchmark.report, ensembles.benchmark.scoring\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False"
