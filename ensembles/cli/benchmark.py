@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ensembles.cli.common import OneLineParser, add_data_options, check_data_options, run_command
+from ensembles.cli.common import (
+    DefaultsHelpFormatter,
+    OneLineParser,
+    add_data_options,
+    check_data_options,
+    run_command,
+)
 from ensembles.cli.options import (
     add_learning_options,
     add_network_options,
@@ -38,18 +44,6 @@ _SHARED_HELP = {
 }
 
 
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Append ``(default: ...)`` only where it informs: not when the help already states
-    the default, not for a None default, and not for on/off flags (off unless given)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
-        if "default" in text or action.default in (None, argparse.SUPPRESS) or flag:
-            return text
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark command's options; the defaults finish digits in minutes on 2 cores.
 
@@ -65,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Defaults ({DEFAULT_MEMBERS} members x {DEFAULT_EPOCHS} epochs, {DEFAULT_REPEATS} "
         "repeats, all strategies) finish digits in a few minutes on 2 cores; raise --epochs, "
         "--members, --repeats or --jobs to scale up.",
-        formatter_class=_DefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_data_options(parser)
     bench = parser.add_argument_group("benchmark")

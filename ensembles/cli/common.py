@@ -12,6 +12,18 @@ from ensembles.data import BUILTIN_DATASETS
 from ensembles.errors import EnsembleError
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append ``(default: ...)`` only where it informs: not when the help already states
+    the default, not for a None default, and not for on/off flags (off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or flag:
+            return text
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr and exit status 2."""
 

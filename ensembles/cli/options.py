@@ -10,11 +10,18 @@ from ensembles.training.config import TrainConfig
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     """The member network's options (group "member network")."""
     network = parser.add_argument_group("member network")
-    network.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
     network.add_argument(
-        "--activation", default="relu", choices=["relu", "tanh", "gelu", "elu", "leaky_relu"]
+        "--hidden-sizes", type=int, nargs="+", default=[128, 64], help="width of each hidden layer"
     )
-    network.add_argument("--dropout", type=float, default=0.1)
+    network.add_argument(
+        "--activation",
+        default="relu",
+        choices=["relu", "tanh", "gelu", "elu", "leaky_relu"],
+        help="hidden-layer activation",
+    )
+    network.add_argument(
+        "--dropout", type=float, default=0.1, help="dropout after each hidden layer (0: none)"
+    )
     network.add_argument("--batch-norm", action="store_true", help="batch norm after each layer")
     network.add_argument(
         "--no-standardize",
@@ -39,11 +46,13 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         choices=["adam", "sgd"],
         help="adam is AdamW (decoupled --weight-decay); sgd uses --momentum",
     )
-    learning.add_argument("--learning-rate", type=float, default=1e-3)
+    learning.add_argument("--learning-rate", type=float, default=1e-3, help="optimizer step size")
     learning.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    learning.add_argument("--batch-size", type=int, default=64)
-    learning.add_argument("--epochs", type=int, default=30)
-    learning.add_argument("--weight-decay", type=float, default=0.0)
+    learning.add_argument("--batch-size", type=int, default=64, help="rows per optimizer step")
+    learning.add_argument("--epochs", type=int, default=30, help="passes over the training rows")
+    learning.add_argument(
+        "--weight-decay", type=float, default=0.0, help="L2 penalty on the weights (0: none)"
+    )
     learning.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
     learning.add_argument(
         "--patience",
@@ -57,8 +66,18 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
 def add_split_options(parser: argparse.ArgumentParser) -> None:
     """The train / validation / test fractions (group "split")."""
     split = parser.add_argument_group("split")
-    split.add_argument("--validation-fraction", type=float, default=0.2)
-    split.add_argument("--test-fraction", type=float, default=0.2)
+    split.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of rows for validation (early stopping, combiner fitting)",
+    )
+    split.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of rows for the test split (never trained or fitted on)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

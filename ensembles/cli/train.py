@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ensembles.cli.common import (
+    DefaultsHelpFormatter,
     OneLineParser,
     add_data_options,
     check_data_options,
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ensembles-train",
         description="Train an ensemble of MLPs, export every member to ONNX, fit the combiners "
         "on held-out predictions and publish one version to the model store.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_data_options(parser)
     ensemble = parser.add_argument_group("ensemble")
