@@ -17,17 +17,40 @@ from ensembles.cli.options import (
 )
 from ensembles.errors import ConfigError
 
+_PATIENCE_HELP = (
+    "early stopping patience in epochs; the generalization rule still reads the epochs run "
+    "past the best one"
+)
+
 _THRESHOLD_HELP = {
     "min_train_skill": "learning: lowest acceptable training skill (0 = constant predictor)",
+    "plateau_skill": "learning: below this training skill a plateau or slow progress is a "
+    "learning problem",
+    "min_late_gain": "learning: a late gain (the training-loss fall, in constant-loss units, "
+    "that as many epochs again would bring at the late pace) below this is a plateau",
+    "train_longer_gain": "learning: a late gain of at least this means training was still "
+    "improving: train longer",
     "max_val_loss_rise": "generalization: validation-loss rise after its best epoch, in units "
     "of the constant predictor's loss",
     "max_val_skill_drop": "generalization: validation-skill drop after its best epoch",
     "max_run_spread": "prediction: std of the final validation skill across runs",
+    "sampling_factor": "prediction: the run-spread limit is at least this many times the "
+    "validation metric's sampling error (skill units)",
     "max_late_fluctuation": "prediction: epoch-to-epoch validation-skill fluctuation late in runs",
     "noise_factor": "generalization: a rise must also exceed this many times the curve's noise",
     "smoothing": "epochs of the moving average applied to the curves",
     "late_fraction": "share of the epochs that counts as late",
 }
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append ``(default: …)`` only where the help does not state it and a default exists."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "(default" in help_text or action.default in (None, False, argparse.SUPPRESS):
+            return help_text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,12 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the configured network several times, classify its learning curves "
         "as a learning, generalization or prediction problem, recommend the matching "
         "techniques and optionally apply them.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     add_data_options(parser)
     add_network_options(parser)
     add_learning_options(parser)
     add_split_options(parser)
+    for action in parser._actions:
+        if action.dest == "patience":  # the shared help speaks of ensemble strategies
+            action.help = _PATIENCE_HELP
     diagnosis = parser.add_argument_group("diagnosis")
     diagnosis.add_argument("--runs", type=int, default=5, help="training runs (seeds), >= 2")
     diagnosis.add_argument(
@@ -112,6 +138,7 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
         dataset.task,
         dataset.n_outputs,
     )
+    test = (splits.test.X, splits.test.y)
     name = Path(args.csv).stem if args.csv else (args.dataset or "digits")
     folder = Path(args.output) if args.output else Path("reports") / "diagnosis" / name
     rounds = improve(
@@ -123,6 +150,7 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
         rounds=args.rounds if args.apply else 0,
         progress=not args.quiet,
         train_command=train_command(args),
+        test=test,
     )
     context = {
         "name": name,
@@ -147,11 +175,10 @@ def render(rounds: list[Any], files: list[Path], apply: bool = False) -> str:
     if len(rounds) > 1:
         parts.append(format_comparison(rounds))
         change = flagged_change(rounds[0], rounds[-1])
-        word = "improved" if change["improved"] else "did not improve"
-        parts.append(
-            f"flagged figure {change['figure']}: {_number(change['before'])} -> "
-            f"{_number(change['after'])} ({word})"
-        )
+        line = f"flagged figure {_moved(change)}"
+        if "test" in change:
+            line += f"; on the held-out test split, {_moved(change['test'])}"
+        parts.append(line)
     if apply and rounds[-1].diagnosis.verdict == "prediction":
         parts.append(
             "--apply stops here: a prediction problem is cured by an ensemble, not by a "
@@ -159,6 +186,11 @@ def render(rounds: list[Any], files: list[Path], apply: bool = False) -> str:
         )
     parts.append("wrote " + ", ".join(str(path) for path in files))
     return "\n\n".join(parts)
+
+
+def _moved(change: dict[str, Any]) -> str:
+    word = "improved" if change["improved"] else "did not improve"
+    return f"{change['figure']}: {_number(change['before'])} -> {_number(change['after'])} ({word})"
 
 
 def _number(value: float | None) -> str:

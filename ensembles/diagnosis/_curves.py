@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from ensembles.manifest import Task
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
-from ensembles.training.plans import repeat_plans
+from ensembles.training.network import MemberNetwork
+from ensembles.training.plans import MemberPlan, repeat_plans
 from ensembles.training.strategies import TrainingData, train_planned_member
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ class RunSet:
         Validation metric of the average of the R runs' outputs (a model-averaging ensemble).
     scale : ProblemScale
     seconds : float
+    n_val : int
+        Validation rows the metric is measured on (0 when unknown): sets its sampling error.
+    test : list of dict, length n_runs (empty without a test split)
+        Per run, test_loss and test_metric of the delivered weights on the held-out test rows,
+        which no run trains or stops on.
+    ensemble_test_metric : float
+        Test metric of the average of the R runs' outputs (NaN without a test split).
     """
 
     config: TrainConfig
@@ -78,6 +86,9 @@ class RunSet:
     ensemble_val_metric: float
     scale: ProblemScale
     seconds: float
+    n_val: int = 0
+    test: list[dict[str, float]] = field(default_factory=list)
+    ensemble_test_metric: float = math.nan
 
     @property
     def n_runs(self) -> int:
@@ -91,6 +102,11 @@ class RunSet:
             "delivered_epochs": self.delivered_epochs,
             "ensemble_val_metric": finite_or_none(self.ensemble_val_metric),
             "seconds": round(self.seconds, 3),
+            "n_val": self.n_val,
+            "test": [
+                {key: finite_or_none(value) for key, value in row.items()} for row in self.test
+            ],
+            "ensemble_test_metric": finite_or_none(self.ensemble_test_metric),
             "curves": [
                 [{key: finite_or_none(value) for key, value in row.items()} for row in run]
                 for run in self.curves
@@ -117,11 +133,13 @@ def collect_runs(
     seed: int,
     progress: bool = True,
     label: str = "diagnosis runs",
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RunSet:
     """Train the configured network ``n_runs`` times with different seeds.
 
     The seeds are those of a ``repeat`` ensemble trained with ``seed``, so the runs are the
-    members ``scripts/train.py --strategy repeat`` would train.
+    members ``scripts/train.py --strategy repeat`` would train. Unlike training, a run whose
+    loss becomes NaN or infinite is kept: divergence is evidence of a learning problem.
 
     Parameters
     ----------
@@ -134,6 +152,8 @@ def collect_runs(
         Show a progress bar (one step per run).
     label : str
         The progress bar's description.
+    test : (X_test (n_test, n_features), y_test) or None
+        Held-out rows, used only to report each run's delivered loss and metric.
 
     Returns
     -------
@@ -141,30 +161,80 @@ def collect_runs(
     """
     start = time.perf_counter()
     plans = repeat_plans(n_runs, seed)
-    members = []
-    for plan in tqdm(plans, desc=label, unit="run", disable=not progress):
-        members.append(train_planned_member(plan, data, config))
-        logger.debug("run %d: %d epochs", plan.index, len(members[-1].curves))
-    outputs = np.stack([member_outputs(m.network(data), data.X_val)[0] for m in members])
+    trained = [
+        _train_run(plan, data, config)
+        for plan in tqdm(plans, desc=label, unit="run", disable=not progress)
+    ]
+    networks = [network for network, _, _ in trained]
+    outputs = np.stack([member_outputs(network, data.X_val)[0] for network in networks])
+    held_out: list[dict[str, float]] = []
+    ensemble_test_metric = math.nan
+    if test is not None:
+        X_test, y_test = test
+        test_outputs = [member_outputs(network, X_test) for network in networks]
+        held_out = [
+            {
+                "test_loss": _loss(network, output, y_test),
+                "test_metric": _metric(output[0], y_test, data.task),
+            }
+            for network, output in zip(networks, test_outputs, strict=True)
+        ]
+        ensemble_test_metric = _averaged_metric(
+            np.stack([output[0] for output in test_outputs]), y_test, data.task
+        )
     return RunSet(
         config=config,
         seeds=[plan.seed for plan in plans],
-        curves=[member.curves for member in members],
-        delivered_epochs=[member.epoch for member in members],
-        ensemble_val_metric=_averaged_metric(outputs, data),
+        curves=[curves for _, curves, _ in trained],
+        delivered_epochs=[epoch for _, _, epoch in trained],
+        ensemble_val_metric=_averaged_metric(outputs, data.y_val, data.task),
         scale=problem_scale(data, config),
         seconds=time.perf_counter() - start,
+        n_val=len(data.y_val),
+        test=held_out,
+        ensemble_test_metric=ensemble_test_metric,
     )
 
 
-def _averaged_metric(outputs: np.ndarray, data: TrainingData) -> float:
-    """Metric of the mean of ``outputs`` (n_runs, n_val, n_outputs) on the validation rows."""
-    mean = outputs.mean(axis=0)
-    if not np.isfinite(mean).all():
+def _train_run(
+    plan: MemberPlan, data: TrainingData, config: TrainConfig
+) -> tuple[MemberNetwork, list[dict[str, float]], int]:
+    """One run as a ``repeat`` member is trained: network, curves and delivered epoch."""
+    member = train_planned_member(plan, data, config, allow_diverged=True)
+    logger.debug("run %d: %d epochs", plan.index, len(member.curves))
+    return member.network(data), member.curves, member.epoch
+
+
+def _averaged_metric(outputs: np.ndarray, y: np.ndarray, task: Task) -> float:
+    """Metric of the mean of ``outputs`` (n_runs, n_samples, n_outputs) against ``y``."""
+    return _metric(outputs.mean(axis=0), y, task)
+
+
+def _metric(output: np.ndarray, y: np.ndarray, task: Task) -> float:
+    """Accuracy of probabilities or RMSE of values (n_samples, n_outputs); NaN if not finite."""
+    if not np.isfinite(output).all():
         return math.nan
-    if data.task == "classification":
-        return float((mean.argmax(axis=1) == data.y_val).mean())
-    return float(np.sqrt(np.mean((mean - data.y_val) ** 2)))
+    if task == "classification":
+        return float((output.argmax(axis=1) == y).mean())
+    return float(np.sqrt(np.mean((output - y) ** 2)))
+
+
+def _loss(network: MemberNetwork, output: tuple[np.ndarray, ...], y: np.ndarray) -> float:
+    """The training loss of served ``output`` on rows ``y``, as the validation curve has it.
+
+    Cross-entropy of the probabilities, or MSE / full Gaussian NLL on standardized targets.
+    """
+    if not all(np.isfinite(part).all() for part in output):
+        return math.nan
+    if network.task == "classification":
+        probabilities = np.clip(output[0][np.arange(len(y)), y], 1e-12, None)
+        return float(-np.mean(np.log(probabilities)))
+    scale = network.target_scale.numpy().astype(np.float64)
+    error = (output[0] - y) / scale
+    if len(output) == 1:
+        return float(np.mean(error**2))
+    variance = np.maximum(output[1] / scale**2, 1e-6)
+    return float(np.mean(0.5 * (np.log(variance) + error**2 / variance + math.log(2 * math.pi))))
 
 
 def finite_or_none(value: object) -> object:

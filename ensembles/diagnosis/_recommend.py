@@ -217,6 +217,11 @@ def _learning(
     evidence = diagnosis.findings["learning"].evidence
     diverged = evidence["diverged_runs"] > 0
     found: list[Recommendation] = []
+    longer = Recommendation(
+        "training length",
+        f"the training loss was still falling after {config.epochs} epochs: train twice as long",
+        {"epochs": 2 * config.epochs},
+    )
     if range_test is not None and not (
         config.learning_rate / 2 <= range_test.suggested <= config.learning_rate * 2
     ):
@@ -230,6 +235,8 @@ def _learning(
                 {"learning_rate": range_test.suggested},
             )
         )
+    if evidence.get("still_improving"):
+        found.append(longer)
     if not config.standardize:
         found.append(
             Recommendation(
@@ -329,9 +336,10 @@ def _prediction(
 ) -> list[Recommendation]:
     evidence = diagnosis.findings["prediction"].evidence
     spread = evidence["run_spread"]
-    ratio = spread / thresholds.max_run_spread
+    limit = evidence.get("run_spread_limit", thresholds.max_run_spread)
+    ratio = spread / limit
     members = int(min(20, max(5, math.ceil(ratio**2))))
-    across_runs = spread >= thresholds.max_run_spread or config.patience is not None
+    across_runs = spread >= limit or config.patience is not None
     strategy = "repeat" if across_runs else "horizontal"
     how = (
         f"averaging {members} independent runs' predictions removes their seed-to-seed variance"

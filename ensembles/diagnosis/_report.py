@@ -32,6 +32,10 @@ _FIGURES = (
     ("run spread (skill std)", "run_spread"),
     ("late fluctuation", "late_fluctuation"),
     ("averaged runs val {metric}", "ensemble_val_metric"),
+    ("test loss (held out)", "test_loss"),
+    ("test {metric} (held out)", "test_metric"),
+    ("test skill (held out)", "test_skill"),
+    ("averaged runs test {metric}", "ensemble_test_metric"),
 )
 
 
@@ -140,6 +144,7 @@ def format_round(item: Round) -> str:
         mark = "FOUND" if finding.found else "ok"
         lines.append(f"  {finding.problem:<15} {mark}")
         lines += [f"    - {reason}" for reason in finding.reasons]
+        lines += [f"    note: {note}" for note in finding.notes]
     summary = diagnosis.summary
     metric = metric_name(item.runs.scale.task)
     lines.append(
@@ -149,6 +154,12 @@ def format_round(item: Round) -> str:
         f"run spread {_cell(summary['run_spread'])}, late fluctuation "
         f"{_cell(summary['late_fluctuation'])}"
     )
+    if item.runs.test:
+        lines.append(
+            f"  held-out test split: loss {_cell(summary['test_loss'])}, {metric} "
+            f"{_cell(summary['test_metric'])}, averaged runs {metric} "
+            f"{_cell(summary['ensemble_test_metric'])}"
+        )
     if item.range_test is not None:
         lines.append(
             f"  learning-rate range test: suggests {item.range_test.suggested:.2g} "
@@ -171,10 +182,13 @@ def format_comparison(rounds: list[Round]) -> str:
     header = ["figure", "before"] + [
         f"after {r.index}: {r.applied.technique if r.applied else ''}" for r in rounds[1:]
     ]
-    flagged = flagged_change(rounds[0], rounds[-1]).get("figure")
+    change = flagged_change(rounds[0], rounds[-1])
+    flagged = {change.get("figure"), change.get("test", {}).get("figure")}
     rows = []
     for label, key in _FIGURES:
-        name = label.format(metric=metric) + (" (flagged)" if key == flagged else "")
+        if "test" in key and not rounds[0].runs.test:
+            continue
+        name = label.format(metric=metric) + (" (flagged)" if key in flagged else "")
         if key == "verdict":
             rows.append([name, *(r.diagnosis.text for r in rounds)])
         else:

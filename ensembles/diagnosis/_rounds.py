@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ensembles.diagnosis._curves import RunSet, collect_runs, finite_or_none
 from ensembles.diagnosis._recommend import (
     RangeTestResult,
@@ -26,6 +28,11 @@ FLAGGED_FIGURE: dict[str, str] = {
     "generalization": "val_loss",
     "prediction": "run_spread",
 }
+# Early stopping picks its epoch on the validation rows, so a fix is also judged on the
+# held-out test rows, which no run trains or stops on.
+TEST_FIGURE = "test_loss"
+
+HeldOut = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -77,6 +84,7 @@ def diagnose_setup(
     train_command: list[str] | None = None,
     index: int = 0,
     applied: Recommendation | None = None,
+    test: HeldOut | None = None,
 ) -> Round:
     """Train ``n_runs`` runs of ``config``, classify them and recommend techniques.
 
@@ -92,13 +100,15 @@ def diagnose_setup(
         ``python scripts/train.py`` and the data options, for ensemble commands.
     index : int
     applied : Recommendation or None
+    test : (X_test (n_test, n_features), y_test) or None
+        Held-out rows, only reported on (never trained or stopped on).
 
     Returns
     -------
     Round
     """
     label = "diagnosis runs" if index == 0 else f"round {index} runs"
-    runs: RunSet = collect_runs(data, config, n_runs, seed, progress, label)
+    runs: RunSet = collect_runs(data, config, n_runs, seed, progress, label, test)
     diagnosis: Diagnosis = diagnose_runs(runs, thresholds)
     logger.info("round %d: %s", index, diagnosis.text)
     range_test = lr_range_test(data, config, seed) if diagnosis.verdict == "learning" else None
@@ -115,23 +125,28 @@ def improve(
     rounds: int = 0,
     progress: bool = True,
     train_command: list[str] | None = None,
+    test: HeldOut | None = None,
 ) -> list[Round]:
     """Diagnose, then apply the top recommendation and diagnose again, up to ``rounds`` times.
 
     Stops early when nothing is found, when the problem is one of prediction (its cure is an
-    ensemble, not a setting) or when no recommendation changes the setup.
+    ensemble, not a setting) or when no recommendation changes the setup. A lever already
+    applied is not recommended again, so a generalization problem that early stopping does not
+    remove gets weight decay, then dropout, then input noise in the next rounds.
 
     Returns
     -------
     list of Round
         The first is the setup as given.
     """
-    history = [diagnose_setup(data, config, thresholds, n_runs, seed, progress, train_command)]
+    history = [
+        diagnose_setup(data, config, thresholds, n_runs, seed, progress, train_command, test=test)
+    ]
     while len(history) <= rounds:
         last = history[-1]
         if last.diagnosis.verdict not in ("learning", "generalization"):
             break
-        choice = next_change(last)
+        choice = next_change(last, {r.applied.technique for r in history if r.applied})
         if choice is None:
             logger.info("no recommendation changes the setup any further")
             break
@@ -147,15 +162,23 @@ def improve(
                 train_command,
                 index=len(history),
                 applied=choice,
+                test=test,
             )
         )
     return history
 
 
-def next_change(last: Round) -> Recommendation | None:
-    """The first recommendation of ``last`` that changes its setup."""
+def next_change(last: Round, tried: set[str] | None = None) -> Recommendation | None:
+    """The first recommendation of ``last`` that changes its setup and is not in ``tried``.
+
+    A technique applied in an earlier round that left the verdict standing is not applied
+    again (stronger), so the next lever gets its turn.
+    """
+    tried = tried or set()
     for item in last.recommendations:
-        if item.overrides and last.config.with_overrides(item.overrides) != last.config:
+        if item.technique in tried or not item.overrides:
+            continue
+        if last.config.with_overrides(item.overrides) != last.config:
             return item
     return None
 
@@ -163,11 +186,19 @@ def next_change(last: Round) -> Recommendation | None:
 def flagged_change(before: Round, after: Round) -> dict[str, Any]:
     """How the figure ``before``'s verdict flagged moved in ``after`` (lower is better).
 
+    ``test`` holds the same comparison of the delivered test loss when there is a test split.
     A NaN (diverged) figure counts as infinitely bad.
     """
     figure = FLAGGED_FIGURE.get(before.diagnosis.verdict)
     if figure is None:
         return {}
+    change = _change(figure, before, after)
+    if before.runs.test:
+        change["test"] = _change(TEST_FIGURE, before, after)
+    return change
+
+
+def _change(figure: str, before: Round, after: Round) -> dict[str, Any]:
     old, new = before.diagnosis.summary[figure], after.diagnosis.summary[figure]
 
     def rank(value: float) -> float:

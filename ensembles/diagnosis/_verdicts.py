@@ -35,19 +35,37 @@ class Thresholds:
     ----------
     min_train_skill : float
         Learning: the delivered training skill (mean over runs) must reach this.
+    plateau_skill : float
+        Learning: below this training skill a training loss that has stopped falling
+        (plateau) or is still falling at the end (slow progress) is a learning problem;
+        above it, a still-falling loss is only a "train longer" note.
+    min_late_gain : float
+        Learning: the late gain is how much further the training loss would fall, in
+        constant-loss units, in as many epochs again at its pace over the late epochs
+        (least-squares slope times the epochs run). Below this (in absolute value) it is a
+        plateau.
+    train_longer_gain : float
+        Learning: a late gain of at least this, in runs that used every epoch and with a
+        slope at least ``noise_factor`` times its standard error in most runs, means training
+        was still improving when it ended.
     max_val_loss_rise : float
-        Generalization: rise of the smoothed validation loss from its best epoch to the
-        delivered epoch, in constant-loss units, while the training loss still falls.
+        Generalization: rise of the smoothed validation loss from its best epoch to the last
+        recorded epoch (before early stopping restores the best weights), in constant-loss
+        units, while the training loss still falls.
     max_val_skill_drop : float
-        Generalization: the same for validation skill (best minus delivered).
-    max_run_spread : float
-        Prediction: standard deviation of the delivered validation skill across runs.
-    max_late_fluctuation : float
-        Prediction: epoch-to-epoch fluctuation of validation skill over the last
-        ``late_fraction`` of each run (std of differences over sqrt 2), mean over runs.
+        Generalization: the same for validation skill (best minus last recorded).
     noise_factor : float
         Generalization: a rise or drop counts only when it is also this many times the
         epoch-to-epoch noise of the same curve, so fluctuation is not taken for a trend.
+    max_run_spread : float
+        Prediction: standard deviation of the delivered validation skill across runs.
+    sampling_factor : float
+        Prediction: the run-spread limit is raised to this many times the sampling error of
+        the validation metric (in skill units) when that is larger, so that a difference of
+        one or two validation rows is not read as run-to-run variance.
+    max_late_fluctuation : float
+        Prediction: epoch-to-epoch fluctuation of validation skill over the last
+        ``late_fraction`` of each run (std of differences over sqrt 2), mean over runs.
     smoothing : int
         Epochs of the trailing moving average applied before comparing epochs.
     late_fraction : float
@@ -55,17 +73,23 @@ class Thresholds:
     """
 
     min_train_skill: float = 0.05
+    plateau_skill: float = 0.4
+    min_late_gain: float = 0.01
+    train_longer_gain: float = 0.05
     max_val_loss_rise: float = 0.1
     max_val_skill_drop: float = 0.05
-    max_run_spread: float = 0.03
-    max_late_fluctuation: float = 0.04
     noise_factor: float = 2.0
+    max_run_spread: float = 0.03
+    sampling_factor: float = 2.0
+    max_late_fluctuation: float = 0.04
     smoothing: int = 3
     late_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         problems = []
         for name in (
+            "min_late_gain",
+            "train_longer_gain",
             "max_val_loss_rise",
             "max_val_skill_drop",
             "max_run_spread",
@@ -75,14 +99,21 @@ class Thresholds:
             value = getattr(self, name)
             if not value > 0:
                 problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if not 0 < self.min_train_skill < 1:
-            problems.append(
-                f"--min-train-skill must be between 0 and 1, got {self.min_train_skill}"
-            )
+        if not self.sampling_factor >= 0:
+            problems.append(f"--sampling-factor must be >= 0, got {self.sampling_factor}")
+        for name in ("min_train_skill", "plateau_skill"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                problems.append(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
         if not 0 < self.late_fraction <= 1:
             problems.append(f"--late-fraction must be in (0, 1], got {self.late_fraction}")
         if int(self.smoothing) < 1:
             problems.append(f"--smoothing must be at least 1 epoch, got {self.smoothing}")
+        if not self.min_late_gain < self.train_longer_gain:
+            problems.append(
+                f"--min-late-gain {self.min_late_gain} must be below --train-longer-gain "
+                f"{self.train_longer_gain}"
+            )
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -108,12 +139,16 @@ class Finding:
         One sentence per condition that fired, with its number and threshold.
     evidence : dict
         Every number the rule looked at, fired or not.
+    notes : list of str
+        Sentences that do not make a verdict: a limit that was raised and why, or advice
+        such as "train longer".
     """
 
     problem: Problem
     found: bool
     reasons: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe finding."""
@@ -121,6 +156,7 @@ class Finding:
             "problem": self.problem,
             "found": self.found,
             "reasons": self.reasons,
+            "notes": self.notes,
             "evidence": {key: finite_or_none(value) for key, value in self.evidence.items()},
         }
 
@@ -136,7 +172,9 @@ class Diagnosis:
     summary : dict of float
         Headline figures, means over runs at the delivered epoch: train_loss, val_loss,
         train_metric, val_metric, train_skill, val_skill, gap (val minus train loss),
-        best_epoch, run_spread, late_fluctuation, ensemble_val_metric.
+        best_epoch, run_spread, late_fluctuation, ensemble_val_metric; and on the held-out
+        test rows (NaN without them): test_loss, test_metric, test_skill,
+        ensemble_test_metric.
     """
 
     verdict: Verdict
@@ -191,30 +229,40 @@ def diagnose_runs(runs: RunSet, thresholds: Thresholds) -> Diagnosis:
     summary["run_spread"] = findings["prediction"].evidence["run_spread"]
     summary["late_fluctuation"] = findings["prediction"].evidence["late_fluctuation"]
     summary["ensemble_val_metric"] = runs.ensemble_val_metric
+    summary["test_loss"] = _mean([row["test_loss"] for row in runs.test])
+    summary["test_metric"] = _mean([row["test_metric"] for row in runs.test])
+    summary["test_skill"] = runs.scale.skill(summary["test_metric"])
+    summary["ensemble_test_metric"] = runs.ensemble_test_metric
     return Diagnosis(verdict, findings, summary)
 
 
 def _run_statistics(
     curve: list[dict[str, float]], delivered: int, runs: RunSet, thresholds: Thresholds
 ) -> dict[str, float]:
-    """Figures of one run, read at the delivered epoch from smoothed curves."""
+    """Figures of one run from smoothed curves.
+
+    What the run delivers is read at the delivered epoch; trends (best validation epoch, the
+    rise after it, the late training-loss drop) on the whole recorded curve, including the
+    epochs early stopping ran past the best one before restoring it.
+    """
     scale = runs.scale
     width = int(thresholds.smoothing)
     rows = curve[: max(delivered, 1)]
-    train_loss = _smooth([row["train_loss"] for row in rows], width)
-    val_loss = _smooth([row["val_loss"] for row in rows], width)
-    val_skill = _smooth([scale.skill(row["val_metric"]) for row in rows], width)
+    train_loss = _smooth([row["train_loss"] for row in curve], width)
+    val_loss = _smooth([row["val_loss"] for row in curve], width)
+    val_skill = _smooth([scale.skill(row["val_metric"]) for row in curve], width)
     last = rows[-1]
     finite = np.isfinite(val_loss)
-    best = int(np.argmin(np.where(finite, val_loss, np.inf))) if finite.any() else len(rows) - 1
-    n_late = max(3, math.ceil(thresholds.late_fraction * len(curve)))
+    best = int(np.argmin(np.where(finite, val_loss, np.inf))) if finite.any() else len(curve) - 1
+    n_late = min(len(curve), max(3, math.ceil(thresholds.late_fraction * len(curve))))
     late = np.array([scale.skill(row["val_metric"]) for row in curve[-n_late:]])
     late_loss = np.array([row["val_loss"] for row in curve[-n_late:]]) / scale.constant_loss
+    late_train = np.array([row["train_loss"] for row in curve[-n_late:]]) / scale.constant_loss
     skill_best = np.nanmax(val_skill) if np.isfinite(val_skill).any() else math.nan
     return {
         "diverged": float(not all(math.isfinite(row["train_loss"]) for row in curve)),
         "first_train_loss": curve[0]["train_loss"],
-        "smoothed_train_loss": float(train_loss[-1]),
+        "smoothed_train_loss": float(_smooth([row["train_loss"] for row in rows], width)[-1]),
         "train_loss": last["train_loss"],
         "val_loss": last["val_loss"],
         "train_metric": last["train_metric"],
@@ -223,9 +271,13 @@ def _run_statistics(
         "val_skill": scale.skill(last["val_metric"]),
         "gap": last["val_loss"] - last["train_loss"],
         "best_epoch": float(best + 1),
+        "epochs_run": float(len(curve)),
+        "n_late": float(n_late),
         "val_loss_rise": float(val_loss[-1] - val_loss[best]) / scale.constant_loss,
         "val_skill_drop": float(skill_best - val_skill[-1]),
         "train_drop_since_best": float(train_loss[best] - train_loss[-1]) / scale.constant_loss,
+        **_late_gain(late_train, len(curve), thresholds.noise_factor),
+        "val_best_in_late": float(best >= len(curve) - n_late),
         "late_fluctuation": _noise(late),
         "val_loss_noise": _noise(late_loss),
     }
@@ -239,7 +291,16 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
         _mean([s["first_train_loss"] for s in stats]),
         _mean([s["smoothed_train_loss"] for s in stats]),
     )
-    reasons = []
+    gain = _mean([s["late_gain"] for s in stats])
+    n_late = int(min(s["n_late"] for s in stats))
+    ran_every_epoch = all(s["epochs_run"] >= runs.config.epochs for s in stats)
+    trending = sum(s["late_trend"] for s in stats) >= len(stats) / 2
+    low_skill = train_skill < thresholds.plateau_skill
+    plateau = abs(gain) < thresholds.min_late_gain
+    still_improving = (
+        not diverged and ran_every_epoch and trending and gain >= thresholds.train_longer_gain
+    )
+    reasons, notes = [], []
     if diverged:
         reasons.append(
             f"the training loss became NaN or infinite in {diverged} of {len(stats)} runs"
@@ -259,6 +320,33 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
             f"the training loss got worse: {_fmt(first)} in the first epoch, {_fmt(final)} at "
             "the end"
         )
+    pace = f"at its pace over the last {n_late} epochs"
+    if not diverged and low_skill and plateau:
+        reasons.append(
+            f"the training loss is stuck: {pace} it would fall only {_fmt(gain)} constant-loss "
+            f"units in as many epochs again (plateau below {thresholds.min_late_gain}) while "
+            f"training skill is {_fmt(train_skill)} (below {thresholds.plateau_skill})"
+        )
+    if low_skill and still_improving:
+        reasons.append(
+            f"training is slow: {pace} the training loss would fall another {_fmt(gain)} "
+            f"constant-loss units in as many epochs again (limit {thresholds.train_longer_gain}) "
+            f"and training skill is only {_fmt(train_skill)} (below {thresholds.plateau_skill})"
+            ": train longer or faster"
+        )
+    elif still_improving:
+        val_still = sum(s["val_best_in_late"] for s in stats) >= len(stats) / 2
+        best_epoch = float(np.median([s["best_epoch"] for s in stats]))
+        notes.append(
+            f"still improving at the end: {pace} the training loss would fall another "
+            f"{_fmt(gain)} constant-loss units in as many epochs again (limit "
+            f"{thresholds.train_longer_gain}); train longer"
+            + (
+                ""
+                if val_still
+                else f", with --patience: validation loss was best at epoch {best_epoch:g}"
+            )
+        )
     evidence = {
         "diverged_runs": diverged,
         "train_skill": train_skill,
@@ -266,9 +354,17 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
         "final_train_loss": final,
         "constant_loss": constant,
         "train_metric": _mean([s["train_metric"] for s in stats]),
+        "late_gain": gain,
+        "late_epochs": n_late,
+        "ran_every_epoch": ran_every_epoch,
+        "late_trend_runs": int(sum(s["late_trend"] for s in stats)),
+        "still_improving": still_improving,
         "min_train_skill": thresholds.min_train_skill,
+        "plateau_skill": thresholds.plateau_skill,
+        "min_late_gain": thresholds.min_late_gain,
+        "train_longer_gain": thresholds.train_longer_gain,
     }
-    return Finding("learning", bool(reasons), reasons, evidence)
+    return Finding("learning", bool(reasons), reasons, evidence, notes)
 
 
 def _generalization(stats: list[dict[str, float]], thresholds: Thresholds) -> Finding:
@@ -310,11 +406,26 @@ def _prediction(stats: list[dict[str, float]], runs: RunSet, thresholds: Thresho
     metrics = np.array([s["val_metric"] for s in stats])
     spread = float(np.std(skills, ddof=1)) if len(skills) > 1 else 0.0
     fluctuation = _nanmean(stats, "late_fluctuation")
-    reasons = []
-    if spread >= thresholds.max_run_spread:
+    sampling_error = _sampling_error(float(np.mean(metrics)), runs)
+    raised = thresholds.sampling_factor * sampling_error
+    limit = (
+        max(thresholds.max_run_spread, raised)
+        if math.isfinite(raised)
+        else thresholds.max_run_spread
+    )
+    reasons, notes = [], []
+    if limit > thresholds.max_run_spread:
+        what = "accuracy" if runs.scale.task == "classification" else "RMSE"
+        notes.append(
+            f"run-spread limit raised from {thresholds.max_run_spread} to {_fmt(limit)}: "
+            f"{thresholds.sampling_factor:g} x the sampling error {_fmt(sampling_error)} (skill "
+            f"units) of the validation {what} on {runs.n_val} rows, finer than which a spread "
+            "cannot be told from which rows happen to be in the validation split"
+        )
+    if spread >= limit:
         reasons.append(
             f"validation skill varies across {len(stats)} runs: std {_fmt(spread)} "
-            f"(limit {thresholds.max_run_spread}); validation metric "
+            f"(limit {_fmt(limit)}); validation metric "
             f"{_fmt(float(np.mean(metrics)))} ± {_fmt(float(np.std(metrics, ddof=1)))}"
         )
     if fluctuation >= thresholds.max_late_fluctuation:
@@ -324,6 +435,9 @@ def _prediction(stats: list[dict[str, float]], runs: RunSet, thresholds: Thresho
         )
     evidence = {
         "run_spread": spread,
+        "run_spread_limit": limit,
+        "val_sampling_error": sampling_error,
+        "n_val": runs.n_val,
         "late_fluctuation": fluctuation,
         "val_metric_mean": float(np.mean(metrics)),
         "val_metric_std": float(np.std(metrics, ddof=1)) if len(metrics) > 1 else 0.0,
@@ -331,9 +445,43 @@ def _prediction(stats: list[dict[str, float]], runs: RunSet, thresholds: Thresho
         "val_metric_max": float(np.max(metrics)),
         "ensemble_val_metric": runs.ensemble_val_metric,
         "max_run_spread": thresholds.max_run_spread,
+        "sampling_factor": thresholds.sampling_factor,
         "max_late_fluctuation": thresholds.max_late_fluctuation,
     }
-    return Finding("prediction", bool(reasons), reasons, evidence)
+    return Finding("prediction", bool(reasons), reasons, evidence, notes)
+
+
+def _sampling_error(metric: float, runs: RunSet) -> float:
+    """Standard error of the validation metric on ``runs.n_val`` rows, in skill units.
+
+    Accuracy: ``sqrt(p (1 - p) / n)``; RMSE: ``rmse / sqrt(2 n)`` (Gaussian residuals). NaN
+    when the number of rows is unknown or the metric is not finite.
+    """
+    if runs.n_val < 1 or not math.isfinite(metric):
+        return math.nan
+    scale = runs.scale
+    if scale.task == "classification":
+        p = min(max(metric, 0.0), 1.0)
+        return math.sqrt(p * (1 - p) / runs.n_val) / max(1.0 - scale.constant_metric, 1e-12)
+    return metric / math.sqrt(2 * runs.n_val) / max(scale.constant_metric, 1e-12)
+
+
+def _late_gain(late: np.ndarray, epochs_run: int, noise_factor: float) -> dict[str, float]:
+    """How much further a late curve (constant-loss units) falls in ``epochs_run`` more epochs.
+
+    ``late_gain`` is minus the least-squares slope times ``epochs_run``; ``late_trend`` is 1
+    when that slope is negative and at least ``noise_factor`` times its standard error.
+    """
+    if len(late) < 3 or not np.isfinite(late).all():
+        return {"late_gain": math.nan, "late_trend": 0.0}
+    x = np.arange(len(late), dtype=float)
+    slope, intercept = np.polyfit(x, late, 1)
+    residual = late - (slope * x + intercept)
+    error = math.sqrt(
+        float(residual @ residual) / (len(late) - 2) / float(((x - x.mean()) ** 2).sum())
+    )
+    trend = slope < 0 and -slope >= noise_factor * error
+    return {"late_gain": float(-slope * epochs_run), "late_trend": float(trend)}
 
 
 def _noise(values: np.ndarray) -> float:
@@ -360,9 +508,11 @@ def _nanmean(stats: list[dict[str, float]], key: str) -> float:
 
 
 def _mean(values: list[float]) -> float:
+    """Mean, or NaN when any value is not finite or there are none."""
     array = np.asarray(values, dtype=float)
-    return float(array.mean()) if np.isfinite(array).all() else math.nan
+    return float(array.mean()) if len(array) and np.isfinite(array).all() else math.nan
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.3g}"
+    """Three significant digits; floating-point dust such as 1e-15 reads as 0."""
+    return f"{0.0 if abs(value) < 1e-9 else value:.3g}"

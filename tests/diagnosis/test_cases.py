@@ -31,6 +31,7 @@ def test_learning_rate_far_too_high_is_a_learning_problem_that_apply_fixes(
     assert "1. learning rate [learning_rate=" in out
     assert "| verdict | learning problem |" in out
     assert "flagged figure train_loss: nan -> " in out and "(improved)" in out
+    assert "on the held-out test split, test_loss: nan -> " in out
     report = _report(tmp_path / "learning")
     assert (tmp_path / "learning" / "curves.png").stat().st_size > 10_000
     before, after = report["rounds"]
@@ -47,6 +48,12 @@ def test_learning_rate_far_too_high_is_a_learning_problem_that_apply_fixes(
             "before": None,
             "after": after["diagnosis"]["summary"]["train_loss"],
             "improved": True,
+            "test": {
+                "figure": "test_loss",
+                "before": None,
+                "after": after["diagnosis"]["summary"]["test_loss"],
+                "improved": True,
+            },
         }
     ]
 
@@ -68,6 +75,34 @@ def test_large_unregularized_net_on_few_rows_overfits_and_apply_fixes_it(
     assert after["summary"]["val_loss"] < before["summary"]["val_loss"] / 2
     assert report["comparison"][0]["improved"] is True
     assert "flagged figure val_loss: " in out and "(improved)" in out
+    # The held-out test rows, which early stopping never looked at, improve too.
+    test = report["comparison"][0]["test"]
+    assert test["figure"] == "test_loss" and test["improved"] is True
+    assert test["after"] < test["before"] / 2
+    assert after["summary"]["test_metric"] > before["summary"]["test_metric"]
+    assert "on the held-out test split, test_loss: " in out
+    # One validation row of run-to-run difference is not a prediction problem.
+    prediction = after["findings"]["prediction"]
+    assert not prediction["found"]
+    assert prediction["evidence"]["run_spread_limit"] > 3 * prediction["evidence"]["run_spread"]
+    assert "run-spread limit raised from 0.03 to" in out and "on 40 rows" in out
+
+
+def test_patience_does_not_hide_a_rising_validation_curve_and_apply_tries_the_next_lever(
+    case_argv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = case_argv("generalization", "--patience", "8", "--apply", "--rounds", "2")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verdict: generalization problem")
+    report = _report(tmp_path / "generalization")
+    first = report["rounds"][0]
+    evidence = first["diagnosis"]["findings"]["generalization"]["evidence"]
+    assert evidence["val_loss_rise"] > 1.2 * evidence["val_loss_limit"]
+    assert first["recommendations"][0]["technique"] == "weight decay"
+    applied = [r["applied"]["technique"] for r in report["rounds"][1:]]
+    assert applied[0] == "weight decay"
+    assert applied[1:] in ([], ["dropout"])  # a lever is not applied twice
 
 
 def test_noisy_problem_with_a_high_variance_setup_is_a_prediction_problem(
@@ -81,8 +116,10 @@ def test_noisy_problem_with_a_high_variance_setup_is_a_prediction_problem(
     command = next(line.strip() for line in out.splitlines() if "scripts/train.py" in line)
     words = shlex.split(command)
     assert words[:2] == ["python", "scripts/train.py"]
-    assert words[words.index("--strategy") + 1] == "repeat"
+    # The late fluctuation fired, not the run spread: average the last epochs of one run.
+    assert words[words.index("--strategy") + 1] == "horizontal"
     assert int(words[words.index("--members") + 1]) >= 5
+    assert "--strategy repeat" in out  # the alternative
     # The command trains exactly the diagnosed setup.
     request = request_from_args(training_parser().parse_args(words[2:]))
     assert request.csv == case_files["noisy"]
@@ -110,6 +147,13 @@ def test_well_configured_setup_has_no_problem(
         (["--max-run-spread", "-1"], "error: --max-run-spread must be positive, got -1.0"),
         (["--min-train-skill", "2"], "error: --min-train-skill must be between 0 and 1, got 2.0"),
         (["--runs", "1"], "error: --runs must be at least 2 to measure run-to-run spread, got 1"),
+        (["--rounds", "0"], "error: --rounds must be at least 1, got 0"),
+        (["--sampling-factor", "-1"], "error: --sampling-factor must be >= 0, got -1.0"),
+        (["--plateau-skill", "1"], "error: --plateau-skill must be between 0 and 1, got 1.0"),
+        (
+            ["--min-late-gain", "0.2"],
+            "error: --min-late-gain 0.2 must be below --train-longer-gain 0.05",
+        ),
         (["--learning-rate", "0"], "error: learning-rate must be positive, got 0.0"),
         (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
     ],
@@ -121,3 +165,50 @@ def test_bad_input_is_one_line_and_exit_status_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(message)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_output_folder_is_one_line_and_exit_status_2(
+    case_argv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = case_argv("none")
+    argv[argv.index("--output") + 1] = str(blocker / "report")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: cannot write the report to {blocker / 'report'}: ")
+    assert err[-1].endswith("; choose another --output")
+
+
+def test_a_regression_task_too_short_to_learn_is_slow_and_gets_train_longer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--dataset", "diabetes", "--runs", "5", "--epochs", "10", "--quiet"]
+    assert main([*argv, "--output", str(tmp_path / "diabetes")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verdict: learning problem")
+    assert "training is slow: at its pace over the last 3 epochs" in out
+    assert "val rmse" in out and "held-out test split: loss" in out
+    report = _report(tmp_path / "diabetes")
+    assert report["metric"] == "rmse" and report["data"]["task"] == "regression"
+    first = report["rounds"][0]
+    evidence = first["diagnosis"]["findings"]["learning"]["evidence"]
+    assert evidence["late_gain"] > 1.2 * evidence["train_longer_gain"]
+    assert evidence["train_skill"] < evidence["plateau_skill"]
+    assert "training length" in [r["technique"] for r in first["recommendations"]]
+    assert {r["overrides"].get("epochs") for r in first["recommendations"]} >= {20}
+    assert first["diagnosis"]["summary"]["test_metric"] > 0  # RMSE on the held-out rows
+
+
+def test_help_names_patience_for_diagnosis_and_states_each_default_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "independent strategies" not in out
+    assert "the generalization rule still reads the epochs run past the best one" in out
+    for doubled in ("(default: None)", "target) (default:", "<name>) (default:"):
+        assert doubled not in out
+    assert "(default: reports/diagnosis/<name>)" in out
+    assert "(default: 0.03)" in out

@@ -138,3 +138,89 @@ def test_every_bad_threshold_is_named_in_one_message() -> None:
         "--max-val-loss-rise must be positive, got 0; --late-fraction must be in (0, 1], "
         "got 1.5; --smoothing must be at least 1 epoch, got 0"
     )
+
+
+def _with(runs: RunSet, **changes: object) -> RunSet:
+    for name, value in changes.items():
+        setattr(runs, name, value)
+    return runs
+
+
+def test_a_flat_training_loss_at_low_skill_is_a_stuck_learning_problem() -> None:
+    curve = _steady()
+    curve["train_loss"] = [0.6] * 20  # below the constant 0.693, but it no longer falls
+    curve["train_metric"] = [0.6] * 20  # training skill 0.2
+    diagnosis = diagnose_runs(_runs(curve, curve), EXACT)
+    assert diagnosis.verdict == "learning"
+    evidence = diagnosis.findings["learning"].evidence
+    assert evidence["late_gain"] == pytest.approx(0.0, abs=1e-9)
+    assert evidence["train_skill"] == pytest.approx(0.2)
+    assert diagnosis.findings["learning"].reasons == [
+        "the training loss is stuck: at its pace over the last 5 epochs it would fall only 0 "
+        "constant-loss units in as many epochs again (plateau below 0.01) while training skill "
+        "is 0.2 (below 0.4)"
+    ]
+
+
+def test_a_loss_still_falling_at_the_end_is_slow_at_low_skill_and_a_note_at_high_skill() -> None:
+    curve = _steady()  # train loss falls 0.5 / 19 per epoch throughout
+    gain = 0.5 / 19 * 20 / LN2  # the slope times the 20 epochs, in constant-loss units
+    low = dict(curve, train_metric=[0.6] * 20)
+    slow = diagnose_runs(_with(_runs(low, low), config=TrainConfig(epochs=20)), EXACT)
+    assert slow.verdict == "learning"
+    assert slow.findings["learning"].evidence["late_gain"] == pytest.approx(gain)
+    assert slow.findings["learning"].reasons[0].startswith("training is slow: ")
+    high = diagnose_runs(_with(_runs(curve, curve), config=TrainConfig(epochs=20)), EXACT)
+    assert high.verdict == "none"
+    assert (
+        high.findings["learning"]
+        .notes[0]
+        .startswith(
+            f"still improving at the end: at its pace over the last 5 epochs the training loss "
+            f"would fall another {gain:.3g} constant-loss units in as many epochs again"
+        )
+    )
+    # A run cut short by early stopping was not still improving when it ended.
+    stopped = diagnose_runs(_with(_runs(curve, curve), config=TrainConfig(epochs=40)), EXACT)
+    assert stopped.findings["learning"].notes == []
+
+
+def test_the_run_spread_limit_rises_to_the_sampling_error_of_a_small_validation_set() -> None:
+    # Two runs one validation row apart out of 40: skills 0.55 and 0.6.
+    runs = _runs(_steady(val_metric=0.775), _steady(val_metric=0.8))
+    small = diagnose_runs(_with(runs, n_val=40), EXACT).findings["prediction"]
+    error = math.sqrt(0.7875 * 0.2125 / 40) / 0.5
+    assert small.evidence["val_sampling_error"] == pytest.approx(error)
+    assert small.evidence["run_spread_limit"] == pytest.approx(2 * error)
+    assert not small.found
+    assert small.notes[0].startswith("run-spread limit raised from 0.03 to 0.259: 2 x the")
+    assert "on 40 rows" in small.notes[0]
+    # The same spread on 40,000 rows is resolved: the configured limit stands and fires.
+    large = diagnose_runs(_with(runs, n_val=40_000), EXACT).findings["prediction"]
+    assert large.evidence["run_spread_limit"] == 0.03 and large.found and not large.notes
+
+
+def test_the_rise_early_stopping_ran_past_is_read_from_the_whole_curve() -> None:
+    curve = _steady()
+    curve["val_loss"] = [0.6, 0.5, 0.4, 0.35, 0.3, 0.45, 0.6, 0.75, 0.9]
+    curve = {key: values[:9] for key, values in curve.items()}
+    runs = _with(_runs(curve, curve), delivered_epochs=[5, 5])  # the restored best epoch
+    diagnosis = diagnose_runs(runs, EXACT)
+    assert diagnosis.verdict == "generalization"
+    evidence = diagnosis.findings["generalization"].evidence
+    assert evidence["best_epoch"] == 5
+    assert evidence["val_loss_rise"] == pytest.approx((0.9 - 0.3) / LN2)
+    assert diagnosis.summary["val_loss"] == pytest.approx(0.3)  # delivered figures stay put
+
+
+def test_test_split_figures_are_means_over_runs() -> None:
+    runs = _with(
+        _runs(_steady(), _steady()),
+        test=[{"test_loss": 0.2, "test_metric": 0.9}, {"test_loss": 0.4, "test_metric": 0.8}],
+        ensemble_test_metric=0.9,
+    )
+    summary = diagnose_runs(runs, EXACT).summary
+    assert summary["test_loss"] == pytest.approx(0.3)
+    assert summary["test_skill"] == pytest.approx((0.85 - 0.5) / 0.5)
+    assert summary["ensemble_test_metric"] == 0.9
+    assert math.isnan(diagnose_runs(_runs(_steady(), _steady()), EXACT).summary["test_loss"])
