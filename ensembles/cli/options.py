@@ -58,7 +58,8 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         "--patience",
         type=int,
         default=None,
-        help="early stopping patience in epochs (independent strategies)",
+        help="early stopping patience in epochs; keeps the best weights (not with --strategy "
+        "horizontal or snapshot)",
     )
     learning.add_argument("--input-noise", type=float, default=0.0, help="Gaussian input noise")
 

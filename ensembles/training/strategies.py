@@ -186,9 +186,13 @@ def train_members(
 
 
 def train_planned_member(
-    plan: MemberPlan, data: TrainingData, config: TrainConfig
+    plan: MemberPlan, data: TrainingData, config: TrainConfig, allow_diverged: bool = False
 ) -> TrainedMember:
-    """Train one member of an independent strategy (a pure function: safe in a process pool)."""
+    """Train one member of an independent strategy (a pure function: safe in a process pool).
+
+    A run whose training loss becomes NaN or infinite raises ``ConfigError`` unless
+    ``allow_diverged`` (diagnosis keeps such runs: divergence is its evidence).
+    """
     start = time.perf_counter()
     member_config = config.with_overrides(plan.settings)
     rows = training_rows(plan.rows, len(data.y_train))
@@ -208,7 +212,8 @@ def train_planned_member(
             plan.seed,
             callbacks,
         )
-    _check_converged(result, plan.member_id)
+    if not allow_diverged:
+        _check_converged(result, plan.member_id)
     epoch = _final_epoch(result, callbacks)
     return TrainedMember(
         plan,
