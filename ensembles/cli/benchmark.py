@@ -29,20 +29,6 @@ DEFAULT_EPOCHS = 20
 DEFAULT_REPEATS = 3
 DEFAULT_TIMING_REPEATS = 15
 
-#: Help for shared options that are added without one (the formatter appends defaults).
-_SHARED_HELP = {
-    "hidden_sizes": "widths of the hidden layers",
-    "activation": "activation after each hidden layer",
-    "dropout": "dropout probability after each hidden layer",
-    "optimizer": "optimizer of every member",
-    "learning_rate": "learning rate (snapshot cycles restart at 10 x this rate)",
-    "batch_size": "rows per optimizer step",
-    "epochs": "epochs per member (one-run strategies: length of the one run)",
-    "weight_decay": "weight decay (decoupled with adam)",
-    "validation_fraction": "share of rows held out for validation and combiner fitting",
-    "test_fraction": "share of rows held out for the reported test scores",
-}
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark command's options; the defaults finish digits in minutes on 2 cores.
@@ -112,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(epochs=DEFAULT_EPOCHS)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for action in parser._actions:  # argparse has no public accessor for its options
-        if not action.help or action.dest == "epochs":
-            action.help = _SHARED_HELP.get(action.dest, action.help)
+        if action.dest == "epochs":
+            action.help = "epochs per member (one-run strategies: length of the one run)"
     return parser
 
 
