@@ -51,7 +51,19 @@ def member_seed(base_seed: int, index: int) -> int:
 
 
 def training_rows(rule: dict[str, Any], n_rows: int) -> np.ndarray:
-    """The training-row indices a rule selects from ``n_rows`` rows (repeats for bootstrap).
+    """The training-row indices a rule selects from ``n_rows`` rows.
+
+    Parameters
+    ----------
+    rule : dict
+        A plan's row rule (see :class:`MemberPlan`), as stored in the manifest.
+    n_rows : int
+        Rows in the training split.
+
+    Returns
+    -------
+    ndarray (n_selected,) of int
+        Sorted indices into the training split; bootstrap rules repeat indices.
 
     Raises
     ------
@@ -75,7 +87,13 @@ def training_rows(rule: dict[str, Any], n_rows: int) -> np.ndarray:
 
 
 def out_of_sample_rows(rule: dict[str, Any], n_rows: int) -> np.ndarray:
-    """Training-split rows the member never saw (out-of-bag, out-of-fold, left out)."""
+    """Training-split rows the member never saw (out-of-bag, out-of-fold, left out).
+
+    Returns
+    -------
+    ndarray (n_unseen,) of int
+        Sorted indices into the training split; empty for ``{"rule": "all"}``.
+    """
     return np.setdiff1d(np.arange(n_rows), training_rows(rule, n_rows))
 
 

@@ -52,7 +52,18 @@ ONE_RUN_STRATEGIES = frozenset({"horizontal", "snapshot"})
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The rows members may learn from (train) and stop on (validation)."""
+    """The rows members may learn from (train) and stop on (validation).
+
+    Attributes
+    ----------
+    X_train : ndarray (n_train, n_features)
+    y_train : ndarray (n_train,) class indices, or (n_train, n_outputs) values
+    X_val : ndarray (n_val, n_features)
+    y_val : ndarray (n_val,) or (n_val, n_outputs)
+    task : {"classification", "regression"}
+    n_outputs : int
+        Classes, or regression targets.
+    """
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -150,6 +161,22 @@ def train_members(
     progress: bool = True,
 ) -> tuple[list[TrainedMember], dict[str, Any]]:
     """Train every member of an ensemble.
+
+    Parameters
+    ----------
+    strategy : {"bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"}
+    n_members : int
+        Members: bootstrap samples, folds, subsamples, runs, checkpoints or cycles.
+    data : TrainingData
+    config : TrainConfig
+        Settings shared by every member (``repeat`` variants override some per member).
+    seed : int
+        Base seed; every member's seed and row rule derive from it.
+    options : StrategyOptions, optional
+    jobs : int
+        Processes for independent members; results equal ``jobs=1``.
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
