@@ -100,7 +100,7 @@ class ModelStore:
         except FileNotFoundError:
             versions = self.versions(name)
             if not versions:
-                raise NotFoundError(self._not_found_message(name)) from None
+                raise NotFoundError(self.not_found_message(name)) from None
             return versions[-1]
         if not text.isdigit():
             raise IntegrityError(f"{pointer} does not hold a version number: {text!r}")
@@ -170,11 +170,16 @@ class ModelStore:
                     f"{expected[:12]}…"
                 )
 
-    def _not_found_message(self, name: str) -> str:
+    def not_found_message(self, name: str, *, show_root: bool = True) -> str:
+        """What to tell a user asking for an ensemble the store does not have.
+
+        ``show_root=False`` leaves out the store's path (for clients of a server).
+        """
         known = self.names()
         hint = f"known ensembles: {', '.join(known)}" if known else "the store is empty"
+        where = f" in {self.root}" if show_root else ""
         return (
-            f"ensemble '{name}' not found in {self.root} ({hint}); "
+            f"ensemble '{name}' not found{where} ({hint}); "
             f"train one with: python scripts/train.py --name {name} --store {self.root}"
         )
 

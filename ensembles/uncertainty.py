@@ -29,7 +29,14 @@ UNCERTAINTY_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _check_member_preds(member_preds: np.ndarray) -> np.ndarray:
+def check_member_preds(member_preds: np.ndarray) -> np.ndarray:
+    """``member_preds`` as a float array of shape (n_members, n_samples, n_outputs).
+
+    Raises
+    ------
+    ShapeError
+        When it has another number of axes or an empty one.
+    """
     member_preds = np.asarray(member_preds, dtype=float)
     if member_preds.ndim != 3 or 0 in member_preds.shape:
         raise ShapeError(
@@ -101,7 +108,7 @@ def classification_uncertainty(
         ``agreement`` (n_samples,): weighted share of members whose argmax equals the
         argmax of ``combined``.
     """
-    member_preds = _check_member_preds(member_preds)
+    member_preds = check_member_preds(member_preds)
     n_members, n_samples, n_classes = member_preds.shape
     w = _normalized_weights(weights, n_members)
     combined = _check_combined(combined, (n_samples, n_classes))
@@ -153,7 +160,7 @@ def regression_uncertainty(
     """
     if not 0.0 < level < 1.0:
         raise ConfigError(f"The interval level must be in (0, 1), e.g. 0.9; got {level!r}.")
-    member_preds = _check_member_preds(member_preds)
+    member_preds = check_member_preds(member_preds)
     n_members, n_samples, n_outputs = member_preds.shape
     w = _normalized_weights(weights, n_members)
     combined = _check_combined(combined, (n_samples, n_outputs))

@@ -7,17 +7,7 @@ from itertools import combinations
 
 import numpy as np
 
-from ensembles.errors import ShapeError
-
-
-def _check(member_preds: np.ndarray) -> np.ndarray:
-    member_preds = np.asarray(member_preds, dtype=float)
-    if member_preds.ndim != 3 or 0 in member_preds.shape:
-        raise ShapeError(
-            "member_preds must have shape (n_members, n_samples, n_outputs); got "
-            f"{member_preds.shape}."
-        )
-    return member_preds
+from ensembles.uncertainty import check_member_preds
 
 
 def pairwise_disagreement(member_preds: np.ndarray, task: str) -> float:
@@ -36,7 +26,7 @@ def pairwise_disagreement(member_preds: np.ndarray, task: str) -> float:
     float
         NaN for a single member.
     """
-    member_preds = _check(member_preds)
+    member_preds = check_member_preds(member_preds)
     pairs = list(combinations(range(len(member_preds)), 2))
     if not pairs:
         return math.nan
@@ -64,7 +54,7 @@ def member_errors(member_preds: np.ndarray, y: np.ndarray, task: str) -> np.ndar
     -------
     np.ndarray, shape (n_members, n_samples)
     """
-    member_preds = _check(member_preds)
+    member_preds = check_member_preds(member_preds)
     if task == "classification":
         rows = np.arange(member_preds.shape[1])
         return 1.0 - member_preds[:, rows, np.asarray(y, dtype=int)]

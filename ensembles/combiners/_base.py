@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
 from ensembles.combiners._calibration import apply_temperature, fit_temperature
 from ensembles.errors import ConfigError, DataError, NotFittedError, ShapeError
+from ensembles.manifest import Task
 
-Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
 
 #: Row sums of class probabilities may be this far from one (float32 members).
@@ -172,7 +172,9 @@ class Combiner:
         self.temperature_ = temperature
         return self
 
-    def combine(self, member_preds: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+    def combine(
+        self, member_preds: np.ndarray, X: np.ndarray | None = None, *, check: bool = True
+    ) -> np.ndarray:
         """Reduce member outputs to one output per sample.
 
         Parameters
@@ -181,6 +183,10 @@ class Combiner:
             Member outputs, with as many members and outputs as seen in ``fit``.
         X : np.ndarray, shape (n_samples, n_features), optional
             Raw features; only stacking with ``passthrough=True`` uses them.
+        check : bool, default True
+            Validate the values (finite; probabilities for classification). A caller whose
+            arrays are already float64 outputs of verified members (serving) passes False
+            to skip that pass; the member and output counts are always checked.
 
         Returns
         -------
@@ -188,7 +194,13 @@ class Combiner:
             Class probabilities for classification, values for regression.
         """
         self._check_fitted()
-        member_preds = self._check_member_preds(member_preds)
+        if check:
+            member_preds = self._check_member_preds(member_preds)
+        elif np.ndim(member_preds) != 3:
+            raise ShapeError(
+                f"{type(self).__name__} needs member_preds of shape "
+                f"(n_members, n_samples, n_outputs); got shape {np.shape(member_preds)}."
+            )
         name = type(self).__name__
         n_members, _, n_outputs = member_preds.shape
         if n_members != self.n_members_:

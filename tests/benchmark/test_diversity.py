@@ -66,8 +66,8 @@ def test_single_member_gives_nan() -> None:
 
 @pytest.mark.parametrize("shape", [(3, 4), (0, 4, 2), (2, 0, 2)])
 def test_member_preds_of_the_wrong_shape_are_refused(shape: tuple[int, ...]) -> None:
-    message = r"member_preds must have shape \(n_members, n_samples, n_outputs\); got "
-    with pytest.raises(ShapeError, match=message + re.escape(str(shape))):
+    message = r"member_preds must have shape \(n_members, n_samples, n_outputs\) with no empty "
+    with pytest.raises(ShapeError, match=message + r"axis; got shape " + re.escape(str(shape))):
         pairwise_disagreement(np.zeros(shape), "classification")
     with pytest.raises(ShapeError, match=message):
         error_correlation(np.zeros(shape), np.zeros(4, dtype=int), "classification")
