@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,8 +13,6 @@ from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo, Task
 from ensembles.metrics import classification_metrics, regression_metrics
 from ensembles.uncertainty import regression_uncertainty
-
-logger = logging.getLogger(__name__)
 
 #: Published combiner name -> (kind, constructor parameters, tasks it applies to).
 COMBINER_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
@@ -29,14 +25,6 @@ COMBINER_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
 #: Every name training can publish; ``weight_average`` is a model, built on the torch side.
 COMBINER_NAMES: tuple[str, ...] = (*COMBINER_SPECS, "weight_average")
 _MIN_VARIANCE = 1e-12
-
-
-@dataclass
-class CombinerResult:
-    """A fitted combiner (None for weight averaging) and its manifest entry."""
-
-    info: CombinerInfo
-    combiner: Combiner | None
 
 
 def check_combiner_names(names: tuple[str, ...] | None, task: Task) -> tuple[str, ...]:
@@ -65,7 +53,7 @@ def fit_combiners(
     calibrate: bool = False,
     level: float = 0.9,
     stack_passthrough: bool = False,
-) -> dict[str, CombinerResult]:
+) -> dict[str, CombinerInfo]:
     """Fit each combiner on ``fit_set``, score it by cross-fitting and on the test split.
 
     Parameters
@@ -105,7 +93,7 @@ def fit_combiners(
             heldout_metrics=crossfit_metrics(kind, task, params, data, level),
             test_output_sha256=output_digest(test_output),
         )
-        results[name] = CombinerResult(info, combiner)
+        results[name] = info
     return results
 
 
@@ -193,7 +181,7 @@ def baseline_metrics(
     }
 
 
-def choose_default(results: dict[str, CombinerResult], override: str | None) -> str:
+def choose_default(results: dict[str, CombinerInfo], override: str | None) -> str:
     """The default combiner: ``override`` when given, else the best held-out loss.
 
     The loss is NLL for classification and Gaussian NLL for regression (with the ensemble's
@@ -208,11 +196,11 @@ def choose_default(results: dict[str, CombinerResult], override: str | None) -> 
         return override
 
     def loss(name: str) -> float:
-        metrics = results[name].info.heldout_metrics
+        metrics = results[name].heldout_metrics
         return metrics.get("nll", metrics.get("gaussian_nll", metrics.get("rmse", np.inf)))
 
     # a greedy soup chose its members on these rows, so its score there is optimistic
-    fair = [name for name, r in results.items() if not r.info.fitted_on.get("selection")]
+    fair = [name for name, info in results.items() if not info.fitted_on.get("selection")]
     return min(fair or results, key=loss)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -11,6 +11,8 @@ from ensembles.errors import IntegrityError
 
 SCHEMA_VERSION = 1
 Task = Literal["classification", "regression"]
+Strategy = Literal["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 class _Model(BaseModel):

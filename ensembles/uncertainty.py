@@ -8,7 +8,7 @@ import numpy as np
 
 from ensembles.errors import ConfigError, DataError, ShapeError
 
-#: Keys of the dicts returned per task, in order, so serving can declare output tensors.
+#: Keys of the dicts returned per task, in the order they are returned.
 #: ``aleatoric_variance`` and ``total_variance`` are present only when member variances
 #: are given to :func:`regression_uncertainty`.
 UNCERTAINTY_NAMES: dict[str, tuple[str, ...]] = {

@@ -1,4 +1,4 @@
-"""What every command shares: one-line errors, data options and the table printer."""
+"""What every command shares: one-line errors, the help formatter and the data options."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ensembles.data import BUILTIN_DATASETS
-from ensembles.errors import EnsembleError
+from ensembles.errors import ConfigError, EnsembleError
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -53,8 +53,6 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def check_data_options(args: argparse.Namespace) -> None:
     """Reject contradictory data options with a :class:`~ensembles.errors.ConfigError`."""
-    from ensembles.errors import ConfigError
-
     if args.csv and args.dataset:
         raise ConfigError("--dataset and --csv contradict each other: give one of them")
     if args.target and not args.csv:

@@ -22,6 +22,7 @@ from ensembles.cli.options import (
     config_from_args,
 )
 from ensembles.errors import ConfigError
+from ensembles.manifest import STRATEGIES
 from ensembles.markdown import format_table
 
 if TYPE_CHECKING:  # torch is imported only when training runs
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "--strategy",
         default="snapshot",
-        choices=["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"],
+        choices=STRATEGIES,
         help="how members are produced",
     )
     ensemble.add_argument(
@@ -139,11 +140,11 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
             raise ConfigError("--variants must be a JSON list of objects of setting overrides")
     config = config_from_args(args)
+    given = {option: getattr(args, option) for option in ("subsample_fraction", "spacing")}
     options = StrategyOptions(
-        subsample_fraction=0.7 if args.subsample_fraction is None else args.subsample_fraction,
         variants=variants,
-        spacing=1 if args.spacing is None else args.spacing,
         peak_learning_rate=args.peak_learning_rate,
+        **{option: value for option, value in given.items() if value is not None},
     )
     return TrainRequest(
         dataset=None if args.csv else (args.dataset or "digits"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import warnings
 from pathlib import Path
@@ -14,8 +13,6 @@ import numpy as np
 from ensembles.diagnosis._rounds import Round, flagged_change
 from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
-
-logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.json"
 CURVES_FILE = "curves.png"

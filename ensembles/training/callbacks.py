@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
 from ensembles.training.loop import Callback, State, restore, snapshot_state
 from ensembles.training.network import MemberNetwork
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ import numpy as np
 from ensembles.data import Dataset, Splits, load_data, split_dataset
 from ensembles.errors import ConfigError
 from ensembles.evaluation import (
-    CombinerResult,
     baseline_metrics,
     check_combiner_names,
     choose_default,
@@ -26,12 +24,19 @@ from ensembles.evaluation import (
     output_digest,
 )
 from ensembles.export import export_member, output_spec
-from ensembles.heldout import FitSource, HeldoutPredictions, SplitPredictions, combiner_fit_set
+from ensembles.heldout import (
+    HELDOUT_FILE,
+    FitSource,
+    HeldoutPredictions,
+    SplitPredictions,
+    combiner_fit_set,
+)
 from ensembles.manifest import (
     CombinerInfo,
     InputSpec,
     Manifest,
     MemberInfo,
+    Strategy,
     StrategyInfo,
     Task,
 )
@@ -42,6 +47,7 @@ from ensembles.training.network import MemberNetwork
 from ensembles.training.plans import out_of_sample_rows, training_rows
 from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
+    RESAMPLING_STRATEGIES,
     STRATEGIES,
     StrategyOptions,
     TrainedMember,
@@ -54,8 +60,6 @@ from ensembles.training.weight_averaging import (
     check_weight_averaging,
     greedy_soup,
 )
-
-logger = logging.getLogger(__name__)
 
 AVERAGED_FILE = "averaged.onnx"
 CURVES_FILE = "curves.json"
@@ -88,13 +92,15 @@ class TrainRequest:
     weight_averaging : ``uniform`` (SWA) or ``greedy`` (soup).
     force_weight_averaging : average independent members anyway.
     interval_level : central prediction interval level (regression).
+    validation_fraction, test_fraction : shares of rows for the validation and test splits.
+    progress : show progress bars.
     """
 
     dataset: str | None = "digits"
     csv: Path | None = None
     target: str | None = None
     task: Task | None = None
-    strategy: str = "snapshot"
+    strategy: Strategy = "snapshot"
     members: int = 5
     epochs: int | None = None
     name: str | None = None
@@ -190,11 +196,11 @@ def run_training(request: TrainRequest) -> TrainReport:
         ]
         if averaged is not None:
             export_member(averaged[0], folder / AVERAGED_FILE, splits.validation.X)
-        heldout.save(folder / "heldout.npz")
+        heldout.save(folder / HELDOUT_FILE)
         curves = {member.plan.member_id: member.curves for member in members}
         (folder / CURVES_FILE).write_text(json.dumps(curves, indent=1, allow_nan=True))
         return _manifest(
-            request, version, splits, members, params, networks, heldout, averaged, parity
+            request, config, version, splits, members, params, networks, heldout, averaged, parity
         )
 
     manifest = store.publish(request.ensemble_name, write)
@@ -225,7 +231,7 @@ def predict_heldout(
 
     train = in_sample = None
     n_train = len(splits.train.y)
-    if request.strategy in {"bagging", "kfold", "subsample"}:
+    if request.strategy in RESAMPLING_STRATEGIES:
         full = split(splits.train)
         mask = np.ones((len(members), n_train), dtype=bool)
         for index, member in enumerate(members):
@@ -242,6 +248,7 @@ def predict_heldout(
 
 def _manifest(
     request: TrainRequest,
+    config: TrainConfig,
     version: int,
     splits: Splits,
     members: list[TrainedMember],
@@ -297,14 +304,12 @@ def _manifest(
         strategy=StrategyInfo(name=request.strategy, params=params),
         members=member_infos,
         files={},
-        combiners={name: result.info for name, result in results.items()},
+        combiners=results,
         default_combiner=default,
         baselines=baseline_metrics(task, heldout, request.interval_level),
         split={**splits.record, "source": splits.train.source},
         training={
-            "config": members[0].config.to_dict()
-            if request.strategy != "repeat"
-            else request.config.to_dict(),
+            "config": config.to_dict(),
             "combiner_fit": request.combiner_fit,
             "calibrate": request.calibrate,
             "interval_level": request.interval_level,
@@ -319,25 +324,19 @@ def _averaged_result(
     averaged: tuple[MemberNetwork, list[int]],
     heldout: HeldoutPredictions,
     members: list[TrainedMember],
-) -> CombinerResult:
+) -> CombinerInfo:
     network, chosen = averaged
     ids = [members[i].plan.member_id for i in chosen]
-    test_pred = member_outputs(network, heldout.test.X)
-    val_pred = member_outputs(network, heldout.validation.X)
-    test_metrics = evaluate_predictions(
-        heldout.test,
-        test_pred[0],
-        chosen,
-        request.interval_level,
-        test_pred[1] if len(test_pred) > 1 else None,
-    )
-    val_metrics = evaluate_predictions(
-        heldout.validation,
-        val_pred[0],
-        chosen,
-        request.interval_level,
-        val_pred[1] if len(val_pred) > 1 else None,
-    )
+
+    def score(split: SplitPredictions) -> tuple[dict[str, float], np.ndarray]:
+        output = member_outputs(network, split.X)
+        variance = output[1] if len(output) > 1 else None
+        return evaluate_predictions(
+            split, output[0], chosen, request.interval_level, variance
+        ), output[0]
+
+    test_metrics, test_output = score(heldout.test)
+    val_metrics, _ = score(heldout.validation)
     state = {
         "kind": "weight_average",
         "file": AVERAGED_FILE,
@@ -355,9 +354,9 @@ def _averaged_result(
         fitted_on=fitted_on,
         test_metrics=test_metrics,
         heldout_metrics=val_metrics,
-        test_output_sha256=output_digest(test_pred[0]),
+        test_output_sha256=output_digest(test_output),
     )
-    return CombinerResult(info, None)
+    return info
 
 
 def _weight_average(
@@ -423,9 +422,7 @@ def _check_combiners(request: TrainRequest, task: Task) -> None:
     names = check_combiner_names(request.combiners, task)
     if request.default_combiner is None:
         return
-    averaged = request.strategy not in INDEPENDENT_STRATEGIES or request.force_weight_averaging
-    if request.combiners is not None:
-        averaged = "weight_average" in request.combiners
+    averaged = _wants_weight_averaging(request)
     if request.default_combiner not in (*names, *(("weight_average",) if averaged else ())):
         raise ConfigError(
             f"--default-combiner '{request.default_combiner}' was not fitted; "

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ensembles.errors import ConfigError
-from ensembles.manifest import Task
+from ensembles.manifest import STRATEGIES, Strategy, Task
 from ensembles.training.callbacks import (
     CheckpointCollector,
     EarlyStopping,
@@ -44,9 +44,8 @@ from ensembles.training.plans import (
 
 logger = logging.getLogger(__name__)
 
-Strategy = Literal["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"]
-STRATEGIES: tuple[str, ...] = ("bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot")
 INDEPENDENT_STRATEGIES = frozenset({"bagging", "kfold", "subsample", "repeat"})
+RESAMPLING_STRATEGIES = frozenset({"bagging", "kfold", "subsample"})
 ONE_RUN_STRATEGIES = frozenset({"horizontal", "snapshot"})
 
 
@@ -151,7 +150,7 @@ def make_plans(
 
 
 def train_members(
-    strategy: str,
+    strategy: Strategy,
     n_members: int,
     data: TrainingData,
     config: TrainConfig,

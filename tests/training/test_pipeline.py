@@ -238,3 +238,23 @@ def test_stacking_can_see_the_raw_features(tmp_path: Path) -> None:
     request = tiny_request(tmp_path, dataset="wine", strategy="repeat", stack_passthrough=True)
     manifest = train_ensemble(request)
     assert manifest.combiners["stack"].state["params"]["passthrough"] is True
+
+
+def test_forced_weight_average_can_be_the_default(tmp_path: Path) -> None:
+    request = tiny_request(
+        tmp_path,
+        dataset="wine",
+        strategy="bagging",
+        combiners=("mean",),
+        force_weight_averaging=True,
+        default_combiner="weight_average",
+    )
+    manifest = train_ensemble(request)
+    assert manifest.default_combiner == "weight_average"
+    assert set(manifest.combiners) == {"mean", "weight_average"}
+
+
+def test_the_manifest_records_the_configuration_members_trained_with(tmp_path: Path) -> None:
+    manifest = train_ensemble(tiny_request(tmp_path, dataset="wine", strategy="repeat", epochs=2))
+    assert manifest.training["config"]["epochs"] == 2
+    assert manifest.training["config"]["hidden_sizes"] == [16]
