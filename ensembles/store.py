@@ -173,13 +173,15 @@ class ModelStore:
     def not_found_message(self, name: str, *, show_root: bool = True) -> str:
         """What to tell a user asking for an ensemble the store does not have.
 
-        ``show_root=False`` leaves out the store's path (for clients of a server).
+        ``show_root=False`` keeps the store's path out (for clients of a server): the
+        message then names the known ensembles only.
         """
         known = self.names()
         hint = f"known ensembles: {', '.join(known)}" if known else "the store is empty"
-        where = f" in {self.root}" if show_root else ""
+        if not show_root:
+            return f"ensemble '{name}' not found in the model store ({hint})"
         return (
-            f"ensemble '{name}' not found{where} ({hint}); "
+            f"ensemble '{name}' not found in {self.root} ({hint}); "
             f"train one with: python scripts/train.py --name {name} --store {self.root}"
         )
 

@@ -8,33 +8,38 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from functools import cache
 
 from pydantic import ValidationError
 
 from serving.logs import logging_config
-from serving.settings import ServingSettings
+from serving.settings import MULTIPROC_ENV, ServingSettings
 
 APP_FACTORY = "serving.app:create_app"
-#: Read by prometheus_client at import: where workers share their metric values.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_FLAGS = {
-    "poll_interval_s": "--poll-interval",
-    "max_wait_ms": "--max-wait-ms",
-    "max_microbatch_rows": "--max-microbatch-rows",
-}
 
 
 class SettingsError(Exception):
     """The settings are invalid; ``str()`` holds one line per problem."""
 
 
+@cache
+def _flags() -> dict[str, str]:
+    """Settings field -> its command-line flag, for the fields that have one."""
+    return {
+        action.dest: action.option_strings[-1]
+        for action in build_parser()._actions
+        if action.option_strings and action.dest != "help"
+    }
+
+
 def _field_label(field: str) -> str:
-    flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
-    return f"{field} ({flag} / ENSEMBLES_{field.upper()})"
+    flag = _flags().get(field)
+    env = f"ENSEMBLES_{field.upper()}"
+    return f"{field} ({flag} / {env})" if flag else f"{field} ({env}; env only)"
 
 
 def settings_problems(exc: ValidationError) -> list[str]:
-    """One line per problem, naming the field, its flag and environment variable."""
+    """One line per problem, naming the field, its flag (if any) and environment variable."""
     lines = []
     for error in exc.errors(include_url=False):
         location = [str(part) for part in error.get("loc", ())]
@@ -49,14 +54,8 @@ def settings_problems(exc: ValidationError) -> list[str]:
     return lines
 
 
-def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
-    """Settings from flags, falling back to ``ENSEMBLES_*`` variables and defaults.
-
-    Raises
-    ------
-    SettingsError
-        One line per invalid field (flag or environment variable).
-    """
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; each flag's ``dest`` is the settings field it sets."""
     parser = argparse.ArgumentParser(
         prog="ensembles-serve", description="Serve ensembles with their uncertainty over HTTP."
     )
@@ -88,7 +87,19 @@ def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
         default=None,
         help="one JSON line per request (ENSEMBLES_ACCESS_LOG)",
     )
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ServingSettings:
+    """Settings from flags, falling back to ``ENSEMBLES_*`` variables and defaults.
+
+    Raises
+    ------
+    SettingsError
+        One line per invalid field (flag or environment variable).
+    """
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
     try:
         return ServingSettings(**given)
     except ValidationError as exc:

@@ -105,7 +105,31 @@ async def list_ensembles(registry: Registry) -> Response:
 
 
 def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
-    """Task, features, classes, members, strategy, combiners and version states."""
+    """Task, features, classes, members, strategy, combiners and version states.
+
+    Parameters
+    ----------
+    registry : EnsembleRegistry
+        The registry serving the ensemble.
+    name : str
+        Ensemble name.
+
+    Returns
+    -------
+    dict
+        ``name``, ``version`` (None while no version is loaded), ``versions`` (every
+        version's load state), ``latest_error``; with a loaded version also its manifest
+        facts (``task``, ``features``, ``n_features``, ``classes``, ``n_outputs``,
+        ``strategy``, ``members``, ``combiners``, ``default_combiner``, ``baselines``) and
+        the ``uncertainty`` measures it returns.
+
+    Raises
+    ------
+    StoreError
+        When the name is invalid.
+    NotFoundError
+        When the store has no version of ``name``.
+    """
     validate_name(name)
     versions = registry.version_states(name)
     if not versions:
@@ -174,7 +198,26 @@ def _rows(rows: list[list[float]]) -> np.ndarray:
 
 
 def prediction_body(runtime: EnsembleRuntime, prediction: Prediction) -> dict[str, Any]:
-    """The JSON body of a prediction, float32 like the ``/v2`` tensors."""
+    """The JSON body of a prediction, float32 like the ``/v2`` tensors.
+
+    Parameters
+    ----------
+    runtime : EnsembleRuntime
+        The version that made the prediction (for its name, classes and member ids).
+    prediction : Prediction
+        Its result for ``n_samples`` rows.
+
+    Returns
+    -------
+    dict
+        ``ensemble``, ``version``, ``combiner``, ``n_samples``; ``predictions``: ``label``
+        (n_samples,), ``class_index`` (n_samples,) and ``probabilities``
+        (n_samples, n_classes) for classification, ``value`` (n_samples, n_outputs) for
+        regression; ``uncertainty``: each measure (n_samples, n_outputs) or (n_samples,);
+        with member outputs also ``members``: ``ids``, ``outputs``
+        (n_members, n_samples, n_outputs) and, for Gaussian-head members, ``variances`` of
+        the same shape. Values stay numpy arrays (floats as float32) for the JSON encoder.
+    """
     combined = prediction.combined.astype(np.float32)
     if prediction.labels is not None:
         classes = runtime.manifest.classes or [str(k) for k in range(runtime.n_outputs)]

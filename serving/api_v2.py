@@ -10,17 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from serving.errors import InvalidRequestError, ModelUnavailableError, NotReadyError
+from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
 from serving.registry import EnsembleRegistry
 from serving.routing import LeanRoute, Registry, json_response, mark_served
-from serving.runtime import LABEL, MEMBER_OUTPUTS, MEMBER_VARIANCES, EnsembleRuntime, Prediction
+from serving.runtime import LABEL, EnsembleRuntime, Prediction
 from serving.security import require_token
-from serving.v2_codec import (
-    HEADER_LENGTH,
-    TensorMeta,
-    decode_infer_request,
-    decompress,
-    encode_infer_response,
-)
+from serving.v2_codec import HEADER_LENGTH, decode_infer_request, decompress, encode_infer_response
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 SERVER_NAME = "ensembles"
@@ -28,11 +23,32 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data"]
 #: Request parameter naming the combiner (not a reserved V2 name).
 COMBINER_PARAMETER = "combiner"
-_MEMBER_TENSORS = (MEMBER_OUTPUTS, MEMBER_VARIANCES)
+_MEMBER_TENSORS = frozenset((MEMBER_OUTPUTS, MEMBER_VARIANCES))
+#: The codec decodes at most this many full requests' worth of elements per input
+#: (``max_batch_rows * n_features`` each). It bounds decoding memory while leaving
+#: headroom, so a request somewhat over the row limit is still decoded and refused by the
+#: runtime with its clearer "N rows is over the limit of M rows" message.
+_DECODE_HEADROOM = 4
 
 
 def parse_version(version: str | None) -> int | None:
-    """A V2 version string as an int (None or "" for the current version)."""
+    """A V2 version string as an int.
+
+    Parameters
+    ----------
+    version : str or None
+        The ``{version}`` of a V2 path; None or ``""`` for the current version.
+
+    Returns
+    -------
+    int or None
+        The version number, or None for the current version.
+
+    Raises
+    ------
+    InvalidRequestError
+        When ``version`` is not a positive integer.
+    """
     if version is None or version == "":
         return None
     if not version.isdigit() or int(version) < 1:
@@ -81,7 +97,22 @@ async def model_version_ready(name: str, version: str, registry: Registry) -> Re
 
 
 def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> dict[str, Any]:
-    """V2 model metadata; uncertainty measures and member outputs are listed as outputs."""
+    """V2 model metadata; uncertainty measures and member outputs are listed as outputs.
+
+    Parameters
+    ----------
+    registry : EnsembleRegistry
+        For the versions of the model that are loaded.
+    runtime : EnsembleRuntime
+        The version described.
+
+    Returns
+    -------
+    dict
+        The V2 metadata response: ``name``, ``versions``, ``platform``, ``inputs`` (one,
+        shape ``[-1, n_features]``), ``outputs`` (name, datatype and shape, ``-1`` for the
+        batch axis) and ``parameters`` (version, task, classes, combiners).
+    """
     entry = registry.version_states(runtime.name)
     manifest = runtime.manifest
     return {
@@ -155,14 +186,14 @@ async def _infer(
     )
     runtime = await registry.get(name, parse_version(version))
     mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
-    specs = {spec.name: spec for spec in runtime.outputs}
+    specs = runtime.output_specs
     parsed = decode_infer_request(
         body,
         request.headers.get(HEADER_LENGTH),
         name,
-        {runtime.manifest.input.name: TensorMeta("FP32", (-1, runtime.n_features))},
-        set(specs),
-        max_elements=4 * settings.max_batch_rows * runtime.n_features,
+        runtime.input_meta,
+        specs.keys(),
+        max_elements=_DECODE_HEADROOM * settings.max_batch_rows * runtime.n_features,
     )
     if parsed.id is not None and request.headers.get("x-request-id") is None:
         mark_served(request, runtime.name, runtime.version, parsed.id)
@@ -170,7 +201,7 @@ async def _infer(
     if combiner is not None and not isinstance(combiner, str):
         raise InvalidRequestError(f"parameter '{COMBINER_PARAMETER}' must be a string")
     if parsed.outputs is None:
-        wanted = [(s, parsed.binary_output) for s in specs if s not in _MEMBER_TENSORS]
+        wanted = [(n, parsed.binary_output) for n in runtime.default_outputs]
     else:
         wanted = [(o.name, o.binary) for o in parsed.outputs]
     names = {n for n, _ in wanted}
@@ -178,8 +209,8 @@ async def _infer(
     prediction = await runtime.predict_async(
         X,
         combiner=combiner,
-        members=bool(names & set(_MEMBER_TENSORS)),
-        uncertainty=bool(names & set(runtime.uncertainty_names)),
+        members=not _MEMBER_TENSORS.isdisjoint(names),
+        uncertainty=not runtime.uncertainty_set.isdisjoint(names),
     )
     values = _tensors(runtime, prediction)
     header: dict[str, Any] = {"model_name": runtime.name, "model_version": str(runtime.version)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import deque
@@ -16,11 +15,6 @@ import numpy as np
 
 from serving.errors import NotReadyError
 
-logger = logging.getLogger(__name__)
-
-RunResult = np.ndarray | tuple[np.ndarray, ...]
-RunFunction = Callable[[np.ndarray], Any]
-SplitFunction = Callable[[Any, int, int], Any]
 #: ``run_spans(X_all, spans) -> results``: ``spans`` lists ``(key, start, stop)`` per request.
 SpansFunction = Callable[[np.ndarray, list[tuple[Any, int, int]]], list[Any]]
 
@@ -40,102 +34,54 @@ class _Request:
     arrival: float = field(default_factory=time.perf_counter)
 
 
-def slice_rows(result: RunResult, start: int, stop: int) -> RunResult:
-    """Rows ``start:stop`` of a batched result, on axis 1 of every array (the default split).
-
-    Parameters
-    ----------
-    result : np.ndarray or tuple of np.ndarray
-        Arrays shaped ``(n_members, N, ...)``.
-    start, stop : int
-        Row range of one request inside the batch.
-
-    Returns
-    -------
-    np.ndarray or tuple of np.ndarray
-        Views shaped ``(n_members, stop - start, ...)``.
-    """
-    if isinstance(result, tuple):
-        return tuple(part[:, start:stop] for part in result)
-    return result[:, start:stop]
-
-
 class MicroBatcher:
-    """Coalesce concurrent ``submit`` calls into batched calls of a blocking ``run``.
+    """Coalesce concurrent ``submit`` calls into batched calls of a blocking ``run_spans``.
 
     A request that finds the batcher idle is dispatched at once. Requests that arrive while
-    a batch runs queue up and leave together, up to ``max_batch_rows`` rows, as soon as a
+    a batch runs queue up and leave together, up to ``max_batch_rows`` rows, as soon as the
     runner is free; under steady load the batcher also holds a batch back for at most
     ``max_wait_ms`` (counted from the arrival of its oldest request) until it has as many
-    requests as recent batches had, so batches do not shrink to single stragglers. ``run``
-    executes in worker threads (``max_concurrency`` at a time), so the event loop keeps
-    parsing and answering requests meanwhile (onnxruntime releases the GIL).
+    requests as recent batches had, so batches do not shrink to single stragglers.
+    ``run_spans`` executes in one worker thread, so the event loop keeps parsing and
+    answering requests meanwhile (onnxruntime releases the GIL).
 
     Parameters
     ----------
-    run : callable or None
-        ``run(X_all) -> np.ndarray or tuple of np.ndarray``, blocking; ``X_all`` has shape
-        ``(N, n_features)`` and every returned array has the batch on axis 1, e.g.
-        ``(n_members, N, n_outputs)`` (any result when ``split`` is given). None when
-        ``run_spans`` is given instead.
+    run_spans : callable
+        ``run_spans(X_all, spans) -> list``, blocking. ``X_all`` has shape
+        ``(N, n_features)``: the rows of every request of the batch, concatenated;
+        ``spans`` holds ``(key, start, stop)`` for every request, in order (``key`` as
+        given to :meth:`submit`, ``X_all[start:stop]`` its rows). The result holds one item
+        per request, in the same order; an item that is an exception instance is raised to
+        that request alone, and an exception raised by ``run_spans`` reaches every request
+        of the batch. One batch can thus serve requests that ask for different things
+        (e.g. different combiners) while doing the shared work once.
     max_batch_rows : int
-        Most rows per ``run`` call. A single request with more rows runs alone.
+        Most rows per ``run_spans`` call. A single request with more rows runs alone.
     max_wait_ms : float
-        Longest extra wait for company under load; 0 dispatches whenever a runner is free.
-    max_concurrency : int, default 1
-        ``run`` calls in flight at once (worker threads).
-    on_batch : callable, optional
-        Called with the number of rows of every batch dispatched (for metrics).
-    split : callable, optional
-        ``split(result, start, stop)`` returns one request's part of ``run``'s result;
-        defaults to :func:`slice_rows` (axis 1 of every array). Give one when ``run`` also
-        does per-batch work whose result is not shaped that way, e.g. combining and
-        measuring uncertainty once per batch (per-row arrays on axis 0) instead of once per
-        request on the event loop.
-    run_spans : callable, optional
-        Instead of ``run`` + ``split``: ``run_spans(X_all, spans) -> list``, blocking, where
-        ``spans`` holds ``(key, start, stop)`` for every request of the batch (``key`` as
-        given to :meth:`submit`) and the result holds one item per request, in order. An
-        item that is an exception instance is raised to that request alone. This lets one
-        batch serve requests that ask for different things (e.g. different combiners)
-        while doing the shared work once.
+        Longest extra wait for company under load; 0 dispatches whenever the runner is free.
 
     The batcher has no queue limit of its own: its caller bounds the rows in flight
     (``EnsembleRuntime.max_queue_rows``, one limit for batched and unbatched requests).
 
     Examples
     --------
-    >>> batcher = MicroBatcher(session_run, max_batch_rows=1024, max_wait_ms=1.0)
-    >>> member_outputs = await batcher.submit(X)   # (n_members, len(X), n_outputs)
+    >>> def run_spans(X, spans):
+    ...     outputs = session_run(X)  # (n_members, len(X), n_outputs)
+    ...     return [outputs[:, start:stop] for _, start, stop in spans]
+    >>> batcher = MicroBatcher(run_spans, max_batch_rows=1024, max_wait_ms=1.0)
+    >>> member_outputs = await batcher.submit(X)  # (n_members, len(X), n_outputs)
     >>> await batcher.close()
     """
 
-    def __init__(
-        self,
-        run: RunFunction | None,
-        max_batch_rows: int,
-        max_wait_ms: float,
-        *,
-        max_concurrency: int = 1,
-        on_batch: Callable[[int], None] | None = None,
-        split: SplitFunction | None = None,
-        run_spans: SpansFunction | None = None,
-    ) -> None:
-        if (run is None) == (run_spans is None):
-            raise ValueError("give exactly one of run and run_spans")
+    def __init__(self, run_spans: SpansFunction, max_batch_rows: int, max_wait_ms: float) -> None:
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be at least 1; got {max_batch_rows}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be non-negative; got {max_wait_ms}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1; got {max_concurrency}")
-        self.run = run
+        self.run_spans = run_spans
         self.max_batch_rows = int(max_batch_rows)
         self.max_wait_ms = float(max_wait_ms)
-        self.max_concurrency = int(max_concurrency)
-        self.on_batch = on_batch
-        self.split = split or slice_rows
-        self.run_spans = run_spans
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._in_flight = 0
@@ -145,14 +91,7 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.max_concurrency, thread_name_prefix="microbatch"
-        )
-
-    @property
-    def queued_rows(self) -> int:
-        """Rows waiting for a batch (not counting batches that are running)."""
-        return self._pending_rows
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microbatch")
 
     async def submit(self, X: np.ndarray, key: Any = None) -> Any:
         """Queue rows and wait for their slice of the batched result.
@@ -162,20 +101,20 @@ class MicroBatcher:
         X : np.ndarray, shape (n_samples, n_features)
             The request's rows; ``n_samples`` may exceed ``max_batch_rows``.
         key : any, optional
-            Handed to ``run_spans`` with this request's row range (ignored by ``run``).
+            Handed to ``run_spans`` with this request's row range.
 
         Returns
         -------
-        np.ndarray or tuple of np.ndarray
-            What ``run`` returns, restricted to these rows along axis 1, e.g.
-            ``(n_members, n_samples, n_outputs)`` (or what ``split`` makes of it).
+        any
+            This request's item of the ``run_spans`` result.
 
         Raises
         ------
         BatcherClosedError
             After :meth:`close`.
         Exception
-            Whatever ``run`` raised for the batch these rows were in.
+            The exception instance ``run_spans`` returned for this request, or whatever it
+            raised for the batch these rows were in.
         """
         if self._closed:
             raise BatcherClosedError("the micro-batcher is closed; the model is being unloaded")
@@ -235,7 +174,7 @@ class MicroBatcher:
 
     async def _dispatch_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        slots = asyncio.Semaphore(self.max_concurrency)
+        runner = asyncio.Semaphore(1)  # one batch runs at a time
         while True:
             if not self._pending:
                 if self._closed:
@@ -243,7 +182,7 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await slots.acquire()
+            await runner.acquire()
             while self._pending and not self._ready():
                 age = time.perf_counter() - self._pending[0].arrival
                 remaining = self.max_wait_ms / 1e3 - age
@@ -254,39 +193,24 @@ class MicroBatcher:
                     break
             batch = self._take()
             if not batch:
-                slots.release()
+                runner.release()
                 continue
             self._in_flight += 1
-            task = loop.create_task(self._run_batch(loop, batch, slots))
+            task = loop.create_task(self._run_batch(loop, batch, runner))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
 
     async def _run_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Request], slots: asyncio.Semaphore
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Request], runner: asyncio.Semaphore
     ) -> None:
         X = batch[0].X if len(batch) == 1 else np.concatenate([request.X for request in batch])
-        if self.on_batch is not None:
-            try:
-                self.on_batch(len(X))
-            except Exception:
-                logger.exception("on_batch callback failed")
         self._expected += _EXPECTED_ALPHA * (len(batch) - self._expected)
+        spans, start = [], 0
+        for request in batch:
+            spans.append((request.key, start, start + len(request.X)))
+            start += len(request.X)
         try:
-            if self.run_spans is not None:
-                spans, start = [], 0
-                for request in batch:
-                    spans.append((request.key, start, start + len(request.X)))
-                    start += len(request.X)
-                parts = await loop.run_in_executor(self._executor, self.run_spans, X, spans)
-                for request, part in zip(batch, parts, strict=True):
-                    if request.future.done():
-                        continue
-                    if isinstance(part, BaseException):
-                        request.future.set_exception(part)
-                    else:
-                        request.future.set_result(part)
-                return
-            result = await loop.run_in_executor(self._executor, self.run, X)
+            parts = await loop.run_in_executor(self._executor, self.run_spans, X, spans)
         except BaseException as exc:
             for request in batch:
                 if not request.future.done():
@@ -294,17 +218,15 @@ class MicroBatcher:
             if not isinstance(exc, Exception):
                 raise
         else:
-            start = 0
-            for request in batch:
-                stop = start + len(request.X)
-                if not request.future.done():
-                    try:
-                        request.future.set_result(self.split(result, start, stop))
-                    except Exception as exc:
-                        request.future.set_exception(exc)
-                start = stop
+            for request, part in zip(batch, parts, strict=True):
+                if request.future.done():
+                    continue
+                if isinstance(part, BaseException):
+                    request.future.set_exception(part)
+                else:
+                    request.future.set_result(part)
         finally:
             self._in_flight -= 1
             self._last_done = time.perf_counter()
-            slots.release()
+            runner.release()
             self._wakeup.set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +14,6 @@ from onnx import TensorProto, helper, version_converter
 from onnx.compose import add_prefix_graph
 
 from ensembles.errors import ShapeError
-
-logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 MEMBER_OUTPUTS = "member_outputs"
@@ -227,7 +224,8 @@ def session_options(
 class FusedMembers:
     """One onnxruntime session that runs every member of an ensemble in one call.
 
-    Callable, so it can be the ``run`` of :class:`serving.batching.MicroBatcher`.
+    Callable: ``members(X)`` runs the whole ensemble (the runtime calls it once per
+    micro-batch, from the ``run_spans`` it gives :class:`serving.batching.MicroBatcher`).
 
     Parameters
     ----------

@@ -12,15 +12,13 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 
 from serving.prediction import Baseline, Prediction
 from serving.runtime import EnsembleRuntime
+from serving.settings import MULTIPROC_ENV
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 _VARIANCE_EDGES = np.array([1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
 #: Weight of each new batch in the exponentially weighted drift means.
 DRIFT_ALPHA = 0.05
-#: The environment variable prometheus_client reads (at import) to share metrics across
-#: worker processes through files in that folder.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def multiprocess_dir() -> str | None:
@@ -127,12 +125,6 @@ class ServingMetrics:
         """A callback that records the rows of every onnxruntime call of ``ensemble``."""
         histogram = self.batch_rows.labels(ensemble)
         return lambda rows: histogram.observe(rows)
-
-    def observe_prediction(
-        self, runtime: EnsembleRuntime, X: np.ndarray, prediction: Prediction
-    ) -> None:
-        """Record one request's prediction (see :meth:`observe_batch`)."""
-        self.observe_batch(runtime, X, prediction, [len(X)])
 
     def observe_batch(
         self,

@@ -73,7 +73,23 @@ class Prediction:
 
 
 def load_baseline(folder: Path, manifest: Manifest) -> Baseline | None:
-    """The drift baseline of a version from its held-out validation rows (None without them)."""
+    """The drift baseline of a version from its held-out validation rows.
+
+    Parameters
+    ----------
+    folder : Path
+        The version folder.
+    manifest : Manifest
+        Its verified manifest (whether it lists the held-out file, and ``n_features``).
+
+    Returns
+    -------
+    Baseline or None
+        Feature mean and standard deviation (n_features,) of the validation rows, their
+        mean absolute z-score and mean member variance; None when the version has no
+        held-out file or its validation rows are unusable (not (n_samples, n_features)
+        with at least 2 rows).
+    """
     if HELDOUT_FILE not in manifest.files:
         return None
     validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation

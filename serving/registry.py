@@ -59,7 +59,20 @@ def relative_message(message: str, root: Path) -> str:
     """``message`` with the store root removed from paths, so answers never show server paths.
 
     Both the root as configured and its resolved absolute form are removed: a file
-    ``<root>/toy/2/members/m000.onnx`` becomes ``toy/2/members/m000.onnx``.
+    ``<root>/toy/2/members/m000.onnx`` becomes ``toy/2/members/m000.onnx``, and the root
+    itself (not followed by ``/``) becomes ``<store>``.
+
+    Parameters
+    ----------
+    message : str
+        A message that may name files under the store.
+    root : Path
+        The store root, as configured (relative or absolute).
+
+    Returns
+    -------
+    str
+        The message with paths relative to the store root.
     """
     for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
         if prefix in ("", "."):
@@ -373,7 +386,6 @@ class EnsembleRegistry:
         s = self.settings
         return {
             "intra_op_threads": s.intra_op_threads,
-            "inter_op_threads": s.inter_op_threads,
             "interval_level": s.interval_level,
             "batching": s.batching,
             "max_wait_ms": s.max_wait_ms,
@@ -389,6 +401,4 @@ class EnsembleRegistry:
 
     def unknown_message(self, name: str) -> str:
         """The 404 message for ``name``: the known ensembles, never the store's server path."""
-        known = self.store.names()
-        hint = f"known ensembles: {', '.join(known)}" if known else "the store is empty"
-        return f"ensemble '{name}' not found in the model store ({hint})"
+        return self.store.not_found_message(name, show_root=False)

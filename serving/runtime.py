@@ -20,15 +20,14 @@ from ensembles.store import ModelStore
 from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.errors import InvalidRequestError, OverloadedError
-from serving.fused import FusedMembers, session_options
+from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, FusedMembers, session_options
 from serving.prediction import Prediction, load_baseline
 from serving.signature import TensorSpec, load_onnx
+from serving.v2_codec import TensorMeta
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_AVERAGE = "weight_average"
-MEMBER_OUTPUTS = "member_outputs"
-MEMBER_VARIANCES = "member_variances"
 LABEL = "label"
 
 #: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch.
@@ -52,8 +51,8 @@ class EnsembleRuntime:
         The verified manifest of the version.
     folder : Path
         The version folder (read only).
-    intra_op_threads, inter_op_threads : int
-        onnxruntime thread counts.
+    intra_op_threads : int
+        onnxruntime threads inside one operator (execution is sequential).
     interval_level : float
         Probability mass of regression intervals.
     batching : bool
@@ -91,7 +90,6 @@ class EnsembleRuntime:
         folder: Path,
         *,
         intra_op_threads: int = 1,
-        inter_op_threads: int = 1,
         interval_level: float = 0.9,
         batching: bool = True,
         max_wait_ms: float = 1.0,
@@ -115,7 +113,7 @@ class EnsembleRuntime:
         self.max_queue_rows = max_queue_rows
         self._on_batch = on_batch
         self._on_prediction = on_prediction
-        self._options = session_options(intra_op_threads, inter_op_threads)
+        self._options = session_options(intra_op_threads)
         #: The version folder relative to the store root, for messages (never absolute).
         self.label = f"{manifest.name}/{manifest.version}"
         if not manifest.members:
@@ -141,10 +139,39 @@ class EnsembleRuntime:
         self._inflight_rows = 0
         self._lock = threading.Lock()
         self.uncertainty_names, self.outputs = self._warm_up()
+        # Derived once here rather than on every request.
+        #: Every output tensor by name.
+        self.output_specs: dict[str, TensorSpec] = {spec.name: spec for spec in self.outputs}
+        #: The outputs returned when a request lists none: all but the per-member ones.
+        self.default_outputs: tuple[str, ...] = tuple(
+            name for name in self.output_specs if name not in (MEMBER_OUTPUTS, MEMBER_VARIANCES)
+        )
+        #: The one input, as the V2 codec checks it.
+        self.input_meta: dict[str, TensorMeta] = {
+            manifest.input.name: TensorMeta("FP32", (-1, self.n_features))
+        }
+        self.uncertainty_set: frozenset[str] = frozenset(self.uncertainty_names)
 
     @classmethod
     def load(cls, store: ModelStore, name: str, version: int, **options: Any) -> EnsembleRuntime:
         """Load and verify one version from the store.
+
+        Parameters
+        ----------
+        store : ModelStore
+            The store holding the version.
+        name : str
+            Ensemble name.
+        version : int
+            Version number.
+        **options
+            Keyword arguments of :class:`EnsembleRuntime` (threads, batching, limits,
+            hooks).
+
+        Returns
+        -------
+        EnsembleRuntime
+            The runtime, warmed up and ready to predict.
 
         Raises
         ------
@@ -204,8 +231,8 @@ class EnsembleRuntime:
             X[:] = self.baseline.feature_mean
         names: tuple[str, ...] = ()
         for combiner in self.combiners:
-            try:
-                prediction = self.predict(X, combiner=combiner)
+            try:  # with every value check that requests skip
+                prediction = self._run_one(X, combiner, False, True, check=True)
             except EnsembleError as exc:
                 raise IntegrityError(
                     f"combiner '{combiner}' fails on a warm-up batch: {exc}"
@@ -317,13 +344,7 @@ class EnsembleRuntime:
         Prediction
         """
         X = self.check_input(X)
-        name = self.resolve_combiner(combiner)
-        rule = self.combiners[name]
-        averaged = self._run_averaged(rule, X)
-        outputs, variances = (
-            self.run_members(X) if self._needs_members(rule, members, uncertainty) else (None, None)
-        )
-        return self._finish(X, name, outputs, variances, averaged, members, uncertainty)
+        return self._run_one(X, self.resolve_combiner(combiner), members, uncertainty)
 
     async def predict_async(
         self,
@@ -364,11 +385,6 @@ class EnsembleRuntime:
             with self._lock:
                 self._inflight_rows -= rows
 
-    @property
-    def inflight_rows(self) -> int:
-        """Rows currently inside :meth:`predict_async`."""
-        return self._inflight_rows
-
     async def aclose(self, timeout_s: float = 30.0) -> None:
         """Wait for in-flight requests (up to ``timeout_s``), then stop the micro-batcher."""
         loop = asyncio.get_running_loop()
@@ -384,14 +400,22 @@ class EnsembleRuntime:
         self, X: np.ndarray, name: str, members: bool, uncertainty: bool
     ) -> Prediction:
         """One request without micro-batching (worker thread), reported to the hook."""
+        prediction = self._run_one(X, name, members, uncertainty)
+        self._report(X, prediction, [len(X)])
+        return prediction
+
+    def _run_one(
+        self, X: np.ndarray, name: str, members: bool, uncertainty: bool, *, check: bool = False
+    ) -> Prediction:
+        """One checked batch with a resolved combiner: run what it needs, then finish."""
         rule = self.combiners[name]
         averaged = self._run_averaged(rule, X)
         outputs, variances = (
             self.run_members(X) if self._needs_members(rule, members, uncertainty) else (None, None)
         )
-        prediction = self._finish(X, name, outputs, variances, averaged, members, uncertainty)
-        self._report(X, prediction, [len(X)])
-        return prediction
+        return self._finish(
+            X, name, outputs, variances, averaged, members, uncertainty, check=check
+        )
 
     def _report(self, X: np.ndarray, prediction: Prediction, request_rows: list[int]) -> None:
         if self._on_prediction is None:
@@ -404,10 +428,7 @@ class EnsembleRuntime:
     def _get_batcher(self) -> Any:
         if self._batcher is None and self.batching:
             self._batcher = MicroBatcher(
-                None,
-                self.max_microbatch_rows,
-                self.max_wait_ms,
-                run_spans=self._run_micro_batch,
+                self._run_micro_batch, self.max_microbatch_rows, self.max_wait_ms
             )
         return self._batcher
 
@@ -470,19 +491,28 @@ class EnsembleRuntime:
         averaged: np.ndarray | None,
         members: bool,
         uncertainty: bool,
+        *,
+        check: bool = False,
     ) -> Prediction:
+        """Combine and measure uncertainty; ``check`` validates the member values (warm-up)."""
         rule = self.combiners[name]
         weights = None
         spread_outputs, spread_variances = outputs, variances
         if isinstance(rule, _WeightAverage):
-            combined = np.asarray(averaged, dtype=float)
+            combined = np.asarray(averaged, dtype=np.float64)
             if outputs is not None:
                 spread_outputs = outputs[rule.member_index]
                 if variances is not None:
                     spread_variances = variances[rule.member_index]
-        else:
+        # Member outputs come from verified sessions whose values the warm-up checked: convert
+        # them to float64 once here, and let combine and uncertainty skip their checks.
+        if spread_outputs is not None:
+            spread_outputs = spread_outputs.astype(np.float64)
+        if spread_variances is not None and uncertainty:
+            spread_variances = spread_variances.astype(np.float64)
+        if not isinstance(rule, _WeightAverage):
             try:
-                combined = rule.combine(outputs, X)
+                combined = rule.combine(spread_outputs, X, check=check)
             except EnsembleError as exc:  # the member outputs are ours: a server-side fault
                 raise IntegrityError(f"combiner '{name}' failed: {exc}") from exc
             weights = rule.member_weights
@@ -492,7 +522,11 @@ class EnsembleRuntime:
                 measures = classification_uncertainty(spread_outputs, weights, combined)
             else:
                 measures = regression_uncertainty(
-                    spread_outputs, spread_variances, weights, self.interval_level, combined
+                    spread_outputs,
+                    spread_variances,
+                    weights,
+                    self.interval_level,
+                    combined,
                 )
         labels = combined.argmax(axis=1) if self.task == "classification" else None
         return Prediction(

@@ -11,6 +11,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+#: The environment variable prometheus_client reads (at import) to share metrics across
+#: worker processes through files in that folder (set by ``python -m serving --workers N``).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class ServingSettings(BaseSettings):
@@ -61,9 +64,6 @@ class ServingSettings(BaseSettings):
 
     intra_op_threads: int = Field(default=1, ge=1)
     """onnxruntime threads inside one operator (1 is fastest for small MLPs on 2 cores)."""
-
-    inter_op_threads: int = Field(default=1, ge=1)
-    """onnxruntime threads across independent nodes."""
 
     interval_level: float = Field(default=0.9, gt=0.0, lt=1.0)
     """Probability mass of the regression prediction interval."""

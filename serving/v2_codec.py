@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,10 @@ class InferRequest:
 
     Attributes
     ----------
+    id : str or None
+        The request's ``id``, echoed in the response; None when absent.
+    parameters : dict of str to any
+        The request's ``parameters`` object (empty when absent), e.g. ``combiner``.
     inputs : dict of str to np.ndarray
         Each array shaped as the request said.
     outputs : list of RequestedOutput, or None when the request lists none (all outputs).
@@ -59,7 +64,6 @@ class InferRequest:
     inputs: dict[str, np.ndarray]
     outputs: list[RequestedOutput] | None
     binary_output: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,21 @@ class TensorMeta:
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     """Undo ``Content-Encoding: gzip | deflate`` without ever exceeding ``max_bytes``.
+
+    Parameters
+    ----------
+    body : bytes
+        The request body as received.
+    encoding : str or None
+        The ``Content-Encoding`` header: ``gzip``, ``deflate`` (zlib or raw), ``identity``
+        or None (not compressed).
+    max_bytes : int
+        Largest decompressed size accepted.
+
+    Returns
+    -------
+    bytes
+        The decompressed body (``body`` itself when not compressed).
 
     Raises
     ------
@@ -248,7 +267,7 @@ def decode_infer_request(
     header_length: str | None,
     model: str,
     inputs: dict[str, TensorMeta],
-    outputs: set[str],
+    outputs: AbstractSet[str],
     max_elements: int,
 ) -> InferRequest:
     """Parse and validate an inference request body against a model's tensors.
@@ -263,7 +282,7 @@ def decode_infer_request(
         Model name, for messages.
     inputs : dict of str to TensorMeta
         Every input the model takes.
-    outputs : set of str
+    outputs : set-like of str
         Every output the model can return.
     max_elements : int
         Largest element count of one input.
@@ -319,7 +338,7 @@ def decode_infer_request(
 
 
 def _requested_outputs(
-    request: dict[str, Any], model: str, known: set[str], default_binary: bool
+    request: dict[str, Any], model: str, known: AbstractSet[str], default_binary: bool
 ) -> list[RequestedOutput] | None:
     entries = request.get("outputs")
     if entries is None:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 from serving_fixtures import free_port
 
-from serving.__main__ import main, parse_args, settings_problems
+from serving.__main__ import SettingsError, main, parse_args, settings_problems
 from serving.settings import ServingSettings
 
 
@@ -79,6 +79,18 @@ def test_bad_flag_values_print_one_line_per_field_and_exit_2(capsys, monkeypatch
     assert lines[1].startswith("ensembles-serve: error: workers (--workers / ENSEMBLES_WORKERS)")
     assert "(got 'abc')" in lines[1]
     assert "log_level (--log-level / ENSEMBLES_LOG_LEVEL): Input should be 'debug'" in lines[2]
+
+
+def test_env_only_field_names_no_flag(monkeypatch):
+    monkeypatch.setenv("ENSEMBLES_MAX_BATCH_ROWS", "0")
+    with pytest.raises(SettingsError) as caught:
+        parse_args(["--poll-interval", "-1"])
+    assert str(caught.value).splitlines() == [
+        "max_batch_rows (ENSEMBLES_MAX_BATCH_ROWS; env only): Input should be greater than or "
+        "equal to 1 (got '0')",
+        "poll_interval_s (--poll-interval / ENSEMBLES_POLL_INTERVAL_S): Input should be "
+        "greater than or equal to 0 (got '-1')",
+    ]
 
 
 def test_bad_environment_exits_2_without_a_traceback():
