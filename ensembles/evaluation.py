@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -91,7 +90,6 @@ def fit_combiners(
                 heldout.test, test_output, combiner.member_weights, level
             ),
             heldout_metrics=crossfit_metrics(kind, task, params, data, level),
-            test_output_sha256=output_digest(test_output),
         )
         results[name] = info
     return results
@@ -113,11 +111,6 @@ def crossfit_metrics(
         combiner = build_combiner(kind, task, **params).fit(part.member_preds, part.y, part.X)
         scores.append(score_combiner(combiner, data.rows(score_rows), level))
     return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
-
-
-def output_digest(combined: np.ndarray) -> str:
-    """sha256 of a combined output as C-ordered float64 bytes (for exact reproduction checks)."""
-    return hashlib.sha256(np.ascontiguousarray(combined, dtype=np.float64).tobytes()).hexdigest()
 
 
 def score_combiner(

@@ -9,6 +9,7 @@ members add ``*_variances`` arrays of the same shape. It loads with ``allow_pick
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -73,19 +74,28 @@ class HeldoutPredictions:
         np.savez(path, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> HeldoutPredictions:
-        """Read a file written by :meth:`save`.
+    def load(cls, source: Path | bytes, name: str | None = None) -> HeldoutPredictions:
+        """Read a file written by :meth:`save`, from its path or from its (verified) bytes.
+
+        Parameters
+        ----------
+        source : Path or bytes
+            The file, or its bytes as the store verified them.
+        name : str, optional
+            How to name the file in messages; the path by default.
 
         Raises
         ------
         IntegrityError
             When the file is missing, unreadable or lacks a required split.
         """
+        where = name or (HELDOUT_FILE if isinstance(source, bytes) else str(source))
         try:
-            with np.load(path, allow_pickle=False) as data:
+            handle = io.BytesIO(source) if isinstance(source, bytes) else source
+            with np.load(handle, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
-            raise IntegrityError(f"{path} cannot be read: {exc}") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise IntegrityError(f"{where} cannot be read: {exc}") from exc
 
         def split(prefix: str) -> SplitPredictions | None:
             if f"{prefix}_preds" not in arrays:
@@ -99,7 +109,7 @@ class HeldoutPredictions:
 
         validation, test = split("validation"), split("test")
         if validation is None or test is None:
-            raise IntegrityError(f"{path} lacks the validation or test predictions")
+            raise IntegrityError(f"{where} lacks the validation or test predictions")
         return cls(validation, test, split("train"), split("in_sample"))
 
     def _splits(self) -> dict[str, SplitPredictions]:

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ensembles.errors import IntegrityError
 
-SCHEMA_VERSION = 1
+#: 2: ``manifest.sha256`` beside the manifest and stored test outputs (``test_outputs.npz``)
+#: instead of a digest of them; versions of schema 1 are refused with advice.
+SCHEMA_VERSION = 2
 Task = Literal["classification", "regression"]
 Strategy = Literal["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -66,9 +68,6 @@ class CombinerInfo(_Model):
     fitted_on: dict[str, Any]
     test_metrics: dict[str, float] = Field(default_factory=dict)
     heldout_metrics: dict[str, float] = Field(default_factory=dict)
-    test_output_sha256: str | None = Field(
-        default=None, description="sha256 of the combined test-split output, float64 bytes"
-    )
 
 
 class StrategyInfo(_Model):
@@ -81,7 +80,7 @@ class StrategyInfo(_Model):
 class Manifest(_Model):
     """Everything known about one published version of an ensemble."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     name: str
     version: int = Field(ge=1)
     created: str
@@ -119,7 +118,17 @@ class Manifest(_Model):
             ``source`` and the first offending field.
         """
         try:
-            return cls.model_validate_json(text)
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise IntegrityError(f"{source} is not valid JSON: {exc}") from exc
+        found = raw.get("schema_version") if isinstance(raw, dict) else None
+        if found != SCHEMA_VERSION and isinstance(found, int):
+            raise IntegrityError(
+                f"{source} has schema version {found}; this release reads version "
+                f"{SCHEMA_VERSION}: train the ensemble again to publish it in this schema"
+            )
+        try:
+            return cls.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "(root)"

@@ -1,8 +1,10 @@
 """The model store: every path of ``<root>/<name>/<version>/`` goes through this module.
 
-Versions are integers, written in a hidden staging folder and renamed into place only
-when complete; the ``latest`` pointer moves last. A version is never changed after it
-is published, and reading it verifies the sha256 of every file listed in its manifest.
+Versions are integers, written in a hidden staging folder, fsynced, and renamed into place
+only when complete; the ``latest`` pointer moves last. A version is never changed after it
+is published. Its ``manifest.json`` is covered by ``manifest.sha256`` (written last), the
+manifest lists the sha256 of every other file, and reading a version hashes each file's
+bytes once and hands out those very bytes, so what was verified is what is used.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ensembles.errors import IntegrityError, NotFoundError, StoreError
@@ -24,9 +27,16 @@ from ensembles.manifest import Manifest
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Version folders and the ``latest`` pointer: ASCII digits, no leading zero.
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 MANIFEST_FILE = "manifest.json"
+#: The sha256 of ``manifest.json``'s bytes, written after it: a version is complete once
+#: this file exists and matches.
+CHECKSUM_FILE = "manifest.sha256"
 LATEST_FILE = "latest"
+LOCK_FILE = ".lock"
 _STAGING_PREFIX = ".staging-"
+_SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
 def validate_name(name: str) -> str:
@@ -43,13 +53,29 @@ def validate_name(name: str) -> str:
     return name
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One verified version: its manifest and the verified bytes of every file it lists.
+
+    Attributes
+    ----------
+    manifest : Manifest
+        The parsed manifest, whose own bytes matched ``manifest.sha256``.
+    folder : Path
+        The version folder (for messages; read nothing from it again).
+    files : Mapping[str, bytes]
+        Relative path -> bytes, for every file in ``manifest.files``; each matched its
+        sha256 when it was read.
+    """
+
+    manifest: Manifest
+    folder: Path
+    files: Mapping[str, bytes]
 
 
 class ModelStore:
@@ -66,45 +92,138 @@ class ModelStore:
 
     # -- reading -----------------------------------------------------------------
     def names(self) -> list[str]:
-        """Sorted names of the ensembles that have at least one complete version."""
+        """Sorted names of the ensembles that have at least one complete version.
+
+        An ensemble folder that cannot be listed is skipped with a warning; it does not
+        hide the others.
+        """
         if not self.root.is_dir():
             return []
-        return sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if entry.is_dir() and NAME_PATTERN.match(entry.name) and self.versions(entry.name)
-        )
+        names = []
+        for entry in self.root.iterdir():
+            if not (NAME_PATTERN.match(entry.name) and entry.is_dir()):
+                continue
+            try:
+                if self.versions(entry.name):
+                    names.append(entry.name)
+            except OSError as exc:
+                logger.warning("cannot list ensemble folder %s: %s", entry, exc)
+        return sorted(names)
 
     def versions(self, name: str) -> list[int]:
-        """Sorted complete versions of ``name`` (folders with a manifest), oldest first."""
+        """Sorted versions of ``name`` that have a manifest, oldest first.
+
+        Listing is cheap and reads no file: a listed version may still be refused by
+        :meth:`read_version` (a missing checksum, a changed file).
+        """
         folder = self.root / validate_name(name)
         if not folder.is_dir():
             return []
         return sorted(
             int(entry.name)
             for entry in folder.iterdir()
-            if entry.name.isdigit() and (entry / MANIFEST_FILE).is_file()
+            if VERSION_PATTERN.match(entry.name) and (entry / MANIFEST_FILE).is_file()
         )
 
     def latest(self, name: str) -> int:
-        """The version the ``latest`` pointer names.
+        """The version the ``latest`` pointer names (the newest listed one when it has none).
 
         Raises
         ------
         NotFoundError
             When the ensemble has no published version.
+        IntegrityError
+            When the pointer holds anything but an ASCII version number.
         """
         pointer = self.root / validate_name(name) / LATEST_FILE
         try:
-            text = pointer.read_text().strip()
+            raw = pointer.read_bytes()
         except FileNotFoundError:
             versions = self.versions(name)
             if not versions:
                 raise NotFoundError(self.not_found_message(name)) from None
             return versions[-1]
-        if not text.isdigit():
-            raise IntegrityError(f"{pointer} does not hold a version number: {text!r}")
+        text = raw.decode("utf-8", errors="backslashreplace").strip()
+        if not VERSION_PATTERN.match(text):
+            raise IntegrityError(f"{pointer} does not hold a version number: {text[:32]!r}")
         return int(text)
+
+    def path(self, name: str, version: int) -> Path:
+        """Folder of one version (it may not exist)."""
+        return self.root / validate_name(name) / str(int(version))
+
+    def read_version(self, name: str, version: int | None = None) -> StoredVersion:
+        """Read and verify one version: the manifest's checksum, then every file it lists.
+
+        Each file is read once; its bytes are hashed and returned, so a caller uses exactly
+        the bytes that were verified. A file in the folder that the manifest does not list
+        is refused too.
+
+        Parameters
+        ----------
+        name : str
+            Ensemble name.
+        version : int, optional
+            The version; the ``latest`` one when None.
+
+        Returns
+        -------
+        StoredVersion
+
+        Raises
+        ------
+        NotFoundError
+            When the ensemble or version does not exist.
+        IntegrityError
+            When the manifest or a file is missing, changed, unlisted or invalid (the
+            message names it).
+        """
+        manifest, folder = self._read_manifest(name, version)
+        listed = set(manifest.files) | {MANIFEST_FILE, CHECKSUM_FILE}
+        unlisted = sorted(
+            path.relative_to(folder).as_posix()
+            for path in folder.rglob("*")
+            if not path.is_dir() and path.relative_to(folder).as_posix() not in listed
+        )
+        if unlisted:
+            raise IntegrityError(
+                f"{folder / unlisted[0]} is not listed in the manifest's checksums "
+                f"({len(unlisted)} unlisted file{'s' if len(unlisted) > 1 else ''}): a "
+                "published version is never changed; publish a new one instead"
+            )
+        files = {}
+        for relative, expected in manifest.files.items():
+            file = folder / relative
+            try:
+                data = file.read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                raise IntegrityError(f"{file} is missing (listed in the manifest)") from None
+            actual = sha256_bytes(data)
+            if actual != expected:
+                raise IntegrityError(
+                    f"{file} is corrupt: sha256 {actual[:12]}… does not match the manifest's "
+                    f"{expected[:12]}…"
+                )
+            files[relative] = data
+        return StoredVersion(manifest, folder, files)
+
+    def load_manifest(
+        self, name: str, version: int | None = None, *, verify: bool = True
+    ) -> Manifest:
+        """A version's manifest, verifying every file too unless ``verify`` is False.
+
+        The manifest's own checksum is always verified.
+
+        Raises
+        ------
+        NotFoundError
+            When the ensemble or version does not exist.
+        IntegrityError
+            When the manifest is invalid or a file is missing or changed (the message names it).
+        """
+        if verify:
+            return self.read_version(name, version).manifest
+        return self._read_manifest(name, version)[0]
 
     def check_versions(self, name: str) -> dict[int, str | None]:
         """Verify every version of ``name``: version -> None when intact, else the problem.
@@ -114,61 +233,21 @@ class ModelStore:
         problems: dict[int, str | None] = {}
         for version in self.versions(name):
             try:
-                self.load_manifest(name, version)
+                self.read_version(name, version)
                 problems[version] = None
-            except StoreError as exc:
+            except (StoreError, OSError) as exc:
                 problems[version] = str(exc)
         return problems
 
-    def path(self, name: str, version: int) -> Path:
-        """Folder of one version (it may not exist)."""
-        return self.root / validate_name(name) / str(int(version))
+    def leftovers(self, name: str) -> list[Path]:
+        """Staging folders and temporary files that a killed publish left behind.
 
-    def load_manifest(
-        self, name: str, version: int | None = None, *, verify: bool = True
-    ) -> Manifest:
-        """Read a version's manifest, verifying every file's sha256 unless ``verify`` is False.
-
-        Raises
-        ------
-        NotFoundError
-            When the ensemble or version does not exist.
-        IntegrityError
-            When the manifest is invalid or a file is missing or changed (the message names it).
+        They are never versions; the next :meth:`publish` of ``name`` removes them.
         """
-        version = self.latest(name) if version is None else int(version)
-        folder = self.path(name, version)
-        manifest_path = folder / MANIFEST_FILE
-        if not manifest_path.is_file():
-            if folder.is_dir():
-                raise IntegrityError(f"{manifest_path} is missing: version {version} is incomplete")
-            raise NotFoundError(
-                f"ensemble '{name}' has no version {version}; "
-                f"available: {self.versions(name) or 'none'}"
-            )
-        manifest = Manifest.from_json(manifest_path.read_text(), source=str(manifest_path))
-        if manifest.name != name or manifest.version != version:
-            raise IntegrityError(
-                f"{manifest_path} describes {manifest.name}/{manifest.version}, "
-                f"not {name}/{version}"
-            )
-        if verify:
-            self.verify_files(folder, manifest)
-        return manifest
-
-    @staticmethod
-    def verify_files(folder: Path, manifest: Manifest) -> None:
-        """Check that every file the manifest lists exists under ``folder`` with its sha256."""
-        for relative, expected in manifest.files.items():
-            file = folder / relative
-            if not file.is_file():
-                raise IntegrityError(f"{file} is missing (listed in the manifest)")
-            actual = sha256_file(file)
-            if actual != expected:
-                raise IntegrityError(
-                    f"{file} is corrupt: sha256 {actual[:12]}… does not match the manifest's "
-                    f"{expected[:12]}…"
-                )
+        folder = self.root / validate_name(name)
+        if not folder.is_dir():
+            return []
+        return sorted(entry for entry in folder.iterdir() if _is_leftover(entry.name))
 
     def not_found_message(self, name: str, *, show_root: bool = True) -> str:
         """What to tell a user asking for an ensemble the store does not have.
@@ -185,9 +264,51 @@ class ModelStore:
             f"train one with: python scripts/train.py --name {name} --store {self.root}"
         )
 
+    def _read_manifest(self, name: str, version: int | None) -> tuple[Manifest, Path]:
+        """The manifest of one version, its bytes checked against ``manifest.sha256``."""
+        version = self.latest(name) if version is None else int(version)
+        folder = self.path(name, version)
+        manifest_path = folder / MANIFEST_FILE
+        try:
+            data = manifest_path.read_bytes()
+        except FileNotFoundError:
+            if folder.is_dir():
+                raise IntegrityError(
+                    f"{manifest_path} is missing: version {version} is incomplete"
+                ) from None
+            raise NotFoundError(
+                f"ensemble '{name}' has no version {version}; "
+                f"available: {self.versions(name) or 'none'}"
+            ) from None
+        checksum_path = folder / CHECKSUM_FILE
+        try:
+            expected = checksum_path.read_bytes().strip().decode("ascii", errors="replace")
+        except FileNotFoundError:
+            raise IntegrityError(
+                f"{checksum_path} is missing: version {version} is incomplete or was written "
+                "by an older release; publish it again with this one"
+            ) from None
+        if not _SHA256_PATTERN.match(expected):
+            raise IntegrityError(f"{checksum_path} does not hold a sha256 digest")
+        if sha256_bytes(data) != expected:
+            raise IntegrityError(
+                f"{manifest_path} is corrupt: its sha256 does not match {CHECKSUM_FILE}"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IntegrityError(f"{manifest_path} is not UTF-8 text: {exc}") from None
+        manifest = Manifest.from_json(text, source=str(manifest_path))
+        if manifest.name != name or manifest.version != version:
+            raise IntegrityError(
+                f"{manifest_path} describes {manifest.name}/{manifest.version}, "
+                f"not {name}/{version}"
+            )
+        return manifest, folder
+
     # -- writing -----------------------------------------------------------------
     def publish(self, name: str, write: Callable[[Path, int], Manifest]) -> Manifest:
-        """Publish a new version of ``name`` atomically.
+        """Publish a new version of ``name`` atomically and durably.
 
         Parameters
         ----------
@@ -205,13 +326,19 @@ class ModelStore:
 
         Notes
         -----
-        The version is built in a hidden sibling folder, renamed into place when complete,
-        and only then does ``latest`` move. Any exception (Ctrl-C included) removes the
-        staging folder, so no partial version is ever visible.
+        The version is built in a hidden sibling folder; every file in it is fsynced, then
+        the manifest and its checksum are written (and fsynced), the folder is renamed into
+        place, the ensemble folder is fsynced, and only then does ``latest`` move. Any
+        exception (Ctrl-C included) removes the staging folder, so no partial version is
+        ever visible; what a killed process leaves (``kill -9``) is removed by the next
+        publish of the same name (it holds the ensemble's lock, so no other publish is
+        writing) and listed by :meth:`leftovers` until then.
         """
         folder = self.root / validate_name(name)
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_directory(folder.parent)
         try:
             return self._publish_locked(name, folder, write)
         except BaseException:
@@ -223,29 +350,33 @@ class ModelStore:
         self, name: str, folder: Path, write: Callable[[Path, int], Manifest]
     ) -> Manifest:
         with self._lock(folder):
-            version = (self.versions(name) or [0])[-1] + 1
+            for leftover in self.leftovers(name):
+                logger.warning("removing %s, left by a publish that was killed", leftover)
+                _remove(leftover)
+            taken = [int(e.name) for e in folder.iterdir() if VERSION_PATTERN.match(e.name)]
+            version = max(taken, default=0) + 1
             staging = folder / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             try:
                 manifest = write(staging, version)
-                files = {
-                    path.relative_to(staging).as_posix(): sha256_file(path)
-                    for path in sorted(staging.rglob("*"))
-                    if path.is_file() and path.name != MANIFEST_FILE
-                }
+                files = _seal_files(staging)
                 manifest = manifest.model_copy(update={"files": files, "version": version})
-                _write_text_durably(staging / MANIFEST_FILE, manifest.to_json())
+                data = manifest.to_json().encode("utf-8")
+                _write_durably(staging / MANIFEST_FILE, data)
+                _write_durably(staging / CHECKSUM_FILE, f"{sha256_bytes(data)}\n".encode())
+                _fsync_tree(staging)
                 os.rename(staging, folder / str(version))
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            _write_text_durably(folder / LATEST_FILE, f"{version}\n")
+            _fsync_directory(folder)
+            _replace_durably(folder / LATEST_FILE, f"{version}\n".encode())
         logger.info("published %s version %d to %s", name, version, self.root)
         return manifest
 
     @contextmanager
     def _lock(self, folder: Path) -> Iterator[None]:
-        with (folder / ".lock").open("w") as handle:
+        with (folder / LOCK_FILE).open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -253,15 +384,62 @@ class ModelStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_text_durably(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers see the old or the new text."""
+def _is_leftover(entry_name: str) -> bool:
+    """A staging folder, or a temporary file of :func:`_replace_durably` (``.latest.*``)."""
+    return entry_name.startswith(_STAGING_PREFIX) or entry_name.startswith(f".{LATEST_FILE}.")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _seal_files(staging: Path) -> dict[str, str]:
+    """sha256 of every file under ``staging`` (relative POSIX path -> hex), each fsynced."""
+    files = {}
+    for path in sorted(staging.rglob("*")):
+        if path.is_dir() or path.name in (MANIFEST_FILE, CHECKSUM_FILE):
+            continue
+        with path.open("rb") as handle:
+            files[path.relative_to(staging).as_posix()] = sha256_bytes(handle.read())
+            os.fsync(handle.fileno())
+    return files
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it."""
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so readers see the old or the new bytes;
+    the file and then its folder are fsynced."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     try:
-        with temporary.open("w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_durably(temporary, data)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every folder under ``folder``, deepest first, then ``folder`` itself."""
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_directory(path)
+    _fsync_directory(folder)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """fsync a folder, so the entries created or renamed in it survive a power loss."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.heldout import SplitPredictions
 from ensembles.manifest import Manifest
 
 
@@ -72,27 +71,23 @@ class Prediction:
         )
 
 
-def load_baseline(folder: Path, manifest: Manifest) -> Baseline | None:
+def baseline_from(validation: SplitPredictions, manifest: Manifest) -> Baseline | None:
     """The drift baseline of a version from its held-out validation rows.
 
     Parameters
     ----------
-    folder : Path
-        The version folder.
+    validation : SplitPredictions
+        The version's stored validation split (``heldout.npz``).
     manifest : Manifest
-        Its verified manifest (whether it lists the held-out file, and ``n_features``).
+        Its verified manifest (for ``n_features``).
 
     Returns
     -------
     Baseline or None
         Feature mean and standard deviation (n_features,) of the validation rows, their
-        mean absolute z-score and mean member variance; None when the version has no
-        held-out file or its validation rows are unusable (not (n_samples, n_features)
-        with at least 2 rows).
+        mean absolute z-score and mean member variance; None when the validation rows are
+        unusable (not (n_samples, n_features) with at least 2 rows).
     """
-    if HELDOUT_FILE not in manifest.files:
-        return None
-    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
     X = np.asarray(validation.X, dtype=float)
     if X.ndim != 2 or X.shape[1] != manifest.input.n_features or len(X) < 2:
         return None

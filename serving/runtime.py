@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,19 +14,25 @@ import onnxruntime as ort
 
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
-from ensembles.manifest import Manifest
-from ensembles.store import ModelStore
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.reproduction import (
+    TEST_OUTPUTS_FILE,
+    WEIGHT_AVERAGE,
+    check_reproduction,
+    load_test_outputs,
+    verify_combiners,
+)
+from ensembles.store import ModelStore, StoredVersion
 from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.errors import InvalidRequestError, OverloadedError
 from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, FusedMembers, session_options
-from serving.prediction import Prediction, load_baseline
+from serving.prediction import Prediction, baseline_from
 from serving.signature import TensorSpec, load_onnx
 from serving.v2_codec import TensorMeta
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_AVERAGE = "weight_average"
 LABEL = "label"
 
 #: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch.
@@ -47,10 +52,8 @@ class EnsembleRuntime:
 
     Parameters
     ----------
-    manifest : Manifest
-        The verified manifest of the version.
-    folder : Path
-        The version folder (read only).
+    stored : StoredVersion
+        The verified version: its manifest and the bytes of every file it lists.
     intra_op_threads : int
         onnxruntime threads inside one operator (execution is sequential).
     interval_level : float
@@ -81,13 +84,16 @@ class EnsembleRuntime:
     thread the members run once over all rows, then requests that ask for the same
     combiner and uncertainty share one combine + uncertainty computation over their
     concatenated rows, and each request gets its slice. Use :meth:`load` to build a runtime
-    from the store; it verifies checksums and signatures.
+    from the store; it verifies checksums and signatures. Building one re-runs every
+    combiner (and the averaged graph) on the stored test member predictions and refuses the
+    version when they do not reproduce the stored test outputs
+    (``ensembles.reproduction``). A request whose rows drive an output non-finite is refused
+    (``InvalidRequestError`` naming the rows) rather than answered with NaN or infinity.
     """
 
     def __init__(
         self,
-        manifest: Manifest,
-        folder: Path,
+        stored: StoredVersion,
         *,
         intra_op_threads: int = 1,
         interval_level: float = 0.9,
@@ -99,8 +105,9 @@ class EnsembleRuntime:
         on_batch: Callable[[int], None] | None = None,
         on_prediction: PredictionHook | None = None,
     ) -> None:
+        manifest = stored.manifest
         self.manifest = manifest
-        self.folder = folder
+        self.folder = stored.folder
         self.task = manifest.task
         self.n_features = manifest.input.n_features
         self.n_outputs = manifest.output.n_outputs
@@ -118,6 +125,7 @@ class EnsembleRuntime:
         self.label = f"{manifest.name}/{manifest.version}"
         if not manifest.members:
             raise IntegrityError(f"{self.label}/manifest.json lists no members")
+        self._files = stored.files
         models = [self._load_onnx(m.file) for m in manifest.members]
         try:
             self._members = FusedMembers(models, options=self._options)
@@ -133,12 +141,15 @@ class EnsembleRuntime:
                 f"{self.label}/manifest.json: default combiner '{manifest.default_combiner}' is "
                 f"not among the fitted combiners {sorted(self.combiners)}"
             )
-        self.baseline = load_baseline(folder, manifest)
+        heldout, expected = self._stored_test_data()
+        del self._files  # every byte needed is parsed now
+        self.baseline = baseline_from(heldout.validation, manifest)
         self._batcher: Any = None
         self._retired = False
         self._inflight_rows = 0
         self._lock = threading.Lock()
         self.uncertainty_names, self.outputs = self._warm_up()
+        self._verify_reproduction(heldout, expected)
         # Derived once here rather than on every request.
         #: Every output tensor by name.
         self.output_specs: dict[str, TensorSpec] = {spec.name: spec for spec in self.outputs}
@@ -180,9 +191,9 @@ class EnsembleRuntime:
         IntegrityError
             When a checksum, a signature, a combiner state or the warm-up fails.
         """
-        manifest = store.load_manifest(name, version, verify=True)
+        stored = store.read_version(name, version)
         try:
-            return cls(manifest, store.path(name, version), **options)
+            return cls(stored, **options)
         except IntegrityError:
             raise
         except Exception as exc:
@@ -201,8 +212,40 @@ class EnsembleRuntime:
         return self.manifest.version
 
     # -- building ----------------------------------------------------------------------
+    def _file(self, file: str) -> bytes:
+        """The verified bytes of a file the manifest lists."""
+        data = self._files.get(file)
+        if data is None:
+            raise IntegrityError(
+                f"{self.label}/{file} is not listed in the manifest's checksums, so it cannot "
+                "be verified"
+            )
+        return data
+
     def _load_onnx(self, file: str) -> Any:
-        return load_onnx(self.folder / file, self.manifest, f"{self.label}/{file}")
+        return load_onnx(self._file(file), self.manifest, f"{self.label}/{file}")
+
+    def _stored_test_data(self) -> tuple[HeldoutPredictions, dict[str, np.ndarray]]:
+        heldout = HeldoutPredictions.load(self._file(HELDOUT_FILE), f"{self.label}/{HELDOUT_FILE}")
+        expected = load_test_outputs(
+            self._file(TEST_OUTPUTS_FILE), f"{self.label}/{TEST_OUTPUTS_FILE}"
+        )
+        return heldout, expected
+
+    def _verify_reproduction(
+        self, heldout: HeldoutPredictions, expected: dict[str, np.ndarray]
+    ) -> None:
+        """Refuse the version unless every combiner reproduces its stored test outputs."""
+        test = heldout.test
+        rules = {n: c for n, c in self.combiners.items() if not isinstance(c, _WeightAverage)}
+        try:
+            verify_combiners(rules, test, expected)
+            for name, rule in self.combiners.items():
+                if isinstance(rule, _WeightAverage):
+                    X = np.ascontiguousarray(test.X, dtype=np.float32)
+                    check_reproduction(name, self._run_averaged(rule, X), expected, model=True)
+        except EnsembleError as exc:
+            raise IntegrityError(f"{self.label}: {exc}") from exc
 
     def _build_combiner(self, name: str, kind: str, state: dict[str, Any]) -> Any:
         if kind != WEIGHT_AVERAGE:
@@ -344,7 +387,9 @@ class EnsembleRuntime:
         Prediction
         """
         X = self.check_input(X)
-        return self._run_one(X, self.resolve_combiner(combiner), members, uncertainty)
+        prediction = self._run_one(X, self.resolve_combiner(combiner), members, uncertainty)
+        _refuse_nonfinite(prediction)
+        return prediction
 
     async def predict_async(
         self,
@@ -402,6 +447,7 @@ class EnsembleRuntime:
         """One request without micro-batching (worker thread), reported to the hook."""
         prediction = self._run_one(X, name, members, uncertainty)
         self._report(X, prediction, [len(X)])
+        _refuse_nonfinite(prediction)
         return prediction
 
     def _run_one(
@@ -462,6 +508,7 @@ class EnsembleRuntime:
                 averaged = self._run_averaged(rule, Xg)
                 combined = self._finish(Xg, name, og, vg, averaged, False, uncertainty)
                 self._report(Xg, combined, [stop - start for start, stop in local])
+                finite = _finite_rows(combined)
                 for i, (start, stop) in zip(indices, local, strict=True):
                     part = combined.rows(start, stop)
                     if spans[i][0][2]:  # per-member outputs asked for
@@ -469,6 +516,8 @@ class EnsembleRuntime:
                         part.member_outputs = outputs[:, a:b]
                         part.member_variances = None if variances is None else variances[:, a:b]
                     results[i] = part
+                    if not finite[start:stop].all():
+                        results[i] = _nonfinite_error(~finite[start:stop])
             except Exception as exc:
                 for i in indices:
                     results[i] = exc
@@ -537,3 +586,33 @@ class EnsembleRuntime:
             member_outputs=outputs if members else None,
             member_variances=variances if members else None,
         )
+
+
+def _finite_rows(prediction: Prediction) -> np.ndarray:
+    """``(n_samples,)`` bool: every output of the row (members included) is finite."""
+    n_samples = len(prediction.combined)
+    arrays = [prediction.combined, *prediction.uncertainty.values()]
+    finite = np.ones(n_samples, dtype=bool)
+    for array in arrays:
+        finite &= np.isfinite(array).reshape(n_samples, -1).all(axis=1)
+    for per_member in (prediction.member_outputs, prediction.member_variances):
+        if per_member is not None:
+            finite &= np.isfinite(per_member).all(axis=(0, 2))
+    return finite
+
+
+def _nonfinite_error(bad: np.ndarray) -> InvalidRequestError:
+    """The refusal of a request whose rows (``bad``: bool per row) drive an output non-finite."""
+    rows = np.flatnonzero(bad)
+    shown = ", ".join(map(str, rows[:10].tolist())) + (", …" if len(rows) > 10 else "")
+    return InvalidRequestError(
+        f"rows [{shown}] drive the model's output to infinity or NaN: their values are far "
+        "outside the range the ensemble was trained on; send values on the training scale",
+        field="rows",
+    )
+
+
+def _refuse_nonfinite(prediction: Prediction) -> None:
+    finite = _finite_rows(prediction)
+    if not finite.all():
+        raise _nonfinite_error(~finite)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import onnx
 from onnx import TensorProto
@@ -67,13 +66,13 @@ def check_signature(model: onnx.ModelProto, manifest: Manifest, source: str) -> 
             )
 
 
-def load_onnx(path: Path, manifest: Manifest, source: str) -> onnx.ModelProto:
-    """Read one ONNX file and check its signature against the manifest.
+def load_onnx(data: bytes, manifest: Manifest, source: str) -> onnx.ModelProto:
+    """Parse one ONNX file's (verified) bytes and check its signature against the manifest.
 
     Parameters
     ----------
-    path : Path
-        The file.
+    data : bytes
+        The file's bytes, as the store verified them.
     manifest : Manifest
         The version's manifest.
     source : str
@@ -85,7 +84,7 @@ def load_onnx(path: Path, manifest: Manifest, source: str) -> onnx.ModelProto:
         When the file does not parse or its signature differs from the manifest's.
     """
     try:
-        model = onnx.load(path)
+        model = onnx.load_from_string(data)
     except Exception as exc:  # onnx raises DecodeError and friends
         raise IntegrityError(f"{source} is not a readable ONNX model: {exc}") from exc
     check_signature(model, manifest, source)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ensembles.errors import IntegrityError, NotFoundError, StoreError
 from ensembles.manifest import InputSpec, Manifest, OutputSpec, StrategyInfo
-from ensembles.store import ModelStore
+from ensembles.store import CHECKSUM_FILE, ModelStore, sha256_bytes
 
 
 def manifest(name: str, version: int) -> Manifest:
@@ -85,9 +92,85 @@ def test_invalid_manifest_names_the_field(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     store.publish("toy", writer())
     path = tmp_path / "toy" / "1" / "manifest.json"
-    path.write_text(path.read_text().replace('"task": "regression"', '"task": "ranking"'))
+    reseal(path, path.read_text().replace('"task": "regression"', '"task": "ranking"'))
     with pytest.raises(IntegrityError, match="manifest.json is invalid at 'task'"):
         store.load_manifest("toy")
+
+
+def reseal(path: Path, text: str) -> None:
+    """Rewrite a manifest and its checksum consistently, as a careful tamperer would."""
+    path.write_text(text)
+    (path.parent / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()) + "\n")
+
+
+def test_changed_manifest_is_refused_by_its_checksum(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    path = tmp_path / "toy" / "1" / "manifest.json"
+    path.write_text(path.read_text().replace('"n_outputs": 1', '"n_outputs": 2'))
+    with pytest.raises(
+        IntegrityError, match=r"manifest.json is corrupt: its sha256 does not match"
+    ):
+        store.load_manifest("toy", verify=False)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "manifest.sha256 is missing: version 1 is incomplete or was written by an older"),
+        (b"abc\n", "manifest.sha256 does not hold a sha256 digest"),
+    ],
+)
+def test_missing_or_garbage_manifest_checksum_is_refused(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    checksum = tmp_path / "toy" / "1" / CHECKSUM_FILE
+    if content is None:
+        checksum.unlink()
+    else:
+        checksum.write_bytes(content)
+    with pytest.raises(IntegrityError, match=message):
+        store.read_version("toy")
+
+
+def test_manifest_of_an_older_schema_says_to_retrain(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    path = tmp_path / "toy" / "1" / "manifest.json"
+    reseal(path, path.read_text().replace('"schema_version": 2', '"schema_version": 1'))
+    with pytest.raises(IntegrityError, match="has schema version 1; this release reads version 2"):
+        store.load_manifest("toy")
+
+
+def test_undecodable_manifest_is_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    path = tmp_path / "toy" / "1" / "manifest.json"
+    data = b"\xff\xfe" + path.read_bytes()
+    path.write_bytes(data)
+    (path.parent / CHECKSUM_FILE).write_text(sha256_bytes(data))
+    with pytest.raises(IntegrityError, match="manifest.json is not UTF-8 text"):
+        store.load_manifest("toy")
+
+
+def test_file_not_listed_in_the_manifest_is_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    (tmp_path / "toy" / "1" / "members" / "m001.onnx").write_bytes(b"smuggled")
+    with pytest.raises(
+        IntegrityError, match=r"members/m001.onnx is not listed in the manifest's checksums"
+    ):
+        store.read_version("toy")
+
+
+def test_read_version_returns_the_verified_bytes(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer(b"weights"))
+    stored = store.read_version("toy")
+    assert stored.files == {"members/m000.onnx": b"weights"}
+    assert stored.manifest.files == {"members/m000.onnx": sha256_bytes(b"weights")}
 
 
 def test_unknown_ensemble_says_what_to_run(tmp_path: Path) -> None:
@@ -110,11 +193,22 @@ def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: st
         ModelStore(tmp_path).publish(name, writer())
 
 
-def test_garbage_latest_pointer_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        (b"banana\n", "'banana'"),
+        (b"\xff\xfe", repr("\\xff\\xfe")),  # shown escaped, never decoded
+        ("²".encode(), "'²'"),  # str.isdigit() says yes; int() says no
+        (b"01", "'01'"),  # no version folder is named 01
+        (b"", "''"),
+    ],
+)
+def test_garbage_latest_pointer_is_refused(tmp_path: Path, content: bytes, shown: str) -> None:
     store = ModelStore(tmp_path)
     store.publish("toy", writer())
-    (tmp_path / "toy" / "latest").write_text("banana\n")
-    with pytest.raises(IntegrityError, match="does not hold a version number: 'banana'"):
+    (tmp_path / "toy" / "latest").write_bytes(content)
+    pattern = f"does not hold a version number: {re.escape(shown)}$"
+    with pytest.raises(IntegrityError, match=pattern):
         store.latest("toy")
 
 
@@ -144,3 +238,97 @@ def test_failed_first_publish_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         ModelStore(tmp_path).publish("fresh", fail)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_leftovers_of_a_killed_publish_are_listed_then_removed(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    folder = tmp_path / "toy"
+    (folder / ".staging-2-deadbeef" / "members").mkdir(parents=True)
+    (folder / ".staging-2-deadbeef" / "manifest.json").write_text("{}")
+    (folder / ".latest.0badc0de").write_text("2\n")
+    assert [p.name for p in store.leftovers("toy")] == [".latest.0badc0de", ".staging-2-deadbeef"]
+    assert store.versions("toy") == [1]
+    store.publish("toy", writer(b"second"))
+    assert store.leftovers("toy") == []
+    assert store.versions("toy") == [1, 2] and store.latest("toy") == 2
+
+
+def test_publish_skips_a_version_number_taken_by_an_incomplete_folder(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.publish("toy", writer())
+    (tmp_path / "toy" / "2").mkdir()  # no manifest: not a version, but the name is taken
+    assert store.publish("toy", writer(b"next")).version == 3
+
+
+def test_publish_fsyncs_every_file_and_folder_before_moving_latest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Record what each real fsync call flushed (by its descriptor's path) and in what order."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    ModelStore(tmp_path).publish("toy", writer())
+    folder = (tmp_path / "toy").resolve()
+    staging = next(Path(p) for p in synced if Path(p).name.startswith(".staging-"))
+    for relative in ("members/m000.onnx", "manifest.json", "manifest.sha256", "members", ""):
+        assert str(staging / relative).rstrip("/") in synced, relative
+    # After the rename: the ensemble folder, the new pointer (a temporary file), the folder.
+    tail = synced[-3:]
+    assert tail[0] == str(folder) and tail[2] == str(folder)
+    assert Path(tail[1]).name.startswith(".latest.")
+    assert synced.index(str(staging)) < synced.index(str(folder))
+
+
+_KILLED_PUBLISHER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_store import manifest
+from ensembles.store import ModelStore
+
+store = ModelStore(sys.argv[1])
+
+def write(folder: Path, version: int):
+    (folder / "members").mkdir()
+    for index in range(4):
+        (folder / "members" / f"m{index:03d}.onnx").write_bytes(bytes([version % 256]) * 20_000)
+    return manifest("toy", version)
+
+print("ready", flush=True)
+while True:
+    store.publish("toy", write)
+"""
+
+
+def test_publish_killed_at_random_points_never_leaves_a_visible_partial_version(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL a process that publishes in a loop, at seeded random moments, ten times."""
+    rng = random.Random(9)
+    store = ModelStore(tmp_path / "store")
+    tests_folder = str(Path(__file__).parent)
+    for _ in range(10):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_PUBLISHER, str(store.root), tests_folder],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        process.stdout.close()
+        versions = store.versions("toy")
+        if versions:
+            assert store.latest("toy") in versions
+        assert all(problem is None for problem in store.check_versions("toy").values())
+    before = store.versions("toy")
+    published = store.publish("toy", writer())
+    assert store.versions("toy") == [*before, published.version]
+    assert store.leftovers("toy") == []

@@ -21,7 +21,6 @@ from ensembles.evaluation import (
     choose_default,
     evaluate_predictions,
     fit_combiners,
-    output_digest,
 )
 from ensembles.export import export_member, output_spec
 from ensembles.heldout import (
@@ -39,6 +38,12 @@ from ensembles.manifest import (
     Strategy,
     StrategyInfo,
     Task,
+)
+from ensembles.reproduction import (
+    TEST_OUTPUTS_FILE,
+    WEIGHT_AVERAGE,
+    combiner_test_outputs,
+    save_test_outputs,
 )
 from ensembles.store import ModelStore, validate_name
 from ensembles.training.config import TrainConfig
@@ -199,9 +204,14 @@ def run_training(request: TrainRequest) -> TrainReport:
         heldout.save(folder / HELDOUT_FILE)
         curves = {member.plan.member_id: member.curves for member in members}
         (folder / CURVES_FILE).write_text(json.dumps(curves, indent=1, allow_nan=True))
-        return _manifest(
+        manifest = _manifest(
             request, config, version, splits, members, params, networks, heldout, averaged, parity
         )
+        outputs = combiner_test_outputs(manifest.combiners, heldout.test)
+        if averaged is not None:
+            outputs[WEIGHT_AVERAGE] = member_outputs(averaged[0], heldout.test.X)[0]
+        save_test_outputs(folder / TEST_OUTPUTS_FILE, outputs)
+        return manifest
 
     manifest = store.publish(request.ensemble_name, write)
     return TrainReport(manifest, members, time.perf_counter() - start, request.store)
@@ -270,7 +280,7 @@ def _manifest(
         request.stack_passthrough,
     )
     if averaged is not None:
-        results["weight_average"] = _averaged_result(request, averaged, heldout, members)
+        results[WEIGHT_AVERAGE] = _averaged_result(request, averaged, heldout, members)
     default = choose_default(results, request.default_combiner)
     n_train = len(splits.train.y)
     member_infos = []
@@ -328,17 +338,13 @@ def _averaged_result(
     network, chosen = averaged
     ids = [members[i].plan.member_id for i in chosen]
 
-    def score(split: SplitPredictions) -> tuple[dict[str, float], np.ndarray]:
+    def score(split: SplitPredictions) -> dict[str, float]:
         output = member_outputs(network, split.X)
         variance = output[1] if len(output) > 1 else None
-        return evaluate_predictions(
-            split, output[0], chosen, request.interval_level, variance
-        ), output[0]
+        return evaluate_predictions(split, output[0], chosen, request.interval_level, variance)
 
-    test_metrics, test_output = score(heldout.test)
-    val_metrics, _ = score(heldout.validation)
     state = {
-        "kind": "weight_average",
+        "kind": WEIGHT_AVERAGE,
         "file": AVERAGED_FILE,
         "members": ids,
         "method": request.weight_averaging,
@@ -349,12 +355,11 @@ def _averaged_result(
         "selection": "validation" if request.weight_averaging == "greedy" else None,
     }
     info = CombinerInfo(
-        kind="weight_average",
+        kind=WEIGHT_AVERAGE,
         state=state,
         fitted_on=fitted_on,
-        test_metrics=test_metrics,
-        heldout_metrics=val_metrics,
-        test_output_sha256=output_digest(test_output),
+        test_metrics=score(heldout.test),
+        heldout_metrics=score(heldout.validation),
     )
     return info
 

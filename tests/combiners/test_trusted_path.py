@@ -16,7 +16,11 @@ Y = RNG.integers(0, 4, 40)
 @pytest.mark.parametrize("kind", ["mean", "vote", "blend", "stack"])
 def test_unchecked_combine_matches_the_checked_one(kind: str) -> None:
     combiner = build_combiner(kind, "classification").fit(PROBS, Y)
-    np.testing.assert_array_equal(combiner.combine(PROBS, check=False), combiner.combine(PROBS))
+    # The checked path works on a converted copy; BLAS kernels chosen by alignment may move
+    # the last bits of stacking's products, never more.
+    np.testing.assert_allclose(
+        combiner.combine(PROBS, check=False), combiner.combine(PROBS), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_unchecked_combine_still_checks_the_member_count() -> None:

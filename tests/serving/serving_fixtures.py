@@ -12,7 +12,13 @@ import httpx
 import uvicorn
 
 from ensembles.manifest import Manifest
-from ensembles.store import LATEST_FILE, MANIFEST_FILE, ModelStore
+from ensembles.store import (
+    CHECKSUM_FILE,
+    LATEST_FILE,
+    MANIFEST_FILE,
+    ModelStore,
+    sha256_bytes,
+)
 from serving.app import create_app
 from serving.settings import ServingSettings
 
@@ -75,7 +81,9 @@ def publish_corrupt(store: ModelStore, name: str) -> int:
     staging = source.parent / f".corrupt-{version}"
     shutil.copytree(source, staging)
     manifest = Manifest.from_json((staging / MANIFEST_FILE).read_text())
-    (staging / MANIFEST_FILE).write_text(manifest.model_copy(update={"version": version}).to_json())
+    text = manifest.model_copy(update={"version": version}).to_json()
+    (staging / MANIFEST_FILE).write_text(text)
+    (staging / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
     member = staging / manifest.members[0].file
     data = bytearray(member.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -22,6 +22,12 @@ from ensembles.manifest import (
     OutputSpec,
     StrategyInfo,
 )
+from ensembles.reproduction import (
+    TEST_OUTPUTS_FILE,
+    WEIGHT_AVERAGE,
+    combiner_test_outputs,
+    save_test_outputs,
+)
 from ensembles.store import ModelStore
 
 Task = Literal["classification", "regression"]
@@ -160,11 +166,13 @@ def publish_synthetic(
         )
         for key, combiner in combiners.items()
     }
-    infos["weight_average"] = CombinerInfo(
-        kind="weight_average",
+    infos[WEIGHT_AVERAGE] = CombinerInfo(
+        kind=WEIGHT_AVERAGE,
         state={"file": "averaged.onnx", "members": ids},
         fitted_on={"source": "members"},
     )
+    test_outputs = combiner_test_outputs(infos, test)
+    test_outputs[WEIGHT_AVERAGE] = _run(averaged, test.X)[0]
 
     def write(folder: Path, version: int) -> Manifest:
         (folder / "members").mkdir()
@@ -172,6 +180,7 @@ def publish_synthetic(
             onnx.save(model, folder / "members" / f"{member_id}.onnx")
         onnx.save(averaged, folder / "averaged.onnx")
         HeldoutPredictions(validation, test).save(folder / HELDOUT_FILE)
+        save_test_outputs(folder / TEST_OUTPUTS_FILE, test_outputs)
         return Manifest(
             name=name,
             version=version,

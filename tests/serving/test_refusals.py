@@ -10,7 +10,7 @@ import pytest
 
 from ensembles.errors import IntegrityError
 from ensembles.manifest import InputSpec, OutputSpec
-from ensembles.store import ModelStore
+from ensembles.store import ModelStore, StoredVersion
 from serving.errors import response_for
 from serving.runtime import EnsembleRuntime
 
@@ -26,8 +26,9 @@ def _with_combiner(manifest, name: str, **update):
 
 
 def _refusal(manifest, folder) -> str:
+    files = {relative: (folder / relative).read_bytes() for relative in manifest.files}
     with pytest.raises(IntegrityError) as caught:
-        EnsembleRuntime(manifest, folder)
+        EnsembleRuntime(StoredVersion(manifest, folder, files))
     return str(caught.value)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ensembles.errors import IntegrityError
 from ensembles.manifest import InputSpec
-from ensembles.store import ModelStore
+from ensembles.store import ModelStore, StoredVersion
 from serving.errors import InvalidRequestError
 from serving.runtime import EnsembleRuntime
 
@@ -98,12 +98,13 @@ def test_unknown_combiner_lists_the_fitted_ones(toy, rows):
         toy.predict(rows, combiner="best")
 
 
-def test_signature_mismatch_with_the_manifest_is_an_integrity_error(toy):
-    wrong = toy.manifest.model_copy(
+def test_signature_mismatch_with_the_manifest_is_an_integrity_error(synthetic_store):
+    stored = synthetic_store.read_version("toy", 1)
+    wrong = stored.manifest.model_copy(
         update={"input": InputSpec(feature_names=["a", "b", "c", "d", "e"])}
     )
     with pytest.raises(IntegrityError, match=r"m000\.onnx.*shape \[batch, 5\]"):
-        EnsembleRuntime(wrong, toy.folder)
+        EnsembleRuntime(StoredVersion(wrong, stored.folder, stored.files))
 
 
 def test_mixed_combiner_burst_shares_one_member_run_and_equals_sync(synthetic_store):

@@ -1,0 +1,143 @@
+"""Stored test outputs (``test_outputs.npz``) and the check that a loaded version reproduces them.
+
+At publish time every combiner is rebuilt from its JSON state, exactly as serving will
+rebuild it, and its output on the stored test member predictions is saved. At load time the
+rebuilt combiners run on the same stored inputs and must give the same outputs within a
+tolerance: a weight, temperature or coefficient changed after training (by hand, by a bug,
+by a bit flip that kept the checksums consistent) is refused with the combiner's name.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ensembles.combiners import Combiner, combiner_from_state
+from ensembles.errors import IntegrityError
+from ensembles.heldout import SplitPredictions
+from ensembles.manifest import CombinerInfo
+
+TEST_OUTPUTS_FILE = "test_outputs.npz"
+#: The published model that weight averaging produces: a graph, not a rule on member outputs.
+WEIGHT_AVERAGE = "weight_average"
+#: Combiners recompute in float64 from the very same stored inputs: only BLAS kernels and
+#: summation order differ between machines, which moves the last bits (about 1e-15
+#: relative). A changed weight, temperature or coefficient moves outputs by orders more.
+COMBINER_RTOL = 1e-7
+COMBINER_ATOL = 1e-10
+#: The averaged graph runs in float32 (onnxruntime, possibly another CPU than the one that
+#: exported it): ten times the export parity tolerance, relative to the output's spread so
+#: that it holds for regression targets in any unit.
+MODEL_TOLERANCE = 1e-4
+
+
+def save_test_outputs(path: Path, outputs: Mapping[str, np.ndarray]) -> None:
+    """Write one float64 array ``(n_test, n_outputs)`` per combiner name (no pickles)."""
+    np.savez(path, **{name: np.asarray(out, dtype=np.float64) for name, out in outputs.items()})
+
+
+def load_test_outputs(data: bytes, source: str = TEST_OUTPUTS_FILE) -> dict[str, np.ndarray]:
+    """Read the bytes of a file written by :func:`save_test_outputs`.
+
+    Raises
+    ------
+    IntegrityError
+        When the bytes are not such a file (the message names ``source``).
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise IntegrityError(f"{source} cannot be read: {exc}") from exc
+
+
+def combiner_test_outputs(
+    combiners: Mapping[str, CombinerInfo], test: SplitPredictions
+) -> dict[str, np.ndarray]:
+    """What every combiner rebuilt from its stored state outputs on the test split.
+
+    Weight averaging is left out: its output comes from its own graph (the caller adds it).
+
+    Returns
+    -------
+    dict of str to ndarray (n_test, n_outputs), float64
+    """
+    return {
+        name: combiner_from_state(info.state).combine(test.member_preds, test.X)
+        for name, info in combiners.items()
+        if info.kind != WEIGHT_AVERAGE
+    }
+
+
+def check_reproduction(
+    name: str, actual: np.ndarray, expected: Mapping[str, np.ndarray], *, model: bool = False
+) -> None:
+    """Refuse a combiner (or, with ``model``, the averaged graph) that does not reproduce.
+
+    Parameters
+    ----------
+    name : str
+        The combiner's published name.
+    actual : ndarray (n_test, n_outputs)
+        What it outputs now on the stored test inputs.
+    expected : mapping of str to ndarray
+        The stored test outputs.
+    model : bool
+        Compare with the float32 model tolerance instead of the combiner one.
+
+    Raises
+    ------
+    IntegrityError
+        When no output is stored for ``name``, or the outputs differ beyond the tolerance.
+    """
+    if name not in expected:
+        raise IntegrityError(
+            f"combiner '{name}' has no stored test output in {TEST_OUTPUTS_FILE}: the version "
+            "cannot prove that it serves what was trained"
+        )
+    stored = expected[name]
+    actual = np.asarray(actual, dtype=np.float64)
+    if stored.shape != actual.shape:
+        raise IntegrityError(
+            f"combiner '{name}' outputs shape {list(actual.shape)} on the stored test rows; "
+            f"{TEST_OUTPUTS_FILE} holds {list(stored.shape)}"
+        )
+    if model:
+        spread = float(np.std(stored)) if stored.size else 0.0
+        rtol, atol = MODEL_TOLERANCE, MODEL_TOLERANCE * max(1.0, spread)
+    else:
+        rtol, atol = COMBINER_RTOL, COMBINER_ATOL
+    difference = np.abs(actual - stored)
+    if not np.all(difference <= atol + rtol * np.abs(stored)):
+        worst = float(np.nanmax(difference)) if np.isfinite(difference).any() else float("nan")
+        raise IntegrityError(
+            f"combiner '{name}' does not reproduce its stored test outputs (largest difference "
+            f"{worst:.3g}): its state (weights, temperature or coefficients) or its model "
+            "changed after training; publish the ensemble again"
+        )
+
+
+def verify_combiners(
+    combiners: Mapping[str, Combiner], test: SplitPredictions, expected: Mapping[str, np.ndarray]
+) -> None:
+    """Run every rebuilt combiner on the stored test member predictions and compare.
+
+    Parameters
+    ----------
+    combiners : mapping of str to Combiner
+        Rebuilt from the manifest (weight averaging excluded).
+    test : SplitPredictions
+        The stored test split (``heldout.npz``).
+    expected : mapping of str to ndarray
+        The stored test outputs.
+
+    Raises
+    ------
+    IntegrityError
+        Naming the first combiner that does not reproduce.
+    """
+    for name, combiner in combiners.items():
+        check_reproduction(name, combiner.combine(test.member_preds, test.X), expected)
