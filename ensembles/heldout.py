@@ -10,6 +10,7 @@ members add ``*_variances`` arrays of the same shape. It loads with ``allow_pick
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -94,7 +95,7 @@ class HeldoutPredictions:
             handle = io.BytesIO(source) if isinstance(source, bytes) else source
             with np.load(handle, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise IntegrityError(f"{where} cannot be read: {exc}") from exc
 
         def split(prefix: str) -> SplitPredictions | None:

@@ -10,6 +10,7 @@ by a bit flip that kept the checksums consistent) is refused with the combiner's
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def load_test_outputs(data: bytes, source: str = TEST_OUTPUTS_FILE) -> dict[str,
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise IntegrityError(f"{source} cannot be read: {exc}") from exc
 
 

@@ -249,13 +249,16 @@ class ModelStore:
             return []
         return sorted(entry for entry in folder.iterdir() if _is_leftover(entry.name))
 
-    def not_found_message(self, name: str, *, show_root: bool = True) -> str:
+    def not_found_message(
+        self, name: str, *, show_root: bool = True, known: list[str] | None = None
+    ) -> str:
         """What to tell a user asking for an ensemble the store does not have.
 
         ``show_root=False`` keeps the store's path out (for clients of a server): the
-        message then names the known ensembles only.
+        message then names the known ensembles only. ``known`` gives those names (a server
+        passes its last scan's, to stay off the filesystem); by default the store is listed.
         """
-        known = self.names()
+        known = self.names() if known is None else known
         hint = f"known ensembles: {', '.join(known)}" if known else "the store is empty"
         if not show_root:
             return f"ensemble '{name}' not found in the model store ({hint})"

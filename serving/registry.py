@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,57 @@ from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-LoadState = Literal["loading", "loaded", "refused", "unloaded"]
+LoadState = Literal["loading", "loaded", "refused", "retrying", "unloaded"]
+
+#: OS errors that say nothing about a version's bytes (too many open files, an I/O hiccup,
+#: memory pressure): the load is retried on the next poll instead of refused for good.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ENOMEM,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+    }
+)
+
+#: ``(relative path, size, mtime_ns, mode)`` of every entry of a version folder: a refused
+#: version is retried only when this changes.
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a load failure may pass by itself (so the version is retried, not refused)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+    )
+
+
+def fingerprint(folder: Path) -> Fingerprint:
+    """What identifies the state of a version folder's files, from ``stat`` alone.
+
+    Unreadable entries are fingerprinted by what can be seen, so a permission fix changes
+    the fingerprint too.
+    """
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        entries.append(
+            (path.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns, info.st_mode)
+        )
+    try:
+        info = folder.stat()
+        entries.append((".", 0, info.st_mtime_ns, info.st_mode))
+    except OSError:
+        pass
+    return tuple(entries)
 
 
 @dataclass
@@ -30,6 +81,8 @@ class VersionState:
     state: LoadState
     reason: str | None = None
     since: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    #: The folder's fingerprint when the version was refused (it is retried when it changes).
+    fingerprint: Fingerprint | None = field(default=None, repr=False)
 
     def to_dict(self, current: int | None) -> dict[str, Any]:
         """JSON-ready form, flagging the version being served."""
@@ -40,6 +93,17 @@ class VersionState:
             "reason": self.reason,
             "since": self.since,
         }
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One ensemble as the last store scan saw it (read in a worker thread)."""
+
+    versions: list[int]
+    latest: int | None
+    latest_error: str | None
+    #: Fingerprints of the versions this process refused, taken in the same scan.
+    fingerprints: dict[int, Fingerprint]
 
 
 @dataclass
@@ -53,6 +117,10 @@ class _Entry:
     last_used: dict[int, float] = field(default_factory=dict)
     #: Why the ``latest`` pointer cannot be read, while it cannot.
     latest_error: str | None = None
+    #: Versions with a manifest, as of the last scan.
+    listed: list[int] = field(default_factory=list)
+    #: While the newest wanted version is not the one served: which it is, and why.
+    fallback: dict[str, Any] | None = None
 
 
 def relative_message(message: str, root: Path) -> str:
@@ -82,7 +150,7 @@ def relative_message(message: str, root: Path) -> str:
 
 
 class EnsembleRegistry:
-    """Load the latest version of every ensemble and keep it current.
+    """Load the newest intact version of every ensemble and keep it current.
 
     Parameters
     ----------
@@ -93,11 +161,19 @@ class EnsembleRegistry:
 
     Notes
     -----
-    Loading (checksums, signatures, sessions, warm-up) runs in a worker thread; the swap of
-    the current version is a single assignment in the event loop, so a request sees either
-    the old or the new runtime, and the old one is closed only when its in-flight requests
-    are done. A refused version is recorded with its reason and never retried (versions are
-    immutable); the previous version keeps serving.
+    Every filesystem call (scans, checksums, signatures, sessions, warm-up) runs in a worker
+    thread; the swap of the current version is a single assignment in the event loop, so a
+    request sees either the old or the new runtime, and the old one is closed only when its
+    in-flight requests are done.
+
+    The ensemble never goes dark when it could serve: at start and at every poll the
+    versions up to the ``latest`` pointer (every version when the pointer is unreadable)
+    are tried newest first, and the newest that loads is served. A refused version is
+    recorded with its reason and retried only when its files change (versions are
+    immutable); a transient OS error (EMFILE, EIO, ...) is retried at the next poll. While
+    an older version serves because a newer one was refused, :meth:`fallback` says which and
+    why, and the logs say it once per change. Any exception while reading one version
+    refuses that version alone.
 
     At most ``max_versions`` versions stay loaded per ensemble: the current one and the most
     recently used others; the least recently used is unloaded first, never the current one
@@ -116,7 +192,7 @@ class EnsembleRegistry:
         self._store_missing: bool | None = None
         self._loads = 0
 
-    # -- lookups -----------------------------------------------------------------------
+    # -- lookups (no filesystem calls: they answer from the last scan) -----------------
     def names(self) -> list[str]:
         """Names of the ensembles known to this process, sorted."""
         return sorted(self._entries)
@@ -138,10 +214,23 @@ class EnsembleRegistry:
         entry = self._entries.get(name)
         return None if entry is None else entry.latest_error
 
+    def fallback(self, name: str) -> dict[str, Any] | None:
+        """While ``name`` serves an older version than the newest one wanted: why.
+
+        Returns
+        -------
+        dict or None
+            ``{"serving": version or None, "newest": version, "reason": str}``; None when the
+            newest wanted version is the one served.
+        """
+        entry = self._entries.get(name)
+        return None if entry is None else entry.fallback
+
     def store_info(self) -> dict[str, Any]:
         """Whether the store folder exists (without its server path), and what to do if not."""
-        exists = self.store.root.is_dir()
-        info: dict[str, Any] = {"exists": exists, "ensembles": len(self.store.names())}
+        exists = self._store_missing is not True
+        listed = sum(1 for entry in self._entries.values() if entry.listed)
+        info: dict[str, Any] = {"exists": exists, "ensembles": listed}
         if not exists:
             info["hint"] = (
                 "the model store folder does not exist yet; create one with "
@@ -150,10 +239,10 @@ class EnsembleRegistry:
         return info
 
     def version_states(self, name: str) -> list[dict[str, Any]]:
-        """Every version in the store and in memory with its load state, oldest first."""
+        """Every version in the store (last scan) and in memory with its state, oldest first."""
         entry = self._entries.get(name) or _Entry()
         states = dict(entry.states)
-        for version in self.store.versions(name) if self._exists(name) else []:
+        for version in entry.listed:
             states.setdefault(version, VersionState(version, "unloaded", "not loaded"))
         return [states[v].to_dict(entry.current) for v in sorted(states)]
 
@@ -176,13 +265,12 @@ class EnsembleRegistry:
         if version is None:
             if entry is not None and entry.current is not None:
                 return entry.runtimes[entry.current]
-            if not self._exists(name):
+            listed = entry.listed if entry else await asyncio.to_thread(self._listing, name)
+            if not listed:
                 raise NotFoundError(self.unknown_message(name))
-            refused = [s for s in (entry.states.values() if entry else []) if s.state == "refused"]
-            if refused:
+            if entry is not None and entry.fallback is not None and not entry.loading:
                 raise VersionRefusedError(
-                    f"'{name}' has no servable version: version {refused[-1].version} was "
-                    f"refused: {refused[-1].reason}"
+                    f"'{name}' has no servable version: {entry.fallback['reason']}"
                 )
             raise NotReadyError(f"'{name}' is not loaded yet; retry shortly")
         if entry is not None and version in entry.runtimes:
@@ -191,7 +279,9 @@ class EnsembleRegistry:
         state = entry.states.get(version) if entry else None
         if state is not None and state.state == "refused":
             raise VersionRefusedError(f"'{name}' version {version} was refused: {state.reason}")
-        available = self.store.versions(name) if self._exists(name) else []
+        available = entry.listed if entry is not None and version in entry.listed else None
+        if available is None:  # not seen by the last scan: look now
+            available = await asyncio.to_thread(self._listing, name)
         if not available:
             raise NotFoundError(self.unknown_message(name))
         if version not in available:
@@ -201,6 +291,11 @@ class EnsembleRegistry:
         runtime = await self._load(name, version, make_current=False)
         if runtime is None:
             state = self._entries[name].states[version]
+            if state.state == "retrying":
+                raise NotReadyError(
+                    f"'{name}' version {version} could not be loaded ({state.reason}); "
+                    "retry shortly"
+                )
             raise VersionRefusedError(f"'{name}' version {version} was refused: {state.reason}")
         return runtime
 
@@ -209,25 +304,34 @@ class EnsembleRegistry:
         """Versions loaded (or refused) by this registry so far: one per load attempt."""
         return self._loads
 
+    def unknown_message(self, name: str) -> str:
+        """The 404 message for ``name``: the known ensembles, never the store's server path."""
+        known = [n for n, entry in sorted(self._entries.items()) if entry.listed]
+        return self.store.not_found_message(name, show_root=False, known=known)
+
     # -- loading -----------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
-        """Scan the store once and load every new latest version.
+        """Scan the store once and serve the newest intact version of every ensemble.
 
         Returns
         -------
         dict
-            ``{name: {"current": version or None, "versions": [...]}}`` after the scan.
+            ``{name: {"current": version or None}}`` after the scan.
         """
         async with self._refresh_lock:
-            self._check_store_folder()
-            latest = await asyncio.to_thread(self._scan)
-            for name, found in latest.items():
+            refused = {
+                name: [v for v, state in entry.states.items() if state.state == "refused"]
+                for name, entry in self._entries.items()
+            }
+            scans = await asyncio.to_thread(self._scan, refused)
+            for name, scan in scans.items():
                 entry = self._entries.setdefault(name, _Entry())
-                version = self._note_latest(name, entry, found)
-                state = entry.states.get(version) if version is not None else None
-                if version is None or (state is not None and state.state == "refused"):
-                    continue
-                await self._load(name, version, make_current=True)
+                entry.listed = scan.versions
+                self._note_latest(name, entry, scan.latest_error)
+                try:
+                    await self._serve_newest(name, entry, scan)
+                except Exception:  # one ensemble's trouble never stops the others
+                    logger.exception("could not refresh %s", name, extra={"ensemble": name})
             self.ready = True
         return {n: {"current": self._entries[n].current} for n in self.names()}
 
@@ -246,6 +350,101 @@ class EnsembleRegistry:
         runtimes = [rt for entry in self._entries.values() for rt in entry.runtimes.values()]
         await asyncio.gather(*(rt.aclose() for rt in runtimes), *self._closing)
 
+    async def _serve_newest(self, name: str, entry: _Entry, scan: _Scan) -> None:
+        """Try the wanted versions newest first; serve the first that loads."""
+        wanted = [v for v in scan.versions if scan.latest is None or v <= scan.latest]
+        wanted.sort(reverse=True)
+        skipped: list[str] = []
+        if scan.latest is not None and scan.latest not in scan.versions:
+            skipped.append(f"latest names version {scan.latest}, which has no manifest")
+        elif scan.latest_error is not None:
+            skipped.append(scan.latest_error)
+        for version in wanted:
+            if version == entry.current:
+                break
+            state = entry.states.get(version)
+            if state is not None and state.state == "refused":
+                if scan.fingerprints.get(version) == state.fingerprint:
+                    skipped.append(f"version {version} was refused: {state.reason}")
+                    continue
+                logger.info(
+                    "files of refused %s version %d changed; trying it again", name, version
+                )
+            if await self._load(name, version, make_current=True) is not None:
+                break
+            state = entry.states[version]
+            skipped.append(f"version {version} was refused: {state.reason}")
+        self._note_fallback(name, entry, wanted[0] if wanted else None, skipped)
+
+    def _note_fallback(
+        self, name: str, entry: _Entry, newest: int | None, skipped: list[str]
+    ) -> None:
+        """Record (and log once per change) why the newest wanted version is not served."""
+        if newest is None or (entry.current == newest and not skipped):
+            if entry.fallback is not None:
+                logger.info("%s serves its newest version %s again", name, entry.current)
+            entry.fallback = None
+            return
+        if entry.current == newest:
+            skipped = skipped[:1]  # only the pointer's problem is left
+        reason = "; ".join(skipped) if skipped else f"version {newest} is not loaded yet"
+        fallback = {"serving": entry.current, "newest": newest, "reason": reason}
+        if fallback != entry.fallback:
+            logger.error(
+                "%s serves version %s instead of version %d: %s",
+                name,
+                entry.current,
+                newest,
+                reason,
+                extra={"ensemble": name, "version": entry.current},
+            )
+        entry.fallback = fallback
+
+    def _scan(self, refused: dict[str, list[int]]) -> dict[str, _Scan]:
+        """Every ensemble's versions and latest pointer (worker thread; never raises).
+
+        ``refused`` names the versions this process refused, to fingerprint them.
+        """
+        self._check_store_folder()
+        try:
+            names = self.store.names()
+        except OSError as exc:
+            logger.error("cannot list the model store: %s", exc)
+            return {}
+        scans = {}
+        for name in names:
+            try:
+                scans[name] = self._scan_one(name, refused.get(name, []))
+            except Exception as exc:  # the listing of one ensemble must not hide the others
+                logger.error("cannot scan %s: %s", name, exc, extra={"ensemble": name})
+        return scans
+
+    def _scan_one(self, name: str, refused: list[int]) -> _Scan:
+        versions = self.store.versions(name)
+        latest, latest_error = None, None
+        try:
+            latest = self.store.latest(name)
+        except (EnsembleError, OSError, ValueError) as exc:
+            latest_error = relative_message(str(exc), self.store.root)
+        prints = {v: fingerprint(self.store.path(name, v)) for v in refused if v in versions}
+        return _Scan(versions, latest, latest_error, prints)
+
+    def _listing(self, name: str) -> list[int]:
+        """The versions of ``name`` in the store now (worker thread).
+
+        Raises
+        ------
+        NotReadyError
+            When the folder cannot be listed right now (an OS error).
+        """
+        try:
+            return self.store.versions(name)
+        except OSError as exc:
+            reason = relative_message(str(exc), self.store.root)
+            raise NotReadyError(
+                f"cannot list '{name}' right now ({reason}); retry shortly"
+            ) from exc
+
     def _check_store_folder(self) -> None:
         missing = not self.store.root.is_dir()
         if missing and self._store_missing is not True:
@@ -259,34 +458,19 @@ class EnsembleRegistry:
             logger.info("model store folder %s appeared", self.store.root)
         self._store_missing = missing
 
-    def _scan(self) -> dict[str, int | EnsembleError]:
-        """Every ensemble's latest version, or why it cannot be read (worker thread)."""
-        latest: dict[str, int | EnsembleError] = {}
-        for name in self.store.names():
-            try:
-                latest[name] = self.store.latest(name)
-            except EnsembleError as exc:
-                latest[name] = exc
-        return latest
-
-    def _note_latest(self, name: str, entry: _Entry, found: int | EnsembleError) -> int | None:
+    def _note_latest(self, name: str, entry: _Entry, error: str | None) -> None:
         """Record a garbage ``latest`` pointer, logging once per change rather than per poll."""
-        if isinstance(found, int):
+        if error is None:
             if entry.latest_error is not None:
                 logger.info("the latest pointer of %s is readable again", name)
-            entry.latest_error = None
-            return found
-        reason = relative_message(str(found), self.store.root)
-        if reason != entry.latest_error:
+        elif error != entry.latest_error:
             logger.error(
-                "cannot read the latest version of %s: %s (still serving version %s)",
+                "cannot read the latest version of %s: %s (trying every version, newest first)",
                 name,
-                reason,
-                entry.current,
+                error,
                 extra={"ensemble": name},
             )
-        entry.latest_error = reason
-        return None
+        entry.latest_error = error
 
     async def _load(self, name: str, version: int, *, make_current: bool) -> EnsembleRuntime | None:
         """Load one version, or join the load of it already in progress."""
@@ -316,27 +500,40 @@ class EnsembleRegistry:
         entry.states[version] = VersionState(version, "loading")
         logger.info("loading %s version %d", name, version, extra={"ensemble": name})
         options = self._runtime_options(name)
+        folder = self.store.path(name, version)
+        prints: Fingerprint | None = None
         try:
+            prints = await asyncio.to_thread(fingerprint, folder)
             runtime = await asyncio.to_thread(
                 EnsembleRuntime.load, self.store, name, version, **options
             )
-        except (EnsembleError, OSError) as exc:
-            reason = relative_message(str(exc), self.store.root)
-            entry.states[version] = VersionState(version, "refused", reason)
-            logger.error(
-                "refused %s version %d: %s (still serving version %s)",
-                name,
-                version,
-                reason,
-                entry.current,
-                extra={"ensemble": name, "version": version},
-            )
-            if self.metrics is not None:
-                self.metrics.refusals.labels(name).inc()
+        except Exception as exc:  # whatever one version's bytes do, only it is refused
+            self._refuse(name, version, exc, prints)
             return None
         entry.runtimes[version] = runtime
         entry.states[version] = VersionState(version, "loaded")
         return runtime
+
+    def _refuse(self, name: str, version: int, exc: Exception, prints: Fingerprint | None) -> None:
+        """Record why a version failed to load: for good (refused) or until the next poll."""
+        entry = self._entries[name]
+        reason = relative_message(str(exc) or type(exc).__name__, self.store.root)
+        if not isinstance(exc, EnsembleError | OSError):
+            reason = f"{type(exc).__name__}: {reason}"
+        transient = is_transient(exc)
+        state: LoadState = "retrying" if transient else "refused"
+        entry.states[version] = VersionState(version, state, reason, fingerprint=prints)
+        logger.error(
+            "%s %s version %d: %s (serving version %s)",
+            "could not load (will retry)" if transient else "refused",
+            name,
+            version,
+            reason,
+            entry.current,
+            extra={"ensemble": name, "version": version},
+        )
+        if self.metrics is not None and not transient:
+            self.metrics.refusals.labels(name).inc()
 
     def _swap(self, name: str, version: int) -> None:
         entry = self._entries[name]
@@ -395,10 +592,3 @@ class EnsembleRegistry:
             "on_batch": self.metrics.batch_hook(name) if self.metrics else None,
             "on_prediction": self.metrics.observe_batch if self.metrics else None,
         }
-
-    def _exists(self, name: str) -> bool:
-        return bool(self.store.versions(name))
-
-    def unknown_message(self, name: str) -> str:
-        """The 404 message for ``name``: the known ensembles, never the store's server path."""
-        return self.store.not_found_message(name, show_root=False)

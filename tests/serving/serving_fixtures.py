@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 
-from ensembles.manifest import Manifest
 from ensembles.store import (
     CHECKSUM_FILE,
     LATEST_FILE,
@@ -70,24 +73,45 @@ class LiveServer:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
 
 
-def publish_corrupt(store: ModelStore, name: str) -> int:
-    """Publish a copy of the latest version with one member's bytes flipped; return it.
+def publish_copy(
+    store: ModelStore,
+    name: str,
+    change: Callable[[Path, dict[str, Any]], None] | None = None,
+    *,
+    reseal: bool = True,
+) -> int:
+    """Publish a copy of the latest version as the next one, changed on the way; return it.
 
-    The copy is renamed into place and ``latest`` moved, as a real publish would, so a
-    polling server sees it at once and must refuse it.
+    ``change(folder, manifest_dict)`` edits the copied files and the manifest (as a dict)
+    in place. With ``reseal`` the manifest's checksum is rewritten to match, as a careful
+    tamperer (or a buggy tool) would; without it the old checksum stays. The copy is renamed
+    into place and ``latest`` moved, as a real publish would, so a polling server sees it.
     """
     source = store.path(name, store.latest(name))
     version = store.versions(name)[-1] + 1
-    staging = source.parent / f".corrupt-{version}"
+    staging = source.parent / f".copy-{version}"
     shutil.copytree(source, staging)
-    manifest = Manifest.from_json((staging / MANIFEST_FILE).read_text())
-    text = manifest.model_copy(update={"version": version}).to_json()
+    manifest = json.loads((staging / MANIFEST_FILE).read_text())
+    manifest["version"] = version
+    if change is not None:
+        change(staging, manifest)
+    text = json.dumps(manifest, indent=2) + "\n"
     (staging / MANIFEST_FILE).write_text(text)
-    (staging / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
-    member = staging / manifest.members[0].file
-    data = bytearray(member.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    member.write_bytes(bytes(data))
+    if reseal:
+        (staging / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
     os.rename(staging, store.path(name, version))
     (store.root / name / LATEST_FILE).write_text(f"{version}\n")
     return version
+
+
+def flip_member_byte(folder: Path, manifest: dict[str, Any]) -> None:
+    """Flip one byte in the middle of the first member's ONNX file."""
+    member = folder / manifest["members"][0]["file"]
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    member.write_bytes(bytes(data))
+
+
+def publish_corrupt(store: ModelStore, name: str) -> int:
+    """Publish a copy of the latest version with one member's bytes flipped; return it."""
+    return publish_copy(store, name, flip_member_byte)

@@ -1,0 +1,296 @@
+"""Faults in the store, each followed by a server restart: the server starts, the newest
+intact version serves, and ``/v1/ensembles/{name}`` says which one and why."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from serving_fixtures import LiveServer, flip_member_byte, publish_copy
+from synthetic import publish_synthetic
+
+from ensembles.store import CHECKSUM_FILE, LATEST_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
+from serving.registry import EnsembleRegistry, fingerprint, is_transient
+from serving.settings import ServingSettings
+
+ROWS = np.random.default_rng(0).normal(size=(3, 4)).tolist()
+
+
+def _truncate_member(folder: Path, manifest: dict[str, Any]) -> None:
+    member = folder / manifest["members"][0]["file"]
+    member.write_bytes(member.read_bytes()[:100])
+
+
+def _smuggle_member(folder: Path, manifest: dict[str, Any]) -> None:
+    shutil.copy(folder / "members" / "m000.onnx", folder / "members" / "m999.onnx")
+
+
+def _corrupt_manifest(store: ModelStore) -> int:
+    """A manifest whose bytes changed after its checksum was written."""
+
+    def change(folder: Path, manifest: dict[str, Any]) -> None:
+        manifest["members"][0]["seed"] = 12345
+
+    return publish_copy(store, "toy", change, reseal=False)
+
+
+def _undecodable_manifest(store: ModelStore) -> int:
+    version = publish_copy(store, "toy")
+    folder = store.path("toy", version)
+    data = b"\xff\xfe" + (folder / MANIFEST_FILE).read_bytes()
+    (folder / MANIFEST_FILE).write_bytes(data)
+    (folder / CHECKSUM_FILE).write_text(sha256_bytes(data))
+    return version
+
+
+def _latest(content: bytes, then: Callable[[ModelStore], int] | None = None):
+    def fault(store: ModelStore) -> int:
+        version = then(store) if then is not None else store.versions("toy")[-1]
+        (store.root / "toy" / LATEST_FILE).write_bytes(content)
+        return version
+
+    return fault
+
+
+#: fault -> (what it does to a store serving intact version 1, the version that must
+#: serve after a restart, words the info endpoint must give as the reason).
+FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
+    "corrupt member": (
+        lambda store: publish_copy(store, "toy", flip_member_byte),
+        1,
+        "version 2 was refused: toy/2/members/m000.onnx is corrupt: sha256",
+    ),
+    "truncated onnx": (
+        lambda store: publish_copy(store, "toy", _truncate_member),
+        1,
+        "version 2 was refused: toy/2/members/m000.onnx is corrupt: sha256",
+    ),
+    "unlisted member file": (
+        lambda store: publish_copy(store, "toy", _smuggle_member),
+        1,
+        "toy/2/members/m999.onnx is not listed in the manifest's checksums",
+    ),
+    "corrupt manifest": (
+        _corrupt_manifest,
+        1,
+        "toy/2/manifest.json is corrupt: its sha256 does not match manifest.sha256",
+    ),
+    "undecodable manifest": (_undecodable_manifest, 1, "toy/2/manifest.json is not UTF-8"),
+    "undecodable latest": (
+        _latest(b"\xff\xfe", lambda store: publish_copy(store, "toy", flip_member_byte)),
+        1,
+        "toy/latest does not hold a version number: '\\\\xff\\\\xfe'; version 2 was refused",
+    ),
+    "latest like a superscript": (
+        _latest("²".encode()),
+        1,
+        "toy/latest does not hold a version number: '²'",
+    ),
+    "latest names a missing version": (
+        _latest(b"7\n"),
+        1,
+        "latest names version 7, which has no manifest",
+    ),
+}
+
+
+def _info(live: LiveServer, name: str = "toy") -> dict[str, Any]:
+    with live.client() as http:
+        response = http.get(f"/v1/ensembles/{name}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def _predicts(live: LiveServer, name: str = "toy", rows: list | None = None) -> int:
+    with live.client() as http:
+        response = http.post(f"/v1/ensembles/{name}/predict", json={"rows": rows or ROWS})
+        assert response.status_code == 200, response.text
+        return response.json()["version"]
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_after_a_restart_the_newest_intact_version_serves_and_says_why(
+    tmp_path: Path, fault: str
+) -> None:
+    apply, serving, reason = FAULTS[fault]
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    with LiveServer(store=store.root, poll_interval_s=0) as live:
+        assert _info(live)["version"] == 1
+    apply(store)
+    with LiveServer(store=store.root, poll_interval_s=0) as live:  # the restart
+        info = _info(live)
+        assert info["version"] == serving
+        assert info["fallback"]["serving"] == serving
+        assert reason in info["fallback"]["reason"]
+        assert _predicts(live) == serving
+        with live.client() as http:  # the server is up and healthy
+            assert http.get("/v2/health/ready").status_code == 200
+
+
+def test_a_tampered_combiner_weight_with_a_consistent_checksum_is_refused(
+    trained_store: Path, tmp_path: Path
+) -> None:
+    """The blend weights change and the manifest is resealed: only reproduction catches it."""
+    root = tmp_path / "store"
+    shutil.copytree(trained_store / "diabetes", root / "diabetes")
+    store = ModelStore(root)
+
+    def tamper(folder: Path, manifest: dict[str, Any]) -> None:
+        weights = manifest["combiners"]["blend"]["state"]["fitted"]["weights"]
+        weights[0], weights[-1] = weights[-1], weights[0]
+
+    bad = publish_copy(store, "diabetes", tamper)
+    with LiveServer(store=root, poll_interval_s=0) as live:
+        info = _info(live, "diabetes")
+        assert info["version"] == bad - 1
+        assert (
+            f"version {bad} was refused: diabetes/{bad}: combiner 'blend' does not reproduce "
+            "its stored test outputs"
+        ) in info["fallback"]["reason"]
+        row = np.zeros((1, len(info["features"]))).tolist()
+        assert _predicts(live, "diabetes", row) == bad - 1
+
+
+def test_a_refused_version_is_retried_when_its_files_change(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    member = store.path("toy", 1) / "members" / "m000.onnx"
+    intact = member.read_bytes()
+    publish_copy(store, "toy", flip_member_byte)
+    with LiveServer(store=store.root, poll_interval_s=0.05) as live:
+        assert _info(live)["version"] == 1
+        loads = live.app.state.registry.loads
+        time.sleep(0.3)  # several polls: the unchanged refused version is not reloaded
+        assert live.app.state.registry.loads == loads
+        (store.path("toy", 2) / "members" / "m000.onnx").write_bytes(intact)  # repaired
+        deadline = time.monotonic() + 30
+        while _info(live)["version"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = _info(live)
+        assert info["version"] == 2 and info["fallback"] is None
+        assert _predicts(live) == 2
+
+
+def test_no_servable_version_keeps_the_server_up_and_says_why(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "other", seed=2)
+    flip_member_byte(
+        store.path("toy", 1), json.loads(store.path("toy", 1).joinpath(MANIFEST_FILE).read_text())
+    )
+    with LiveServer(store=store.root, poll_interval_s=0) as live:
+        info = _info(live)
+        assert info["version"] is None
+        assert info["fallback"]["serving"] is None
+        with live.client() as http:
+            response = http.post("/v1/ensembles/toy/predict", json={"rows": ROWS})
+        assert response.status_code == 409
+        assert "'toy' has no servable version: version 1 was refused" in response.json()["error"]
+        assert _predicts(live, "other") == 1
+
+
+def test_transient_os_errors_are_retried_not_refused() -> None:
+    assert is_transient(OSError(24, "Too many open files"))
+    assert is_transient(OSError(5, "Input/output error"))
+    assert not is_transient(PermissionError(13, "Permission denied"))
+    assert not is_transient(ValueError("bad bytes"))
+
+
+_EMFILE_SCRIPT = """
+import asyncio, json, sys
+from serving.errors import NotReadyError
+from serving.registry import EnsembleRegistry
+from serving.settings import ServingSettings
+
+async def main():
+    registry = EnsembleRegistry(ServingSettings(store=sys.argv[1]))
+    await registry.refresh()  # serves version 2; version 1 is loaded on demand below
+    held = []
+    try:  # use up every file descriptor: the next open() fails with EMFILE, for real
+        while True:
+            held.append(open("/dev/null"))
+    except OSError:
+        pass
+    try:
+        await registry.get("toy", 1)
+        error = None
+    except NotReadyError as exc:
+        error = str(exc)
+    first = registry.version_states("toy")
+    for handle in held:
+        handle.close()
+    runtime = await registry.get("toy", 1)
+    print(json.dumps({"error": error, "first": first, "then": registry.version_states("toy"),
+                      "version": runtime.version}))
+    await registry.close()
+
+asyncio.run(main())
+"""
+
+
+def test_running_out_of_file_descriptors_is_retried_not_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "toy", seed=2)
+    output = subprocess.run(
+        [sys.executable, "-c", _EMFILE_SCRIPT, str(store.root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    report = json.loads(output.splitlines()[-1])
+    assert report["error"].startswith("'toy' version 1 could not be loaded (")
+    assert "Too many open files" in report["error"] and report["error"].endswith("retry shortly")
+    first = {state["version"]: state for state in report["first"]}
+    assert first[1]["state"] == "retrying" and first[2]["current"]
+    then = {state["version"]: state for state in report["then"]}
+    assert then[1]["state"] == "loaded" and report["version"] == 1
+
+
+def test_fingerprint_changes_with_bytes_and_permissions(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    folder = store.path("toy", 1)
+    before = fingerprint(folder)
+    member = folder / "members" / "m000.onnx"
+    member.chmod(0o600)
+    after_chmod = fingerprint(folder)
+    assert after_chmod != before
+    member.write_bytes(member.read_bytes() + b"x")
+    assert fingerprint(folder) != after_chmod
+
+
+def test_bytes_that_no_reader_accepts_refuse_only_their_version(tmp_path: Path) -> None:
+    """A held-out file that is listed with its true checksum but is no npz at all."""
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    garbage = b"PK\x03\x04 not really a zip"
+
+    def replace_heldout(folder: Path, manifest: dict[str, Any]) -> None:
+        (folder / "heldout.npz").write_bytes(garbage)
+        manifest["files"]["heldout.npz"] = sha256_bytes(garbage)
+
+    publish_copy(store, "toy", replace_heldout)
+    registry = EnsembleRegistry(ServingSettings(store=store.root))
+
+    async def scenario() -> dict[int, dict[str, Any]]:
+        await registry.refresh()
+        states = registry.version_states("toy")
+        await registry.close()
+        return {state["version"]: state for state in states}
+
+    states = asyncio.run(scenario())
+    assert states[1]["current"]
+    assert states[2]["state"] == "refused"
+    assert states[2]["reason"].startswith("toy/2/heldout.npz cannot be read")
