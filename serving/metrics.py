@@ -19,6 +19,10 @@ _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 _VARIANCE_EDGES = np.array([1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
 #: Weight of each new batch in the exponentially weighted drift means.
 DRIFT_ALPHA = 0.05
+#: A row is far outside the training range when some feature lies this many held-out
+#: standard deviations from the held-out mean: by Chebyshev's inequality at most 1% of any
+#: distribution lies that far out, so such rows are extrapolation, not bad luck.
+OUT_OF_RANGE_Z = 10.0
 
 
 def multiprocess_dir() -> str | None:
@@ -46,6 +50,8 @@ class ServingMetrics:
     divided by its held-out level and smoothed exponentially (``DRIFT_ALPHA`` per batch).
     ``ensembles_drift_ratio`` near 1 means traffic looks like held-out data; 2 means twice
     as far from the training distribution (features) or twice as uncertain (variance).
+    Rows with a feature over ``OUT_OF_RANGE_Z`` held-out standard deviations out are served
+    and counted in ``ensembles_out_of_range_rows``.
 
     With several workers (``PROMETHEUS_MULTIPROC_DIR`` set, as ``python -m serving
     --workers N`` does), every worker writes its values to files in that folder and
@@ -111,6 +117,13 @@ class ServingMetrics:
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
+        self.out_of_range = Counter(
+            "ensembles_out_of_range_rows",
+            f"Rows served with a feature over {OUT_OF_RANGE_Z:g} held-out standard deviations "
+            "from the held-out mean (allowed, but extrapolated)",
+            ["ensemble"],
+            registry=self.registry,
+        )
         self.variance = Histogram(
             "ensembles_prediction_variance",
             "Per-row mean variance across members reported in predictions",
@@ -156,6 +169,7 @@ class ServingMetrics:
         row_variance = None
         if variance is not None:
             row_variance = variance.reshape(len(X), -1).mean(axis=1)
+            row_variance = row_variance[np.isfinite(row_variance)]  # refused rows
             bins = np.bincount(
                 np.searchsorted(_VARIANCE_EDGES, row_variance, side="left"),
                 minlength=len(_VARIANCE_EDGES) + 1,
@@ -164,9 +178,12 @@ class ServingMetrics:
         baseline: Baseline | None = runtime.baseline
         if baseline is None:
             return
-        z = float(np.abs((X - baseline.feature_mean) / baseline.feature_std).mean())
-        self._update_drift(name, "feature_z", z / baseline.mean_abs_z)
-        if row_variance is not None and baseline.mean_variance > 0:
+        z_scores = np.abs((X - baseline.feature_mean) / baseline.feature_std)
+        far = int(np.count_nonzero(z_scores.max(axis=1) > OUT_OF_RANGE_Z))
+        if far:
+            self.out_of_range.labels(name).inc(far)
+        self._update_drift(name, "feature_z", float(z_scores.mean()) / baseline.mean_abs_z)
+        if row_variance is not None and len(row_variance) and baseline.mean_variance > 0:
             self._update_drift(
                 name, "variance", float(row_variance.mean()) / baseline.mean_variance
             )

@@ -559,24 +559,26 @@ class EnsembleRuntime:
             spread_outputs = spread_outputs.astype(np.float64)
         if spread_variances is not None and uncertainty:
             spread_variances = spread_variances.astype(np.float64)
-        if not isinstance(rule, _WeightAverage):
-            try:
-                combined = rule.combine(spread_outputs, X, check=check)
-            except EnsembleError as exc:  # the member outputs are ours: a server-side fault
-                raise IntegrityError(f"combiner '{name}' failed: {exc}") from exc
-            weights = rule.member_weights
-        measures: dict[str, np.ndarray] = {}
-        if uncertainty:
-            if self.task == "classification":
-                measures = classification_uncertainty(spread_outputs, weights, combined)
-            else:
-                measures = regression_uncertainty(
-                    spread_outputs,
-                    spread_variances,
-                    weights,
-                    self.interval_level,
-                    combined,
-                )
+        # Rows that overflow are refused once combined (``_finite_rows``): numpy need not warn.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if not isinstance(rule, _WeightAverage):
+                try:
+                    combined = rule.combine(spread_outputs, X, check=check)
+                except EnsembleError as exc:  # the member outputs are ours: a server-side fault
+                    raise IntegrityError(f"combiner '{name}' failed: {exc}") from exc
+                weights = rule.member_weights
+            measures: dict[str, np.ndarray] = {}
+            if uncertainty:
+                if self.task == "classification":
+                    measures = classification_uncertainty(spread_outputs, weights, combined)
+                else:
+                    measures = regression_uncertainty(
+                        spread_outputs,
+                        spread_variances,
+                        weights,
+                        self.interval_level,
+                        combined,
+                    )
         labels = combined.argmax(axis=1) if self.task == "classification" else None
         return Prediction(
             combiner=name,
