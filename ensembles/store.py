@@ -249,6 +249,22 @@ class ModelStore:
             return []
         return sorted(entry for entry in folder.iterdir() if _is_leftover(entry.name))
 
+    def remove_leftovers(self, name: str) -> list[Path]:
+        """Remove what killed publishes of ``name`` left (under its lock); return what it was."""
+        folder = self.root / validate_name(name)
+        if not folder.is_dir():
+            return []
+        with self._lock(folder):
+            return self._remove_leftovers(name)
+
+    def _remove_leftovers(self, name: str) -> list[Path]:
+        """Remove the leftovers of ``name``; the caller holds its lock."""
+        leftovers = self.leftovers(name)
+        for leftover in leftovers:
+            logger.warning("removing %s, left by a publish that was killed", leftover)
+            _remove(leftover)
+        return leftovers
+
     def not_found_message(
         self, name: str, *, show_root: bool = True, known: list[str] | None = None
     ) -> str:
@@ -353,9 +369,7 @@ class ModelStore:
         self, name: str, folder: Path, write: Callable[[Path, int], Manifest]
     ) -> Manifest:
         with self._lock(folder):
-            for leftover in self.leftovers(name):
-                logger.warning("removing %s, left by a publish that was killed", leftover)
-                _remove(leftover)
+            self._remove_leftovers(name)
             taken = [int(e.name) for e in folder.iterdir() if VERSION_PATTERN.match(e.name)]
             version = max(taken, default=0) + 1
             staging = folder / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,115 @@
+"""``ensembles-store`` / ``python scripts/store.py``: verify a model store and tidy it.
+
+``check`` reads every file of every version (checksums, the manifest's own checksum, files
+the manifest does not list), reads every ``latest`` pointer, and lists what killed publishes
+left behind. It prints one line per version and exits 1 when anything is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
+from ensembles.errors import StoreError
+from ensembles.store import NAME_PATTERN, ModelStore
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``check [NAME ...] [--store DIR] [--remove-leftovers]``."""
+    parser = OneLineParser(
+        prog="ensembles-store",
+        description="Verify the versions of a model store and list (or remove) what killed "
+        "publishes left behind.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    check = commands.add_parser(
+        "check",
+        help="verify every version, every latest pointer, and list leftovers",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    check.add_argument("names", nargs="*", metavar="NAME", help="ensembles (default: all)")
+    check.add_argument("--store", default="model_store", help="model store folder")
+    check.add_argument(
+        "--remove-leftovers",
+        action="store_true",
+        help="remove staging folders and temporary files of killed publishes (the next "
+        "publish of the ensemble removes them too)",
+    )
+    return parser
+
+
+def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> tuple[str, bool]:
+    """Verify ``names`` (every ensemble when empty).
+
+    Returns
+    -------
+    report : str
+        One line per version, pointer and leftover.
+    intact : bool
+        Whether every version verifies, every pointer names one, and nothing is left over
+        (after removal, with ``remove_leftovers``).
+    """
+    if not store.root.is_dir():
+        raise StoreError(f"{store.root} is not a folder: there is no model store there")
+    lines, intact = [], True
+    for name in names or _ensemble_folders(store):
+        problems = store.check_versions(name)
+        for version, problem in problems.items():
+            lines.append(f"{name}/{version}: {'ok' if problem is None else problem}")
+            intact &= problem is None
+        if not problems:
+            lines.append(f"{name}: no version with a manifest")
+            intact = False
+        else:
+            line, pointer_ok = _check_latest(store, name, problems)
+            lines.append(f"{name}/latest: {line}")
+            intact &= pointer_ok
+        removed = store.remove_leftovers(name) if remove_leftovers else []
+        for leftover in removed or store.leftovers(name):
+            verb = "removed" if removed else "leftover"
+            lines.append(f"{name}: {verb} {leftover.name} (left by a killed publish)")
+            intact &= bool(removed)
+    return "\n".join(lines), intact
+
+
+def _check_latest(
+    store: ModelStore, name: str, problems: dict[int, str | None]
+) -> tuple[str, bool]:
+    """The pointer's line and whether it names an intact version."""
+    try:
+        latest = store.latest(name)
+    except StoreError as exc:
+        return str(exc), False
+    if latest not in problems:
+        return f"names version {latest}, which does not exist", False
+    if problems[latest] is not None:
+        return f"version {latest}, which is not intact", False
+    return f"version {latest}", True
+
+
+def _ensemble_folders(store: ModelStore) -> list[str]:
+    """Every folder with an ensemble's name, whether or not it holds a complete version."""
+    return sorted(
+        entry.name
+        for entry in store.root.iterdir()
+        if NAME_PATTERN.match(entry.name) and entry.is_dir()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status (1 when the store is not intact)."""
+    args = build_parser().parse_args(argv)
+
+    def check() -> int:
+        report, intact = check_store(ModelStore(args.store), args.names, args.remove_leftovers)
+        print(report or f"{Path(args.store)}: no ensembles")
+        return 0 if intact else 1
+
+    return run_command(check, writes=[args.store])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
