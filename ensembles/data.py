@@ -111,11 +111,14 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     DataError
         With one line naming the problem: missing file, unknown target column, non-numeric
         features, missing values, a single class, a non-numeric regression target.
+    OSError
+        When the path is a folder or cannot be read (``IsADirectoryError``,
+        ``PermissionError``).
     """
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder or an unreadable file fails below with its OSError
         raise DataError(f"CSV file not found: {path}")
     try:
         frame = pd.read_csv(path)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ensembles.combiners import Combiner, build_combiner
-from ensembles.errors import ConfigError
+from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo, Task
 from ensembles.metrics import classification_metrics, regression_metrics
@@ -75,11 +76,7 @@ def fit_combiners(
     results = {}
     data = fit_set.data
     for name in check_combiner_names(names, task):
-        kind, params, _ = COMBINER_SPECS[name]
-        if task == "classification":
-            params = {**params, "calibrate": calibrate}
-        if kind == "stack":
-            params = {**params, "passthrough": stack_passthrough}
+        kind, params = combiner_params(name, task, calibrate, stack_passthrough)
         combiner = build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
         test_output = combiner.combine(heldout.test.member_preds, heldout.test.X)
         info = CombinerInfo(
@@ -93,6 +90,53 @@ def fit_combiners(
         )
         results[name] = info
     return results
+
+
+def combiner_params(
+    name: str, task: Task, calibrate: bool = False, stack_passthrough: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The kind and constructor parameters of the combiner published as ``name``."""
+    kind, params, _ = COMBINER_SPECS[name]
+    if task == "classification":
+        params = {**params, "calibrate": calibrate}
+    if kind == "stack":
+        params = {**params, "passthrough": stack_passthrough}
+    return kind, params
+
+
+def combiner_fit_problems(
+    task: Task,
+    fit_set: FitSet,
+    names: tuple[str, ...] | None = None,
+    calibrate: bool = False,
+    level: float = 0.9,
+    stack_passthrough: bool = False,
+) -> dict[str, str]:
+    """Why each combiner :func:`fit_combiners` would fit on ``fit_set`` cannot be fitted.
+
+    Fits every combiner on all the fit rows and on each cross-fitting half, as
+    :func:`fit_combiners` does, and keeps the combiners' own refusals. Whether a combiner
+    can be fitted depends on the targets alone (row counts, classes present), so placeholder
+    member outputs find every such problem before any member is trained.
+
+    Parameters
+    ----------
+    task, fit_set, names, calibrate, level, stack_passthrough
+        As for :func:`fit_combiners`.
+
+    Returns
+    -------
+    dict
+        Combiner name -> one-line reason, for the combiners that cannot be fitted only.
+    """
+    data = fit_set.data
+    problems = {}
+    for name in check_combiner_names(names, task):
+        kind, params = combiner_params(name, task, calibrate, stack_passthrough)
+        reason = _fit_refusal(kind, task, params, data, level)
+        if reason is not None:
+            problems[name] = f"{name} {reason}"
+    return problems
 
 
 def crossfit_metrics(
@@ -195,6 +239,22 @@ def choose_default(results: dict[str, CombinerInfo], override: str | None) -> st
     # a greedy soup chose its members on these rows, so its score there is optimistic
     fair = [name for name, info in results.items() if not info.fitted_on.get("selection")]
     return min(fair or results, key=loss)
+
+
+def _fit_refusal(
+    kind: str, task: Task, params: dict[str, Any], data: SplitPredictions, level: float
+) -> str | None:
+    """Why a combiner cannot be fitted on ``data`` or a cross-fitting half of it, or None."""
+    where = f"the {len(data.y)} fit rows"
+    try:
+        with warnings.catch_warnings():  # placeholder outputs may score NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
+            where = f"a cross-fitting half of the {len(data.y)} fit rows"
+            crossfit_metrics(kind, task, params, data, level)
+    except (DataError, ShapeError) as exc:
+        return f"fails on {where}: {str(exc).rstrip('.')}"
+    return None
 
 
 def _member_variance(split: SplitPredictions, index: int) -> np.ndarray | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {files[0]}, results.json and {len(files) - 2} plots")
         return 0
 
-    return run_command(benchmark)
+    writes = [args.output or "reports/benchmark", args.store or tempfile.gettempdir()]
+    return run_command(benchmark, writes=writes)
 
 
 if __name__ == "__main__":

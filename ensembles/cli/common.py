@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from ensembles.data import BUILTIN_DATASETS
@@ -61,14 +64,69 @@ def check_data_options(args: argparse.Namespace) -> None:
         raise ConfigError("--csv needs --target COLUMN naming the column to predict")
 
 
-def run_command(main: Callable[[], int]) -> int:
-    """Run ``main``, turning our errors into one line on stderr and a non-zero exit."""
+def run_command(main: Callable[[], int], writes: Sequence[str | Path] = ()) -> int:
+    """Run ``main``, turning errors into one line on stderr and a non-zero exit status.
+
+    Parameters
+    ----------
+    main : callable
+        The command; returns its exit status.
+    writes : sequence of str or Path
+        Where the command writes, named when an operating-system error carries no file
+        name (a full disk reports none).
+
+    Returns
+    -------
+    int
+        ``main``'s status; 2 for our errors (bad options or data), 1 for operating-system
+        errors (permission denied, disk full, read-only file system, a folder where a file
+        belongs), 130 for Ctrl-C.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return main()
     except EnsembleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc, writes)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; nothing was published", file=sys.stderr)
         return 130
+
+
+def os_error_message(exc: OSError, writes: Sequence[str | Path] = ()) -> str:
+    """One line for an operating-system error: the path, the reason and what to do next.
+
+    Parameters
+    ----------
+    exc : OSError
+    writes : sequence of str or Path
+        Where the command writes; named instead of the path when ``exc`` has none.
+    """
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    advice = _OS_ADVICE.get(exc.errno) if exc.errno is not None else None
+    tail = f"; {advice}" if advice else ""
+    if exc.filename is not None:
+        path = os.fsdecode(exc.filename)
+        if exc.filename2 is not None:
+            path += f" -> {os.fsdecode(exc.filename2)}"
+        return f"{path}: {reason}{tail}"
+    if writes and exc.errno in _WRITE_ERRNOS:
+        return f"{reason} while writing under {' or '.join(map(str, writes))}{tail}"
+    return f"{reason}{tail}"
+
+
+#: What to do next, by errno, for the operating-system errors users meet.
+_OS_ADVICE = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "that file system is read-only: choose a path on a writable one",
+    errno.ENOSPC: "free some disk space or choose a path on another disk",
+    errno.EDQUOT: "free some of your disk quota or choose a path on another disk",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "that is a folder: give a file",
+}
+#: Errors only writing raises: without a file name, the places the command writes are named.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(rounds, files, args.apply))
         return 0
 
-    return run_command(diagnose)
+    return run_command(diagnose, writes=[args.output or "reports/diagnosis"])
 
 
 if __name__ == "__main__":

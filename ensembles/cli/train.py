@@ -130,15 +130,13 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
             flag = "--" + option.replace("_", "-")
             raise ConfigError(f"{flag} applies to --strategy {strategy}, not {args.strategy}")
     variants = []
-    if args.variants is not None:
+    if args.variants is not None:  # its items are checked with every other option
         try:
             variants = json.loads(args.variants)
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"--variants is not valid JSON: {exc.msg} at column {exc.colno}"
             ) from exc
-        if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-            raise ConfigError("--variants must be a JSON list of objects of setting overrides")
     config = config_from_args(args)
     given = {option: getattr(args, option) for option in ("subsample_fraction", "spacing")}
     options = StrategyOptions(
@@ -220,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(report))
         return 0
 
-    return run_command(train)
+    return run_command(train, writes=[args.store])
 
 
 if __name__ == "__main__":

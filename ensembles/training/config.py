@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -12,6 +15,10 @@ Activation = Literal["relu", "tanh", "gelu", "elu", "leaky_relu"]
 Optimizer = Literal["adam", "sgd"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "gelu", "elu", "leaky_relu")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+_CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+_FLAGS = ("batch_norm", "standardize", "gaussian_head")
+_COUNTS = ("batch_size", "epochs", "patience")
+_OPTIONAL = ("grad_clip", "patience")
 
 
 @dataclass(frozen=True)
@@ -63,59 +70,92 @@ class TrainConfig:
     input_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.hidden_sizes or any(int(size) < 1 for size in self.hidden_sizes):
-            problems.append(
-                f"hidden sizes must be positive integers, got {list(self.hidden_sizes)}"
-            )
-        if self.activation not in ACTIVATIONS:
-            problems.append(
-                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("learning_rate",):
-            if not getattr(self, name) > 0:
-                problems.append(
-                    f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-                )
-        for name in ("weight_decay", "input_noise", "momentum"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "epochs"):
-            if int(getattr(self, name)) < 1:
-                problems.append(
-                    f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
-                )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            problems.append(f"grad-clip must be positive, got {self.grad_clip}")
-        if self.patience is not None and self.patience < 1:
-            problems.append(f"patience must be at least 1, got {self.patience}")
+        problems = _setting_problems(asdict(self), lambda name: name.replace("_", "-"))
         if problems:
             raise ConfigError("; ".join(problems))
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
 
-    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
-        """A copy with some settings changed; unknown keys raise with a suggestion."""
-        known = {field.name for field in fields(self)}
+    def override_problems(self, overrides: Mapping[str, Any]) -> list[str]:
+        """Every problem of a set of setting overrides, one line each (empty when valid).
+
+        Unknown keys come with a "did you mean" suggestion; known ones are checked for
+        their type (``2.5`` is no epoch count, ``"64"`` no list of sizes) and their range.
+        """
+        known = [field.name for field in fields(self)]
+        problems = []
         unknown = [key for key in overrides if key not in known]
         if unknown:
             hints = []
             for key in unknown:
-                close = difflib.get_close_matches(key, known, n=1)
+                close = difflib.get_close_matches(str(key), known, n=1)
                 hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            raise ConfigError(f"unknown training setting {', '.join(hints)}")
-        values = dict(overrides)
-        if "hidden_sizes" in values:
-            values["hidden_sizes"] = tuple(values["hidden_sizes"])
-        return replace(self, **values)
+            problems.append(f"unknown training setting {', '.join(hints)}")
+        given = {key: value for key, value in overrides.items() if key in known}
+        return problems + _setting_problems(given, str)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """A copy with some settings changed.
+
+        Raises
+        ------
+        ConfigError
+            Listing every problem :meth:`override_problems` finds, on one line.
+        """
+        problems = self.override_problems(overrides)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe settings."""
         data = asdict(self)
         data["hidden_sizes"] = list(self.hidden_sizes)
         return data
+
+
+def _setting_problems(values: Mapping[str, Any], spell: Callable[[str], str]) -> list[str]:
+    """One line per invalid entry of ``values`` (setting name -> value), in their order.
+
+    A value of the wrong type gets a type message and no range check; ``spell`` turns a
+    setting name into the word the user typed (``learning-rate`` for the options,
+    ``learning_rate`` for ``--variants`` keys).
+    """
+    problems = []
+    for name, value in values.items():
+        if value is None and name in _OPTIONAL:
+            continue
+        word = spell(name)
+        if name == "hidden_sizes":
+            if (
+                not isinstance(value, (list, tuple))
+                or not value
+                or not all(_is_int(size) and size >= 1 for size in value)
+            ):
+                shown = list(value) if isinstance(value, tuple) else value
+                problems.append(f"{word} must be a list of positive integers, got {shown!r}")
+        elif name in _CHOICES:
+            if not isinstance(value, str) or value not in _CHOICES[name]:
+                problems.append(f"{word} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+        elif name in _FLAGS:
+            if not isinstance(value, bool):
+                problems.append(f"{word} must be true or false, got {value!r}")
+        elif name in _COUNTS:
+            if not _is_int(value):
+                problems.append(f"{word} must be an integer, got {value!r}")
+            elif value < 1:
+                problems.append(f"{word} must be at least 1, got {value}")
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            problems.append(f"{word} must be a number, got {value!r}")
+        elif not math.isfinite(value):
+            problems.append(f"{word} must be finite, got {value}")
+        elif name == "dropout" and not 0 <= value < 1:
+            problems.append(f"{word} must be in [0, 1), got {value}")
+        elif name in ("learning_rate", "grad_clip") and not value > 0:
+            problems.append(f"{word} must be positive, got {value}")
+        elif value < 0:
+            problems.append(f"{word} must be >= 0, got {value}")
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

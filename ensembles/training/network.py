@@ -17,6 +17,11 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 _MIN_VARIANCE = 1e-6
+#: The Gaussian head's log-variance, in standardized target units, is clamped to this range
+#: inside the network (so inside the exported graph): variances from about 2e-9 (below the
+#: 1e-6 floor added on top) to 4.9e8 times the target's variance, finite in float32 for any
+#: target scale below 1e14, however far a row lies outside the training range.
+LOG_VARIANCE_RANGE = (-20.0, 20.0)
 
 
 class MemberNetwork(nn.Module):
@@ -83,9 +88,14 @@ class MemberNetwork(nn.Module):
         """Training output on standardized inputs ``z`` (batch, n_features).
 
         Returns logits (batch, n_classes), standardized values (batch, n_outputs), or for a
-        Gaussian head the standardized mean and log-variance side by side (batch, 2*n_outputs).
+        Gaussian head the standardized mean and log-variance side by side (batch, 2*n_outputs),
+        the log-variance clamped to :data:`LOG_VARIANCE_RANGE`.
         """
-        return self.head(self.body(z))
+        raw = self.head(self.body(z))
+        if not self.gaussian:
+            return raw
+        mean, log_variance = raw[:, : self.n_outputs], raw[:, self.n_outputs :]
+        return torch.cat([mean, log_variance.clamp(*LOG_VARIANCE_RANGE)], dim=1)
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Served outputs on raw features ``x`` (batch, n_features).

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from ensembles.data import Dataset, Splits, load_data, split_dataset
-from ensembles.errors import ConfigError
+from ensembles.errors import ConfigError, DataError
 from ensembles.evaluation import (
     baseline_metrics,
     check_combiner_names,
     choose_default,
+    combiner_fit_problems,
     evaluate_predictions,
     fit_combiners,
 )
@@ -50,6 +51,7 @@ from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.network import MemberNetwork
 from ensembles.training.plans import out_of_sample_rows, training_rows
+from ensembles.training.preflight import placeholder_heldout
 from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
@@ -57,7 +59,9 @@ from ensembles.training.strategies import (
     StrategyOptions,
     TrainedMember,
     TrainingData,
+    make_plans,
     train_members,
+    variant_problems,
 )
 from ensembles.training.weight_averaging import (
     SoupMethod,
@@ -168,6 +172,7 @@ def run_training(request: TrainRequest) -> TrainReport:
     )
     _check_rows(request, splits)
     _check_combiners(request, splits.train.task)
+    _check_combiner_rows(request, splits)
     data = TrainingData(
         splits.train.X,
         splits.train.y,
@@ -405,12 +410,24 @@ def _validated_config(request: TrainRequest) -> TrainConfig:
         problems.append(f"--jobs must be at least 1, got {request.jobs}")
     if not 0 < request.interval_level < 1:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
+    problems += _variant_problems(request)
     if problems:
         raise ConfigError("; ".join(problems))
     validate_name(request.ensemble_name)
     if request.epochs is not None:
         return request.config.with_overrides({"epochs": request.epochs})
     return request.config
+
+
+def _variant_problems(request: TrainRequest) -> list[str]:
+    """The problems of ``options.variants``, collected with the other option problems."""
+    variants = request.options.variants
+    if isinstance(variants, list) and not variants:
+        return []
+    if request.strategy != "repeat":
+        return [f"setting variants apply to --strategy repeat, not {request.strategy}"]
+    # repeat members are averaged only when forced: asking alone is refused
+    return variant_problems(variants, request.config, same_layout=request.force_weight_averaging)
 
 
 def _check_rows(request: TrainRequest, splits: Splits) -> None:
@@ -433,6 +450,47 @@ def _check_combiners(request: TrainRequest, task: Task) -> None:
             f"--default-combiner '{request.default_combiner}' was not fitted; "
             f"fitted: {', '.join(names)}"
         )
+
+
+def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
+    """Fail before training when a combiner cannot be fitted on the rows it will get.
+
+    Too few fit rows, or a class missing from them or from a cross-fitting half, would
+    otherwise only fail once every member has trained.
+    """
+    task = splits.train.task
+    plans = None
+    if request.strategy in RESAMPLING_STRATEGIES:
+        plans = make_plans(request.strategy, request.members, request.seed, request.options)
+    in_sample = request.combiner_fit == "in_sample"
+    heldout = placeholder_heldout(splits, request.members, plans, in_sample)
+    fit_set = combiner_fit_set(heldout, request.combiner_fit)
+
+    def problems(calibrate: bool) -> dict[str, str]:
+        return combiner_fit_problems(
+            task,
+            fit_set,
+            request.combiners,
+            calibrate,
+            request.interval_level,
+            request.stack_passthrough,
+        )
+
+    found = problems(request.calibrate)
+    if not found:
+        return
+    names = check_combiner_names(request.combiners, task)
+    fitting = [name for name in names if name not in found]
+    fitting += ["weight_average"] if _wants_weight_averaging(request) else []
+    advice = "add rows or raise --validation-fraction"
+    if fitting:
+        advice += f", or fit only --combiners {' '.join(fitting)}"
+    if request.calibrate and not problems(False):
+        advice += ", or drop --calibrate"
+    raise DataError(
+        f"the {fit_set.record['source']} rows are too few to fit every combiner: "
+        f"{'; '.join(found.values())}; {advice}"
+    )
 
 
 def _library_versions() -> dict[str, str]:

@@ -7,6 +7,7 @@ run of the same loop with a collecting callback.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import time
@@ -149,6 +150,58 @@ def make_plans(
     raise ConfigError(f"unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}")
 
 
+def variant_problems(variants: object, config: TrainConfig, same_layout: bool = False) -> list[str]:
+    """Every problem of ``repeat`` setting variants, one line each (empty when valid).
+
+    Parameters
+    ----------
+    variants : object
+        Should be a list of dicts of setting overrides (``--variants``).
+    config : TrainConfig
+        The settings the variants override.
+    same_layout : bool
+        The members' weights will be averaged (``--force-weight-averaging``): parameters
+        can only be averaged between networks of one layer layout.
+
+    Returns
+    -------
+    list of str
+        The type, key and value problems of each item (numbered from 1), then the settings
+        the members must share: ``gaussian_head`` (every member exports the same outputs)
+        and, with ``same_layout``, ``hidden_sizes`` and ``batch_norm``.
+    """
+    if not isinstance(variants, list):
+        return [
+            "--variants must be a JSON list of objects of setting overrides, "
+            f"got {_json_kind(variants)}"
+        ]
+    problems = []
+    configs: dict[int, TrainConfig] = {}
+    for number, variant in enumerate(variants, 1):
+        if not isinstance(variant, dict):
+            problems.append(
+                f"--variants item {number} must be an object of setting overrides, "
+                f"got {_json_kind(variant)}"
+            )
+            continue
+        found = config.override_problems(variant)
+        problems += [f"--variants item {number}: {problem}" for problem in found]
+        if not found:
+            configs[number] = config.with_overrides(variant)
+    for name in ("gaussian_head", *(("hidden_sizes", "batch_norm") if same_layout else ())):
+        spread = _spread(name, configs)
+        if spread:
+            why, fix = "every member must export the same outputs", ""
+            if name != "gaussian_head":
+                why = "forced weight averaging needs one layer layout"
+                fix = " or drop --force-weight-averaging"
+            problems.append(
+                f"--variants give members different {name} ({spread}): {why}; "
+                f"give every item the same {name}{fix}"
+            )
+    return problems
+
+
 def train_members(
     strategy: Strategy,
     n_members: int,
@@ -186,9 +239,10 @@ def train_members(
     options = options or StrategyOptions()
     if strategy in ONE_RUN_STRATEGIES:
         return _train_one_run(strategy, n_members, data, config, seed, options, progress)
+    problems = variant_problems(options.variants, config) if strategy == "repeat" else []
+    if problems:
+        raise ConfigError("; ".join(problems))  # before any member trains
     plans = make_plans(strategy, n_members, seed, options)
-    for plan in plans:
-        config.with_overrides(plan.settings)  # fail before any training on a bad variant
     params: dict[str, Any] = {"n_members": n_members, "seed": seed, "jobs": jobs}
     if strategy == "subsample":
         params["subsample_fraction"] = options.subsample_fraction
@@ -362,6 +416,29 @@ def _final_epoch(result: FitResult, callbacks: list[Callback]) -> int:
         if isinstance(callback, EarlyStopping) and callback.best_epoch:
             return callback.best_epoch
     return result.epochs_run
+
+
+def _spread(name: str, configs: dict[int, TrainConfig]) -> str | None:
+    """``"false in item 1, true in items 2 and 3"`` when the configs differ in ``name``."""
+    items: dict[str, list[str]] = {}
+    for number, config in configs.items():
+        items.setdefault(json.dumps(config.to_dict()[name]), []).append(str(number))
+    if len(items) < 2:
+        return None
+    return ", ".join(
+        f"{value} in item{'s' if len(numbers) > 1 else ''} {' and '.join(numbers)}"
+        for value, numbers in items.items()
+    )
+
+
+def _json_kind(value: object) -> str:
+    """How JSON would name the type of ``value``, for messages about parsed JSON."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"the number {value}"
+    return kinds.get(type(value), f"a {type(value).__name__}")
 
 
 def _numpy_state(network: MemberNetwork) -> dict[str, np.ndarray]:

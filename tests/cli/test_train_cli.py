@@ -15,6 +15,7 @@ from ensembles.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--hidden-sizes", "16", "--quiet"]
+REPEAT = ["--strategy", "repeat"]
 
 
 def test_script_trains_and_publishes(tmp_path: Path) -> None:
@@ -96,7 +97,64 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
         ),
         (
             ["--dataset", "wine", "--strategy", "repeat", "--variants", '[{"hiden_sizes": [4]}]'],
-            "error: unknown training setting 'hiden_sizes' \\(did you mean 'hidden_sizes'\\?\\)",
+            "^error: --variants item 1: unknown training setting 'hiden_sizes' "
+            "\\(did you mean 'hidden_sizes'\\?\\)$",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--variants", '[{"hidden_sizes": "64"}]'],
+            "^error: --variants item 1: hidden_sizes must be a list of positive integers, "
+            "got '64'$",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--variants", '[{"epochs": 2.5}]'],
+            "^error: --variants item 1: epochs must be an integer, got 2.5$",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--variants", '{"epochs": 2}'],
+            "^error: --variants must be a JSON list of objects of setting overrides, "
+            "got an object$",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--variants", "[{}, [1]]"],
+            "^error: --variants item 2 must be an object of setting overrides, got a list$",
+        ),
+        (
+            ["--dataset", "diabetes", *REPEAT, "--variants", '[{"gaussian_head": false}, {}]'],
+            "^error: --variants give members different gaussian_head \\(false in item 1, true "
+            "in item 2\\): every member must export the same outputs; give every item the same "
+            "gaussian_head$",
+        ),
+        (
+            [
+                "--dataset",
+                "wine",
+                *REPEAT,
+                "--force-weight-averaging",
+                "--variants",
+                '[{"hidden_sizes": [8]}, {}]',
+            ],
+            "^error: --variants give members different hidden_sizes \\(\\[8\\] in item 1, "
+            "\\[16\\] in item 2\\): forced weight averaging needs one layer layout; give every "
+            "item the same hidden_sizes or drop --force-weight-averaging$",
+        ),
+        (
+            [
+                "--dataset",
+                "wine",
+                *REPEAT,
+                "--members",
+                "0",
+                "--variants",
+                '[{"epochs": 2.5, "dropout": "x"}]',
+            ],
+            "^error: --members must be at least 1 for repeat, got 0; --variants item 1: epochs "
+            "must be an integer, got 2.5; --variants item 1: dropout must be a number, got 'x'$",
+        ),
+        (
+            ["--dataset", "wine", "--strategy", "repeat", "--validation-fraction", "0.03"],
+            "^error: the validation rows are too few to fit every combiner: blend fails on a "
+            "cross-fitting half of the 6 fit rows: .*; add rows or raise --validation-fraction, "
+            "or fit only --combiners mean vote$",
         ),
         (
             ["--dataset", "wine", "--dropout", "1.5"],
