@@ -45,7 +45,7 @@ def validate_name(name: str) -> str:
     Names are 1-64 characters of lowercase letters, digits, '-' and '_', starting with a
     letter or digit; this also rules out path traversal.
     """
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise StoreError(
             f"invalid ensemble name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit"
@@ -101,7 +101,7 @@ class ModelStore:
             return []
         names = []
         for entry in self.root.iterdir():
-            if not (NAME_PATTERN.match(entry.name) and entry.is_dir()):
+            if not (NAME_PATTERN.fullmatch(entry.name) and entry.is_dir()):
                 continue
             try:
                 if self.versions(entry.name):
@@ -122,7 +122,7 @@ class ModelStore:
         return sorted(
             int(entry.name)
             for entry in folder.iterdir()
-            if VERSION_PATTERN.match(entry.name) and (entry / MANIFEST_FILE).is_file()
+            if VERSION_PATTERN.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
         )
 
     def latest(self, name: str) -> int:
@@ -144,7 +144,7 @@ class ModelStore:
                 raise NotFoundError(self.not_found_message(name)) from None
             return versions[-1]
         text = raw.decode("utf-8", errors="backslashreplace").strip()
-        if not VERSION_PATTERN.match(text):
+        if not VERSION_PATTERN.fullmatch(text):
             raise IntegrityError(f"{pointer} does not hold a version number: {text[:32]!r}")
         return int(text)
 
@@ -307,7 +307,7 @@ class ModelStore:
                 f"{checksum_path} is missing: version {version} is incomplete or was written "
                 "by an older release; publish it again with this one"
             ) from None
-        if not _SHA256_PATTERN.match(expected):
+        if not _SHA256_PATTERN.fullmatch(expected):
             raise IntegrityError(f"{checksum_path} does not hold a sha256 digest")
         if sha256_bytes(data) != expected:
             raise IntegrityError(
@@ -370,7 +370,7 @@ class ModelStore:
     ) -> Manifest:
         with self._lock(folder):
             self._remove_leftovers(name)
-            taken = [int(e.name) for e in folder.iterdir() if VERSION_PATTERN.match(e.name)]
+            taken = [int(e.name) for e in folder.iterdir() if VERSION_PATTERN.fullmatch(e.name)]
             version = max(taken, default=0) + 1
             staging = folder / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
             staging.mkdir()

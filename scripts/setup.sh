@@ -7,7 +7,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
-if ! python -c "import torch, onnxruntime, fastapi, ensembles" >/dev/null 2>&1; then
+if ! python -c "import torch, onnxruntime, fastapi, schemathesis, ensembles" >/dev/null 2>&1; then
   python -m pip install --quiet --upgrade pip
   python -m pip install --quiet torch==2.13.0
   python -m pip install --quiet -e ".[dev]"

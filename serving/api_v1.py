@@ -7,21 +7,51 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    WithJsonSchema,
+)
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ensembles.errors import NotFoundError
+from ensembles.errors import NotFoundError, StoreError
+from ensembles.manifest import StrategyInfo, Task
 from ensembles.store import validate_name
-from serving.errors import InvalidRequestError
-from serving.registry import EnsembleRegistry
-from serving.routing import LeanRoute, Registry, json_response, mark_served
+from serving.errors import (
+    BodyTooLargeError,
+    InvalidRequestError,
+    OverloadedError,
+    UnauthorizedError,
+    error_responses,
+)
+from serving.registry import EnsembleRegistry, LoadState
+from serving.routing import (
+    BODY_ERRORS,
+    COMBINER_SCHEMA,
+    LOOKUP_ERRORS,
+    EnsembleName,
+    LeanRoute,
+    Registry,
+    json_response,
+    mark_served,
+)
 from serving.runtime import EnsembleRuntime, Prediction
 from serving.security import require_token
-from serving.v2_codec import decompress
+from serving.settings import ServingSettings
+from serving.v2_codec import FLOAT32_SCHEMA, decompress, integral
 
 router = APIRouter(prefix="/v1", tags=["v1"])
-Number = Annotated[float, Strict()]
+#: A feature value. JSON numbers within float32 range; a larger one becomes infinite and
+#: is refused by the runtime (400), so the bound is documented rather than enforced here.
+Number = Annotated[float, Strict(), WithJsonSchema(FLOAT32_SCHEMA)]
+Combiner = Annotated[str, WithJsonSchema(COMBINER_SCHEMA)]
+#: A version number: a positive JSON integer, ``3`` or ``3.0``, never ``"3"`` or ``true``.
+Version = Annotated[int, Strict(), Field(ge=1), BeforeValidator(integral)]
 
 
 class PredictRequest(BaseModel):
@@ -37,10 +67,13 @@ class PredictRequest(BaseModel):
         },
     )
 
-    rows: list[list[Number]] = Field(
-        description="Feature rows, shape (n_samples, n_features), in manifest feature order."
+    # The size limits are documented; the runtime checks them with its own messages (400).
+    rows: list[Annotated[list[Number], Field(json_schema_extra={"minItems": 1})]] = Field(
+        description="Feature rows, shape (n_samples, n_features), in manifest feature order; "
+        "every row as long as the ensemble has features, at most `max_batch_rows` rows.",
+        json_schema_extra={"minItems": 1},
     )
-    combiner: str | None = Field(
+    combiner: Combiner | None = Field(
         default=None,
         description="A fitted combiner (see ensemble info), 'weight_average' included; "
         "default combiner when omitted.",
@@ -51,7 +84,7 @@ class PredictRequest(BaseModel):
     uncertainty: Annotated[bool, Strict()] = Field(
         default=True, description="Compute the uncertainty measures."
     )
-    version: int | None = Field(default=None, ge=1, description="Version; current if omitted.")
+    version: Version | None = Field(default=None, description="Version; current if omitted.")
 
 
 class PredictResponse(BaseModel):
@@ -74,19 +107,95 @@ class PredictResponse(BaseModel):
     )
 
 
-class ErrorInfo(BaseModel):
-    """Every error: what went wrong and, when known, the request field at fault."""
+class EnsembleSummary(BaseModel):
+    """One ensemble of the list; the version facts are null while none is loaded."""
 
-    error: str
-    field: str | None = None
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorInfo} for code in (400, 401, 404, 409, 413, 422, 503)
-}
+    name: str
+    version: int | None
+    task: Task | None
+    n_members: int | None
+    default_combiner: str | None
 
 
-@router.get("/ensembles", summary="List ensembles")
+class StoreInfo(BaseModel):
+    """Whether the store folder exists, how many ensembles it holds, and what to do if not."""
+
+    exists: bool
+    ensembles: int
+    hint: str | None = None
+
+
+class EnsembleList(BaseModel):
+    """Every ensemble known to the server."""
+
+    ensembles: list[EnsembleSummary]
+    store: StoreInfo
+
+
+class VersionInfo(BaseModel):
+    """The load state of one version in this process."""
+
+    version: int
+    state: LoadState
+    current: bool = Field(description="Whether this version is served by default.")
+    reason: str | None = Field(description="Why it was refused (or is not loaded).")
+    since: str = Field(description="When it entered this state (ISO 8601, UTC).")
+
+
+class MemberSummary(BaseModel):
+    """One member of an ensemble."""
+
+    id: str
+    seed: int
+    epoch: int | None
+    cycle: int | None
+    val_metrics: dict[str, float]
+
+
+class CombinerSummary(BaseModel):
+    """One fitted combiner with its scores."""
+
+    kind: str
+    test_metrics: dict[str, float]
+    heldout_metrics: dict[str, float]
+    fitted_on: dict[str, Any]
+
+
+class FallbackInfo(BaseModel):
+    """Why the version served is not the newest one wanted."""
+
+    serving: int | None = Field(description="The version served; null when none could be.")
+    newest: int = Field(description="The newest version the latest pointer allows.")
+    reason: str = Field(description="Why each newer version was not served.")
+
+
+class EnsembleInfo(BaseModel):
+    """An ensemble's versions and, when one is loaded, the facts of the served version."""
+
+    name: str
+    version: int | None = Field(description="The served version; null while none is loaded.")
+    versions: list[VersionInfo]
+    latest_error: str | None
+    fallback: FallbackInfo | None = Field(
+        default=None,
+        description="While an older version serves because the newest wanted one was "
+        "refused: which version serves, the newest one, and why.",
+    )
+    created: str | None = None
+    task: Task | None = None
+    features: list[str] | None = None
+    n_features: int | None = None
+    classes: list[str] | None = None
+    n_outputs: int | None = None
+    strategy: StrategyInfo | None = None
+    members: list[MemberSummary] | None = None
+    combiners: dict[str, CombinerSummary] | None = None
+    default_combiner: str | None = None
+    baselines: dict[str, dict[str, float]] | None = None
+    uncertainty: list[str] | None = Field(default=None, description="The measures returned.")
+
+
+@router.get("/ensembles", summary="List ensembles", response_model=EnsembleList)
 async def list_ensembles(registry: Registry) -> Response:
     """Every ensemble known to the server with the version it serves."""
     items = []
@@ -118,10 +227,11 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
     -------
     dict
         ``name``, ``version`` (None while no version is loaded), ``versions`` (every
-        version's load state), ``latest_error``; with a loaded version also its manifest
-        facts (``task``, ``features``, ``n_features``, ``classes``, ``n_outputs``,
-        ``strategy``, ``members``, ``combiners``, ``default_combiner``, ``baselines``) and
-        the ``uncertainty`` measures it returns.
+        version's load state), ``latest_error``, ``fallback`` (while an older version
+        serves because the newest wanted one was refused: which and why, else None); with a
+        loaded version also its manifest facts (``task``, ``features``, ``n_features``,
+        ``classes``, ``n_outputs``, ``strategy``, ``members``, ``combiners``,
+        ``default_combiner``, ``baselines``) and the ``uncertainty`` measures it returns.
 
     Raises
     ------
@@ -140,6 +250,7 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
         "version": None,
         "versions": versions,
         "latest_error": registry.latest_error(name),
+        "fallback": registry.fallback(name),
     }
     if runtime is None:
         return info
@@ -179,8 +290,13 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
     return info
 
 
-@router.get("/ensembles/{name}", summary="Describe an ensemble", responses=_ERRORS)
-async def describe(name: str, registry: Registry) -> Response:
+@router.get(
+    "/ensembles/{name}",
+    summary="Describe an ensemble",
+    response_model=EnsembleInfo,
+    responses=error_responses(StoreError, NotFoundError),
+)
+async def describe(name: EnsembleName, registry: Registry) -> Response:
     """Everything about the served version, and every version's load state (refusals too)."""
     return json_response(ensemble_info(registry, name))
 
@@ -263,10 +379,18 @@ async def _predict(
     "/ensembles/{name}/predict",
     summary="Predict with uncertainty",
     dependencies=[Depends(require_token)],
-    responses={200: {"model": PredictResponse}, **_ERRORS},
+    response_model=PredictResponse,
+    responses=error_responses(
+        *LOOKUP_ERRORS,
+        *BODY_ERRORS,
+        UnauthorizedError,
+        InvalidRequestError,
+        RequestValidationError,
+        OverloadedError,
+    ),
 )
 async def predict(
-    name: str, body: PredictRequest, registry: Registry, request: Request
+    name: EnsembleName, body: PredictRequest, registry: Registry, request: Request
 ) -> Response:
     """Combined prediction, variance and the other uncertainty measures for every row."""
     # Served by the lean route of lean_routes() (same path, same checks); this declaration
@@ -320,9 +444,16 @@ def lean_routes() -> list[Route]:
     "/admin/reload",
     summary="Rescan the store now",
     dependencies=[Depends(require_token)],
-    responses=_ERRORS,
+    response_model=dict[str, list[VersionInfo]],
+    responses=error_responses(BodyTooLargeError, UnauthorizedError),
 )
 async def reload(registry: Registry) -> Response:
     """Load any new version at once (the server also polls); returns every version's state."""
     await registry.refresh()
     return json_response({name: registry.version_states(name) for name in registry.names()})
+
+
+def document_limits(schema: dict[str, Any], settings: ServingSettings) -> None:
+    """Write this server's row limit into the OpenAPI ``PredictRequest``, in place."""
+    rows = schema["components"]["schemas"]["PredictRequest"]["properties"]["rows"]
+    rows["maxItems"] = settings.max_batch_rows

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import api_v1, api_v2
-from serving.errors import install_error_handlers
+from serving.errors import drop_framework_errors, install_error_handlers
 from serving.metrics import ServingMetrics
 from serving.registry import EnsembleRegistry
 from serving.routing import SERVED_KEY
-from serving.security import BodyLimitMiddleware
+from serving.security import BodyLimitMiddleware, document_token
 from serving.settings import ServingSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,35 @@ class MetricsMiddleware:
         )
 
 
+def install_openapi(app: FastAPI, settings: ServingSettings) -> None:
+    """Serve an OpenAPI schema that describes this server as configured.
+
+    FastAPI's schema of the routes, with its own 422 body removed, this server's row limits
+    written in, and the bearer token (with its 401) declared exactly when one is set.
+    Built once, on the first request for it.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            # Copied: the route declarations share their dicts with module constants.
+            schema = copy.deepcopy(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+            drop_framework_errors(schema)
+            api_v1.document_limits(schema, settings)
+            api_v2.document_limits(schema, settings)
+            document_token(schema, guarded=settings.token is not None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """Build the server.
 
@@ -157,6 +189,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.include_router(api_v1.router)
     app.include_router(api_v2.router)
     app.router.routes[:0] = [*api_v1.lean_routes(), *api_v2.lean_routes()]
+    install_openapi(app, settings)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

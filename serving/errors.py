@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -88,6 +91,7 @@ STATUS: dict[type[BaseException], int] = {
     UnsupportedEncodingError: 415,
     OverloadedError: 503,
     NotReadyError: 503,
+    RequestValidationError: 422,
     ShapeError: 400,
     DataError: 400,
     ConfigError: 400,
@@ -98,12 +102,100 @@ STATUS: dict[type[BaseException], int] = {
 }
 
 
+def status_for_class(cls: type[BaseException]) -> int:
+    """HTTP status of an exception class: the table entry of its nearest class, else 500."""
+    for base in cls.__mro__:
+        if base in STATUS:
+            return STATUS[base]
+    return 500
+
+
 def status_for(exc: BaseException) -> int:
     """HTTP status of an exception: the table entry of its nearest class, else 500."""
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+    return status_for_class(type(exc))
+
+
+class ErrorInfo(BaseModel):
+    """The body of every error answer: what went wrong and, on ``/v1``, the field at fault."""
+
+    error: str = Field(description="What was wrong, what was expected and what to do next.")
+    field: str | None = Field(
+        default=None,
+        description="The request field at fault (``/v1`` only; absent when not known).",
+    )
+
+
+#: What each error tells a client, for the OpenAPI descriptions of the routes raising it.
+MEANINGS: dict[type[BaseException], str] = {
+    InvalidRequestError: "The request does not fit the ensemble: rows of another width than "
+    "its features, values that are not finite or that drive an output non-finite, too many "
+    "rows, a combiner or output it does not have, an invalid version, or a body that does "
+    "not decompress (on `/v2`: that is not a valid inference request).",
+    StoreError: "The ensemble name is invalid.",
+    ModelUnavailableError: "The model (or that version) is not loaded: the readiness probe's no.",
+    UnauthorizedError: "The server has a bearer token and the request does not carry it "
+    "(`Authorization: Bearer <token>`).",
+    NotFoundError: "No such ensemble, or no such version of it, in the model store.",
+    VersionRefusedError: "The version was refused at load time (corrupt or incomplete); "
+    "`/v1/ensembles/{name}` says why.",
+    BodyTooLargeError: "The request body, or its decompressed form, is over the server's "
+    "`max_body_bytes`.",
+    UnsupportedEncodingError: "The `Content-Encoding` is neither gzip, deflate nor identity.",
+    RequestValidationError: "The body does not match the request schema: a missing, "
+    "unknown or mistyped field, or malformed JSON.",
+    OverloadedError: "Too many rows are queued for the ensemble: retry after `Retry-After` "
+    "seconds.",
+    NotReadyError: "The ensemble, or the store, is not loaded yet: retry after `Retry-After` "
+    "seconds.",
+}
+
+
+def error_responses(*errors: type[BaseException]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of the errors a route can raise, each with the error body.
+
+    Parameters
+    ----------
+    *errors : exception classes
+        What the route raises, each a key of :data:`MEANINGS`; documented under its
+        status in :data:`STATUS`, errors of one status in one entry.
+
+    Returns
+    -------
+    dict
+        Status -> ``{"model": ErrorInfo, "description": ...}`` (FastAPI's ``responses``),
+        in status order.
+    """
+    meanings: dict[int, list[str]] = {}
+    for error in errors:
+        meanings.setdefault(status_for_class(error), []).append(MEANINGS[error])
+    return {
+        status: {
+            "model": ErrorInfo,
+            "description": f"{HTTPStatus(status).phrase}. {' '.join(meanings[status])}",
+        }
+        for status in sorted(meanings)
+    }
+
+
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def drop_framework_errors(schema: dict[str, Any]) -> None:
+    """Remove FastAPI's own 422 (``{"detail": [...]}``) from an OpenAPI schema, in place.
+
+    FastAPI documents it on every route with a parameter; our handler answers
+    ``{"error", "field"}`` instead, and only routes that validate a body can fail
+    validation: those declare 422 themselves through :func:`error_responses`.
+    """
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            content = responses.get("422", {}).get("content", {})
+            if content.get("application/json", {}).get("schema", {}).get("$ref") == _FASTAPI_422:
+                del responses["422"]
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
 
 
 def error_response(
@@ -159,7 +251,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         message, field = _validation_message(exc)
-        return error_response(message, 422, field=field)
+        return error_response(message, status_for(exc), field=field)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
         # Not a server error: every load test ends this way. No traceback, not a 500.

@@ -5,15 +5,31 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from ensembles.errors import NotFoundError, StoreError
+from ensembles.evaluation import COMBINER_NAMES
+from ensembles.store import NAME_PATTERN, VERSION_PATTERN
+from serving.errors import (
+    BodyTooLargeError,
+    NotReadyError,
+    UnsupportedEncodingError,
+    VersionRefusedError,
+)
 from serving.registry import EnsembleRegistry
 
 #: Scope key where a route records what served the request (for the access log).
 SERVED_KEY = "ensembles.served"
+#: What a route that looks an ensemble (and maybe a version) up in the registry can raise.
+LOOKUP_ERRORS = (StoreError, NotFoundError, VersionRefusedError, NotReadyError)
+#: What a route that reads a request body can raise: its size limit and its encoding.
+BODY_ERRORS = (BodyTooLargeError, UnsupportedEncodingError)
+#: JSON schema of a combiner choice: every name training publishes (the ensemble's info
+#: and metadata list those fitted to each version; another one is refused with 400).
+COMBINER_SCHEMA: dict[str, Any] = {"type": "string", "enum": list(COMBINER_NAMES)}
 
 
 def json_response(value: Any) -> Response:
@@ -29,6 +45,26 @@ async def registry_of(request: Request) -> EnsembleRegistry:
 
 
 Registry = Annotated[EnsembleRegistry, Depends(registry_of)]
+
+# Path parameters: the patterns are documented, not enforced by FastAPI, so a bad name or
+# version gets the routes' own 400 (as on the lean routes) rather than a framework 422.
+#: An ensemble (V2: model) name in a path.
+EnsembleName = Annotated[
+    str,
+    Path(
+        description="Ensemble name: 1-64 lowercase letters, digits, '-' or '_', starting "
+        "with a letter or digit.",
+        json_schema_extra={"pattern": NAME_PATTERN.pattern},
+    ),
+]
+#: A version number in a V2 path (versions are strings on the wire).
+VersionText = Annotated[
+    str,
+    Path(
+        description="Version number: a positive integer, without leading zeros.",
+        json_schema_extra={"pattern": VERSION_PATTERN.pattern},
+    ),
+]
 
 
 def mark_served(request: Request, ensemble: str, version: int, request_id: str | None) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import BodyTooLargeError, UnauthorizedError, response_for
+from serving.errors import BodyTooLargeError, UnauthorizedError, response_for, status_for_class
+
+#: Name of the bearer token's security scheme in the OpenAPI schema.
+SECURITY_SCHEME = "bearerToken"
 
 
 async def require_token(request: Request) -> None:
@@ -30,6 +34,40 @@ async def require_token(request: Request) -> None:
         raise UnauthorizedError(
             "missing or wrong bearer token: send the header 'Authorization: Bearer <token>'"
         )
+
+
+def document_token(schema: dict[str, Any], guarded: bool) -> None:
+    """Make an OpenAPI schema say whether this server demands the token, in place.
+
+    Routes that check the token document its refusal (``error_responses`` of
+    :class:`UnauthorizedError`). With a token they also get the bearer security
+    requirement; without one, nothing refuses them, so the refusal is removed.
+
+    Parameters
+    ----------
+    schema : dict
+        The OpenAPI schema of the app.
+    guarded : bool
+        Whether ``settings.token`` is set.
+    """
+    status = str(status_for_class(UnauthorizedError))
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if status not in responses:
+                continue
+            if guarded:
+                operation["security"] = [{SECURITY_SCHEME: []}]
+            else:
+                del responses[status]
+    if guarded:
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[SECURITY_SCHEME] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The server's token (`ENSEMBLES_TOKEN`), on predict, infer and "
+            "reload routes.",
+        }
 
 
 class BodyLimitMiddleware:

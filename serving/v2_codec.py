@@ -32,6 +32,13 @@ NUMPY_TYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES", "BF16")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: JSON schema of a float32 value: a JSON number that stays finite once cast to float32.
+FLOAT32_SCHEMA: dict[str, Any] = {
+    "type": "number",
+    "minimum": -_FLOAT32_MAX,
+    "maximum": _FLOAT32_MAX,
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,17 @@ class TensorMeta:
 
     datatype: str
     shape: tuple[int, ...]
+
+
+def integral(value: Any) -> Any:
+    """A JSON number without a fraction as the int it equals (JSON has one number type).
+
+    ``2.0`` becomes ``2``, as JSON Schema's ``integer`` reads it; anything else (fractions,
+    booleans, strings) is returned unchanged for the caller's checks to refuse.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
@@ -177,6 +195,8 @@ def _load_json(text: bytes) -> dict[str, Any]:
 
 def _shape(entry: dict[str, Any], name: str) -> tuple[int, ...]:
     shape = entry.get("shape")
+    if isinstance(shape, list):
+        shape = [integral(d) for d in shape]
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
@@ -224,7 +244,7 @@ def _decode_input(
     parameters = entry.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidRequestError(f"'parameters' of input '{name}' must be an object")
-    size = parameters.get("binary_data_size")
+    size = integral(parameters.get("binary_data_size"))
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidRequestError(

@@ -187,7 +187,7 @@ def test_unknown_version_lists_the_available_ones(tmp_path: Path) -> None:
         store.load_manifest("toy", 7)
 
 
-@pytest.mark.parametrize("name", ["../etc", "Upper", "", "a/b", "x" * 65, ".hidden"])
+@pytest.mark.parametrize("name", ["../etc", "Upper", "", "a/b", "x" * 65, ".hidden", "toy\n"])
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(StoreError, match="invalid ensemble name"):
         ModelStore(tmp_path).publish(name, writer())

@@ -95,7 +95,7 @@ def _ensemble_folders(store: ModelStore) -> list[str]:
     return sorted(
         entry.name
         for entry in store.root.iterdir()
-        if NAME_PATTERN.match(entry.name) and entry.is_dir()
+        if NAME_PATTERN.fullmatch(entry.name) and entry.is_dir()
     )
 
 
