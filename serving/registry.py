@@ -1,14 +1,12 @@
-"""The registry of loaded versions: background loading, polling, atomic swaps, refusals."""
+"""The registry of loaded versions: which version serves, background loading, polling, swaps."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import errno
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ensembles.errors import EnsembleError, NotFoundError
@@ -16,61 +14,19 @@ from ensembles.store import ModelStore, validate_name
 from serving.errors import NotReadyError, VersionRefusedError
 from serving.metrics import ServingMetrics
 from serving.runtime import EnsembleRuntime
+from serving.scanning import (
+    EnsembleScan,
+    Fingerprint,
+    StoreScanner,
+    fingerprint,
+    is_transient,
+    relative_message,
+)
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
 LoadState = Literal["loading", "loaded", "refused", "retrying", "unloaded"]
-
-#: OS errors that say nothing about a version's bytes (too many open files, an I/O hiccup,
-#: memory pressure): the load is retried on the next poll instead of refused for good.
-TRANSIENT_ERRNOS = frozenset(
-    {
-        errno.EMFILE,
-        errno.ENFILE,
-        errno.EIO,
-        errno.EAGAIN,
-        errno.EINTR,
-        errno.ENOMEM,
-        errno.EBUSY,
-        errno.ETIMEDOUT,
-        errno.ESTALE,
-    }
-)
-
-#: ``(relative path, size, mtime_ns, mode)`` of every entry of a version folder: a refused
-#: version is retried only when this changes.
-Fingerprint = tuple[tuple[str, int, int, int], ...]
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a load failure may pass by itself (so the version is retried, not refused)."""
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-    )
-
-
-def fingerprint(folder: Path) -> Fingerprint:
-    """What identifies the state of a version folder's files, from ``stat`` alone.
-
-    Unreadable entries are fingerprinted by what can be seen, so a permission fix changes
-    the fingerprint too.
-    """
-    entries = []
-    for path in sorted(folder.rglob("*")):
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        entries.append(
-            (path.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns, info.st_mode)
-        )
-    try:
-        info = folder.stat()
-        entries.append((".", 0, info.st_mtime_ns, info.st_mode))
-    except OSError:
-        pass
-    return tuple(entries)
 
 
 @dataclass
@@ -95,17 +51,6 @@ class VersionState:
         }
 
 
-@dataclass(frozen=True)
-class _Scan:
-    """One ensemble as the last store scan saw it (read in a worker thread)."""
-
-    versions: list[int]
-    latest: int | None
-    latest_error: str | None
-    #: Fingerprints of the versions this process refused, taken in the same scan.
-    fingerprints: dict[int, Fingerprint]
-
-
 @dataclass
 class _Entry:
     current: int | None = None
@@ -121,32 +66,6 @@ class _Entry:
     listed: list[int] = field(default_factory=list)
     #: While the newest wanted version is not the one served: which it is, and why.
     fallback: dict[str, Any] | None = None
-
-
-def relative_message(message: str, root: Path) -> str:
-    """``message`` with the store root removed from paths, so answers never show server paths.
-
-    Both the root as configured and its resolved absolute form are removed: a file
-    ``<root>/toy/2/members/m000.onnx`` becomes ``toy/2/members/m000.onnx``, and the root
-    itself (not followed by ``/``) becomes ``<store>``.
-
-    Parameters
-    ----------
-    message : str
-        A message that may name files under the store.
-    root : Path
-        The store root, as configured (relative or absolute).
-
-    Returns
-    -------
-    str
-        The message with paths relative to the store root.
-    """
-    for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
-        if prefix in ("", "."):
-            continue
-        message = message.replace(prefix + "/", "").replace(prefix, "<store>")
-    return message
 
 
 class EnsembleRegistry:
@@ -189,7 +108,7 @@ class EnsembleRegistry:
         self._entries: dict[str, _Entry] = {}
         self._refresh_lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
-        self._store_missing: bool | None = None
+        self._scanner = StoreScanner(self.store)
         self._loads = 0
 
     # -- lookups (no filesystem calls: they answer from the last scan) -----------------
@@ -228,7 +147,7 @@ class EnsembleRegistry:
 
     def store_info(self) -> dict[str, Any]:
         """Whether the store folder exists (without its server path), and what to do if not."""
-        exists = self._store_missing is not True
+        exists = self._scanner.missing is not True
         listed = sum(1 for entry in self._entries.values() if entry.listed)
         info: dict[str, Any] = {"exists": exists, "ensembles": listed}
         if not exists:
@@ -265,7 +184,7 @@ class EnsembleRegistry:
         if version is None:
             if entry is not None and entry.current is not None:
                 return entry.runtimes[entry.current]
-            listed = entry.listed if entry else await asyncio.to_thread(self._listing, name)
+            listed = entry.listed if entry else await asyncio.to_thread(self._scanner.listing, name)
             if not listed:
                 raise NotFoundError(self.unknown_message(name))
             if entry is not None and entry.fallback is not None and not entry.loading:
@@ -281,7 +200,7 @@ class EnsembleRegistry:
             raise VersionRefusedError(f"'{name}' version {version} was refused: {state.reason}")
         available = entry.listed if entry is not None and version in entry.listed else None
         if available is None:  # not seen by the last scan: look now
-            available = await asyncio.to_thread(self._listing, name)
+            available = await asyncio.to_thread(self._scanner.listing, name)
         if not available:
             raise NotFoundError(self.unknown_message(name))
         if version not in available:
@@ -323,7 +242,7 @@ class EnsembleRegistry:
                 name: [v for v, state in entry.states.items() if state.state == "refused"]
                 for name, entry in self._entries.items()
             }
-            scans = await asyncio.to_thread(self._scan, refused)
+            scans = await asyncio.to_thread(self._scanner.scan, refused)
             for name, scan in scans.items():
                 entry = self._entries.setdefault(name, _Entry())
                 entry.listed = scan.versions
@@ -350,7 +269,7 @@ class EnsembleRegistry:
         runtimes = [rt for entry in self._entries.values() for rt in entry.runtimes.values()]
         await asyncio.gather(*(rt.aclose() for rt in runtimes), *self._closing)
 
-    async def _serve_newest(self, name: str, entry: _Entry, scan: _Scan) -> None:
+    async def _serve_newest(self, name: str, entry: _Entry, scan: EnsembleScan) -> None:
         """Try the wanted versions newest first; serve the first that loads."""
         wanted = [v for v in scan.versions if scan.latest is None or v <= scan.latest]
         wanted.sort(reverse=True)
@@ -399,64 +318,6 @@ class EnsembleRegistry:
                 extra={"ensemble": name, "version": entry.current},
             )
         entry.fallback = fallback
-
-    def _scan(self, refused: dict[str, list[int]]) -> dict[str, _Scan]:
-        """Every ensemble's versions and latest pointer (worker thread; never raises).
-
-        ``refused`` names the versions this process refused, to fingerprint them.
-        """
-        self._check_store_folder()
-        try:
-            names = self.store.names()
-        except OSError as exc:
-            logger.error("cannot list the model store: %s", exc)
-            return {}
-        scans = {}
-        for name in names:
-            try:
-                scans[name] = self._scan_one(name, refused.get(name, []))
-            except Exception as exc:  # the listing of one ensemble must not hide the others
-                logger.error("cannot scan %s: %s", name, exc, extra={"ensemble": name})
-        return scans
-
-    def _scan_one(self, name: str, refused: list[int]) -> _Scan:
-        versions = self.store.versions(name)
-        latest, latest_error = None, None
-        try:
-            latest = self.store.latest(name)
-        except (EnsembleError, OSError, ValueError) as exc:
-            latest_error = relative_message(str(exc), self.store.root)
-        prints = {v: fingerprint(self.store.path(name, v)) for v in refused if v in versions}
-        return _Scan(versions, latest, latest_error, prints)
-
-    def _listing(self, name: str) -> list[int]:
-        """The versions of ``name`` in the store now (worker thread).
-
-        Raises
-        ------
-        NotReadyError
-            When the folder cannot be listed right now (an OS error).
-        """
-        try:
-            return self.store.versions(name)
-        except OSError as exc:
-            reason = relative_message(str(exc), self.store.root)
-            raise NotReadyError(
-                f"cannot list '{name}' right now ({reason}); retry shortly"
-            ) from exc
-
-    def _check_store_folder(self) -> None:
-        missing = not self.store.root.is_dir()
-        if missing and self._store_missing is not True:
-            logger.warning(
-                "model store folder %s does not exist; create one with "
-                "'python scripts/train.py --store %s'. Serving nothing until it appears.",
-                self.store.root,
-                self.store.root,
-            )
-        elif not missing and self._store_missing:
-            logger.info("model store folder %s appeared", self.store.root)
-        self._store_missing = missing
 
     def _note_latest(self, name: str, entry: _Entry, error: str | None) -> None:
         """Record a garbage ``latest`` pointer, logging once per change rather than per poll."""

@@ -19,7 +19,8 @@ from serving_fixtures import LiveServer, flip_member_byte, publish_copy
 from synthetic import publish_synthetic
 
 from ensembles.store import CHECKSUM_FILE, LATEST_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
-from serving.registry import EnsembleRegistry, fingerprint, is_transient
+from serving.registry import EnsembleRegistry
+from serving.scanning import fingerprint, is_transient
 from serving.settings import ServingSettings
 
 ROWS = np.random.default_rng(0).normal(size=(3, 4)).tolist()
