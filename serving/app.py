@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import api_v1, api_v2
+from serving import api_v1, api_v2, v2_schema
 from serving.errors import drop_framework_errors, install_error_handlers
 from serving.metrics import ServingMetrics
 from serving.registry import EnsembleRegistry
@@ -122,7 +122,7 @@ def install_openapi(app: FastAPI, settings: ServingSettings) -> None:
             )
             drop_framework_errors(schema)
             api_v1.document_limits(schema, settings)
-            api_v2.document_limits(schema, settings)
+            v2_schema.document_limits(schema, settings)
             document_token(schema, guarded=settings.token is not None)
             app.openapi_schema = schema
         return app.openapi_schema
