@@ -12,40 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+from store_toys import toy_writer
 
 from ensembles.errors import IntegrityError, NotFoundError, StoreError
-from ensembles.manifest import InputSpec, Manifest, OutputSpec, StrategyInfo
+from ensembles.manifest import Manifest
 from ensembles.store import CHECKSUM_FILE, ModelStore, sha256_bytes
-
-
-def manifest(name: str, version: int) -> Manifest:
-    return Manifest(
-        name=name,
-        version=version,
-        created="2026-01-01T00:00:00+00:00",
-        task="regression",
-        input=InputSpec(feature_names=["a"]),
-        output=OutputSpec(name="value", n_outputs=1),
-        strategy=StrategyInfo(name="repeat"),
-        members=[],
-        files={},
-        default_combiner="mean",
-    )
-
-
-def writer(payload: bytes = b"weights"):
-    def write(folder: Path, version: int) -> Manifest:
-        (folder / "members").mkdir()
-        (folder / "members" / "m000.onnx").write_bytes(payload)
-        return manifest("toy", version)
-
-    return write
 
 
 def test_publish_numbers_versions_and_moves_latest(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    first = store.publish("toy", writer())
-    second = store.publish("toy", writer(b"other"))
+    first = store.publish("toy", toy_writer())
+    second = store.publish("toy", toy_writer(b"other"))
     assert (first.version, second.version) == (1, 2)
     assert store.versions("toy") == [1, 2]
     assert store.latest("toy") == 2
@@ -57,7 +34,7 @@ def test_publish_numbers_versions_and_moves_latest(tmp_path: Path) -> None:
 
 def test_failed_publish_leaves_nothing_visible(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
 
     def crash(folder: Path, version: int) -> Manifest:
         (folder / "half.onnx").write_bytes(b"partial")
@@ -74,7 +51,7 @@ def test_failed_publish_leaves_nothing_visible(tmp_path: Path) -> None:
 
 def test_corrupt_file_is_refused_with_its_name(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     (tmp_path / "toy" / "1" / "members" / "m000.onnx").write_bytes(b"tampered")
     with pytest.raises(IntegrityError, match="m000.onnx is corrupt: sha256"):
         store.load_manifest("toy")
@@ -82,18 +59,31 @@ def test_corrupt_file_is_refused_with_its_name(tmp_path: Path) -> None:
 
 def test_missing_file_is_refused_with_its_name(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     (tmp_path / "toy" / "1" / "members" / "m000.onnx").unlink()
     with pytest.raises(IntegrityError, match="m000.onnx is missing"):
         store.load_manifest("toy")
 
 
-def test_invalid_manifest_names_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('"task": "regression"', '"task": "ranking"', "manifest.json is invalid at 'task'"),
+        (
+            '"schema_version": 2',
+            '"schema_version": 1',
+            "has schema version 1; this release reads version 2: train the ensemble again",
+        ),
+    ],
+)
+def test_resealed_manifest_edits_are_refused_by_the_schema(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     path = tmp_path / "toy" / "1" / "manifest.json"
-    reseal(path, path.read_text().replace('"task": "regression"', '"task": "ranking"'))
-    with pytest.raises(IntegrityError, match="manifest.json is invalid at 'task'"):
+    reseal(path, path.read_text().replace(old, new))
+    with pytest.raises(IntegrityError, match=message):
         store.load_manifest("toy")
 
 
@@ -105,7 +95,7 @@ def reseal(path: Path, text: str) -> None:
 
 def test_changed_manifest_is_refused_by_its_checksum(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     path = tmp_path / "toy" / "1" / "manifest.json"
     path.write_text(path.read_text().replace('"n_outputs": 1', '"n_outputs": 2'))
     with pytest.raises(
@@ -125,7 +115,7 @@ def test_missing_or_garbage_manifest_checksum_is_refused(
     tmp_path: Path, content: bytes | None, message: str
 ) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     checksum = tmp_path / "toy" / "1" / CHECKSUM_FILE
     if content is None:
         checksum.unlink()
@@ -135,18 +125,9 @@ def test_missing_or_garbage_manifest_checksum_is_refused(
         store.read_version("toy")
 
 
-def test_manifest_of_an_older_schema_says_to_retrain(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path)
-    store.publish("toy", writer())
-    path = tmp_path / "toy" / "1" / "manifest.json"
-    reseal(path, path.read_text().replace('"schema_version": 2', '"schema_version": 1'))
-    with pytest.raises(IntegrityError, match="has schema version 1; this release reads version 2"):
-        store.load_manifest("toy")
-
-
 def test_undecodable_manifest_is_refused(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     path = tmp_path / "toy" / "1" / "manifest.json"
     data = b"\xff\xfe" + path.read_bytes()
     path.write_bytes(data)
@@ -157,7 +138,7 @@ def test_undecodable_manifest_is_refused(tmp_path: Path) -> None:
 
 def test_file_not_listed_in_the_manifest_is_refused(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     (tmp_path / "toy" / "1" / "members" / "m001.onnx").write_bytes(b"smuggled")
     with pytest.raises(
         IntegrityError, match=r"members/m001.onnx is not listed in the manifest's checksums"
@@ -167,7 +148,7 @@ def test_file_not_listed_in_the_manifest_is_refused(tmp_path: Path) -> None:
 
 def test_read_version_returns_the_verified_bytes(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer(b"weights"))
+    store.publish("toy", toy_writer(b"weights"))
     stored = store.read_version("toy")
     assert stored.files == {"members/m000.onnx": b"weights"}
     assert stored.manifest.files == {"members/m000.onnx": sha256_bytes(b"weights")}
@@ -182,7 +163,7 @@ def test_unknown_ensemble_says_what_to_run(tmp_path: Path) -> None:
 
 def test_unknown_version_lists_the_available_ones(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     with pytest.raises(NotFoundError, match=r"has no version 7; available: \[1\]"):
         store.load_manifest("toy", 7)
 
@@ -190,7 +171,7 @@ def test_unknown_version_lists_the_available_ones(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["../etc", "Upper", "", "a/b", "x" * 65, ".hidden", "toy\n"])
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(StoreError, match="invalid ensemble name"):
-        ModelStore(tmp_path).publish(name, writer())
+        ModelStore(tmp_path).publish(name, toy_writer())
 
 
 @pytest.mark.parametrize(
@@ -205,7 +186,7 @@ def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: st
 )
 def test_garbage_latest_pointer_is_refused(tmp_path: Path, content: bytes, shown: str) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     (tmp_path / "toy" / "latest").write_bytes(content)
     pattern = f"does not hold a version number: {re.escape(shown)}$"
     with pytest.raises(IntegrityError, match=pattern):
@@ -214,7 +195,7 @@ def test_garbage_latest_pointer_is_refused(tmp_path: Path, content: bytes, shown
 
 def test_version_without_manifest_is_incomplete(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     (tmp_path / "toy" / "2").mkdir()
     assert store.versions("toy") == [1]
     with pytest.raises(IntegrityError, match="manifest.json is missing: version 2 is incomplete"):
@@ -223,8 +204,8 @@ def test_version_without_manifest_is_incomplete(tmp_path: Path) -> None:
 
 def test_check_versions_verifies_every_version(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
-    store.publish("toy", writer(b"second"))
+    store.publish("toy", toy_writer())
+    store.publish("toy", toy_writer(b"second"))
     (tmp_path / "toy" / "1" / "members" / "m000.onnx").write_bytes(b"tampered")
     problems = store.check_versions("toy")
     assert problems[2] is None
@@ -242,23 +223,23 @@ def test_failed_first_publish_leaves_no_folder(tmp_path: Path) -> None:
 
 def test_leftovers_of_a_killed_publish_are_listed_then_removed(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     folder = tmp_path / "toy"
     (folder / ".staging-2-deadbeef" / "members").mkdir(parents=True)
     (folder / ".staging-2-deadbeef" / "manifest.json").write_text("{}")
     (folder / ".latest.0badc0de").write_text("2\n")
     assert [p.name for p in store.leftovers("toy")] == [".latest.0badc0de", ".staging-2-deadbeef"]
     assert store.versions("toy") == [1]
-    store.publish("toy", writer(b"second"))
+    store.publish("toy", toy_writer(b"second"))
     assert store.leftovers("toy") == []
     assert store.versions("toy") == [1, 2] and store.latest("toy") == 2
 
 
 def test_publish_skips_a_version_number_taken_by_an_incomplete_folder(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
-    store.publish("toy", writer())
+    store.publish("toy", toy_writer())
     (tmp_path / "toy" / "2").mkdir()  # no manifest: not a version, but the name is taken
-    assert store.publish("toy", writer(b"next")).version == 3
+    assert store.publish("toy", toy_writer(b"next")).version == 3
 
 
 def test_publish_fsyncs_every_file_and_folder_before_moving_latest(
@@ -273,7 +254,7 @@ def test_publish_fsyncs_every_file_and_folder_before_moving_latest(
         real_fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    ModelStore(tmp_path).publish("toy", writer())
+    ModelStore(tmp_path).publish("toy", toy_writer())
     folder = (tmp_path / "toy").resolve()
     staging = next(Path(p) for p in synced if Path(p).name.startswith(".staging-"))
     for relative in ("members/m000.onnx", "manifest.json", "manifest.sha256", "members", ""):
@@ -289,7 +270,7 @@ _KILLED_PUBLISHER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from test_store import manifest
+from store_toys import toy_manifest
 from ensembles.store import ModelStore
 
 store = ModelStore(sys.argv[1])
@@ -298,7 +279,7 @@ def write(folder: Path, version: int):
     (folder / "members").mkdir()
     for index in range(4):
         (folder / "members" / f"m{index:03d}.onnx").write_bytes(bytes([version % 256]) * 20_000)
-    return manifest("toy", version)
+    return toy_manifest("toy", version)
 
 print("ready", flush=True)
 while True:
@@ -329,6 +310,6 @@ def test_publish_killed_at_random_points_never_leaves_a_visible_partial_version(
             assert store.latest("toy") in versions
         assert all(problem is None for problem in store.check_versions("toy").values())
     before = store.versions("toy")
-    published = store.publish("toy", writer())
+    published = store.publish("toy", toy_writer())
     assert store.versions("toy") == [*before, published.version]
     assert store.leftovers("toy") == []

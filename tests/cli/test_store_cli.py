@@ -5,34 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from store_toys import toy_writer
 
 from ensembles.cli.store import main
-from ensembles.manifest import InputSpec, Manifest, OutputSpec, StrategyInfo
 from ensembles.store import ModelStore
-
-
-def _write(folder: Path, version: int) -> Manifest:
-    (folder / "members").mkdir()
-    (folder / "members" / "m000.onnx").write_bytes(b"weights")
-    return Manifest(
-        name="toy",
-        version=version,
-        created="2026-01-01T00:00:00+00:00",
-        task="regression",
-        input=InputSpec(feature_names=["a"]),
-        output=OutputSpec(name="value", n_outputs=1),
-        strategy=StrategyInfo(name="repeat"),
-        members=[],
-        files={},
-        default_combiner="mean",
-    )
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     store = ModelStore(tmp_path / "store")
-    store.publish("toy", _write)
-    store.publish("toy", _write)
+    store.publish("toy", toy_writer())
+    store.publish("toy", toy_writer())
     return store
 
 
