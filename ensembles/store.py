@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -179,12 +180,13 @@ class ModelStore:
             message names it).
         """
         manifest, folder = self._read_manifest(name, version)
-        listed = set(manifest.files) | {MANIFEST_FILE, CHECKSUM_FILE}
-        unlisted = sorted(
-            path.relative_to(folder).as_posix()
-            for path in folder.rglob("*")
-            if not path.is_dir() and path.relative_to(folder).as_posix() not in listed
-        )
+        found, odd = _walk_version(folder)
+        if odd:
+            raise IntegrityError(
+                f"{folder / odd[0]} is not a regular file (a link or a device): a version holds "
+                "plain files only"
+            )
+        unlisted = sorted(found - set(manifest.files) - {MANIFEST_FILE, CHECKSUM_FILE})
         if unlisted:
             raise IntegrityError(
                 f"{folder / unlisted[0]} is not listed in the manifest's checksums "
@@ -194,10 +196,9 @@ class ModelStore:
         files = {}
         for relative, expected in manifest.files.items():
             file = folder / relative
-            try:
-                data = file.read_bytes()
-            except (FileNotFoundError, IsADirectoryError):
-                raise IntegrityError(f"{file} is missing (listed in the manifest)") from None
+            if relative not in found:  # listed paths are relative and inside (the schema)
+                raise IntegrityError(f"{file} is missing (listed in the manifest)")
+            data = file.read_bytes()
             actual = sha256_bytes(data)
             if actual != expected:
                 raise IntegrityError(
@@ -207,12 +208,8 @@ class ModelStore:
             files[relative] = data
         return StoredVersion(manifest, folder, files)
 
-    def load_manifest(
-        self, name: str, version: int | None = None, *, verify: bool = True
-    ) -> Manifest:
-        """A version's manifest, verifying every file too unless ``verify`` is False.
-
-        The manifest's own checksum is always verified.
+    def load_manifest(self, name: str, version: int | None = None) -> Manifest:
+        """A version's manifest, after verifying it and every file it lists.
 
         Raises
         ------
@@ -221,9 +218,7 @@ class ModelStore:
         IntegrityError
             When the manifest is invalid or a file is missing or changed (the message names it).
         """
-        if verify:
-            return self.read_version(name, version).manifest
-        return self._read_manifest(name, version)[0]
+        return self.read_version(name, version).manifest
 
     def check_versions(self, name: str) -> dict[int, str | None]:
         """Verify every version of ``name``: version -> None when intact, else the problem.
@@ -249,6 +244,21 @@ class ModelStore:
             return []
         return sorted(entry for entry in folder.iterdir() if _is_leftover(entry.name))
 
+    def publishing(self, name: str) -> bool:
+        """Whether a publish of ``name`` holds its lock right now (its staging is no leftover)."""
+        lock = self.root / validate_name(name) / LOCK_FILE
+        try:
+            handle = lock.open("r")
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def remove_leftovers(self, name: str) -> list[Path]:
         """Remove what killed publishes of ``name`` left (under its lock); return what it was."""
         folder = self.root / validate_name(name)
@@ -259,11 +269,16 @@ class ModelStore:
 
     def _remove_leftovers(self, name: str) -> list[Path]:
         """Remove the leftovers of ``name``; the caller holds its lock."""
-        leftovers = self.leftovers(name)
-        for leftover in leftovers:
-            logger.warning("removing %s, left by a publish that was killed", leftover)
-            _remove(leftover)
-        return leftovers
+        removed = []
+        for leftover in self.leftovers(name):
+            try:
+                _remove(leftover)
+            except OSError as exc:
+                logger.warning("cannot remove %s, left by a killed publish: %s", leftover, exc)
+                continue
+            logger.warning("removed %s, left by a publish that was killed", leftover)
+            removed.append(leftover)
+        return removed
 
     def not_found_message(
         self, name: str, *, show_root: bool = True, known: list[str] | None = None
@@ -361,8 +376,8 @@ class ModelStore:
         try:
             return self._publish_locked(name, folder, write)
         except BaseException:
-            if created and not self.versions(name):
-                shutil.rmtree(folder, ignore_errors=True)
+            if created:
+                _remove_if_only_lock(folder)
             raise
 
     def _publish_locked(
@@ -408,9 +423,43 @@ def _is_leftover(entry_name: str) -> bool:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    """Remove an ensemble folder a failed first publish created, unless anyone else wrote there.
+
+    Only the lock file may be in it; a staging folder of a concurrent publish keeps it.
+    """
+    try:
+        if os.listdir(folder) == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()
+            folder.rmdir()
+    except OSError:
+        pass  # someone else is publishing into it
+
+
+def _walk_version(folder: Path) -> tuple[set[str], list[str]]:
+    """The regular files under ``folder`` (relative POSIX paths), and anything else found.
+
+    Links are never followed: a version holds plain files only, so a link (to a device, to a
+    file outside the store) or a special file is reported, not read.
+    """
+    regular, odd = set(), []
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        for entry in [*dirs, *names]:
+            path = Path(top) / entry
+            relative = path.relative_to(folder).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if stat.S_ISREG(mode):
+                regular.add(relative)
+            else:
+                odd.append(relative)
+    return regular, sorted(odd)
 
 
 def _seal_files(staging: Path) -> dict[str, str]:

@@ -20,7 +20,6 @@ from serving.scanning import (
     StoreScanner,
     fingerprint,
     is_transient,
-    relative_message,
 )
 from serving.settings import ServingSettings
 
@@ -188,9 +187,10 @@ class EnsembleRegistry:
             if not listed:
                 raise NotFoundError(self.unknown_message(name))
             if entry is not None and entry.fallback is not None and not entry.loading:
-                raise VersionRefusedError(
-                    f"'{name}' has no servable version: {entry.fallback['reason']}"
-                )
+                reason = entry.fallback["reason"]
+                if any(state.state == "retrying" for state in entry.states.values()):
+                    raise NotReadyError(f"'{name}' is not loaded yet ({reason}); retry shortly")
+                raise VersionRefusedError(f"'{name}' has no servable version: {reason}")
             raise NotReadyError(f"'{name}' is not loaded yet; retry shortly")
         if entry is not None and version in entry.runtimes:
             entry.last_used[version] = time.monotonic()
@@ -270,51 +270,51 @@ class EnsembleRegistry:
         await asyncio.gather(*(rt.aclose() for rt in runtimes), *self._closing)
 
     async def _serve_newest(self, name: str, entry: _Entry, scan: EnsembleScan) -> None:
-        """Try the wanted versions newest first; serve the first that loads."""
-        wanted = [v for v in scan.versions if scan.latest is None or v <= scan.latest]
-        wanted.sort(reverse=True)
+        """Try the wanted versions newest first; serve the first that loads.
+
+        Wanted are the versions up to the ``latest`` pointer. While the pointer cannot be
+        read, a version already serving keeps serving (an operator's rollback stays rolled
+        back); only an ensemble serving nothing tries every version.
+        """
+        ceiling = scan.latest if scan.latest is not None else entry.current
+        wanted = sorted((v for v in scan.versions if ceiling is None or v <= ceiling), reverse=True)
         skipped: list[str] = []
         if scan.latest is not None and scan.latest not in scan.versions:
             skipped.append(f"latest names version {scan.latest}, which has no manifest")
-        elif scan.latest_error is not None:
-            skipped.append(scan.latest_error)
         for version in wanted:
             if version == entry.current:
                 break
             state = entry.states.get(version)
             if state is not None and state.state == "refused":
                 if scan.fingerprints.get(version) == state.fingerprint:
-                    skipped.append(f"version {version} was refused: {state.reason}")
+                    skipped.append(_why_not_served(state))
                     continue
                 logger.info(
                     "files of refused %s version %d changed; trying it again", name, version
                 )
             if await self._load(name, version, make_current=True) is not None:
                 break
-            state = entry.states[version]
-            skipped.append(f"version {version} was refused: {state.reason}")
-        self._note_fallback(name, entry, wanted[0] if wanted else None, skipped)
+            skipped.append(_why_not_served(entry.states[version]))
+        newest = scan.latest if scan.latest is not None else (wanted[0] if wanted else None)
+        self._note_fallback(name, entry, newest, skipped)
 
     def _note_fallback(
         self, name: str, entry: _Entry, newest: int | None, skipped: list[str]
     ) -> None:
         """Record (and log once per change) why the newest wanted version is not served."""
-        if newest is None or (entry.current == newest and not skipped):
+        if newest is None or entry.current == newest:
             if entry.fallback is not None:
                 logger.info("%s serves its newest version %s again", name, entry.current)
             entry.fallback = None
             return
-        if entry.current == newest:
-            skipped = skipped[:1]  # only the pointer's problem is left
-        reason = "; ".join(skipped) if skipped else f"version {newest} is not loaded yet"
-        fallback = {"serving": entry.current, "newest": newest, "reason": reason}
+        fallback = {"serving": entry.current, "newest": newest, "reason": "; ".join(skipped)}
         if fallback != entry.fallback:
             logger.error(
                 "%s serves version %s instead of version %d: %s",
                 name,
                 entry.current,
                 newest,
-                reason,
+                fallback["reason"],
                 extra={"ensemble": name, "version": entry.current},
             )
         entry.fallback = fallback
@@ -378,7 +378,7 @@ class EnsembleRegistry:
     def _refuse(self, name: str, version: int, exc: Exception, prints: Fingerprint | None) -> None:
         """Record why a version failed to load: for good (refused) or until the next poll."""
         entry = self._entries[name]
-        reason = relative_message(str(exc) or type(exc).__name__, self.store.root)
+        reason = self._scanner.relative(str(exc) or type(exc).__name__)
         if not isinstance(exc, EnsembleError | OSError):
             reason = f"{type(exc).__name__}: {reason}"
         transient = is_transient(exc)
@@ -453,3 +453,10 @@ class EnsembleRegistry:
             "on_batch": self.metrics.batch_hook(name) if self.metrics else None,
             "on_prediction": self.metrics.observe_batch if self.metrics else None,
         }
+
+
+def _why_not_served(state: VersionState) -> str:
+    """One clause of a fallback's reason: a version refused, or waiting for a retry."""
+    if state.state == "retrying":
+        return f"version {state.version} could not be loaded (retrying): {state.reason}"
+    return f"version {state.version} was refused: {state.reason}"

@@ -18,7 +18,7 @@ from serving.errors import NotReadyError
 logger = logging.getLogger(__name__)
 
 #: OS errors that say nothing about a version's bytes (too many open files, an I/O hiccup,
-#: memory pressure): the load is retried on the next poll instead of refused for good.
+#: kernel memory pressure): the load is retried on the next poll instead of refused for good.
 TRANSIENT_ERRNOS = frozenset(
     {
         errno.EMFILE,
@@ -40,9 +40,7 @@ Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a load failure may pass by itself (so the version is retried, not refused)."""
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-    )
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 def fingerprint(folder: Path) -> Fingerprint:
@@ -79,32 +77,6 @@ class EnsembleScan:
     fingerprints: dict[int, Fingerprint]
 
 
-def relative_message(message: str, root: Path) -> str:
-    """``message`` with the store root removed from paths, so answers never show server paths.
-
-    Both the root as configured and its resolved absolute form are removed: a file
-    ``<root>/toy/2/members/m000.onnx`` becomes ``toy/2/members/m000.onnx``, and the root
-    itself (not followed by ``/``) becomes ``<store>``.
-
-    Parameters
-    ----------
-    message : str
-        A message that may name files under the store.
-    root : Path
-        The store root, as configured (relative or absolute).
-
-    Returns
-    -------
-    str
-        The message with paths relative to the store root.
-    """
-    for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
-        if prefix in ("", "."):
-            continue
-        message = message.replace(prefix + "/", "").replace(prefix, "<store>")
-    return message
-
-
 class StoreScanner:
     """Scan one model store for the registry.
 
@@ -122,6 +94,24 @@ class StoreScanner:
     def __init__(self, store: ModelStore) -> None:
         self.store = store
         self.missing: bool | None = None
+        root = store.root
+        #: The root as configured and resolved, longest first (resolved once, here).
+        self._prefixes = [
+            prefix
+            for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True)
+            if prefix not in ("", ".")
+        ]
+
+    def relative(self, message: str) -> str:
+        """``message`` with the store root removed from paths, so answers never show them.
+
+        A file ``<root>/toy/2/members/m000.onnx`` becomes ``toy/2/members/m000.onnx``, and
+        the root itself (not followed by ``/``) becomes ``<store>``; both the root as
+        configured and its resolved absolute form are removed.
+        """
+        for prefix in self._prefixes:
+            message = message.replace(prefix + "/", "").replace(prefix, "<store>")
+        return message
 
     def scan(self, refused: dict[str, list[int]]) -> dict[str, EnsembleScan]:
         """Every ensemble's versions and latest pointer (worker thread; never raises).
@@ -148,7 +138,7 @@ class StoreScanner:
         try:
             latest = self.store.latest(name)
         except (EnsembleError, OSError, ValueError) as exc:
-            latest_error = relative_message(str(exc), self.store.root)
+            latest_error = self.relative(str(exc))
         prints = {v: fingerprint(self.store.path(name, v)) for v in refused if v in versions}
         return EnsembleScan(versions, latest, latest_error, prints)
 
@@ -163,13 +153,17 @@ class StoreScanner:
         try:
             return self.store.versions(name)
         except OSError as exc:
-            reason = relative_message(str(exc), self.store.root)
+            reason = self.relative(str(exc))
             raise NotReadyError(
                 f"cannot list '{name}' right now ({reason}); retry shortly"
             ) from exc
 
     def _check_folder(self) -> None:
-        missing = not self.store.root.is_dir()
+        try:
+            missing = not self.store.root.is_dir()
+        except OSError as exc:  # EACCES, EIO on a parent: as good as missing for this scan
+            logger.error("cannot look at the model store folder %s: %s", self.store.root, exc)
+            missing = True
         if missing and self.missing is not True:
             logger.warning(
                 "model store folder %s does not exist; create one with "

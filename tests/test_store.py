@@ -101,7 +101,7 @@ def test_changed_manifest_is_refused_by_its_checksum(tmp_path: Path) -> None:
     with pytest.raises(
         IntegrityError, match=r"manifest.json is corrupt: its sha256 does not match"
     ):
-        store.load_manifest("toy", verify=False)
+        store.load_manifest("toy")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ intact version serves, and ``/v1/ensembles/{name}`` says which one and why."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from serving_fixtures import LiveServer, flip_member_byte, publish_copy
 from synthetic import publish_synthetic
 
 from ensembles.store import CHECKSUM_FILE, LATEST_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
+from serving.errors import NotReadyError
 from serving.registry import EnsembleRegistry
 from serving.scanning import fingerprint, is_transient
 from serving.settings import ServingSettings
@@ -27,8 +29,31 @@ ROWS = np.random.default_rng(0).normal(size=(3, 4)).tolist()
 
 
 def _truncate_member(folder: Path, manifest: dict[str, Any]) -> None:
+    """Truncate a member and list its new checksum: only decoding the ONNX can find it."""
+    relative = manifest["members"][0]["file"]
+    data = (folder / relative).read_bytes()[:100]
+    (folder / relative).write_bytes(data)
+    manifest["files"][relative] = sha256_bytes(data)
+
+
+def _list_a_file_outside(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest["files"]["../../../etc/hostname"] = "0" * 64
+
+
+def _member_as_a_link(folder: Path, manifest: dict[str, Any]) -> None:
     member = folder / manifest["members"][0]["file"]
-    member.write_bytes(member.read_bytes()[:100])
+    member.unlink()
+    member.symlink_to("/dev/zero")
+
+
+def _deeply_nested_manifest(store: ModelStore) -> int:
+    """A manifest (with a matching checksum) nested deeper than any parser's recursion."""
+    version = publish_copy(store, "toy")
+    folder = store.path("toy", version)
+    data = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
+    (folder / MANIFEST_FILE).write_bytes(data)
+    (folder / CHECKSUM_FILE).write_text(sha256_bytes(data))
+    return version
 
 
 def _smuggle_member(folder: Path, manifest: dict[str, Any]) -> None:
@@ -63,7 +88,8 @@ def _latest(content: bytes, then: Callable[[ModelStore], int] | None = None):
 
 
 #: fault -> (what it does to a store serving intact version 1, the version that must
-#: serve after a restart, words the info endpoint must give as the reason).
+#: serve after a restart, words the info endpoint must give: in ``fallback.reason``, or in
+#: ``latest_error`` for a pointer that cannot be read).
 FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
     "corrupt member": (
         lambda store: publish_copy(store, "toy", flip_member_byte),
@@ -73,8 +99,20 @@ FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
     "truncated onnx": (
         lambda store: publish_copy(store, "toy", _truncate_member),
         1,
-        "version 2 was refused: toy/2/members/m000.onnx is corrupt: sha256",
+        "version 2 was refused: toy/2/members/m000.onnx is not a readable ONNX model",
     ),
+    "a listed file outside the version": (
+        lambda store: publish_copy(store, "toy", _list_a_file_outside),
+        1,
+        "toy/2/manifest.json is invalid at 'files': Value error, '../../../etc/hostname' is "
+        "not a relative path inside the version folder",
+    ),
+    "member replaced by a link": (
+        lambda store: publish_copy(store, "toy", _member_as_a_link),
+        1,
+        "toy/2/members/m000.onnx is not a regular file (a link or a device)",
+    ),
+    "deeply nested manifest": (_deeply_nested_manifest, 1, "toy/2/manifest.json is not valid"),
     "unlisted member file": (
         lambda store: publish_copy(store, "toy", _smuggle_member),
         1,
@@ -89,7 +127,12 @@ FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
     "undecodable latest": (
         _latest(b"\xff\xfe", lambda store: publish_copy(store, "toy", flip_member_byte)),
         1,
-        "toy/latest does not hold a version number: '\\\\xff\\\\xfe'; version 2 was refused",
+        "version 2 was refused: toy/2/members/m000.onnx is corrupt",
+    ),
+    "undecodable latest, shown": (
+        _latest(b"\xff\xfe"),
+        1,
+        "toy/latest does not hold a version number: '\\\\xff\\\\xfe'",
     ),
     "latest like a superscript": (
         _latest("²".encode()),
@@ -131,8 +174,11 @@ def test_after_a_restart_the_newest_intact_version_serves_and_says_why(
     with LiveServer(store=store.root, poll_interval_s=0) as live:  # the restart
         info = _info(live)
         assert info["version"] == serving
-        assert info["fallback"]["serving"] == serving
-        assert reason in info["fallback"]["reason"]
+        said = [info["latest_error"] or ""]
+        if info["fallback"] is not None:
+            assert info["fallback"]["serving"] == serving
+            said.append(info["fallback"]["reason"])
+        assert any(reason in words for words in said), said
         assert _predicts(live) == serving
         with live.client() as http:  # the server is up and healthy
             assert http.get("/v2/health/ready").status_code == 200
@@ -209,6 +255,7 @@ def test_transient_os_errors_are_retried_not_refused() -> None:
 
 _EMFILE_SCRIPT = """
 import asyncio, json, sys
+from serving.errors import NotReadyError
 from serving.errors import NotReadyError
 from serving.registry import EnsembleRegistry
 from serving.settings import ServingSettings
@@ -295,3 +342,90 @@ def test_bytes_that_no_reader_accepts_refuse_only_their_version(tmp_path: Path) 
     assert states[1]["current"]
     assert states[2]["state"] == "refused"
     assert states[2]["reason"].startswith("toy/2/heldout.npz cannot be read")
+
+
+def test_an_unreadable_latest_keeps_an_operators_rollback(tmp_path: Path) -> None:
+    """latest moved back to 1 on purpose; garbage in it later must not bring 3 back."""
+    store = ModelStore(tmp_path / "store")
+    for seed in (1, 2, 3):
+        publish_synthetic(store, "toy", seed=seed)
+    registry = EnsembleRegistry(ServingSettings(store=store.root))
+    pointer = store.root / "toy" / LATEST_FILE
+
+    async def scenario() -> list[int | None]:
+        served = []
+        await registry.refresh()
+        served.append(registry.current("toy").version)
+        pointer.write_text("1\n")  # the rollback
+        await registry.refresh()
+        served.append(registry.current("toy").version)
+        pointer.write_bytes(b"1\n2")  # then garbage
+        await registry.refresh()
+        served.append(registry.current("toy").version)
+        assert registry.fallback("toy") is None and registry.latest_error("toy")
+        await registry.close()
+        return served
+
+    assert asyncio.run(scenario()) == [3, 1, 1]
+
+
+def test_a_version_that_cannot_be_read_yet_is_a_retry_later_not_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO on the only version: 503 with the reason, and the next poll serves it."""
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    heldout = store.path("toy", 1) / "heldout.npz"
+    real_read_bytes = Path.read_bytes
+
+    def failing_read_bytes(path: Path) -> bytes:
+        if path == heldout:
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real_read_bytes(path)
+
+    registry = EnsembleRegistry(ServingSettings(store=store.root))
+
+    async def scenario() -> None:
+        monkeypatch.setattr(Path, "read_bytes", failing_read_bytes)
+        await registry.refresh()
+        with pytest.raises(NotReadyError, match=r"'toy' is not loaded yet \(version 1 could"):
+            await registry.get("toy")
+        assert "could not be loaded (retrying)" in registry.fallback("toy")["reason"]
+        monkeypatch.setattr(Path, "read_bytes", real_read_bytes)
+        await registry.refresh()
+        assert (await registry.get("toy")).version == 1 and registry.fallback("toy") is None
+        await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_permission_error_refuses_that_version_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests may run as root, where chmod stops nothing: the error is raised where it would be."""
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "toy", seed=2)
+    member = store.path("toy", 2) / "members" / "m001.onnx"
+    real_read_bytes = Path.read_bytes
+
+    def denied(path: Path) -> bytes:
+        if path == member:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    registry = EnsembleRegistry(ServingSettings(store=store.root))
+
+    async def scenario() -> dict[str, Any]:
+        await registry.refresh()
+        fallback = registry.fallback("toy")
+        await registry.close()
+        return fallback
+
+    fallback = asyncio.run(scenario())
+    assert fallback["serving"] == 1 and fallback["newest"] == 2
+    assert (
+        "version 2 was refused: [Errno 13] Permission denied: 'toy/2/members/m001.onnx'"
+        in (fallback["reason"])
+    )
