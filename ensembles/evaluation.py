@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ensembles.combiners import Combiner, build_combiner
+from ensembles.combiners import build_combiner
+from ensembles.default_choice import effective_members, ranking_loss
 from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
-from ensembles.manifest import CombinerInfo, Task
-from ensembles.metrics import classification_metrics, regression_metrics
-from ensembles.uncertainty import regression_uncertainty
+from ensembles.manifest import CombinerInfo, EnsembleOutOfSampleInfo, OutOfSampleInfo, Task
+from ensembles.metrics import PROB_FLOOR, classification_metrics, regression_metrics
+from ensembles.uncertainty import served_uncertainty
 
 #: Published combiner name -> (kind, constructor parameters, tasks it applies to).
 COMBINER_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
@@ -53,7 +55,7 @@ def fit_combiners(
     calibrate: bool = False,
     level: float = 0.9,
     stack_passthrough: bool = False,
-) -> dict[str, CombinerInfo]:
+) -> tuple[dict[str, CombinerInfo], dict[str, np.ndarray]]:
     """Fit each combiner on ``fit_set``, score it by cross-fitting and on the test split.
 
     Parameters
@@ -63,7 +65,7 @@ def fit_combiners(
         Rows the combiners learn from, with the record of where they came from.
     heldout : HeldoutPredictions
         Supplies the test split (test metrics); held-out metrics come from two-fold
-        cross-fitting on the fit rows (see :func:`crossfit_metrics`).
+        cross-fitting on the fit rows (see :func:`crossfit`).
     names : tuple of str, optional
         Combiner names from :data:`COMBINER_SPECS`; None fits every one that applies.
     calibrate : bool
@@ -72,24 +74,31 @@ def fit_combiners(
         Central interval level for regression coverage.
     stack_passthrough : bool
         Stacking also sees the raw features.
+
+    Returns
+    -------
+    results : dict of str to CombinerInfo
+        Each combiner fitted on all the fit rows, with its effective members.
+    losses : dict of str to np.ndarray, shape (n_rows,)
+        Each combiner's cross-fitted loss on every fit row (see :func:`crossfit`).
     """
-    results = {}
+    results, losses = {}, {}
     data = fit_set.data
     for name in check_combiner_names(names, task):
         kind, params = combiner_params(name, task, calibrate, stack_passthrough)
         combiner = build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
         test_output = combiner.combine(heldout.test.member_preds, heldout.test.X)
-        info = CombinerInfo(
+        held_out = crossfit(kind, task, params, data, level)
+        results[name] = CombinerInfo(
             kind=kind,
             state=combiner.to_state(),
             fitted_on=fit_set.record,
-            test_metrics=evaluate_predictions(
-                heldout.test, test_output, combiner.member_weights, level
-            ),
-            heldout_metrics=crossfit_metrics(kind, task, params, data, level),
+            test_metrics=evaluate_predictions(heldout.test, test_output, level),
+            heldout_metrics=held_out.metrics,
+            effective_members=effective_members(combiner.member_weights, len(data.member_preds)),
         )
-        results[name] = info
-    return results
+        losses[name] = held_out.row_losses
+    return results, losses
 
 
 def combiner_params(
@@ -139,59 +148,117 @@ def combiner_fit_problems(
     return problems
 
 
-def crossfit_metrics(
-    kind: str, task: Task, params: dict[str, Any], data: SplitPredictions, level: float = 0.9
-) -> dict[str, float]:
-    """Honest held-out metrics of a combiner: fitted on one half of its rows, scored on the other.
+@dataclass(frozen=True)
+class CrossFit:
+    """Held-out scores of a combiner by two-fold cross-fitting.
 
-    Two folds, each scored by the combiner fitted on the other fold, metrics averaged. Scoring
-    on the rows a combiner was fitted on would favour the most flexible one (stacking).
+    Attributes
+    ----------
+    metrics : dict of str to float
+        The metrics of each half, averaged over the two halves.
+    row_losses : np.ndarray, shape (n_rows,)
+        Every fit row's ranking loss (:func:`~ensembles.default_choice.ranking_loss`),
+        the row scored by the combiner fitted on the other half.
+    """
+
+    metrics: dict[str, float]
+    row_losses: np.ndarray
+
+
+def crossfit(
+    kind: str, task: Task, params: dict[str, Any], data: SplitPredictions, level: float = 0.9
+) -> CrossFit:
+    """Honest held-out scores of a combiner: fitted on one half of its rows, scored on the other.
+
+    Two halves of one seeded permutation (the same for every combiner, so row losses pair
+    up across combiners), each scored by the combiner fitted on the other half. Scoring on
+    the rows a combiner was fitted on would favour the most flexible one (stacking).
     """
     order = np.random.default_rng(0).permutation(len(data.y))
     halves = np.array_split(order, 2)
     scores = []
+    losses = np.empty(len(data.y))
     for fit_rows, score_rows in (halves, halves[::-1]):
         part = data.rows(fit_rows)
         combiner = build_combiner(kind, task, **params).fit(part.member_preds, part.y, part.X)
-        scores.append(score_combiner(combiner, data.rows(score_rows), level))
-    return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
+        split = data.rows(score_rows)
+        combined = combiner.combine(split.member_preds, split.X)
+        scores.append(evaluate_predictions(split, combined, level))
+        losses[score_rows] = row_losses(split, combined, level)
+    metrics = {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
+    return CrossFit(metrics, losses)
 
 
-def score_combiner(
-    combiner: Combiner, split: SplitPredictions, level: float = 0.9
-) -> dict[str, float]:
-    """Metrics of a fitted combiner's output on one split."""
-    combined = combiner.combine(split.member_preds, split.X)
-    return evaluate_predictions(split, combined, combiner.member_weights, level)
+def row_losses(
+    split: SplitPredictions,
+    combined: np.ndarray,
+    level: float = 0.9,
+    served_variance: np.ndarray | None = None,
+) -> np.ndarray:
+    """The ranking loss of every row ``(n_samples,)`` of a served output.
+
+    The same definitions as :func:`evaluate_predictions`, row by row, so the rows average to
+    the reported metric: log loss (probabilities floored at ``PROB_FLOOR``), squared error
+    averaged over outputs (its mean is ``rmse ** 2``), or the Gaussian NLL with the served
+    total variance (floored at 1e-12) averaged over outputs.
+    """
+    loss = ranking_loss(split)
+    if loss == "nll":
+        picked = combined[np.arange(len(split.y)), split.y]
+        return -np.log(np.clip(picked, PROB_FLOOR, 1.0))
+    y = np.asarray(split.y, dtype=float).reshape(combined.shape)
+    if loss == "squared_error":
+        return ((y - combined) ** 2).mean(axis=1)
+    variance = np.maximum(_total_variance(split, combined, served_variance, level), _MIN_VARIANCE)
+    return (0.5 * (np.log(2 * np.pi * variance) + (y - combined) ** 2 / variance)).mean(axis=1)
 
 
 def evaluate_predictions(
     split: SplitPredictions,
     combined: np.ndarray,
-    weights: np.ndarray | list[int] | None = None,
     level: float = 0.9,
-    aleatoric: np.ndarray | None = None,
+    served_variance: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics of a combined output ``(n_samples, n_outputs)`` against ``split.y``.
+    """Metrics of a served output ``(n_samples, n_outputs)`` against ``split.y``.
 
-    For regression the variance is the ensemble's (weighted) spread plus the members'
-    aleatoric variance when they have a Gaussian head; ``weights`` may also be a list of
-    member indices (the members a weight-averaged model came from), and ``aleatoric``
-    the model's own variance, used instead of the members' mean.
+    Regression scores that need a variance (Gaussian NLL, coverage) use the total variance
+    of :func:`~ensembles.uncertainty.served_uncertainty`, exactly what serving returns:
+    the disagreement of the whole member pool (``split.member_preds``, members weighed
+    equally) plus the aleatoric variance (``served_variance`` when the served model has
+    its own variance head, else the members' mean variance when they have one), floored
+    at 1e-12 for the NLL.
+
+    Parameters
+    ----------
+    split : SplitPredictions
+        Targets and the whole pool's member predictions on the scored rows.
+    combined : np.ndarray, shape (n_samples, n_outputs)
+        The served probabilities or values.
+    level : float, default 0.9
+        Central interval level of the regression coverage.
+    served_variance : np.ndarray, shape (n_samples, n_outputs), optional
+        The served model's own variance (the weight-averaged model's variance head).
+
+    Returns
+    -------
+    dict of str to float
+        :func:`~ensembles.metrics.classification_metrics` or
+        :func:`~ensembles.metrics.regression_metrics` of the served output.
     """
     if split.y.ndim == 1:
         return classification_metrics(combined, split.y)
-    preds, variances = split.member_preds, split.member_variances
-    member_weights = weights
-    if isinstance(weights, list):
-        preds = preds[weights]
-        variances = None if variances is None else variances[weights]
-        member_weights = None
-    uncertainty = regression_uncertainty(preds, variances, member_weights, level, combined)
-    variance = uncertainty["variance"] if aleatoric is None else uncertainty["variance"] + aleatoric
-    if aleatoric is None and "total_variance" in uncertainty:
-        variance = uncertainty["total_variance"]
+    variance = _total_variance(split, combined, served_variance, level)
     return regression_metrics(combined, split.y, np.maximum(variance, _MIN_VARIANCE), level)
+
+
+def _total_variance(
+    split: SplitPredictions, combined: np.ndarray, served_variance: np.ndarray | None, level: float
+) -> np.ndarray:
+    """The variance serving reports with a regression output: total, else epistemic."""
+    measures = served_uncertainty(
+        "regression", split.member_preds, combined, split.member_variances, served_variance, level
+    )
+    return measures.get("total_variance", measures["variance"])
 
 
 def baseline_metrics(
@@ -218,27 +285,69 @@ def baseline_metrics(
     }
 
 
-def choose_default(results: dict[str, CombinerInfo], override: str | None) -> str:
-    """The default combiner: ``override`` when given, else the best held-out loss.
+def out_of_sample_scores(
+    task: Task, train: SplitPredictions, level: float = 0.9
+) -> tuple[list[OutOfSampleInfo | None], EnsembleOutOfSampleInfo | None]:
+    """What out-of-bag / out-of-fold predictions honestly measure: members and the ensemble.
 
-    The loss is NLL for classification and Gaussian NLL for regression (with the ensemble's
-    total variance), else RMSE. A greedy soup, whose members were chosen on the validation
-    rows, is only chosen when asked for.
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    train : SplitPredictions
+        ``HeldoutPredictions.train``: member predictions ``(n_members, n_train, n_outputs)``
+        on the training rows, NaN wherever the member trained on the row.
+    level : float
+        Central interval level of a Gaussian-head member's coverage.
+
+    Returns
+    -------
+    members : list of OutOfSampleInfo or None
+        Each member's metrics on the training rows it did not train on (None when it
+        trained on every row).
+    ensemble : EnsembleOutOfSampleInfo or None
+        scikit-learn's ``oob_score``: each training row scored by the mean of the members
+        that did not train on it; rows every member trained on are left out (None when that
+        is every row). Regression reports point metrics (RMSE, MAE): a row's variance would
+        come from a different subset of members on each row.
     """
-    if override is not None:
-        if override not in results:
-            raise ConfigError(
-                f"--default-combiner '{override}' was not fitted; fitted: {', '.join(results)}"
-            )
-        return override
+    unseen = ~np.isnan(train.member_preds).any(axis=2)  # (n_members, n_train)
+    members = [
+        _member_out_of_sample(task, train, index, rows, level) for index, rows in enumerate(unseen)
+    ]
+    return members, _ensemble_out_of_sample(task, train, unseen)
 
-    def loss(name: str) -> float:
-        metrics = results[name].heldout_metrics
-        return metrics.get("nll", metrics.get("gaussian_nll", metrics.get("rmse", np.inf)))
 
-    # a greedy soup chose its members on these rows, so its score there is optimistic
-    fair = [name for name, info in results.items() if not info.fitted_on.get("selection")]
-    return min(fair or results, key=loss)
+def _member_out_of_sample(
+    task: Task, train: SplitPredictions, index: int, unseen: np.ndarray, level: float
+) -> OutOfSampleInfo | None:
+    """Member ``index`` scored on the training rows ``unseen`` (n_train,) marks."""
+    if not unseen.any():
+        return None
+    part = train.rows(np.flatnonzero(unseen))
+    metrics = _single_metrics(task, part, index, _member_variance(part, index), level)
+    return OutOfSampleInfo(n_rows=len(part.y), metrics=metrics)
+
+
+def _ensemble_out_of_sample(
+    task: Task, train: SplitPredictions, unseen: np.ndarray
+) -> EnsembleOutOfSampleInfo | None:
+    """The mean of the members ``unseen`` (n_members, n_train) marks, scored row by row."""
+    scored = unseen.any(axis=0)
+    if not scored.any():
+        return None
+    counts = unseen[:, scored].sum(axis=0)
+    mean = np.nansum(train.member_preds[:, scored], axis=0) / counts[:, None]
+    y = train.y[scored]
+    if task == "classification":
+        metrics = classification_metrics(mean, y)
+    else:
+        metrics = regression_metrics(mean, y)
+    return EnsembleOutOfSampleInfo(
+        n_rows=len(y),
+        metrics=metrics,
+        n_rows_unscored=int((~scored).sum()),
+        members_per_row=float(counts.mean()),
+    )
 
 
 def _fit_refusal(
@@ -251,7 +360,7 @@ def _fit_refusal(
             warnings.simplefilter("ignore", RuntimeWarning)
             build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
             where = f"a cross-fitting half of the {len(data.y)} fit rows"
-            crossfit_metrics(kind, task, params, data, level)
+            crossfit(kind, task, params, data, level)
     except (DataError, ShapeError) as exc:
         return f"fails on {where}: {str(exc).rstrip('.')}"
     return None

@@ -1,4 +1,4 @@
-"""Held-out member predictions (``heldout.npz``) and the rows combiners may learn from.
+"""Held-out member predictions (``heldout.npz``) and the rows combiners learn from.
 
 The file holds, for the validation and test splits, the raw features, the targets and
 every member's predictions ``(n_members, n_samples, n_outputs)``; for resampling
@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from ensembles.errors import ConfigError, IntegrityError
+from ensembles.errors import IntegrityError
 
 HELDOUT_FILE = "heldout.npz"
-FitSource = Literal["heldout", "validation", "in_sample"]
 
 
 @dataclass(frozen=True)
@@ -54,14 +52,11 @@ class HeldoutPredictions:
 
     ``train`` holds out-of-sample predictions on the training rows (NaN where a member
     trained on the row) for bagging, kfold and subsample; it is None otherwise.
-    ``in_sample`` (optional) holds in-sample training predictions, kept only so that the
-    explicit ``in_sample`` fitting mode and the leakage benchmark can use them.
     """
 
     validation: SplitPredictions
     test: SplitPredictions
     train: SplitPredictions | None = None
-    in_sample: SplitPredictions | None = field(default=None)
 
     def save(self, path: Path) -> None:
         """Write every array to an uncompressed npz (no object arrays, no pickles)."""
@@ -111,14 +106,12 @@ class HeldoutPredictions:
         validation, test = split("validation"), split("test")
         if validation is None or test is None:
             raise IntegrityError(f"{where} lacks the validation or test predictions")
-        return cls(validation, test, split("train"), split("in_sample"))
+        return cls(validation, test, split("train"))
 
     def _splits(self) -> dict[str, SplitPredictions]:
         splits = {"validation": self.validation, "test": self.test}
         if self.train is not None:
             splits["train"] = self.train
-        if self.in_sample is not None:
-            splits["in_sample"] = self.in_sample
         return splits
 
 
@@ -130,66 +123,26 @@ class FitSet:
     record: dict[str, object]
 
 
-def combiner_fit_set(heldout: HeldoutPredictions, source: FitSource = "heldout") -> FitSet:
-    """Assemble the rows combiners learn from, never rows a member trained on.
+def combiner_fit_set(heldout: HeldoutPredictions) -> FitSet:
+    """The rows combiners learn from: the validation split, for every strategy.
+
+    Every member predicts every validation row without having trained on it, so a
+    combiner (and its temperature) learns how the members behave on unseen rows. The
+    out-of-bag / out-of-fold predictions of resampling strategies are not fit rows: on
+    each such row some members trained, and filling their entries in would hand the
+    combiner members that agree more than they do (with kfold every member but one
+    trained on every training row). They score the members and the ensemble instead
+    (:func:`~ensembles.evaluation.out_of_sample_scores`).
 
     Parameters
     ----------
     heldout : HeldoutPredictions
-    source : {"heldout", "validation", "in_sample"}
-        ``"heldout"``: the validation split plus, for resampling strategies, every training
-        row that at least one member did not train on; a member's in-sample entry on such
-        a row is replaced by the mean of the row's out-of-sample predictions, so no
-        prediction a member made on its own training rows is ever used.
-        ``"validation"``: the validation split only.
-        ``"in_sample"``: the members' predictions on their own training rows. This leaks
-        and is only allowed when asked for explicitly; the record says so.
 
     Returns
     -------
     FitSet
+        ``data`` is ``heldout.validation``; ``record`` is ``{"source": "validation",
+        "n_rows": n_samples}``.
     """
     validation = heldout.validation
-    if source == "validation":
-        return FitSet(validation, {"source": "validation", "n_rows": len(validation.y)})
-    if source == "in_sample":
-        if heldout.in_sample is None:
-            raise ConfigError("in-sample fitting was asked for but no in-sample predictions exist")
-        data = heldout.in_sample
-        return FitSet(data, {"source": "in_sample", "n_rows": len(data.y), "leaks": True})
-    if source != "heldout":
-        raise ConfigError(
-            f"The 'source' parameter of combiner_fit_set must be one of 'heldout', "
-            f"'validation', 'in_sample'. Got {source!r} instead."
-        )
-    if heldout.train is None:
-        return FitSet(validation, {"source": "validation", "n_rows": len(validation.y)})
-    train = heldout.train
-    observed = ~np.isnan(train.member_preds).any(axis=2)  # (n_members, n_train)
-    usable = observed.any(axis=0)
-    counts = observed[:, usable].sum(axis=0)
-    preds = train.member_preds[:, usable]
-    row_means = np.nansum(preds, axis=0) / counts[:, None]
-    filled = np.where(np.isnan(preds), row_means[None], preds)
-    variances = None
-    if train.member_variances is not None:
-        raw = train.member_variances[:, usable]
-        var_means = np.nansum(raw, axis=0) / counts[:, None]
-        variances = np.where(np.isnan(raw), var_means[None], raw)
-        variances = np.concatenate([validation.member_variances, variances], axis=1)
-    data = SplitPredictions(
-        np.concatenate([validation.X, train.X[usable]]),
-        np.concatenate([validation.y, train.y[usable]]),
-        np.concatenate([validation.member_preds, filled], axis=1),
-        variances,
-    )
-    imputed = int((~observed[:, usable]).sum())
-    record = {
-        "source": "validation+out_of_sample",
-        "n_rows": len(data.y),
-        "n_validation_rows": len(validation.y),
-        "n_out_of_sample_rows": int(usable.sum()),
-        "n_rows_dropped_in_every_member": int((~usable).sum()),
-        "imputed_in_sample_entries": imputed,
-    }
-    return FitSet(data, record)
+    return FitSet(validation, {"source": "validation", "n_rows": len(validation.y)})

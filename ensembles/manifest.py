@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ensembles.errors import IntegrityError
 
@@ -15,6 +15,9 @@ SCHEMA_VERSION = 2
 Task = Literal["classification", "regression"]
 Strategy = Literal["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+#: The per-row loss the default choice compares: log loss, Gaussian NLL (Gaussian-head
+#: regression members), squared error (other regression members; RMSE ranks the same).
+RankingLoss = Literal["nll", "gaussian_nll", "squared_error"]
 
 
 class _Model(BaseModel):
@@ -47,6 +50,24 @@ class OutputSpec(_Model):
     variance_name: Literal["variance"] | None = None
 
 
+class OutOfSampleInfo(_Model):
+    """Scores on the training rows a member did not train on (out-of-bag / out-of-fold)."""
+
+    n_rows: int = Field(ge=1, description="training rows scored")
+    metrics: dict[str, float]
+
+
+class EnsembleOutOfSampleInfo(OutOfSampleInfo):
+    """The out-of-bag ensemble score, as scikit-learn's ``oob_score``.
+
+    Each training row is scored by the mean of the members that did not train on it;
+    rows every member trained on are left out (``n_rows_unscored``).
+    """
+
+    n_rows_unscored: int = Field(ge=0)
+    members_per_row: float = Field(description="mean count of members scoring a row")
+
+
 class MemberInfo(_Model):
     """One trained network of the ensemble."""
 
@@ -58,6 +79,9 @@ class MemberInfo(_Model):
     cycle: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     val_metrics: dict[str, float] = Field(default_factory=dict)
+    out_of_sample: OutOfSampleInfo | None = Field(
+        default=None, description="bagging, kfold, subsample: scores on its unseen training rows"
+    )
 
 
 class CombinerInfo(_Model):
@@ -68,6 +92,35 @@ class CombinerInfo(_Model):
     fitted_on: dict[str, Any]
     test_metrics: dict[str, float] = Field(default_factory=dict)
     heldout_metrics: dict[str, float] = Field(default_factory=dict)
+    effective_members: float | None = Field(
+        default=None, description="1 / sum of squared member weights; 1 for one averaged network"
+    )
+
+
+class ComparisonInfo(_Model):
+    """One combiner against ``mean`` on the fit rows, paired row by row.
+
+    Every row is scored by the combiner fitted on the other cross-fitting half, so both
+    losses of a row are held out; ``mean_difference`` is the mean of (this combiner's loss
+    minus mean's loss) over the rows, negative when it is better.
+    """
+
+    mean_loss: float
+    mean_difference: float
+    standard_error: float = Field(ge=0, description="std of the row differences / sqrt(n_rows)")
+    beats_mean: bool = Field(description="mean_difference < -standard_error, beyond rounding")
+    effective_members: float
+    excluded: str | None = Field(description="why it can never be the default; None if it can")
+
+
+class DefaultChoiceInfo(_Model):
+    """Why the default combiner is the default: the comparison behind the choice."""
+
+    loss: RankingLoss
+    n_rows: int = Field(ge=1, description="fit rows compared (two-fold cross-fitted)")
+    forced: bool = Field(description="named by --default-combiner")
+    reason: str
+    comparisons: dict[str, ComparisonInfo] = Field(default_factory=dict)
 
 
 class StrategyInfo(_Model):
@@ -91,9 +144,24 @@ class Manifest(_Model):
     strategy: StrategyInfo
     members: list[MemberInfo]
     files: dict[str, str] = Field(description="relative path -> sha256 of every file but this one")
+
+    @field_validator("files")
+    @classmethod
+    def _paths_inside_the_version(cls, files: dict[str, str]) -> dict[str, str]:
+        """Every listed path is a plain relative POSIX path inside the version folder."""
+        for path in files:
+            parts = path.split("/")
+            if not path or path.startswith("/") or "\\" in path or {"", ".", ".."} & set(parts):
+                raise ValueError(f"{path!r} is not a relative path inside the version folder")
+        return files
+
     combiners: dict[str, CombinerInfo] = Field(default_factory=dict)
     default_combiner: str
+    default_choice: DefaultChoiceInfo | None = None
     baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+    out_of_sample: EnsembleOutOfSampleInfo | None = Field(
+        default=None, description="bagging, kfold, subsample: the out-of-bag ensemble score"
+    )
     split: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
@@ -119,13 +187,18 @@ class Manifest(_Model):
         """
         try:
             raw = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise IntegrityError(f"{source} is not valid JSON: {exc}") from exc
         found = raw.get("schema_version") if isinstance(raw, dict) else None
-        if found != SCHEMA_VERSION and isinstance(found, int):
+        if type(found) is int and found != SCHEMA_VERSION:
+            advice = (
+                "train the ensemble again to publish it in this schema"
+                if found < SCHEMA_VERSION
+                else "upgrade this release to read it"
+            )
             raise IntegrityError(
                 f"{source} has schema version {found}; this release reads version "
-                f"{SCHEMA_VERSION}: train the ensemble again to publish it in this schema"
+                f"{SCHEMA_VERSION}: {advice}"
             )
         try:
             return cls.model_validate(raw)

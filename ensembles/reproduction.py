@@ -3,8 +3,8 @@
 At publish time every combiner is rebuilt from its JSON state, exactly as serving will
 rebuild it, and its output on the stored test member predictions is saved. At load time the
 rebuilt combiners run on the same stored inputs and must give the same outputs within a
-tolerance: a weight, temperature or coefficient changed after training (by hand, by a bug,
-by a bit flip that kept the checksums consistent) is refused with the combiner's name.
+tolerance: a weight, temperature or coefficient changed after training, by hand or by a tool
+that rewrote the manifest and its checksum, is refused with the combiner's name.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ensembles.combiners import Combiner, combiner_from_state
-from ensembles.errors import IntegrityError
-from ensembles.heldout import SplitPredictions
+from ensembles.errors import EnsembleError, IntegrityError
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo
+from ensembles.store import StoredVersion
 
 TEST_OUTPUTS_FILE = "test_outputs.npz"
 #: The published model that weight averaging produces: a graph, not a rule on member outputs.
@@ -27,6 +28,8 @@ WEIGHT_AVERAGE = "weight_average"
 #: Combiners recompute in float64 from the very same stored inputs: only BLAS kernels and
 #: summation order differ between machines, which moves the last bits (about 1e-15
 #: relative). A changed weight, temperature or coefficient moves outputs by orders more.
+#: The absolute part scales with the outputs' magnitude (an output near 0 made of large
+#: terms, as stacking on large regression targets, keeps their rounding).
 COMBINER_RTOL = 1e-7
 COMBINER_ATOL = 1e-10
 #: The averaged graph runs in float32 (onnxruntime, possibly another CPU than the one that
@@ -110,7 +113,8 @@ def check_reproduction(
         spread = float(np.std(stored)) if stored.size else 0.0
         rtol, atol = MODEL_TOLERANCE, MODEL_TOLERANCE * max(1.0, spread)
     else:
-        rtol, atol = COMBINER_RTOL, COMBINER_ATOL
+        magnitude = float(np.max(np.abs(stored))) if stored.size else 0.0
+        rtol, atol = COMBINER_RTOL, COMBINER_ATOL * max(1.0, magnitude)
     difference = np.abs(actual - stored)
     if not np.all(difference <= atol + rtol * np.abs(stored)):
         worst = float(np.nanmax(difference)) if np.isfinite(difference).any() else float("nan")
@@ -119,6 +123,42 @@ def check_reproduction(
             f"{worst:.3g}): its state (weights, temperature or coefficients) or its model "
             "changed after training; publish the ensemble again"
         )
+
+
+def check_member_reproduction(
+    outputs: np.ndarray | tuple[np.ndarray, np.ndarray | None], test: SplitPredictions
+) -> None:
+    """Refuse members whose outputs on the stored test rows differ from those stored.
+
+    Parameters
+    ----------
+    outputs : ndarray (n_members, n_test, n_outputs), or (values, variances)
+        What the members (as loaded) output on ``test.X``.
+    test : SplitPredictions
+        The stored test split; ``member_preds`` (and ``member_variances``) are what the
+        members output when they were trained.
+
+    Raises
+    ------
+    IntegrityError
+        When the shapes or values differ beyond the float32 model tolerance.
+    """
+    values, variances = outputs if isinstance(outputs, tuple) else (outputs, None)
+    pairs = [("member outputs", values, test.member_preds)]
+    if variances is not None and test.member_variances is not None:
+        pairs.append(("member variances", variances, test.member_variances))
+    for what, actual, stored in pairs:
+        stored = np.asarray(stored, dtype=np.float64)
+        actual = np.asarray(actual, dtype=np.float64)
+        spread = float(np.std(stored)) if stored.size else 0.0
+        atol = MODEL_TOLERANCE * max(1.0, spread)
+        if actual.shape != stored.shape or not np.allclose(
+            actual, stored, rtol=MODEL_TOLERANCE, atol=atol
+        ):
+            raise IntegrityError(
+                f"the {what} on the stored test rows differ from those stored at training: "
+                "the member graphs are not the ones trained; publish the ensemble again"
+            )
 
 
 def verify_combiners(
@@ -142,3 +182,52 @@ def verify_combiners(
     """
     for name, combiner in combiners.items():
         check_reproduction(name, combiner.combine(test.member_preds, test.X), expected)
+
+
+def stored_test_data(stored: StoredVersion) -> tuple[HeldoutPredictions, dict[str, np.ndarray]]:
+    """The held-out predictions and stored test outputs of a verified version.
+
+    Raises
+    ------
+    IntegrityError
+        When either file is absent from the manifest or unreadable (the message names it).
+    """
+    label = f"{stored.manifest.name}/{stored.manifest.version}"
+
+    def data(file: str) -> bytes:
+        if file not in stored.files:
+            raise IntegrityError(
+                f"{label}/{file} is not listed in the manifest's checksums, so it cannot be "
+                "verified"
+            )
+        return stored.files[file]
+
+    heldout = HeldoutPredictions.load(data(HELDOUT_FILE), f"{label}/{HELDOUT_FILE}")
+    return heldout, load_test_outputs(data(TEST_OUTPUTS_FILE), f"{label}/{TEST_OUTPUTS_FILE}")
+
+
+def verify_stored_combiners(stored: StoredVersion) -> None:
+    """Rebuild every combiner of a verified version and check that it reproduces.
+
+    Weight averaging is left out: its graph needs onnxruntime (serving checks it).
+
+    Raises
+    ------
+    IntegrityError
+        Naming the first combiner that cannot be rebuilt or does not reproduce.
+    """
+    heldout, expected = stored_test_data(stored)
+    combiners = {}
+    for name, info in stored.manifest.combiners.items():
+        if info.kind == WEIGHT_AVERAGE:
+            continue
+        try:
+            combiners[name] = combiner_from_state(info.state)
+        except EnsembleError as exc:
+            raise IntegrityError(f"combiner '{name}' cannot be rebuilt: {exc}") from exc
+    try:
+        verify_combiners(combiners, heldout.test, expected)
+    except IntegrityError:
+        raise
+    except EnsembleError as exc:
+        raise IntegrityError(f"a combiner cannot run on the stored test rows: {exc}") from exc

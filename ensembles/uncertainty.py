@@ -1,20 +1,35 @@
-"""Uncertainty measures computed from the member array ``(n_members, n_samples, n_outputs)``."""
+"""The uncertainty of what is served: measures of the served output and of member disagreement.
+
+Two kinds of measure, one definition each, computed by :func:`served_uncertainty` in
+training metrics, the benchmark and serving alike:
+
+* measures of the **served output** (after temperature, vote shares, stacking or the
+  weight-averaged model): ``predictive_entropy`` and ``max_probability``; for regression
+  the interval is centred on the served value and the aleatoric part is the served
+  model's own variance where it has one;
+* measures of **member disagreement** over the whole member pool with uniform weights,
+  whatever the combiner: ``variance``, ``expected_entropy``, ``mutual_information``,
+  ``agreement``. A combiner that selects or weighs members still reports how much the
+  pool disagrees, and so does the weight-averaged model.
+"""
 
 from __future__ import annotations
 
 from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
 
 from ensembles.errors import ConfigError, DataError, ShapeError
 
-#: Keys of the dicts returned per task, in the order they are returned.
-#: ``aleatoric_variance`` and ``total_variance`` are present only when member variances
-#: are given to :func:`regression_uncertainty`.
+#: Keys of the dicts :func:`served_uncertainty` returns per task, in the order returned.
+#: ``aleatoric_variance`` and ``total_variance`` are present only when an aleatoric
+#: variance is known (Gaussian-head members, or the served model's own variance head).
 UNCERTAINTY_NAMES: dict[str, tuple[str, ...]] = {
     "classification": (
         "variance",
         "predictive_entropy",
+        "max_probability",
         "expected_entropy",
         "mutual_information",
         "agreement",
@@ -46,141 +61,129 @@ def check_member_preds(member_preds: np.ndarray) -> np.ndarray:
     return member_preds
 
 
-def _normalized_weights(weights: np.ndarray | None, n_members: int) -> np.ndarray:
-    if weights is None:
-        return np.full(n_members, 1.0 / n_members)
-    weights = np.asarray(weights, dtype=float)
-    if weights.shape != (n_members,):
-        raise ShapeError(
-            f"Got {weights.size} weights for {n_members} members; pass one weight per member "
-            "or weights=None."
-        )
-    if not np.isfinite(weights).all() or weights.min() < 0 or weights.sum() <= 0:
-        raise ConfigError(
-            f"Member weights must be finite, non-negative and sum to more than zero; got "
-            f"{weights.tolist()}."
-        )
-    return weights / weights.sum()
-
-
-def _check_combined(combined: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
-    if combined is None:
-        return None
-    combined = np.asarray(combined, dtype=float)
-    if combined.shape != shape:
-        raise ShapeError(
-            f"combined must have shape (n_samples, n_outputs) = {shape} like the members; "
-            f"got shape {combined.shape}."
-        )
-    return combined
-
-
-def _entropy(probs: np.ndarray) -> np.ndarray:
-    """Entropy in nats over the last axis, with ``0 log 0 = 0``."""
-    return -(probs * np.log(np.where(probs > 0, probs, 1.0))).sum(axis=-1)
-
-
-def classification_uncertainty(
-    member_preds: np.ndarray,
-    weights: np.ndarray | None = None,
-    combined: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Disagreement and entropy measures of a classification ensemble.
-
-    Parameters
-    ----------
-    member_preds : np.ndarray, shape (n_members, n_samples, n_classes)
-        Member class probabilities.
-    weights : np.ndarray, shape (n_members,), optional
-        Member weights (a combiner's ``member_weights``); None weighs members equally.
-    combined : np.ndarray, shape (n_samples, n_classes), optional
-        The combiner's output; agreement is measured against its argmax. Defaults to the
-        weighted mean of the members.
-
-    Returns
-    -------
-    dict of str to np.ndarray
-        ``variance`` (n_samples, n_classes): weighted variance across members;
-        ``predictive_entropy`` (n_samples,): entropy of the weighted mean (nats);
-        ``expected_entropy`` (n_samples,): weighted mean of member entropies;
-        ``mutual_information`` (n_samples,): predictive minus expected entropy, tiny
-        negatives from rounding clipped to zero;
-        ``agreement`` (n_samples,): weighted share of members whose argmax equals the
-        argmax of ``combined``.
-    """
-    member_preds = check_member_preds(member_preds)
-    n_members, n_samples, n_classes = member_preds.shape
-    w = _normalized_weights(weights, n_members)
-    combined = _check_combined(combined, (n_samples, n_classes))
-    mean = np.tensordot(w, member_preds, axes=1)
-    predictive = _entropy(mean)
-    expected = np.tensordot(w, _entropy(member_preds), axes=1)
-    reference = (mean if combined is None else combined).argmax(axis=1)
-    agrees = member_preds.argmax(axis=2) == reference
-    return {
-        "variance": np.tensordot(w, (member_preds - mean) ** 2, axes=1),
-        "predictive_entropy": predictive,
-        "expected_entropy": expected,
-        "mutual_information": np.clip(predictive - expected, 0.0, None),
-        "agreement": np.tensordot(w, agrees.astype(float), axes=1),
-    }
-
-
-def regression_uncertainty(
-    member_preds: np.ndarray,
-    member_variances: np.ndarray | None = None,
-    weights: np.ndarray | None = None,
-    level: float = 0.9,
-    combined: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Epistemic (and aleatoric) variance and a central interval of a regression ensemble.
+def member_variance(member_preds: np.ndarray) -> np.ndarray:
+    """Member disagreement: the variance across the whole pool, members weighed equally.
 
     Parameters
     ----------
     member_preds : np.ndarray, shape (n_members, n_samples, n_outputs)
-        Member predicted values (means, for Gaussian-head members).
+        Member probabilities or values.
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples, n_outputs)
+        ``mean_m (p_m - mean_m p_m)^2``; the ``variance`` of :func:`served_uncertainty`.
+    """
+    return check_member_preds(member_preds).var(axis=0)
+
+
+def _check_like(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(array, dtype=float)
+    if array.shape != shape:
+        raise ShapeError(f"{name} must have shape {shape} like the members; got {array.shape}.")
+    return array
+
+
+def _check_variance(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    array = _check_like(name, array, shape)
+    if array.min() < 0:  # NaN compares False: non-finite rows are refused by their callers
+        raise DataError(f"{name} must be non-negative; got a negative value.")
+    return array
+
+
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy in nats over the last axis, with ``0 log 0 = 0`` (and 0, not -0, for one-hot)."""
+    return 0.0 - (probs * np.log(np.where(probs > 0, probs, 1.0))).sum(axis=-1)
+
+
+def served_uncertainty(
+    task: Literal["classification", "regression"],
+    member_preds: np.ndarray,
+    served: np.ndarray,
+    member_variances: np.ndarray | None = None,
+    served_variance: np.ndarray | None = None,
+    level: float = 0.9,
+) -> dict[str, np.ndarray]:
+    """Every uncertainty measure of one served output: of the output, and of the pool.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    member_preds : np.ndarray, shape (n_members, n_samples, n_outputs)
+        The whole member pool's probabilities or values (not only the members a combiner
+        weighs or averaged).
+    served : np.ndarray, shape (n_samples, n_outputs)
+        What is served: the combiner's output (after temperature, vote shares, stacking)
+        or the weight-averaged model's output.
     member_variances : np.ndarray, shape (n_members, n_samples, n_outputs), optional
-        Each member's predicted variance (aleatoric), from Gaussian-head members.
-    weights : np.ndarray, shape (n_members,), optional
-        Member weights (a combiner's ``member_weights``); None weighs members equally.
+        Gaussian-head members' own variances (regression).
+    served_variance : np.ndarray, shape (n_samples, n_outputs), optional
+        The served model's own variance head (the weight-averaged model's, regression);
+        used as the aleatoric part instead of the members' mean.
     level : float, default 0.9
-        Probability mass of the central interval, in (0, 1).
-    combined : np.ndarray, shape (n_samples, n_outputs), optional
-        Centre of the interval (the combiner's output); defaults to the weighted mean.
+        Probability mass of the central regression interval, in (0, 1).
 
     Returns
     -------
     dict of str to np.ndarray
-        Each of shape (n_samples, n_outputs): ``variance`` (epistemic: weighted variance
-        across members); with ``member_variances`` also ``aleatoric_variance`` (weighted
-        mean of member variances) and ``total_variance`` (aleatoric + epistemic); always
-        ``interval_lower`` and ``interval_upper``: ``centre -/+ z * sqrt(v)`` with ``z``
-        the normal quantile at ``(1 + level) / 2`` and ``v`` the total variance when
-        known, else the epistemic one.
+        Keys of :data:`UNCERTAINTY_NAMES` ``[task]``. Classification, of the served
+        probabilities: ``predictive_entropy`` (n_samples,), their entropy in nats, and
+        ``max_probability`` (n_samples,); member disagreement over the pool, members
+        weighed equally: ``variance`` (n_samples, n_classes) of the member
+        probabilities, ``expected_entropy`` (n_samples,), the mean member entropy,
+        ``mutual_information`` (n_samples,), the entropy of the pool mean minus
+        ``expected_entropy`` (tiny negatives from rounding clipped to zero), and
+        ``agreement`` (n_samples,), the share of members whose argmax is the served label
+        (the served argmax, lowest index on ties). ``predictive_entropy`` minus
+        ``expected_entropy`` equals ``mutual_information`` only when the served output is
+        the pool mean. Regression, each (n_samples, n_outputs): ``variance``
+        (epistemic: the pool's variance); with an aleatoric variance also
+        ``aleatoric_variance`` (``served_variance``, else the members' mean variance)
+        and ``total_variance`` (aleatoric + epistemic); always ``interval_lower`` and
+        ``interval_upper``, ``served -/+ z * sqrt(v)`` with ``z`` the normal quantile at
+        ``(1 + level) / 2`` and ``v`` the total variance when known, else the epistemic
+        one. Metrics that use a variance (Gaussian NLL, coverage) use this ``v``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown task or a level outside (0, 1).
+    ShapeError
+        Arrays whose shapes do not match the members'.
+    DataError
+        Negative variances.
     """
+    member_preds = check_member_preds(member_preds)
+    shape = member_preds.shape[1:]
+    served = _check_like("served", served, shape)
+    if task == "classification":
+        pool_mean = member_preds.mean(axis=0)
+        expected = _entropy(member_preds).mean(axis=0)
+        label = served.argmax(axis=1)
+        return {
+            "variance": ((member_preds - pool_mean) ** 2).mean(axis=0),
+            "predictive_entropy": _entropy(served),
+            "max_probability": served.max(axis=1),
+            "expected_entropy": expected,
+            "mutual_information": np.clip(_entropy(pool_mean) - expected, 0.0, None),
+            "agreement": (member_preds.argmax(axis=2) == label).mean(axis=0),
+        }
+    if task != "regression":
+        raise ConfigError(f"The task must be 'classification' or 'regression'; got {task!r}.")
     if not 0.0 < level < 1.0:
         raise ConfigError(f"The interval level must be in (0, 1), e.g. 0.9; got {level!r}.")
-    member_preds = check_member_preds(member_preds)
-    n_members, n_samples, n_outputs = member_preds.shape
-    w = _normalized_weights(weights, n_members)
-    combined = _check_combined(combined, (n_samples, n_outputs))
-    mean = np.tensordot(w, member_preds, axes=1)
-    result = {"variance": np.tensordot(w, (member_preds - mean) ** 2, axes=1)}
+    result = {"variance": member_preds.var(axis=0)}
     spread = result["variance"]
-    if member_variances is not None:
-        member_variances = np.asarray(member_variances, dtype=float)
-        if member_variances.shape != member_preds.shape:
-            raise ShapeError(
-                f"member_variances must have the shape of member_preds {member_preds.shape}; "
-                f"got shape {member_variances.shape}."
-            )
-        if member_variances.min() < 0:
-            raise DataError("member_variances must be non-negative; got a negative value.")
-        result["aleatoric_variance"] = np.tensordot(w, member_variances, axes=1)
-        result["total_variance"] = result["aleatoric_variance"] + result["variance"]
-        spread = result["total_variance"]
-    centre = mean if combined is None else combined
+    aleatoric = None
+    if served_variance is not None:
+        aleatoric = _check_variance("served_variance", served_variance, shape)
+    elif member_variances is not None:
+        members = _check_variance("member_variances", member_variances, member_preds.shape)
+        aleatoric = members.mean(axis=0)
+    if aleatoric is not None:
+        result["aleatoric_variance"] = aleatoric
+        result["total_variance"] = spread = aleatoric + result["variance"]
     half_width = NormalDist().inv_cdf(0.5 + level / 2.0) * np.sqrt(spread)
-    result["interval_lower"] = centre - half_width
-    result["interval_upper"] = centre + half_width
+    result["interval_lower"] = served - half_width
+    result["interval_upper"] = served + half_width
     return result

@@ -193,6 +193,12 @@ class EnsembleInfo(BaseModel):
     default_combiner: str | None = None
     baselines: dict[str, dict[str, float]] | None = None
     uncertainty: list[str] | None = Field(default=None, description="The measures returned.")
+    feature_drift: dict[str, float] | None = Field(
+        default=None,
+        description="The most drifted features of the recent rows this worker served (name -> "
+        "population stability index against held-out quantile bins, largest first); null "
+        "before any.",
+    )
 
 
 @router.get("/ensembles", summary="List ensembles", response_model=EnsembleList)
@@ -231,7 +237,8 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
         serves because the newest wanted one was refused: which and why, else None); with a
         loaded version also its manifest facts (``task``, ``features``, ``n_features``,
         ``classes``, ``n_outputs``, ``strategy``, ``members``, ``combiners``,
-        ``default_combiner``, ``baselines``) and the ``uncertainty`` measures it returns.
+        ``default_combiner``, ``baselines``), the ``uncertainty`` measures it returns and
+        its ``feature_drift`` (see :meth:`serving.metrics.ServingMetrics.feature_drift`).
 
     Raises
     ------
@@ -286,6 +293,7 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
         default_combiner=m.default_combiner,
         baselines=m.baselines,
         uncertainty=list(runtime.uncertainty_names),
+        feature_drift=None if registry.metrics is None else registry.metrics.feature_drift(runtime),
     )
     return info
 

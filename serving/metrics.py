@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from serving.prediction import Baseline, Prediction
 from serving.runtime import EnsembleRuntime
@@ -16,9 +20,14 @@ from serving.settings import MULTIPROC_ENV
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
-_VARIANCE_EDGES = np.array([1e-6, 1e-5, 1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0])
-#: Weight of each new batch in the exponentially weighted drift means.
-DRIFT_ALPHA = 0.05
+#: Buckets of the per-row variance in units of its held-out mean: edges times the held-out
+#: level, so they follow the target's scale (regression) as they do probabilities.
+_VARIANCE_RATIO_EDGES = np.array([0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0])
+#: Length of the drift window in rows: every drift signal weighs the row served ``k`` rows
+#: ago by ``exp(-k / DRIFT_WINDOW_ROWS)``, however the rows were batched.
+DRIFT_WINDOW_ROWS = 1000
+#: Features named by ``ensembles_feature_drift`` and ``/v1`` info: the largest PSIs.
+N_DRIFT_FEATURES = 5
 #: A row is far outside the training range when some feature lies this many held-out
 #: standard deviations from the held-out mean: by Chebyshev's inequality at most 1% of any
 #: distribution lies that far out, so such rows are extrapolation, not bad luck.
@@ -42,22 +51,118 @@ def _observe_counts(child: Histogram, counts: np.ndarray, total: float) -> None:
     child._sum.inc(total)
 
 
+class _DriftWindow:
+    """Exponentially weighted sums over the recent rows one runtime (one version) served.
+
+    Parameters
+    ----------
+    baseline : Baseline
+        The version's held-out statistics.
+    feature_names : list of str
+        Its feature names, for the worst-features report.
+    """
+
+    def __init__(self, baseline: Baseline, feature_names: list[str]) -> None:
+        self.baseline = baseline
+        self.feature_names = feature_names
+        self.rows = 0.0
+        self.abs_z = 0.0
+        self.variance_rows = 0.0
+        self.variance = 0.0
+        self.counts = np.zeros(baseline.feature_shares.shape)
+
+    def add(
+        self, row_abs_z: np.ndarray, row_variance: np.ndarray | None, counts: np.ndarray
+    ) -> None:
+        """Decay the window by the new rows and add them.
+
+        Parameters
+        ----------
+        row_abs_z : np.ndarray, shape (n_samples,)
+            Each row's mean absolute z-score over its features.
+        row_variance : np.ndarray, shape (n_variance_rows,), or None
+            The served member variance of the rows that report one (finite ones).
+        counts : np.ndarray, shape (n_features, n_bins)
+            :meth:`Baseline.bin_counts` of the rows.
+        """
+        keep = math.exp(-len(row_abs_z) / DRIFT_WINDOW_ROWS)
+        self.rows = self.rows * keep + len(row_abs_z)
+        self.abs_z = self.abs_z * keep + float(row_abs_z.sum())
+        self.counts *= keep
+        self.counts += counts
+        if row_variance is not None and len(row_variance):
+            keep = math.exp(-len(row_variance) / DRIFT_WINDOW_ROWS)
+            self.variance_rows = self.variance_rows * keep + len(row_variance)
+            self.variance = self.variance * keep + float(row_variance.sum())
+
+    def ratios(self) -> dict[str, float]:
+        """``feature_z`` and ``variance``: the window's means over their held-out levels."""
+        ratios = {"feature_z": self.abs_z / self.rows / self.baseline.mean_abs_z}
+        if self.variance_rows > 0 and self.baseline.mean_variance > 0:
+            ratios["variance"] = self.variance / self.variance_rows / self.baseline.mean_variance
+        return ratios
+
+    def worst_features(self) -> dict[str, float]:
+        """The :data:`N_DRIFT_FEATURES` features of largest PSI, largest first, name -> PSI."""
+        psi = self.baseline.feature_psi(self.counts)
+        worst = np.argsort(-psi, kind="stable")[:N_DRIFT_FEATURES]
+        return {self.feature_names[j]: float(psi[j]) for j in worst}
+
+
+class _FeatureDriftCollector(Collector):
+    """``ensembles_feature_drift{ensemble,feature}``, computed from the windows at scrape time.
+
+    Only the worst :data:`N_DRIFT_FEATURES` features of each ensemble are exported, so the
+    label set stays bounded and a feature that leaves the worst ones leaves no stale series.
+    """
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for ensemble, worst in self._metrics.worst_features().items():
+            for feature, psi in worst.items():
+                family.add_metric([ensemble, feature], psi)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "ensembles_feature_drift",
+            f"Population stability index of the {N_DRIFT_FEATURES} most drifted features of "
+            f"the last ~{DRIFT_WINDOW_ROWS} rows against held-out quantile bins (this worker)",
+            labels=["ensemble", "feature"],
+        )
+
+
 class ServingMetrics:
     """All metrics of one app, in their own registry (so tests can create many apps).
 
-    Drift: for every combined batch the mean absolute z-score of its rows against the
-    held-out feature statistics of the version, and the mean reported variance, each
-    divided by its held-out level and smoothed exponentially (``DRIFT_ALPHA`` per batch).
-    ``ensembles_drift_ratio`` near 1 means traffic looks like held-out data; 2 means twice
-    as far from the training distribution (features) or twice as uncertain (variance).
-    Rows with a feature over ``OUT_OF_RANGE_Z`` held-out standard deviations out are served
-    and counted in ``ensembles_out_of_range_rows``.
+    Drift, per version served, over a window of the last ~``DRIFT_WINDOW_ROWS`` rows
+    (exponentially weighted by row): ``ensembles_drift_ratio`` with ``signal="feature_z"``
+    (mean absolute z-score of the rows against the held-out feature statistics) and
+    ``signal="variance"`` (mean served member disagreement, the ``variance`` output), each
+    divided by the same figure on the held-out validation rows, so both sit near 1 while
+    traffic looks like held-out data; 2 means twice as far from the training distribution
+    or twice the disagreement. Per feature, ``ensembles_feature_drift`` gives the
+    population stability index of the window against held-out quantile bins for the
+    ``N_DRIFT_FEATURES`` worst features (one shifted feature among many is visible there
+    when the mean z-score barely moves). ``ensembles_prediction_variance`` is the per-row
+    variance in units of its held-out mean. Rows with a feature over ``OUT_OF_RANGE_Z``
+    held-out standard deviations out are served and counted in
+    ``ensembles_out_of_range_rows``.
 
     With several workers (``PROMETHEUS_MULTIPROC_DIR`` set, as ``python -m serving
     --workers N`` does), every worker writes its values to files in that folder and
     :meth:`render` aggregates all workers: counters and histograms are summed, the gauges
     show the most recent value of a live worker (versions held: the largest), and a worker
-    that exits is marked dead (:meth:`close`) so its gauges disappear.
+    that exits is marked dead (:meth:`close`) so its gauges disappear. The drift
+    windows are per worker: ``ensembles_feature_drift`` is that of the worker answering the
+    scrape (each worker sees a random share of the traffic).
     """
 
     def __init__(self) -> None:
@@ -126,13 +231,20 @@ class ServingMetrics:
         )
         self.variance = Histogram(
             "ensembles_prediction_variance",
-            "Per-row mean variance across members reported in predictions",
+            "Per-row member variance (pool disagreement) served, divided by its held-out mean",
             ["ensemble"],
-            buckets=tuple(float(edge) for edge in _VARIANCE_EDGES),
+            buckets=tuple(float(edge) for edge in _VARIANCE_RATIO_EDGES),
             registry=self.registry,
         )
         self._drift_lock = threading.Lock()
-        self._drift_state: dict[tuple[str, str], float] = {}
+        #: The drift window of every runtime that served a batch (gone with the runtime).
+        self._windows: weakref.WeakKeyDictionary[EnsembleRuntime, _DriftWindow] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Per ensemble, the window of the version that served its latest batch.
+        self._latest: dict[str, _DriftWindow] = {}
+        self._feature_drift = _FeatureDriftCollector(self)
+        self.registry.register(self._feature_drift)
 
     def batch_hook(self, ensemble: str) -> Callable[[int], None]:
         """A callback that records the rows of every onnxruntime call of ``ensemble``."""
@@ -154,7 +266,7 @@ class ServingMetrics:
         Parameters
         ----------
         runtime : EnsembleRuntime
-        X : np.ndarray, shape (n_samples, n_features)
+        X : np.ndarray of float32, shape (n_samples, n_features)
             The rows of every request of the batch, concatenated.
         prediction : Prediction
             Their combined prediction.
@@ -165,42 +277,59 @@ class ServingMetrics:
         rows_histogram = self.request_rows.labels(name)
         for n_rows in request_rows:
             rows_histogram.observe(n_rows)
+        baseline: Baseline | None = runtime.baseline
+        if baseline is None:
+            return
         variance = prediction.uncertainty.get("variance")
         row_variance = None
         if variance is not None:
             row_variance = variance.reshape(len(X), -1).mean(axis=1)
             row_variance = row_variance[np.isfinite(row_variance)]  # refused rows
-            bins = np.bincount(
-                np.searchsorted(_VARIANCE_EDGES, row_variance, side="left"),
-                minlength=len(_VARIANCE_EDGES) + 1,
-            )
-            _observe_counts(self.variance.labels(name), bins, float(row_variance.sum()))
-        baseline: Baseline | None = runtime.baseline
-        if baseline is None:
-            return
+            if baseline.mean_variance > 0:
+                ratio = row_variance / baseline.mean_variance
+                bins = np.bincount(
+                    np.searchsorted(_VARIANCE_RATIO_EDGES, ratio, side="left"),
+                    minlength=len(_VARIANCE_RATIO_EDGES) + 1,
+                )
+                _observe_counts(self.variance.labels(name), bins, float(ratio.sum()))
         z_scores = np.abs((X - baseline.feature_mean) / baseline.feature_std)
         far = int(np.count_nonzero(z_scores.max(axis=1) > OUT_OF_RANGE_Z))
         if far:
             self.out_of_range.labels(name).inc(far)
-        self._update_drift(name, "feature_z", float(z_scores.mean()) / baseline.mean_abs_z)
-        if row_variance is not None and len(row_variance) and baseline.mean_variance > 0:
-            self._update_drift(
-                name, "variance", float(row_variance.mean()) / baseline.mean_variance
-            )
-
-    def _update_drift(self, ensemble: str, signal: str, value: float) -> None:
-        key = (ensemble, signal)
+        counts = baseline.bin_counts(X)
         with self._drift_lock:
-            previous = self._drift_state.get(key)
-            value = value if previous is None else previous + DRIFT_ALPHA * (value - previous)
-            self._drift_state[key] = value
-        self.drift.labels(ensemble, signal).set(value)
+            window = self._windows.get(runtime)
+            if window is None:
+                window = _DriftWindow(baseline, runtime.manifest.input.feature_names)
+                self._windows[runtime] = window
+            window.add(z_scores.mean(axis=1), row_variance, counts)
+            self._latest[name] = window
+            ratios = window.ratios()
+        for signal, value in ratios.items():
+            self.drift.labels(name, signal).set(value)
+
+    def feature_drift(self, runtime: EnsembleRuntime) -> dict[str, float] | None:
+        """The worst features of the traffic ``runtime`` served (name -> PSI, largest first).
+
+        None before it served a batch (in this worker) or without a held-out baseline.
+        """
+        with self._drift_lock:
+            window = self._windows.get(runtime)
+            return None if window is None else window.worst_features()
+
+    def worst_features(self) -> dict[str, dict[str, float]]:
+        """Per ensemble, the worst features of the version that served its latest batch."""
+        with self._drift_lock:
+            return {name: window.worst_features() for name, window in self._latest.items()}
 
     def reset_drift(self, ensemble: str) -> None:
-        """Forget the smoothed drift of an ensemble (a new version has a new baseline)."""
+        """Stop exporting an ensemble's feature drift until its new version serves a batch.
+
+        Every version has its own window (a new version has a new baseline), so nothing of
+        the old version's traffic enters the new one's signals.
+        """
         with self._drift_lock:
-            for key in [k for k in self._drift_state if k[0] == ensemble]:
-                del self._drift_state[key]
+            self._latest.pop(ensemble, None)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, when several)."""
@@ -208,6 +337,7 @@ class ServingMetrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        registry.register(self._feature_drift)
         return generate_latest(registry)
 
     def close(self) -> None:

@@ -14,20 +14,20 @@ import onnxruntime as ort
 
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
-from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.heldout import HeldoutPredictions
 from ensembles.reproduction import (
-    TEST_OUTPUTS_FILE,
     WEIGHT_AVERAGE,
+    check_member_reproduction,
     check_reproduction,
-    load_test_outputs,
+    stored_test_data,
     verify_combiners,
 )
 from ensembles.store import ModelStore, StoredVersion
-from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
+from ensembles.uncertainty import served_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.errors import InvalidRequestError, OverloadedError
 from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, FusedMembers, session_options
-from serving.prediction import Prediction, baseline_from
+from serving.prediction import Prediction, baseline_from, finite_rows
 from serving.signature import TensorSpec, load_onnx
 from serving.v2_codec import TensorMeta
 
@@ -39,12 +39,20 @@ LABEL = "label"
 PredictionHook = Callable[["EnsembleRuntime", np.ndarray, "Prediction", list[int]], None]
 
 
+#: What the weight-averaged model returns: its values, and its own variance head or None.
+_AveragedOutputs = tuple[np.ndarray, np.ndarray | None]
+
+
 @dataclass(frozen=True)
 class _WeightAverage:
-    """The weight-averaged model: its own session and the members it averaged."""
+    """The weight-averaged model: its own session and the outputs it is run for.
+
+    ``output_names`` is the value output, then the variance head's output when the model
+    has one (Gaussian-head members average into a Gaussian-head model).
+    """
 
     session: ort.InferenceSession
-    member_index: np.ndarray
+    output_names: tuple[str, ...]
 
 
 class EnsembleRuntime:
@@ -141,7 +149,7 @@ class EnsembleRuntime:
                 f"{self.label}/manifest.json: default combiner '{manifest.default_combiner}' is "
                 f"not among the fitted combiners {sorted(self.combiners)}"
             )
-        heldout, expected = self._stored_test_data()
+        heldout, expected = stored_test_data(stored)
         del self._files  # every byte needed is parsed now
         self.baseline = baseline_from(heldout.validation, manifest)
         self._batcher: Any = None
@@ -194,7 +202,7 @@ class EnsembleRuntime:
         stored = store.read_version(name, version)
         try:
             return cls(stored, **options)
-        except IntegrityError:
+        except (IntegrityError, OSError):  # an OS error may pass: the registry decides
             raise
         except Exception as exc:
             raise IntegrityError(
@@ -225,25 +233,21 @@ class EnsembleRuntime:
     def _load_onnx(self, file: str) -> Any:
         return load_onnx(self._file(file), self.manifest, f"{self.label}/{file}")
 
-    def _stored_test_data(self) -> tuple[HeldoutPredictions, dict[str, np.ndarray]]:
-        heldout = HeldoutPredictions.load(self._file(HELDOUT_FILE), f"{self.label}/{HELDOUT_FILE}")
-        expected = load_test_outputs(
-            self._file(TEST_OUTPUTS_FILE), f"{self.label}/{TEST_OUTPUTS_FILE}"
-        )
-        return heldout, expected
-
     def _verify_reproduction(
         self, heldout: HeldoutPredictions, expected: dict[str, np.ndarray]
     ) -> None:
-        """Refuse the version unless every combiner reproduces its stored test outputs."""
+        """Refuse the version unless the members reproduce their stored test predictions and
+        every combiner (the averaged graph too) its stored test outputs."""
         test = heldout.test
+        X = np.ascontiguousarray(test.X, dtype=np.float32)
         rules = {n: c for n, c in self.combiners.items() if not isinstance(c, _WeightAverage)}
         try:
+            check_member_reproduction(self._members(X), test)
             verify_combiners(rules, test, expected)
             for name, rule in self.combiners.items():
                 if isinstance(rule, _WeightAverage):
-                    X = np.ascontiguousarray(test.X, dtype=np.float32)
-                    check_reproduction(name, self._run_averaged(rule, X), expected, model=True)
+                    values = self._run_averaged(rule, X)[0]  # type: ignore[index]
+                    check_reproduction(name, values, expected, model=True)
         except EnsembleError as exc:
             raise IntegrityError(f"{self.label}: {exc}") from exc
 
@@ -266,7 +270,9 @@ class EnsembleRuntime:
             sess_options=self._options,
             providers=["CPUExecutionProvider"],
         )
-        return _WeightAverage(session, np.array([known.index(i) for i in ids]))
+        output = self.manifest.output
+        names = (output.name, output.variance_name) if output.variance_name else (output.name,)
+        return _WeightAverage(session, names)
 
     def _warm_up(self) -> tuple[tuple[str, ...], tuple[TensorSpec, ...]]:
         X = np.zeros((2, self.n_features), dtype=np.float32)
@@ -388,7 +394,8 @@ class EnsembleRuntime:
         """
         X = self.check_input(X)
         prediction = self._run_one(X, self.resolve_combiner(combiner), members, uncertainty)
-        _refuse_nonfinite(prediction)
+        if bad := prediction.nonfinite_rows():
+            raise _nonfinite_error(bad)
         return prediction
 
     async def predict_async(
@@ -447,7 +454,8 @@ class EnsembleRuntime:
         """One request without micro-batching (worker thread), reported to the hook."""
         prediction = self._run_one(X, name, members, uncertainty)
         self._report(X, prediction, [len(X)])
-        _refuse_nonfinite(prediction)
+        if bad := prediction.nonfinite_rows():
+            raise _nonfinite_error(bad)
         return prediction
 
     def _run_one(
@@ -508,16 +516,14 @@ class EnsembleRuntime:
                 averaged = self._run_averaged(rule, Xg)
                 combined = self._finish(Xg, name, og, vg, averaged, False, uncertainty)
                 self._report(Xg, combined, [stop - start for start, stop in local])
-                finite = _finite_rows(combined)
                 for i, (start, stop) in zip(indices, local, strict=True):
                     part = combined.rows(start, stop)
                     if spans[i][0][2]:  # per-member outputs asked for
                         a, b = spans[i][1], spans[i][2]
                         part.member_outputs = outputs[:, a:b]
                         part.member_variances = None if variances is None else variances[:, a:b]
-                    results[i] = part
-                    if not finite[start:stop].all():
-                        results[i] = _nonfinite_error(~finite[start:stop])
+                    bad = part.nonfinite_rows()
+                    results[i] = _nonfinite_error(bad) if bad else part
             except Exception as exc:
                 for i in indices:
                     results[i] = exc
@@ -526,10 +532,12 @@ class EnsembleRuntime:
     def _needs_members(self, rule: Any, members: bool, uncertainty: bool) -> bool:
         return members or uncertainty or not isinstance(rule, _WeightAverage)
 
-    def _run_averaged(self, rule: Any, X: np.ndarray) -> np.ndarray | None:
+    def _run_averaged(self, rule: Any, X: np.ndarray) -> _AveragedOutputs | None:
+        """The weight-averaged model's values and own variance on ``X``; None for a rule."""
         if not isinstance(rule, _WeightAverage):
             return None
-        return rule.session.run([self.manifest.output.name], {self.manifest.input.name: X})[0]
+        results = rule.session.run(list(rule.output_names), {self.manifest.input.name: X})
+        return results[0], results[1] if len(results) > 1 else None
 
     def _finish(
         self,
@@ -537,48 +545,48 @@ class EnsembleRuntime:
         name: str,
         outputs: np.ndarray | None,
         variances: np.ndarray | None,
-        averaged: np.ndarray | None,
+        averaged: _AveragedOutputs | None,
         members: bool,
         uncertainty: bool,
         *,
         check: bool = False,
     ) -> Prediction:
-        """Combine and measure uncertainty; ``check`` validates the member values (warm-up)."""
+        """Combine and measure uncertainty; ``check`` validates the member values (warm-up).
+
+        The served output is the combiner's (or the weight-averaged model's own); the
+        uncertainty is :func:`~ensembles.uncertainty.served_uncertainty` of it over the
+        whole member pool, the averaged model's variance head as its aleatoric part.
+        """
         rule = self.combiners[name]
-        weights = None
-        spread_outputs, spread_variances = outputs, variances
-        if isinstance(rule, _WeightAverage):
-            combined = np.asarray(averaged, dtype=np.float64)
-            if outputs is not None:
-                spread_outputs = outputs[rule.member_index]
-                if variances is not None:
-                    spread_variances = variances[rule.member_index]
         # Member outputs come from verified sessions whose values the warm-up checked: convert
-        # them to float64 once here, and let combine and uncertainty skip their checks.
-        if spread_outputs is not None:
-            spread_outputs = spread_outputs.astype(np.float64)
-        if spread_variances is not None and uncertainty:
-            spread_variances = spread_variances.astype(np.float64)
-        # Rows that overflow are refused once combined (``_finite_rows``): numpy need not warn.
+        # them to float64 once here, and let combine skip its checks.
+        pool = None if outputs is None else outputs.astype(np.float64)
+        pool_variances = None
+        if variances is not None and uncertainty:
+            pool_variances = variances.astype(np.float64)
+        served_variance = None
+        # Rows that overflow are refused once combined (``Prediction.finite``): no warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if not isinstance(rule, _WeightAverage):
+            if isinstance(rule, _WeightAverage):
+                values, own_variance = averaged  # type: ignore[misc]
+                combined = values.astype(np.float64)
+                if own_variance is not None and uncertainty:
+                    served_variance = own_variance.astype(np.float64)
+            else:
                 try:
-                    combined = rule.combine(spread_outputs, X, check=check)
+                    combined = rule.combine(pool, X, check=check)
                 except EnsembleError as exc:  # the member outputs are ours: a server-side fault
                     raise IntegrityError(f"combiner '{name}' failed: {exc}") from exc
-                weights = rule.member_weights
             measures: dict[str, np.ndarray] = {}
             if uncertainty:
-                if self.task == "classification":
-                    measures = classification_uncertainty(spread_outputs, weights, combined)
-                else:
-                    measures = regression_uncertainty(
-                        spread_outputs,
-                        spread_variances,
-                        weights,
-                        self.interval_level,
-                        combined,
-                    )
+                measures = served_uncertainty(
+                    self.task,
+                    pool,
+                    combined,
+                    pool_variances,
+                    served_variance,
+                    self.interval_level,
+                )
         labels = combined.argmax(axis=1) if self.task == "classification" else None
         return Prediction(
             combiner=name,
@@ -587,34 +595,15 @@ class EnsembleRuntime:
             uncertainty=measures,
             member_outputs=outputs if members else None,
             member_variances=variances if members else None,
+            finite=finite_rows(combined, measures, outputs, variances),
         )
 
 
-def _finite_rows(prediction: Prediction) -> np.ndarray:
-    """``(n_samples,)`` bool: every output of the row (members included) is finite."""
-    n_samples = len(prediction.combined)
-    arrays = [prediction.combined, *prediction.uncertainty.values()]
-    finite = np.ones(n_samples, dtype=bool)
-    for array in arrays:
-        finite &= np.isfinite(array).reshape(n_samples, -1).all(axis=1)
-    for per_member in (prediction.member_outputs, prediction.member_variances):
-        if per_member is not None:
-            finite &= np.isfinite(per_member).all(axis=(0, 2))
-    return finite
-
-
-def _nonfinite_error(bad: np.ndarray) -> InvalidRequestError:
-    """The refusal of a request whose rows (``bad``: bool per row) drive an output non-finite."""
-    rows = np.flatnonzero(bad)
-    shown = ", ".join(map(str, rows[:10].tolist())) + (", …" if len(rows) > 10 else "")
+def _nonfinite_error(rows: list[int]) -> InvalidRequestError:
+    """The refusal of a request whose ``rows`` drive an output non-finite."""
+    shown = ", ".join(map(str, rows[:10])) + (", …" if len(rows) > 10 else "")
     return InvalidRequestError(
         f"rows [{shown}] drive the model's output to infinity or NaN: their values are far "
         "outside the range the ensemble was trained on; send values on the training scale",
         field="rows",
     )
-
-
-def _refuse_nonfinite(prediction: Prediction) -> None:
-    finite = _finite_rows(prediction)
-    if not finite.all():
-        raise _nonfinite_error(~finite)

@@ -29,7 +29,7 @@ for name, info in manifest.combiners.items():
         continue
     combiner = combiner_from_state(info.state)
     combined = combiner.combine(heldout.test.member_preds, heldout.test.X)
-    metrics = evaluate_predictions(heldout.test, combined, combiner.member_weights, level)
+    metrics = evaluate_predictions(heldout.test, combined, level)
     # Another process (and maybe BLAS kernel) than the one that trained: the last bits of
     # float64 results may differ, so outputs and metrics agree to a tolerance, not bitwise.
     same_output = np.allclose(combined, expected[name], rtol=1e-10, atol=1e-12)

@@ -10,8 +10,8 @@ import pytest
 from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.uncertainty import (
     UNCERTAINTY_NAMES,
-    classification_uncertainty,
-    regression_uncertainty,
+    member_variance,
+    served_uncertainty,
 )
 
 
@@ -20,92 +20,115 @@ def member_probs(seed=0, n_members=5, n_samples=50, n_classes=4):
     return rng.dirichlet(np.full(n_classes, 0.7), size=(n_members, n_samples))
 
 
+def entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=-1)
+
+
 def test_classification_hand_example():
-    # Two members, one sample: [1, 0] and [0.5, 0.5], weights 3:1.
+    # Two members, one sample: [1, 0] and [0.5, 0.5]; a combiner serves [0.3, 0.7].
     member_preds = np.array([[[1.0, 0.0]], [[0.5, 0.5]]])
-    result = classification_uncertainty(member_preds, weights=np.array([3.0, 1.0]))
-    mean = np.array([0.875, 0.125])
-    np.testing.assert_allclose(
-        result["variance"], [[0.75 * 0.125**2 + 0.25 * 0.375**2] * 2], atol=1e-15
-    )
-    predictive = -(mean * np.log(mean)).sum()
-    np.testing.assert_allclose(result["predictive_entropy"], [predictive], atol=1e-15)
-    np.testing.assert_allclose(result["expected_entropy"], [0.25 * np.log(2)], atol=1e-15)
-    np.testing.assert_allclose(
-        result["mutual_information"], [predictive - 0.25 * np.log(2)], atol=1e-15
-    )
-    # The tied member [0.5, 0.5] votes class 0 (lowest index), as does the mean.
-    np.testing.assert_allclose(result["agreement"], [1.0])
-
-
-def test_entropy_decomposition_and_keys():
-    member_preds = member_probs()
-    weights = np.array([1.0, 2.0, 3.0, 1.0, 0.5])
-    result = classification_uncertainty(member_preds, weights)
+    served = np.array([[0.3, 0.7]])
+    result = served_uncertainty("classification", member_preds, served)
     assert tuple(result) == UNCERTAINTY_NAMES["classification"]
+    # Of the served probabilities:
+    served_entropy = -(0.3 * np.log(0.3) + 0.7 * np.log(0.7))
+    np.testing.assert_allclose(result["predictive_entropy"], [served_entropy], atol=1e-15)
+    np.testing.assert_allclose(result["max_probability"], [0.7])
+    # Of the pool, members weighed equally (pool mean [0.75, 0.25]):
+    np.testing.assert_allclose(result["variance"], [[0.0625, 0.0625]], atol=1e-15)
+    np.testing.assert_allclose(result["expected_entropy"], [0.5 * np.log(2)], atol=1e-15)
+    pool_entropy = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
     np.testing.assert_allclose(
-        result["predictive_entropy"],
-        result["expected_entropy"] + result["mutual_information"],
-        atol=1e-6,
+        result["mutual_information"], [pool_entropy - 0.5 * np.log(2)], atol=1e-15
     )
-    assert np.all(result["mutual_information"] > 0)
-    assert result["variance"].shape == (50, 4)
-    assert all(result[key].shape == (50,) for key in UNCERTAINTY_NAMES["classification"][1:])
+    # The served label is class 1; the tied member [0.5, 0.5] votes class 0 (lowest index).
+    np.testing.assert_allclose(result["agreement"], [0.0])
 
 
-def test_uniform_weights_equal_none():
+def test_disagreement_ignores_the_combiner_and_entropy_follows_the_served_output():
     member_preds = member_probs()
-    none = classification_uncertainty(member_preds)
-    uniform = classification_uncertainty(member_preds, np.full(5, 7.0))
-    for key in none:
-        np.testing.assert_allclose(uniform[key], none[key], atol=1e-14)
-    np.testing.assert_allclose(none["variance"], member_preds.var(axis=0), atol=1e-14)
-
-
-def test_agreement_against_given_combined_output():
-    member_preds = np.array([[[0.9, 0.1]], [[0.8, 0.2]], [[0.4, 0.6]]])
-    default = classification_uncertainty(member_preds)
-    np.testing.assert_allclose(default["agreement"], [2 / 3])
-    against_stack = classification_uncertainty(member_preds, combined=np.array([[0.3, 0.7]]))
-    np.testing.assert_allclose(against_stack["agreement"], [1 / 3])
+    pool_mean = member_preds.mean(axis=0)
+    at_mean = served_uncertainty("classification", member_preds, pool_mean)
+    one_hot = np.eye(4)[member_preds[2].argmax(axis=1)]  # a combiner that picks member 2
+    picked = served_uncertainty("classification", member_preds, one_hot)
+    for key in ("variance", "expected_entropy", "mutual_information"):
+        np.testing.assert_array_equal(picked[key], at_mean[key])
+    np.testing.assert_allclose(at_mean["variance"], member_preds.var(axis=0), atol=1e-15)
+    np.testing.assert_allclose(at_mean["variance"], member_variance(member_preds), atol=0)
+    # At the pool mean the entropy decomposes; served one-hot has no entropy at all.
+    np.testing.assert_allclose(
+        at_mean["predictive_entropy"],
+        at_mean["expected_entropy"] + at_mean["mutual_information"],
+        atol=1e-12,
+    )
+    assert np.all(at_mean["mutual_information"] > 0)
+    np.testing.assert_array_equal(picked["predictive_entropy"], 0.0)
+    assert not np.signbit(picked["predictive_entropy"]).any()  # 0, not -0, in JSON
+    np.testing.assert_array_equal(picked["max_probability"], 1.0)
+    agrees = member_preds.argmax(axis=2) == member_preds[2].argmax(axis=1)
+    np.testing.assert_allclose(picked["agreement"], agrees.mean(axis=0))
+    assert np.all(picked["agreement"] >= 0.2)  # member 2 always agrees with itself
+    assert at_mean["variance"].shape == (50, 4)
+    assert all(at_mean[key].shape == (50,) for key in UNCERTAINTY_NAMES["classification"][1:])
 
 
 def test_identical_members_have_no_disagreement():
     member = member_probs(n_members=1)
-    result = classification_uncertainty(np.repeat(member, 3, axis=0))
-    # Zero up to the rounding of the 1/3 weights.
-    assert result["variance"].max() < 1e-30
+    result = served_uncertainty("classification", np.repeat(member, 3, axis=0), member[0])
+    assert result["variance"].max() < 1e-30  # zero up to the rounding of the mean
     np.testing.assert_allclose(result["mutual_information"], 0.0, atol=1e-15)
     assert np.all(result["agreement"] == 1)
+    np.testing.assert_allclose(result["predictive_entropy"], entropy(member[0]), atol=1e-15)
 
 
 def test_zero_probabilities_have_finite_entropy():
-    result = classification_uncertainty(np.array([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]]))
+    member_preds = np.array([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])
+    result = served_uncertainty("classification", member_preds, member_preds.mean(axis=0))
     np.testing.assert_allclose(result["predictive_entropy"], [np.log(2)])
     np.testing.assert_allclose(result["expected_entropy"], [0.0])
+    np.testing.assert_allclose(result["mutual_information"], [np.log(2)])
 
 
 def test_regression_total_variance_is_aleatoric_plus_epistemic():
     rng = np.random.default_rng(1)
     member_preds = rng.normal(size=(4, 30, 2))
     member_variances = rng.uniform(0.1, 2.0, size=(4, 30, 2))
-    weights = np.array([0.1, 0.2, 0.3, 0.4])
-    result = regression_uncertainty(member_preds, member_variances, weights)
+    served = rng.normal(size=(30, 2))  # e.g. a blend's output
+    result = served_uncertainty("regression", member_preds, served, member_variances)
     assert tuple(result) == UNCERTAINTY_NAMES["regression"]
-    mean = np.tensordot(weights, member_preds, axes=1)
-    epistemic = np.tensordot(weights, (member_preds - mean) ** 2, axes=1)
-    aleatoric = np.tensordot(weights, member_variances, axes=1)
+    epistemic = member_preds.var(axis=0)
+    aleatoric = member_variances.mean(axis=0)
     np.testing.assert_allclose(result["variance"], epistemic, atol=1e-14)
     np.testing.assert_allclose(result["aleatoric_variance"], aleatoric, atol=1e-14)
     np.testing.assert_allclose(result["total_variance"], aleatoric + epistemic, atol=1e-14)
     z = 1.6448536269514722  # the normal quantile at 0.95
-    np.testing.assert_allclose(result["interval_upper"], mean + z * np.sqrt(aleatoric + epistemic))
-    np.testing.assert_allclose(result["interval_lower"], mean - z * np.sqrt(aleatoric + epistemic))
+    half_width = z * np.sqrt(aleatoric + epistemic)
+    np.testing.assert_allclose(result["interval_upper"], served + half_width)
+    np.testing.assert_allclose(result["interval_lower"], served - half_width)
 
 
-def test_regression_interval_uses_epistemic_variance_and_combined_centre():
+def test_the_served_models_own_variance_is_the_aleatoric_part():
+    # The weight-averaged model: its own value and variance head, the pool's disagreement.
     member_preds = np.array([[[1.0]], [[3.0]]])
-    result = regression_uncertainty(member_preds, level=0.5, combined=np.array([[10.0]]))
+    result = served_uncertainty(
+        "regression",
+        member_preds,
+        np.array([[2.5]]),
+        member_variances=np.array([[[9.0]], [[9.0]]]),
+        served_variance=np.array([[0.5]]),
+        level=0.5,
+    )
+    np.testing.assert_allclose(result["variance"], [[1.0]])
+    np.testing.assert_allclose(result["aleatoric_variance"], [[0.5]])
+    np.testing.assert_allclose(result["total_variance"], [[1.5]])
+    z = NormalDist().inv_cdf(0.75)
+    np.testing.assert_allclose(result["interval_lower"], [[2.5 - z * np.sqrt(1.5)]])
+    np.testing.assert_allclose(result["interval_upper"], [[2.5 + z * np.sqrt(1.5)]])
+
+
+def test_regression_interval_uses_epistemic_variance_without_aleatoric():
+    member_preds = np.array([[[1.0]], [[3.0]]])
+    result = served_uncertainty("regression", member_preds, np.array([[10.0]]), level=0.5)
     assert set(result) == {"variance", "interval_lower", "interval_upper"}
     np.testing.assert_allclose(result["variance"], [[1.0]])
     z = NormalDist().inv_cdf(0.75)
@@ -119,8 +142,8 @@ def test_regression_interval_covers_its_level():
     rng = np.random.default_rng(2)
     member_preds = rng.normal(size=(5, 20000, 1))
     member_variances = rng.uniform(0.5, 1.5, size=member_preds.shape)
-    result = regression_uncertainty(member_preds, member_variances, level=0.8)
     centre = member_preds.mean(axis=0)
+    result = served_uncertainty("regression", member_preds, centre, member_variances, level=0.8)
     y = centre + np.sqrt(result["total_variance"]) * rng.normal(size=centre.shape)
     inside = (result["interval_lower"] <= y) & (y <= result["interval_upper"])
     assert inside.mean() == pytest.approx(0.8, abs=0.01)
@@ -128,17 +151,20 @@ def test_regression_interval_covers_its_level():
 
 def test_errors_name_the_problem():
     member_preds = member_probs()
-    with pytest.raises(ShapeError, match="Got 2 weights for 5 members"):
-        classification_uncertainty(member_preds, np.ones(2))
-    with pytest.raises(ConfigError, match="non-negative and sum to more than zero"):
-        classification_uncertainty(member_preds, -np.ones(5))
+    served = member_preds.mean(axis=0)
     with pytest.raises(ShapeError, match=r"\(n_members, n_samples, n_outputs\).*\(50, 4\)"):
-        classification_uncertainty(member_preds[0])
-    with pytest.raises(ShapeError, match=r"combined must have shape .* \(50, 4\).*\(50, 3\)"):
-        classification_uncertainty(member_preds, combined=np.ones((50, 3)))
+        served_uncertainty("classification", member_preds[0], served)
+    with pytest.raises(ShapeError, match=r"served must have shape \(50, 4\).*\(50, 3\)"):
+        served_uncertainty("classification", member_preds, np.ones((50, 3)))
+    with pytest.raises(ConfigError, match="task must be 'classification' or 'regression'"):
+        served_uncertainty("ranking", member_preds, served)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="interval level must be in"):
-        regression_uncertainty(member_preds, level=1.0)
-    with pytest.raises(ShapeError, match="member_variances must have the shape"):
-        regression_uncertainty(member_preds, member_variances=np.ones((5, 50, 1)))
+        served_uncertainty("regression", member_preds, served, level=1.0)
+    with pytest.raises(ShapeError, match="member_variances must have shape"):
+        served_uncertainty("regression", member_preds, served, np.ones((5, 50, 1)))
     with pytest.raises(DataError, match="member_variances must be non-negative"):
-        regression_uncertainty(member_preds, member_variances=-np.ones_like(member_preds))
+        served_uncertainty("regression", member_preds, served, -np.ones_like(member_preds))
+    with pytest.raises(ShapeError, match="served_variance must have shape"):
+        served_uncertainty("regression", member_preds, served, served_variance=np.ones(50))
+    with pytest.raises(DataError, match="served_variance must be non-negative"):
+        served_uncertainty("regression", member_preds, served, served_variance=-served)

@@ -1,6 +1,7 @@
-"""Benchmark of combiners and strategies: accuracy, uncertainty quality, cost and diversity."""
+"""Benchmark of combiners and strategies: accuracy, uncertainty, shift, OOD, cost, diversity."""
 
 from ensembles.benchmark.diversity import error_correlation, member_errors, pairwise_disagreement
+from ensembles.benchmark.ood import detection_auroc, fpr_at_tpr
 from ensembles.benchmark.runner import ALL_STRATEGIES, BenchmarkRequest, run_benchmark
 from ensembles.benchmark.uncertainty_quality import (
     misclassification_auroc,
@@ -11,7 +12,9 @@ from ensembles.benchmark.uncertainty_quality import (
 __all__ = [
     "ALL_STRATEGIES",
     "BenchmarkRequest",
+    "detection_auroc",
     "error_correlation",
+    "fpr_at_tpr",
     "member_errors",
     "misclassification_auroc",
     "pairwise_disagreement",

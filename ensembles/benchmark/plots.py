@@ -1,4 +1,4 @@
-"""PNG plots of a benchmark: reliability per combiner, ensemble size, uncertainty against error."""
+"""PNG plots of a benchmark: reliability, ensemble size, uncertainty against error, OOD, shift."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from ensembles.benchmark.report import BASELINES, PRIMARY
+from ensembles.benchmark.headline import BASELINES
+from ensembles.benchmark.ood import REFERENCES, ROC_GRID, TARGET_TPR, measure_label
+from ensembles.benchmark.report import PRIMARY
 from ensembles.benchmark.scoring import N_MEMBER_ORDERS
+from ensembles.benchmark.shift import SHIFT_METRICS
 
 
 def write_plots(results: dict[str, Any], folder: Path) -> list[str]:
     """Draw every plot into ``folder``; return the file names written.
 
     Files: ``reliability_<strategy>.png`` (a panel per combiner and one for the
-    same-budget single network, pooled over repeats), ``ensemble_size.png`` and
-    ``uncertainty_error.png`` (a panel per strategy).
+    same-budget single network, pooled over repeats), ``ensemble_size.png``,
+    ``uncertainty_error.png`` and, when the runs have them, ``ood_roc.png`` (a panel per
+    strategy) and ``shift.png`` (a panel per metric).
     """
     import matplotlib
 
@@ -29,6 +33,10 @@ def write_plots(results: dict[str, Any], folder: Path) -> list[str]:
         written.append(_reliability(results["task"], strategy, runs, folder))
     written.append(_ensemble_size(results, folder))
     written.append(_uncertainty_error(results, folder))
+    if all("ood" in run for run in results["runs"]):
+        written.append(_ood_roc(results, folder))
+    if all("shift" in run for run in results["runs"]):
+        written.append(_shift(results, folder))
     return written
 
 
@@ -135,3 +143,60 @@ def _uncertainty_error(results: dict[str, Any], folder: Path) -> str:
         axis.legend(fontsize=7)
     figure.suptitle("Uncertainty against error (10 quantile bins)", fontsize=11)
     return _save(figure, folder / "uncertainty_error.png")
+
+
+def _ood_roc(results: dict[str, Any], folder: Path) -> str:
+    strategies = list(results["summary"])
+    figure, axes = _grid(len(strategies))
+    for axis, strategy in zip(axes, strategies, strict=False):
+        ood = results["summary"][strategy]["ood"]
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        styles = dict(zip(REFERENCES, ("--", ":"), strict=True))
+        for model, measures in ood["roc"].items():
+            for name, curve in measures.items():
+                auroc = ood["detection"][model][name]["auroc"]["mean"]
+                label = measure_label(name) if model == "default" else f"{model} entropy"
+                axis.plot(
+                    ROC_GRID,
+                    _means(curve),
+                    linestyle=styles.get(model, "-"),
+                    color="black" if model in styles else None,
+                    label=f"{label} ({auroc:.3f})",
+                )
+        axis.axhline(TARGET_TPR, color="grey", linewidth=0.5)
+        axis.set_xlabel("false-positive rate (in-distribution rows)")
+        axis.set_ylabel("true-positive rate (held-out classes)")
+        axis.set_title(strategy, fontsize=10)
+        axis.legend(fontsize=6, loc="lower right")
+    figure.suptitle("Out-of-distribution detection (mean ROC over repeats; AUROC)", fontsize=11)
+    return _save(figure, folder / "ood_roc.png")
+
+
+def _shift(results: dict[str, Any], folder: Path) -> str:
+    metrics = SHIFT_METRICS[results["task"]]
+    strengths = results["runs"][0]["shift"]["strengths"]
+    figure, axes = _grid(len(metrics))
+    for axis, metric in zip(axes, metrics, strict=False):
+        singles: dict[float, list[float]] = {}
+        for strategy, group in results["summary"].items():
+            models = group["shift"]["models"]
+            axis.plot(
+                strengths, _means(models["default"][metric]), "o-", markersize=3, label=strategy
+            )
+            if "single_network" in models:
+                epochs = group["models"]["single_network"]["epochs"]["mean"]
+                singles.setdefault(epochs, _means(models["single_network"][metric]))
+        for (epochs, values), style in zip(singles.items(), ("--", ":", "-."), strict=False):
+            axis.plot(
+                strengths, values, style, color="black", label=f"single network ({epochs:.0f} ep.)"
+            )
+        axis.set_xlabel("noise (feature standard deviations)")
+        axis.set_ylabel(f"test {metric}")
+        axis.set_title(metric, fontsize=10)
+        axis.legend(fontsize=7)
+    figure.suptitle("Covariate shift: default combiner per strategy", fontsize=11)
+    return _save(figure, folder / "shift.png")
+
+
+def _means(points: list[dict[str, float]]) -> list[float]:
+    return [point["mean"] for point in points]

@@ -7,14 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ensembles.benchmark.aggregate import mean_std
+from ensembles.benchmark.aggregate import format_cell
+from ensembles.benchmark.headline import BASELINES, GAIN_CONFIDENCE, headline_table
+from ensembles.benchmark.ood import TARGET_TPR, ood_table
 from ensembles.benchmark.scoring import N_MEMBER_ORDERS
+from ensembles.benchmark.shift import shift_tables
 from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
 
-BASELINES: tuple[str, ...] = ("best_member", "average_member", "single_network")
-#: Confidence of the two-sided t interval of the mean paired gain in :func:`leaders`.
-GAIN_CONFIDENCE = 0.90
 #: Table columns per task: (result key, header, decimals); ``{level}`` is the interval
 #: level recorded in the manifests.
 COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
@@ -27,6 +27,7 @@ COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("selective_accuracy", "acc@80%", 3),
         ("auroc_variance", "AUROC var", 2),
         ("auroc_mi", "AUROC MI", 2),
+        ("effective_members", "eff. members", 1),
         ("train_seconds", "net train s", 2),
         ("assemble_seconds", "export+combine s", 2),
         ("infer_us_per_row", "µs/row", 1),
@@ -39,6 +40,7 @@ COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("coverage", "cover@{level}", 3),
         ("spearman", "ρ(var, err)", 2),
         ("selective_rmse", "RMSE@80%", 2),
+        ("effective_members", "eff. members", 1),
         ("train_seconds", "net train s", 2),
         ("assemble_seconds", "export+combine s", 2),
         ("infer_us_per_row", "µs/row", 1),
@@ -50,22 +52,6 @@ PRIMARY: dict[str, tuple[str, bool]] = {
     "classification": ("accuracy", True),
     "regression": ("rmse", False),
 }
-#: The headline loss per task (lower is better).
-LOSS: dict[str, str] = {"classification": "nll", "regression": "gaussian_nll"}
-
-
-def format_cell(stats: dict[str, float] | None, decimals: int, repeats: int = 1) -> str:
-    """``mean ± std`` with ``decimals`` decimals; an em dash when there is no number.
-
-    A number defined in fewer than ``repeats`` repeats says so: ``0.93 (n=1)``.
-    """
-    if not stats or not math.isfinite(stats.get("mean", math.nan)):
-        return "—"
-    n = int(stats.get("n", 1))
-    text = f"{stats['mean']:.{decimals}f}"
-    if n > 1:
-        text += f" ± {stats['std']:.{decimals}f}"
-    return text + (f" (n={n})" if n < repeats else "")
 
 
 def column_headers(task: str, level: float = 0.9) -> list[str]:
@@ -121,150 +107,8 @@ def diversity_table(results: dict[str, Any]) -> str:
     return format_table(header, rows)
 
 
-def paired_gain(gains: list[float], confidence: float = GAIN_CONFIDENCE) -> dict[str, Any]:
-    """Mean paired gain, its standard error and a two-sided t interval.
-
-    Parameters
-    ----------
-    gains : list of float, length n_repeats
-        Per-repeat gains (positive: the combiner is better); NaN values are skipped.
-    confidence : float
-        Confidence of the two-sided interval, 0.90 by default (the mean plus or minus the
-        0.95 quantile of Student's t with n - 1 degrees of freedom times the standard error).
-
-    Returns
-    -------
-    dict
-        ``gain`` (mean), ``gain_std``, ``gain_se`` (std / sqrt(n)), ``n``, ``low``,
-        ``high`` and ``beyond_spread``: True when n > 1 and the interval excludes zero. With
-        a few repeats this is a screening rule, not a significance test: repeats share
-        the dataset, so they are not independent samples.
-    """
-    from scipy.stats import t
-
-    stats = mean_std(gains)
-    n = int(stats["n"])
-    if n < 2:
-        return {
-            "gain": stats["mean"],
-            "gain_std": math.nan,
-            "gain_se": math.nan,
-            "n": n,
-            "low": math.nan,
-            "high": math.nan,
-            "beyond_spread": False,
-        }
-    se = stats["std"] / math.sqrt(n)
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * se
-    low, high = stats["mean"] - half, stats["mean"] + half
-    return {
-        "gain": stats["mean"],
-        "gain_std": stats["std"],
-        "gain_se": se,
-        "n": n,
-        "low": low,
-        "high": high,
-        "beyond_spread": bool(low > 0 or high < 0),
-    }
-
-
-def leaders(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per strategy and headline score: the best combiner against the best baseline, paired.
-
-    Both are chosen by their mean over repeats; the gain is then computed repeat by repeat
-    (same split, same members), so the split-to-split variation that dominates each
-    column's spread cancels. A lead counts as beyond the spread when the two-sided 90% t
-    interval of the mean paired gain excludes zero (see :func:`paired_gain`).
-
-    Returns
-    -------
-    list of dict
-        ``strategy``, ``metric``, ``best``, ``best_mean``, ``best_std``, ``baseline``,
-        ``baseline_mean``, ``baseline_std`` and the :func:`paired_gain` keys (positive
-        gain: the combiner is better).
-    """
-    task = results["task"]
-    primary, higher = PRIMARY[task]
-    found = []
-    for metric, better_high in ((primary, higher), (LOSS[task], False)):
-        sign = 1.0 if better_high else -1.0
-        for strategy, group in results["summary"].items():
-            scored = {
-                name: m[metric]
-                for name, m in group["models"].items()
-                if metric in m and math.isfinite(m[metric]["mean"])
-            }
-            combiners = {n: v for n, v in scored.items() if n not in BASELINES}
-            baselines = {n: v for n, v in scored.items() if n in BASELINES}
-            if not combiners or not baselines:
-                continue
-            best = max(combiners, key=lambda n: sign * combiners[n]["mean"])
-            base = max(baselines, key=lambda n: sign * baselines[n]["mean"])
-            gains = [
-                sign * (run["models"][best][metric] - run["models"][base][metric])
-                for run in results["runs"]
-                if run["strategy"] == strategy
-            ]
-            found.append(
-                {
-                    "strategy": strategy,
-                    "metric": metric,
-                    "best": best,
-                    "best_mean": combiners[best]["mean"],
-                    "best_std": combiners[best]["std"],
-                    "baseline": base,
-                    "baseline_mean": baselines[base]["mean"],
-                    "baseline_std": baselines[base]["std"],
-                    **paired_gain(gains),
-                }
-            )
-    return found
-
-
-def leaders_table(results: dict[str, Any]) -> str:
-    """:func:`leaders` as a Markdown table."""
-    rows = []
-    for item in leaders(results):
-        interval = "—"
-        if math.isfinite(item["low"]):
-            interval = f"[{item['low']:+.4f}, {item['high']:+.4f}]"
-        gain = f"{item['gain']:+.4f}"
-        if math.isfinite(item["gain_se"]):
-            gain += f" ± {item['gain_se']:.4f}"
-        n = item["n"]
-        rows.append(
-            (
-                item["strategy"],
-                item["metric"],
-                item["best"],
-                format_cell({"mean": item["best_mean"], "std": item["best_std"], "n": n}, 4),
-                item["baseline"],
-                format_cell(
-                    {"mean": item["baseline_mean"], "std": item["baseline_std"], "n": n}, 4
-                ),
-                gain,
-                item["n"],
-                interval,
-                "yes" if item["beyond_spread"] else "no",
-            )
-        )
-    header = [
-        "strategy",
-        "metric",
-        "best combiner",
-        "mean ± std",
-        "best baseline",
-        "mean ± std",
-        "paired gain ± se",
-        "n",
-        f"{GAIN_CONFIDENCE:.0%} t interval",
-        "beyond spread",
-    ]
-    return format_table(header, rows)
-
-
 def markdown_report(results: dict[str, Any], plots: list[str] | None = None) -> str:
-    """The whole report: settings, the results table, leaders, diversity and plot links."""
+    """The whole report: settings, what users get, OOD and shift, every model, diversity."""
     settings = results["settings"]
     lines = [
         f"# Benchmark: {results['dataset']} ({results['task']})",
@@ -275,16 +119,58 @@ def markdown_report(results: dict[str, Any], plots: list[str] | None = None) -> 
         f"{settings['seed'] + settings['repeats'] - 1} (split and members). Cells are "
         "mean ± standard deviation over repeats, on the test split.",
         "",
+        "## What users get: the default combiner against the baselines",
+        "",
+        "Default: the combiner each version serves when a request names none, chosen "
+        "without the test split; eff. members: 1 / Σw² of its member weights. Best "
+        "baseline: the best of best member, average member and same-budget single network "
+        "by test mean. Paired gain: mean ± standard error over the n repeats of (default - "
+        "baseline) on the same split, signed so that positive favours the default "
+        "(coverage: closeness to the nominal level). Beyond spread: the two-sided "
+        f"{GAIN_CONFIDENCE:.0%} Student-t interval of the mean gain excludes zero (a "
+        "screening rule, not a significance test); too few repeats: n < 2 or every repeat "
+        "gave the same gain. The last column is an oracle: the combiner with the best test "
+        "mean, which no user could have chosen.",
+        "",
+        headline_table(results),
+    ]
+    runs = results["runs"]
+    if all("ood" in run for run in runs):
+        first = runs[0]["ood"]
+        lines += [
+            "",
+            "## Out-of-distribution detection",
+            "",
+            f"Rows of the held-out classes ({first['n_out']}) against the "
+            f"{first['n_in']} in-distribution test rows, scored by every uncertainty measure "
+            "the default combiner serves (variance averaged over classes; 1−x for measures "
+            "of sureness) and by the predictive entropy of one network: the best member "
+            "(chosen on validation) and the same-budget single network. MI − x: the "
+            "default's mutual information minus that entropy, paired over repeats (mean ± "
+            "standard error; positive favours the ensemble). AUROC (higher is better):",
+            "",
+            ood_table(results, "auroc"),
+            "",
+            f"False-positive rate at {TARGET_TPR:.0%} true-positive rate (lower is better):",
+            "",
+            ood_table(results, "fpr95"),
+        ]
+    if all("shift" in run for run in runs):
+        lines += [
+            "",
+            "## Covariate shift",
+            "",
+            "Test rows plus Gaussian noise of k validation standard deviations per feature "
+            "(the same draws for every strategy of a repeat), scored for the default "
+            "combiner and the same-budget single network.",
+        ]
+        for metric, table in shift_tables(results):
+            lines += ["", f"**{metric}**:", "", table]
+    lines += [
+        "",
+        "## Every model",
+        "",
         results_table(results),
-        "",
-        "## Best combiner against the best baseline",
-        "",
-        "Paired gain: mean ± standard error over the n repeats of (combiner - baseline) on "
-        "the same split, signed so that positive favours the combiner. Beyond spread: the "
-        f"two-sided {GAIN_CONFIDENCE:.0%} Student-t interval of the mean gain excludes zero "
-        "(a screening rule, not a significance test).",
-        "",
-        leaders_table(results),
         "",
         "## Diversity and ensemble size (mean combiner)",
         "",

@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ensembles.benchmark.aggregate import summarize_runs
 from ensembles.benchmark.cost import TIMING_REPEATS, inference_cost
-from ensembles.benchmark.scoring import score_version
+from ensembles.benchmark.headline import BASELINES
+from ensembles.benchmark.ood import ood_scores
+from ensembles.benchmark.scoring import score_version, single_uncertainty
+from ensembles.benchmark.served import ServedModel
+from ensembles.benchmark.shift import SHIFT_STRENGTHS, shift_scores
+from ensembles.default_choice import MIN_EFFECTIVE_MEMBERS
 from ensembles.errors import ConfigError
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
 from ensembles.manifest import Manifest
@@ -32,6 +40,10 @@ ALL_STRATEGIES: tuple[str, ...] = (
     "horizontal",
     "snapshot",
 )
+#: Repeats per strategy: enough for a paired interval with 4 degrees of freedom.
+DEFAULT_REPEATS = 5
+
+SinglePredict = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,12 @@ class BenchmarkRequest:
     repeats : int
         Runs per strategy; repeat ``r`` uses seed ``train.seed + r`` for the split and
         every member.
+    holdout_classes : tuple of str
+        Class labels left out of training; their rows are scored as out-of-distribution
+        (the ``ood`` part of every run). Empty: no out-of-distribution section.
+    shift_strengths : tuple of float
+        Noise strengths k (feature standard deviations) of the covariate-shift section
+        (the ``shift`` part of every run). Empty: no shift section.
     store : Path or None
         Keep the trained versions here; None trains into a temporary store.
     from_store : str or None
@@ -60,7 +78,9 @@ class BenchmarkRequest:
 
     train: TrainRequest
     strategies: tuple[str, ...] = ALL_STRATEGIES
-    repeats: int = 3
+    repeats: int = DEFAULT_REPEATS
+    holdout_classes: tuple[str, ...] = ()
+    shift_strengths: tuple[float, ...] = SHIFT_STRENGTHS
     store: Path | None = None
     from_store: str | None = None
     timing_repeats: int = TIMING_REPEATS
@@ -84,6 +104,13 @@ def check_request(request: BenchmarkRequest) -> None:
         problems.append(f"--timing-repeats must be at least 1, got {request.timing_repeats}")
     if request.from_store is not None and request.store is None:
         problems.append("--from-store NAME needs --store DIR naming the model store")
+    if request.from_store is not None and request.holdout_classes:
+        problems.append("--holdout-classes trains on the other classes: drop --from-store")
+    bad = [k for k in request.shift_strengths if not (math.isfinite(k) and k >= 0)]
+    if bad:
+        problems.append(
+            f"--shift-strengths must be finite and at least 0, got {', '.join(map(str, bad))}"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -95,8 +122,10 @@ def run_benchmark(request: BenchmarkRequest) -> dict[str, Any]:
     -------
     dict
         ``dataset``, ``task``, ``settings``, ``runs`` (one entry per strategy and repeat
-        with per-model metrics, cost, calibration and curves) and ``summary`` (mean, std
-        and count over repeats, by strategy; see :func:`summarize_runs`).
+        with per-model metrics, cost, calibration and curves; ``shift`` and ``ood`` when
+        asked for, see :func:`~ensembles.benchmark.shift.shift_scores` and
+        :func:`~ensembles.benchmark.ood.ood_scores`) and ``summary`` (mean, std and count
+        over repeats, by strategy; see :func:`summarize_runs`).
     """
     check_request(request)
     if request.from_store is not None:
@@ -117,6 +146,7 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from ensembles.benchmark.class_holdout import holdout_request
     from ensembles.benchmark.single_network import ensemble_epoch_budget, train_single_network
     from ensembles.training.pipeline import run_training
 
@@ -124,8 +154,16 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
     epochs = template.epochs or template.config.epochs
     jobs = [(strategy, r) for r in range(request.repeats) for strategy in request.strategies]
     runs = []
-    single_cache: dict[tuple[int, int], dict[str, Any]] = {}
-    with _store_root(request.store) as root, logging_redirect_tqdm(), _quiet_store(request):
+    single_cache: dict[tuple[int, int], tuple[dict[str, Any], SinglePredict]] = {}
+    with (
+        _store_root(request.store) as root,
+        tempfile.TemporaryDirectory(prefix="ensembles-benchmark-data-") as data_folder,
+        logging_redirect_tqdm(),
+        _quiet_store(request),
+    ):
+        X_out = None
+        if request.holdout_classes:
+            template, X_out = holdout_request(template, request.holdout_classes, Path(data_folder))
         _warm_up(template)
         bar = tqdm(jobs, desc="benchmark", unit="run", disable=not request.progress)
         for strategy, repeat in bar:
@@ -154,15 +192,21 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
             key = (seed, budget)
             if key not in single_cache:
                 single_cache[key] = train_single_network(train, budget)
-            single = single_cache[key]
+            single, predict = single_cache[key]
             run["models"]["single_network"] = {
                 **single["models"]["single_network"],
                 **run["cost"]["single_member"],
                 "epochs": float(budget),
+                "effective_members": 1.0,
             }
             for part in ("calibration", "uncertainty_error"):
                 run[part].update(single[part])
             run.pop("cost")
+            run.update(_served_sections(folder, manifest, request, seed, predict, X_out))
+            if X_out is not None:
+                held = ", ".join(request.holdout_classes)
+                run["dataset"] = f"{request.train.ensemble_name} (classes {held} held out)"
+            _warn_few_members(run, strategy, repeat)
             runs.append(run)
             logger.debug("%s repeat %d done in %.1f s", strategy, repeat, report.seconds)
     return runs
@@ -236,10 +280,12 @@ def _read_published(request: BenchmarkRequest) -> dict[str, Any]:
         run["models"][model]["train_seconds"] = seconds
         run["models"][model]["assemble_seconds"] = math.nan
     run.pop("cost")
+    seed = int(manifest.split.get("seed", 0))
+    run.update(_served_sections(folder, manifest, request, seed, None, None))
     run.update(
         strategy=manifest.strategy.name,
         repeat=0,
-        seed=int(manifest.split.get("seed", 0)),
+        seed=seed,
         wall_seconds=math.nan,
         member_seconds=seconds,
         assemble_seconds=math.nan,
@@ -256,6 +302,12 @@ def _score(folder: Path, manifest: Manifest, timing_repeats: int) -> dict[str, A
     for name, metrics in scores["models"].items():
         metrics.update(cost.get(name, cost["single_member"]))
     seconds = [member.val_metrics.get("train_seconds", 0.0) for member in manifest.members]
+    for name, info in manifest.combiners.items():
+        effective = info.effective_members  # None in versions published before it was recorded
+        scores["models"][name]["effective_members"] = math.nan if effective is None else effective
+    for name in BASELINES:
+        if name in scores["models"]:
+            scores["models"][name]["effective_members"] = 1.0
     best = scores["models"].get("best_member")
     if best is not None:
         best["train_seconds"] = seconds[int(best.get("member_index", 0))]
@@ -271,6 +323,50 @@ def _score(folder: Path, manifest: Manifest, timing_repeats: int) -> dict[str, A
         "cost": cost,
         **scores,
     }
+
+
+def _served_sections(
+    folder: Path,
+    manifest: Manifest,
+    request: BenchmarkRequest,
+    seed: int,
+    single: SinglePredict | None,
+    X_out: np.ndarray | None,
+) -> dict[str, Any]:
+    """The ``shift`` and ``ood`` parts of a run: the default combiner as serving runs it."""
+    served = ServedModel(folder, manifest)
+    heldout = HeldoutPredictions.load(folder / HELDOUT_FILE)
+    sections: dict[str, Any] = {}
+    if request.shift_strengths:
+        sections["shift"] = shift_scores(served, heldout, seed, request.shift_strengths, single)
+    if X_out is not None:
+        references = {}
+        best = manifest.baselines.get("best_member", {}).get("member_index")
+        if best is not None:
+            references["best_member"] = partial(_entropy, partial(served.member_outputs, int(best)))
+        if single is not None:
+            references["single_network"] = partial(_entropy, single)
+        sections["ood"] = ood_scores(served, heldout.test.X, X_out, references)
+    return sections
+
+
+def _entropy(network: SinglePredict, X: np.ndarray) -> np.ndarray:
+    """One network's predictive entropy on ``X``: its detector of out-of-distribution rows."""
+    return single_uncertainty("classification", network(X)[0])
+
+
+def _warn_few_members(run: dict[str, Any], strategy: str, repeat: int) -> None:
+    name = run["default_combiner"]
+    effective = run["models"][name]["effective_members"]
+    if effective < MIN_EFFECTIVE_MEMBERS:
+        logger.warning(
+            "%s repeat %d: default combiner '%s' keeps %.1f effective members (1/sum of "
+            "squared member weights): its output is about one network's",
+            strategy,
+            repeat + 1,
+            name,
+            effective,
+        )
 
 
 def _run_name(base: str, strategy: str) -> str:
@@ -290,6 +386,8 @@ def _settings(request: BenchmarkRequest) -> dict[str, Any]:
         "validation_fraction": train.validation_fraction,
         "test_fraction": train.test_fraction,
         "from_store": request.from_store,
+        "holdout_classes": list(request.holdout_classes),
+        "shift_strengths": list(request.shift_strengths),
         "store": str(request.store) if request.store else None,
         "timing_repeats": request.timing_repeats,
     }

@@ -19,9 +19,10 @@ from ensembles.benchmark.uncertainty_quality import (
 from ensembles.combiners import combiner_from_state
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
-from ensembles.manifest import Manifest
-from ensembles.metrics import PROB_FLOOR, accuracy, classification_metrics, rmse
-from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
+from ensembles.manifest import CombinerInfo, Manifest
+from ensembles.metrics import PROB_FLOOR, accuracy, rmse
+from ensembles.reproduction import WEIGHT_AVERAGE
+from ensembles.uncertainty import served_uncertainty
 
 #: Share of rows kept in selective prediction (the most certain ones).
 SELECTIVE_COVERAGE = 0.8
@@ -104,15 +105,17 @@ def single_uncertainty(
     Returns
     -------
     np.ndarray, shape (n_samples,), or None
-        Classification: the predictive entropy of ``pred`` (nats). Regression: the
-        predicted variance averaged over outputs, None without a Gaussian head.
+        :func:`~ensembles.uncertainty.served_uncertainty` of a pool of one (no
+        disagreement). Classification: the predictive entropy of ``pred`` (nats).
+        Regression: the total variance (its own) averaged over outputs, None without a
+        Gaussian head.
     """
+    pred = np.asarray(pred, dtype=float)
+    own = None if variance is None else np.asarray(variance, dtype=float)[None]
+    measures = served_uncertainty(task, pred[None], pred, own)
     if task == "classification":
-        measures = classification_uncertainty(np.asarray(pred, dtype=float)[None])
         return measures["predictive_entropy"]
-    if variance is None:
-        return None
-    return np.asarray(variance, dtype=float).mean(axis=1)
+    return None if own is None else measures["total_variance"].mean(axis=1)
 
 
 def row_error(task: str, combined: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -172,14 +175,8 @@ def score_version(folder: Path, manifest: Manifest) -> dict[str, Any]:
     task = manifest.task
     scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
     for name, info in manifest.combiners.items():
-        if info.kind == "weight_average":
-            combined, variance, mi = _averaged_outputs(folder / info.state["file"], task, test.X)
-        else:
-            combiner = combiner_from_state(info.state)
-            combined = combiner.combine(test.member_preds, test.X)
-            variance, mi = _ensemble_uncertainty(
-                task, test, combiner.member_weights, combined, level
-            )
+        combined, measures = model_uncertainty(folder, task, info, test, level)
+        variance, mi = ranking_uncertainty(task, measures)
         record_model(scores, name, dict(info.test_metrics), task, combined, test.y, variance, mi)
     for name, metrics in manifest.baselines.items():
         index = int(metrics.get("member_index", -1))
@@ -245,17 +242,90 @@ def ensemble_size_curve(
         points: dict[str, list[float]] = {}
         for order in orders:
             chosen = [int(i) for i in order[:k]]
-            mean = test.member_preds[chosen].mean(axis=0)
-            if task == "classification":
-                metrics = classification_metrics(mean, test.y)
-            else:
-                metrics = evaluate_predictions(test, mean, chosen, level)
+            variances = test.member_variances
+            pool = SplitPredictions(  # the k chosen members are this ensemble's pool
+                test.X,
+                test.y,
+                test.member_preds[chosen],
+                None if variances is None else variances[chosen],
+            )
+            metrics = evaluate_predictions(pool, pool.member_preds.mean(axis=0), level=level)
             for key, value in metrics.items():
                 points.setdefault(key, []).append(float(value))
         curve["n_members"].append(k)
         for key, values in points.items():
             curve.setdefault(key, []).append(float(np.mean(values)))
     return curve
+
+
+def model_uncertainty(
+    folder: Path, task: str, info: CombinerInfo, split: SplitPredictions, level: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """What serving returns for one published combiner on a split: output and uncertainty.
+
+    Parameters
+    ----------
+    folder : Path
+        The version folder (for the weight-averaged model's ONNX file).
+    task : {"classification", "regression"}
+    info : CombinerInfo
+        The combiner's manifest entry (``weight_average`` included).
+    split : SplitPredictions
+        Rows and the whole pool's member predictions (and variances) on them.
+    level : float
+        Central interval level.
+
+    Returns
+    -------
+    served : np.ndarray, shape (n_samples, n_outputs)
+        The combiner's output, or the weight-averaged model's own output (run in float32
+        by onnxruntime, as serving runs it).
+    measures : dict of str to np.ndarray
+        :func:`~ensembles.uncertainty.served_uncertainty` of it: the weight-averaged
+        model's own variance head is its aleatoric part; disagreement is the pool's.
+    """
+    served_variance = None
+    if info.kind == WEIGHT_AVERAGE:
+        outputs = session_outputs(open_session(folder / info.state["file"]), split.X)
+        served = outputs[0]
+        served_variance = outputs[1] if len(outputs) > 1 else None
+    else:
+        served = combiner_from_state(info.state).combine(split.member_preds, split.X)
+    measures = served_uncertainty(
+        task,
+        split.member_preds,
+        served,
+        split.member_variances,
+        served_variance,
+        level,
+    )
+    return served, measures
+
+
+def ranking_uncertainty(
+    task: str, measures: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The per-row scores the uncertainty-quality metrics rank rows by.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+    measures : dict of str to np.ndarray
+        :func:`~ensembles.uncertainty.served_uncertainty` of one model.
+
+    Returns
+    -------
+    variance : np.ndarray, shape (n_samples,)
+        Classification: the member variance summed over classes. Regression: the total
+        variance (the epistemic one without an aleatoric part) averaged over outputs,
+        floored at 1e-12.
+    mutual_information : np.ndarray, shape (n_samples,), or None
+        Classification only.
+    """
+    if task == "classification":
+        return measures["variance"].sum(axis=1), measures["mutual_information"]
+    variance = measures.get("total_variance", measures["variance"])
+    return np.maximum(variance, _MIN_VARIANCE).mean(axis=1), None
 
 
 def record_model(
@@ -285,32 +355,6 @@ def record_model(
         else:
             error = row_error(task, combined, y)
         scores["uncertainty_error"][name] = uncertainty_error_curve(variance, error)
-
-
-def _ensemble_uncertainty(
-    task: str,
-    test: SplitPredictions,
-    weights: np.ndarray | None,
-    combined: np.ndarray,
-    level: float,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    if task == "classification":
-        measures = classification_uncertainty(test.member_preds, weights, combined)
-        return measures["variance"].sum(axis=1), measures["mutual_information"]
-    measures = regression_uncertainty(
-        test.member_preds, test.member_variances, weights, level, combined
-    )
-    variance = measures.get("total_variance", measures["variance"])
-    return np.maximum(variance, _MIN_VARIANCE).mean(axis=1), None
-
-
-def _averaged_outputs(
-    path: Path, task: str, X: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The weight-averaged model's outputs on ``X`` and its own uncertainty (one network)."""
-    outputs = session_outputs(open_session(path), X)
-    variance = outputs[1] if len(outputs) > 1 else None
-    return outputs[0], single_uncertainty(task, outputs[0], variance), None
 
 
 def _finite_mean(values: list[float]) -> float:

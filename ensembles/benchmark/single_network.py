@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,9 @@ def ensemble_epoch_budget(
     return n_members * epochs
 
 
-def train_single_network(request: TrainRequest, epochs: int) -> dict[str, Any]:
+def train_single_network(
+    request: TrainRequest, epochs: int
+) -> tuple[dict[str, Any], Callable[[np.ndarray], tuple[np.ndarray, ...]]]:
     """Train one member network on the request's split for ``epochs`` epochs and score it.
 
     The split, network settings and seed rule are those of :func:`run_training` with the
@@ -45,11 +49,14 @@ def train_single_network(request: TrainRequest, epochs: int) -> dict[str, Any]:
 
     Returns
     -------
-    dict
+    scores : dict
         ``models``, ``calibration`` and ``uncertainty_error``, each with one entry
         ``single_network`` shaped like a combiner's (see :func:`score_version`): test
         metrics, uncertainty quality (its "variance" is the predictive entropy for
         classification, the Gaussian head's variance for regression) and ``train_seconds``.
+    predict : callable
+        ``predict(X)`` with ``X`` of shape (n_samples, n_features): the network's outputs
+        (probabilities, or values and variances), each (n_samples, n_outputs).
     """
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
@@ -73,9 +80,9 @@ def train_single_network(request: TrainRequest, epochs: int) -> dict[str, Any]:
     split = SplitPredictions(
         test.X, test.y, outputs[0][None], None if own_variance is None else own_variance[None]
     )
-    metrics = evaluate_predictions(split, outputs[0], None, request.interval_level)
+    metrics = evaluate_predictions(split, outputs[0], request.interval_level)
     scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
     variance = single_uncertainty(train.task, outputs[0], own_variance)
     record_model(scores, "single_network", metrics, train.task, outputs[0], test.y, variance, None)
     scores["models"]["single_network"]["train_seconds"] = seconds
-    return scores
+    return scores, partial(member_outputs, network)

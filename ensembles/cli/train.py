@@ -22,7 +22,12 @@ from ensembles.cli.options import (
     config_from_args,
 )
 from ensembles.errors import ConfigError
-from ensembles.manifest import STRATEGIES
+from ensembles.manifest import (
+    STRATEGIES,
+    DefaultChoiceInfo,
+    EnsembleOutOfSampleInfo,
+    Manifest,
+)
 from ensembles.markdown import format_table
 
 if TYPE_CHECKING:  # torch is imported only when training runs
@@ -34,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="ensembles-train",
         description="Train an ensemble of MLPs, export every member to ONNX, fit the combiners "
-        "on held-out predictions and publish one version to the model store.",
+        "on the validation split (held out from every member) and publish one version to the "
+        "model store.",
         formatter_class=DefaultsHelpFormatter,
     )
     add_data_options(parser)
@@ -88,12 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="combiners to fit (default: all that apply): mean vote blend caruana stack "
         "weight_average",
     )
-    combining.add_argument("--default-combiner", default=None, help="default: best held-out loss")
     combining.add_argument(
-        "--combiner-fit",
-        default="heldout",
-        choices=["heldout", "validation", "in_sample"],
-        help="rows combiners learn from; in_sample leaks and is recorded as such",
+        "--default-combiner",
+        default=None,
+        help="the combiner served by default (default: mean, unless a learned combiner keeping "
+        "2+ effective members beats it on held-out rows by more than one standard error)",
     )
     combining.add_argument("--calibrate", action="store_true", help="temperature scaling")
     combining.add_argument(
@@ -161,7 +166,6 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         test_fraction=args.test_fraction,
         combiners=tuple(args.combiners) if args.combiners else None,
         default_combiner=args.default_combiner,
-        combiner_fit=args.combiner_fit,
         calibrate=args.calibrate,
         stack_passthrough=args.stack_passthrough,
         weight_averaging=args.weight_averaging,
@@ -172,11 +176,29 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
 
 
 def summary(report: TrainReport) -> str:
-    """The end-of-run tables: members, then combiners against the single-member baselines."""
+    """The end-of-run tables: members, combiners against the baselines, the default choice."""
     manifest = report.manifest
-    metric = "val_accuracy" if manifest.task == "classification" else "val_rmse"
-    member_rows = [
-        (
+    parts = [_member_table(manifest), _combiner_table(manifest)]
+    if manifest.out_of_sample is not None:
+        parts.append(_out_of_sample_line(manifest.out_of_sample))
+    if manifest.default_choice is not None:
+        parts.append(_choice_table(manifest.default_choice))
+    return "\n\n".join(parts) + (
+        f"\n\npublished {manifest.name} version {manifest.version} in {report.seconds:.1f} s\n"
+        f"serve it: python -m serving --store {Path(report.store)}"
+    )
+
+
+def _member_table(manifest: Manifest) -> str:
+    """Members with their validation scores, and out-of-bag ones for resampling strategies."""
+    metric = "accuracy" if manifest.task == "classification" else "rmse"
+    header = ["member", "epoch", "cycle", "rows", "val_loss", f"val_{metric}", "seconds"]
+    oob = any(info.out_of_sample is not None for info in manifest.members)
+    if oob:
+        header += ["oob_rows", f"oob_{metric}"]
+    rows = []
+    for info in manifest.members:
+        row = [
             info.id,
             info.epoch,
             info.cycle,
@@ -184,12 +206,16 @@ def summary(report: TrainReport) -> str:
             info.val_metrics["val_loss"],
             info.val_metrics["val_metric"],
             info.val_metrics["train_seconds"],
-        )
-        for info in manifest.members
-    ]
-    members = format_table(
-        ["member", "epoch", "cycle", "rows", "val_loss", metric, "seconds"], member_rows
-    )
+        ]
+        if oob:
+            scores = info.out_of_sample
+            row += [None, None] if scores is None else [scores.n_rows, scores.metrics[metric]]
+        rows.append(row)
+    return format_table(header, rows)
+
+
+def _combiner_table(manifest: Manifest) -> str:
+    """Every combiner's test metrics, then the single-member baselines'."""
     keys = list(next(iter(manifest.combiners.values())).test_metrics)
     rows = [
         (
@@ -199,11 +225,44 @@ def summary(report: TrainReport) -> str:
         for name, info in manifest.combiners.items()
     ]
     rows += [(name, *[m.get(key) for key in keys]) for name, m in manifest.baselines.items()]
-    combiners = format_table(["test split", *keys], rows)
+    return format_table(["test split", *keys], rows)
+
+
+def _out_of_sample_line(scores: EnsembleOutOfSampleInfo) -> str:
+    """The out-of-bag ensemble score in one line."""
+    metrics = ", ".join(f"{key} {value:.4g}" for key, value in scores.metrics.items())
     return (
-        f"{members}\n\n{combiners}\n\npublished {manifest.name} version {manifest.version} "
-        f"in {report.seconds:.1f} s\nserve it: python -m serving --store {Path(report.store)}"
+        f"out-of-bag ensemble ({scores.n_rows} training rows, each scored by the mean of the "
+        f"members that did not train on it, {scores.members_per_row:.3g} on average; "
+        f"{scores.n_rows_unscored} rows every member trained on left out): {metrics}"
     )
+
+
+def _choice_table(choice: DefaultChoiceInfo) -> str:
+    """The paired comparison with mean behind the default, and the reason."""
+    rows = [
+        (
+            name,
+            info.mean_loss,
+            info.mean_difference,
+            info.standard_error,
+            info.effective_members,
+            info.excluded or ("beats mean" if info.beats_mean else None),
+        )
+        for name, info in choice.comparisons.items()
+    ]
+    table = format_table(
+        [
+            f"held out ({choice.n_rows} rows)",
+            choice.loss,
+            "minus mean",
+            "std error",
+            "eff. members",
+            "note",
+        ],
+        rows,
+    )
+    return f"{table}\n\ndefault: {choice.reason}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -219,7 +219,11 @@ class Combiner:
 
     @property
     def member_weights(self) -> np.ndarray | None:
-        """np.ndarray, shape (n_members,), or None: weights for uncertainty (None = uniform)."""
+        """np.ndarray, shape (n_members,), or None: each member's share of the combined output.
+
+        Counts effective members (``1 / sum(w ** 2)``) for the default choice; None means
+        equal shares. Uncertainty never uses it: disagreement is over the whole pool.
+        """
         return None
 
     def _split_seed(self) -> int:

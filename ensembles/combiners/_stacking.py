@@ -178,6 +178,20 @@ class StackingCombiner(Combiner):
         self.coef_ = np.atleast_2d(np.asarray(model.coef_, dtype=float))
         self.intercept_ = np.atleast_1d(np.asarray(model.intercept_, dtype=float))
 
+    @property
+    def member_weights(self) -> np.ndarray | None:
+        """np.ndarray, shape (n_members,): each member's share of the meta-learner's absolute
+        coefficients on member outputs (passthrough columns aside); None before ``fit`` or
+        when every member coefficient is zero."""
+        coef = getattr(self, "coef_", None)
+        if coef is None:
+            return None
+        width = self.n_members_ * self.n_outputs_
+        mass = np.abs(coef[:, :width]).reshape(len(coef), self.n_members_, self.n_outputs_)
+        per_member = mass.sum(axis=(0, 2))
+        total = per_member.sum()
+        return None if total == 0 else per_member / total
+
     def _combine_rule(self, member_preds: np.ndarray, X: np.ndarray | None) -> np.ndarray:
         scores = self._features(member_preds, X) @ self.coef_.T + self.intercept_
         if self.task == "regression":

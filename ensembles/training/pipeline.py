@@ -14,28 +14,26 @@ from typing import Any
 import numpy as np
 
 from ensembles.data import Dataset, Splits, load_data, split_dataset
+from ensembles.default_choice import MEAN_MISSING, REFERENCE, choose_default, ranking_loss
 from ensembles.errors import ConfigError, DataError
 from ensembles.evaluation import (
     baseline_metrics,
     check_combiner_names,
-    choose_default,
     combiner_fit_problems,
     evaluate_predictions,
     fit_combiners,
+    out_of_sample_scores,
+    row_losses,
 )
 from ensembles.export import export_member, output_spec
-from ensembles.heldout import (
-    HELDOUT_FILE,
-    FitSource,
-    HeldoutPredictions,
-    SplitPredictions,
-    combiner_fit_set,
-)
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions, combiner_fit_set
 from ensembles.manifest import (
     CombinerInfo,
+    EnsembleOutOfSampleInfo,
     InputSpec,
     Manifest,
     MemberInfo,
+    OutOfSampleInfo,
     Strategy,
     StrategyInfo,
     Task,
@@ -59,7 +57,6 @@ from ensembles.training.strategies import (
     StrategyOptions,
     TrainedMember,
     TrainingData,
-    make_plans,
     train_members,
     variant_problems,
 )
@@ -94,8 +91,8 @@ class TrainRequest:
     config : TrainConfig of each member.
     options : StrategyOptions.
     combiners : names of the combiners to fit (None: every one that applies).
-    default_combiner : overrides the automatic choice (best held-out loss).
-    combiner_fit : rows combiners learn from; ``"in_sample"`` leaks and must be asked for.
+    default_combiner : overrides the automatic choice (mean unless a learned combiner beats
+        it beyond noise, see :func:`~ensembles.default_choice.choose_default`).
     calibrate : temperature-scale the combined classification outputs.
     stack_passthrough : stacking also sees the raw features.
     weight_averaging : ``uniform`` (SWA) or ``greedy`` (soup).
@@ -122,7 +119,6 @@ class TrainRequest:
     test_fraction: float = 0.2
     combiners: tuple[str, ...] | None = None
     default_combiner: str | None = None
-    combiner_fit: FitSource = "heldout"
     calibrate: bool = False
     stack_passthrough: bool = False
     weight_averaging: SoupMethod = "uniform"
@@ -233,7 +229,11 @@ def predict_heldout(
     members: list[TrainedMember],
     networks: list[MemberNetwork],
 ) -> HeldoutPredictions:
-    """Member predictions on validation and test, and out-of-sample ones on training rows."""
+    """Member predictions on validation and test, and out-of-sample ones on training rows.
+
+    For resampling strategies ``train`` holds every member's predictions on the training
+    split with NaN wherever the member trained on the row.
+    """
 
     def predict(X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = [member_outputs(network, X) for network in networks]
@@ -244,7 +244,7 @@ def predict_heldout(
     def split(dataset: Dataset) -> SplitPredictions:
         return SplitPredictions(dataset.X, dataset.y, *predict(dataset.X))
 
-    train = in_sample = None
+    train = None
     n_train = len(splits.train.y)
     if request.strategy in RESAMPLING_STRATEGIES:
         full = split(splits.train)
@@ -256,9 +256,7 @@ def predict_heldout(
         if full.member_variances is not None:
             variances = np.where(mask[:, :, None], np.nan, full.member_variances)
         train = SplitPredictions(full.X, full.y, preds, variances)
-    if request.combiner_fit == "in_sample":
-        in_sample = split(splits.train)
-    return HeldoutPredictions(split(splits.validation), split(splits.test), train, in_sample)
+    return HeldoutPredictions(split(splits.validation), split(splits.test), train)
 
 
 def _manifest(
@@ -274,8 +272,8 @@ def _manifest(
     parity: list[float],
 ) -> Manifest:
     task = splits.train.task
-    fit_set = combiner_fit_set(heldout, request.combiner_fit)
-    results = fit_combiners(
+    fit_set = combiner_fit_set(heldout)
+    results, losses = fit_combiners(
         task,
         fit_set,
         heldout,
@@ -284,12 +282,17 @@ def _manifest(
         request.interval_level,
         request.stack_passthrough,
     )
-    if averaged is not None:
-        results[WEIGHT_AVERAGE] = _averaged_result(request, averaged, heldout, members)
-    default = choose_default(results, request.default_combiner)
+    if averaged is not None:  # scored on the validation rows, which are the fit rows
+        results[WEIGHT_AVERAGE], losses[WEIGHT_AVERAGE] = _averaged_result(
+            request, averaged, heldout, members
+        )
+    default, choice = choose_default(
+        results, losses, ranking_loss(fit_set.data), len(members), request.default_combiner
+    )
+    member_oob, ensemble_oob = _out_of_sample(request, task, heldout, len(members))
     n_train = len(splits.train.y)
     member_infos = []
-    for member, difference in zip(members, parity, strict=True):
+    for member, difference, oob in zip(members, parity, member_oob, strict=True):
         final = member.curves[member.epoch - 1] if member.curves else {}
         member_infos.append(
             MemberInfo(
@@ -306,6 +309,7 @@ def _manifest(
                     "onnx_max_diff": difference,
                     "train_seconds": member.seconds,
                 },
+                out_of_sample=oob,
             )
         )
     return Manifest(
@@ -321,11 +325,12 @@ def _manifest(
         files={},
         combiners=results,
         default_combiner=default,
+        default_choice=choice,
         baselines=baseline_metrics(task, heldout, request.interval_level),
+        out_of_sample=ensemble_oob,
         split={**splits.record, "source": splits.train.source},
         training={
             "config": config.to_dict(),
-            "combiner_fit": request.combiner_fit,
             "calibrate": request.calibrate,
             "interval_level": request.interval_level,
             "weight_averaging": request.weight_averaging if averaged is not None else None,
@@ -334,19 +339,37 @@ def _manifest(
     )
 
 
+def _out_of_sample(
+    request: TrainRequest, task: Task, heldout: HeldoutPredictions, n_members: int
+) -> tuple[list[OutOfSampleInfo | None], EnsembleOutOfSampleInfo | None]:
+    """Out-of-bag / out-of-fold scores of members and ensemble; None without resampling."""
+    if heldout.train is None:
+        return [None] * n_members, None
+    return out_of_sample_scores(task, heldout.train, request.interval_level)
+
+
 def _averaged_result(
     request: TrainRequest,
     averaged: tuple[MemberNetwork, list[int]],
     heldout: HeldoutPredictions,
     members: list[TrainedMember],
-) -> CombinerInfo:
+) -> tuple[CombinerInfo, np.ndarray]:
+    """The averaged model as a combiner entry, and its loss on every validation row.
+
+    One network, so its effective members are 1. It learned nothing from the validation
+    rows (unless a greedy soup chose its members there, as ``fitted_on`` records), so they
+    score it as held out.
+    """
     network, chosen = averaged
     ids = [members[i].plan.member_id for i in chosen]
+    level = request.interval_level
 
-    def score(split: SplitPredictions) -> dict[str, float]:
+    def outputs(split: SplitPredictions) -> tuple[np.ndarray, np.ndarray | None]:
         output = member_outputs(network, split.X)
-        variance = output[1] if len(output) > 1 else None
-        return evaluate_predictions(split, output[0], chosen, request.interval_level, variance)
+        return output[0], output[1] if len(output) > 1 else None
+
+    test_pred, test_variance = outputs(heldout.test)
+    pred, variance = outputs(heldout.validation)
 
     state = {
         "kind": WEIGHT_AVERAGE,
@@ -363,10 +386,11 @@ def _averaged_result(
         kind=WEIGHT_AVERAGE,
         state=state,
         fitted_on=fitted_on,
-        test_metrics=score(heldout.test),
-        heldout_metrics=score(heldout.validation),
+        test_metrics=evaluate_predictions(heldout.test, test_pred, level, test_variance),
+        heldout_metrics=evaluate_predictions(heldout.validation, pred, level, variance),
+        effective_members=1.0,
     )
-    return info
+    return info, row_losses(heldout.validation, pred, level, variance)
 
 
 def _weight_average(
@@ -442,9 +466,11 @@ def _check_rows(request: TrainRequest, splits: Splits) -> None:
 def _check_combiners(request: TrainRequest, task: Task) -> None:
     """Fail before training on combiner options that cannot be honoured."""
     names = check_combiner_names(request.combiners, task)
-    if request.default_combiner is None:
-        return
     averaged = _wants_weight_averaging(request)
+    if request.default_combiner is None:
+        if REFERENCE not in names:
+            raise ConfigError(MEAN_MISSING)
+        return
     if request.default_combiner not in (*names, *(("weight_average",) if averaged else ())):
         raise ConfigError(
             f"--default-combiner '{request.default_combiner}' was not fitted; "
@@ -459,12 +485,7 @@ def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
     otherwise only fail once every member has trained.
     """
     task = splits.train.task
-    plans = None
-    if request.strategy in RESAMPLING_STRATEGIES:
-        plans = make_plans(request.strategy, request.members, request.seed, request.options)
-    in_sample = request.combiner_fit == "in_sample"
-    heldout = placeholder_heldout(splits, request.members, plans, in_sample)
-    fit_set = combiner_fit_set(heldout, request.combiner_fit)
+    fit_set = combiner_fit_set(placeholder_heldout(splits, request.members))
 
     def problems(calibrate: bool) -> dict[str, str]:
         return combiner_fit_problems(

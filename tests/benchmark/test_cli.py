@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from ensembles.cli.benchmark import build_parser, main, request_from_args
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--members", "2", "--epochs", "2", "--hidden-sizes", "8", "--repeats", "1"]
 TINY += ["--timing-repeats", "2", "--quiet"]
-PLOTS = {"ensemble_size.png", "uncertainty_error.png"}
+PLOTS = {"ensemble_size.png", "uncertainty_error.png", "shift.png"}
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +88,16 @@ def test_results_json_holds_every_number(wine_run: tuple[Path, Path, str]) -> No
 
 def test_table_has_the_expected_columns(wine_run: tuple[Path, Path, str]) -> None:
     _, _, stdout = wine_run
-    header = next(line for line in stdout.splitlines() if line.startswith("| strategy | model"))
+    start = "| strategy | model | accuracy |"
+    header = next(line for line in stdout.splitlines() if line.startswith(start))
     cells = [cell.strip() for cell in header.strip("|").split("|")]
     assert cells == ["strategy", "model", *column_headers("classification")]
     assert "| snapshot | single_network (baseline) |" in stdout
-    assert "paired gain" in stdout
+    assert "paired gain" in stdout and "oracle: best on test" in stdout
     blocks = [
         block.splitlines() for block in stdout.split("\n\n") if block.startswith("| strategy")
     ]
-    assert len(blocks) == 3
+    assert len(blocks) == 6  # headline, three shift metrics, every model, diversity
     for block in blocks:
         assert len({line.count("|") for line in block}) == 1, block[0]
 
@@ -121,6 +123,34 @@ def test_from_store_benchmarks_a_published_version(
     assert results["settings"]["repeats"] == 1
     assert "single_network" not in results["summary"]["snapshot"]["models"]
     assert (output / "report.md").is_file()
+
+
+def test_held_out_classes_are_scored_as_out_of_distribution(tmp_path: Path) -> None:
+    output = tmp_path / "ood"
+    argv = ["--dataset", "digits", "--holdout-classes", "8", "9", "--strategies", "repeat"]
+    argv += ["--shift-strengths", "0", "1", "--output", str(output)]
+    assert main([*argv, *TINY]) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["dataset"] == "digits (classes 8, 9 held out)"
+    assert results["settings"]["holdout_classes"] == ["8", "9"]
+    run = results["runs"][0]
+    assert run["ood"]["n_out"] == 354  # every row of digits 8 and 9
+    assert run["ood"]["n_in"] == math.ceil(0.2 * (1797 - 354))  # the rest's test split
+    detection = run["ood"]["detection"]
+    assert {"mutual_information", "variance", "predictive_entropy"} <= set(detection["default"])
+    assert (
+        set(detection["single_network"]) == set(detection["best_member"]) == {"predictive_entropy"}
+    )
+    for scores in detection["default"].values():
+        assert 0.0 <= scores["auroc"] <= 1.0 and 0.0 <= scores["fpr95"] <= 1.0
+    assert len(run["ood"]["roc"]["default"]["mutual_information"]) == 51
+    summary = results["summary"]["repeat"]
+    assert summary["ood"]["detection"]["default"]["variance"]["auroc"]["n"] == 1
+    assert run["shift"]["strengths"] == [0.0, 1.0]
+    report = (output / "report.md").read_text()
+    assert "## Out-of-distribution detection" in report and "## Covariate shift" in report
+    assert "| strategy | default | eff. members | variance |" in report
+    assert {"ood_roc.png", "shift.png"} <= {path.name for path in output.iterdir()}
 
 
 def test_user_csv_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,6 +183,11 @@ def test_user_csv_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
         (["--from-store", "digits"], "error: --from-store NAME needs --store DIR"),
         (["--target", "y"], "error: --target only applies with --csv PATH"),
+        (
+            ["--dataset", "wine", "--holdout-classes", "7"],
+            "error: unknown class '7' in --holdout-classes: wine has classes class_0, class_1",
+        ),
+        (["--shift-strengths", "-1"], "error: --shift-strengths must be finite and at least 0"),
     ],
 )
 def test_bad_input_gives_one_line_error(
@@ -175,7 +210,8 @@ def test_unknown_published_ensemble_says_what_to_run(
 
 def test_defaults_and_shared_training_options() -> None:
     args = build_parser().parse_args([])
-    assert (args.members, args.epochs, args.repeats) == (5, 20, 3)
+    assert (args.members, args.epochs, args.repeats) == (5, 20, 5)
+    assert args.shift_strengths == (0.0, 0.25, 0.5, 1.0, 2.0) and args.holdout_classes is None
     argv = ["--learning-rate", "0.01", "--dropout", "0", "--validation-fraction", "0.3"]
     request = request_from_args(build_parser().parse_args([*argv, "--epochs", "7"]))
     config = request.train.config
@@ -192,3 +228,4 @@ def test_every_option_has_help_and_states_its_default_once() -> None:
     blocks = text.split("\n  --")
     assert all(block.count("(default") <= 1 for block in blocks)
     assert "(default: 20)" in text and "(default: 5)" in text
+    assert "(default: 0 0.25 0.5 1 2)" in text

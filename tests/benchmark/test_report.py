@@ -1,4 +1,4 @@
-"""Report tables and the paired comparison of the best combiner with the best baseline."""
+"""Report tables, cells and the written files."""
 
 from __future__ import annotations
 
@@ -6,50 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
-from scipy.stats import t
 
-from ensembles.benchmark.aggregate import summarize_runs
-from ensembles.benchmark.report import (
-    column_headers,
-    format_cell,
-    leaders,
-    leaders_table,
-    paired_gain,
-    results_table,
-    save_report,
-)
+from ensembles.benchmark.aggregate import format_cell, summarize_runs
+from ensembles.benchmark.report import column_headers, results_table, save_report
 from ensembles.errors import ConfigError
-
-
-def test_paired_gain_uses_the_standard_error_and_a_90_percent_t_interval() -> None:
-    result = paired_gain([1.0, 2.0, 3.0])
-    se = 1.0 / math.sqrt(3)
-    quantile = t.ppf(0.95, 2)  # two-sided 90%: the 95% quantile, n - 1 = 2 dof
-    assert quantile == pytest.approx(2.919986, abs=1e-6)  # the printed t table
-    half = quantile * se
-    assert result["gain"] == 2.0 and result["gain_std"] == 1.0 and result["n"] == 3
-    assert result["gain_se"] == pytest.approx(se)
-    assert (result["low"], result["high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
-    assert result["beyond_spread"] is True
-
-
-def test_a_mean_gain_inside_the_interval_is_not_beyond_the_spread() -> None:
-    # Mean 1.0 > std 0.9 passed the old rule (|mean| > std); the 90% t interval over three
-    # repeats, 1.0 +- 2.92 * 0.9 / sqrt(3), still holds zero.
-    result = paired_gain([0.1, 1.0, 1.9])
-    assert result["gain"] == pytest.approx(1.0) and result["gain_std"] == pytest.approx(0.9)
-    assert result["low"] < 0 < result["high"]
-    assert result["beyond_spread"] is False
-
-
-def test_a_negative_gain_can_be_beyond_the_spread() -> None:
-    assert paired_gain([-0.2, -0.21, -0.19])["beyond_spread"] is True
-
-
-def test_one_repeat_has_no_spread() -> None:
-    result = paired_gain([0.5, math.nan])
-    assert result["n"] == 1 and result["beyond_spread"] is False
-    assert math.isnan(result["gain_se"]) and math.isnan(result["low"])
 
 
 def _results(task: str = "classification") -> dict:
@@ -66,6 +26,7 @@ def _results(task: str = "classification") -> dict:
             runs.append(
                 {
                     "strategy": strategy,
+                    "default_combiner": "mean",
                     "models": models,
                     "diversity": {"disagreement": 0.1, "error_correlation": 0.8},
                     "ensemble_size": {"accuracy": [base, base + lead]},
@@ -74,32 +35,17 @@ def _results(task: str = "classification") -> dict:
     return {
         "task": task,
         "dataset": "toy",
-        "settings": {"repeats": 3, "interval_level": 0.8},
+        "settings": {
+            "repeats": 3,
+            "interval_level": 0.8,
+            "strategies": ["bagging", "snapshot"],
+            "members": 2,
+            "epochs": 1,
+            "seed": 0,
+        },
         "runs": runs,
         "summary": summarize_runs(runs),
     }
-
-
-def test_leaders_pair_the_best_combiner_with_the_best_baseline() -> None:
-    found = {(item["strategy"], item["metric"]): item for item in leaders(_results())}
-    bagging = found[("bagging", "accuracy")]
-    assert (bagging["best"], bagging["baseline"]) == ("mean", "best_member")
-    assert bagging["best_mean"] == pytest.approx(0.94)
-    assert bagging["gain"] == pytest.approx(0.02) and bagging["n"] == 3
-    assert bagging["beyond_spread"] is True
-    snapshot = found[("snapshot", "accuracy")]
-    assert snapshot["gain"] == pytest.approx(-0.01) and snapshot["beyond_spread"] is True
-    # NLL: lower is better, so the gain is baseline minus combiner.
-    assert found[("bagging", "nll")]["gain"] == pytest.approx(0.02)
-    assert found[("bagging", "nll")]["best"] == "mean"
-
-
-def test_leaders_table_shows_the_standard_error_n_and_interval() -> None:
-    table = leaders_table(_results())
-    header = table.splitlines()[0]
-    assert "paired gain ± se" in header and "| n |" in header and "90% t interval" in header
-    assert "| bagging | accuracy | mean | 0.9400 ± 0.0200 | best_member |" in table
-    assert "| +0.0200 ± 0.0000 | 3 | [+0.0200, +0.0200] | yes |" in table
 
 
 def test_results_table_labels_baselines_and_uses_the_recorded_interval_level() -> None:
@@ -108,6 +54,7 @@ def test_results_table_labels_baselines_and_uses_the_recorded_interval_level() -
     assert column_headers("regression", 0.8)[3] == "cover@80%"
     assert "net train s" in column_headers("classification")
     assert "export+combine s" in column_headers("classification")
+    assert "eff. members" in column_headers("regression")
 
 
 def test_format_cell_marks_partial_and_missing_numbers() -> None:

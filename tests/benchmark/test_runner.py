@@ -1,4 +1,4 @@
-"""The benchmark loop's pieces that need no training: time split and request checks."""
+"""The benchmark loop's pieces that need no training: time split, defaults, request checks."""
 
 from __future__ import annotations
 
@@ -34,11 +34,23 @@ def test_parallel_members_leave_the_rest_unknown() -> None:
         ({"strategies": ()}, "--strategies needs at least one strategy"),
         ({"strategies": ("boost",)}, "unknown strategy 'boost': choose from bagging, kfold"),
         ({"from_store": "digits"}, "--from-store NAME needs --store DIR naming the model store"),
+        (
+            {"from_store": "digits", "store": "s", "holdout_classes": ("5",)},
+            "--holdout-classes trains on the other classes: drop --from-store",
+        ),
+        (
+            {"shift_strengths": (0.5, -1.0, math.inf)},
+            "--shift-strengths must be finite and at least 0, got -1.0, inf",
+        ),
     ],
 )
 def test_bad_requests_are_refused(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
         check_request(BenchmarkRequest(train=None, **changes))
+
+
+def test_five_repeats_by_default() -> None:
+    assert BenchmarkRequest(train=None).repeats == 5
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -54,6 +66,8 @@ def test_scoring_and_reporting_modules_stay_torch_free() -> None:
         "import sys\n"
         "import ensembles.benchmark, ensembles.benchmark.cost, ensembles.benchmark.plots\n"
         "import ensembles.benchmark.report, ensembles.benchmark.scoring\n"
+        "import ensembles.benchmark.class_holdout, ensembles.benchmark.headline\n"
+        "import ensembles.benchmark.ood, ensembles.benchmark.served, ensembles.benchmark.shift\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run(

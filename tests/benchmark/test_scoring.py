@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, mean_squared_error
 
-from ensembles.benchmark.scoring import ensemble_size_curve, member_orders, score_version
-from ensembles.heldout import SplitPredictions
+from ensembles.benchmark.scoring import (
+    ensemble_size_curve,
+    member_orders,
+    model_uncertainty,
+    ranking_uncertainty,
+    score_version,
+)
+from ensembles.combiners import combiner_from_state
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.store import ModelStore
+from ensembles.uncertainty import served_uncertainty
 
 
 def test_member_orders_are_seeded_permutations() -> None:
@@ -83,8 +91,31 @@ def test_score_version_gives_single_networks_an_uncertainty(trained_store: Path)
         assert math.isfinite(quality["spearman"]), name
         assert math.isfinite(quality["selective_accuracy"]), name
         assert math.isfinite(quality["auroc_variance"]), name
-        assert math.isnan(quality["auroc_mi"]), name
+    # A single member has no disagreement; the weight-averaged model reports the pool's.
+    assert math.isnan(scores["models"]["best_member"]["auroc_mi"])
+    assert math.isfinite(scores["models"]["weight_average"]["auroc_mi"])
     assert len(scores["calibration"]["mean"]["count"]) == 15
+
+
+def test_model_uncertainty_is_pool_disagreement_around_the_served_output(
+    trained_store: Path,
+) -> None:
+    store = ModelStore(trained_store)
+    manifest = store.load_manifest("digits")
+    folder = store.path("digits", manifest.version)
+    test = HeldoutPredictions.load(folder / HELDOUT_FILE).test
+    for name in ("vote", "stack", "weight_average"):
+        info = manifest.combiners[name]
+        served, measures = model_uncertainty(folder, "classification", info, test, 0.9)
+        if name != "weight_average":  # the averaged model's own output, run by onnxruntime
+            rule = combiner_from_state(info.state)
+            np.testing.assert_array_equal(served, rule.combine(test.member_preds, test.X))
+        by_hand = served_uncertainty("classification", test.member_preds, served)
+        for key in by_hand:
+            np.testing.assert_array_equal(measures[key], by_hand[key])
+        variance, mi = ranking_uncertainty("classification", measures)
+        np.testing.assert_allclose(variance, test.member_preds.var(axis=0).sum(axis=1))
+        np.testing.assert_array_equal(mi, measures["mutual_information"])
 
 
 def test_score_version_uses_the_manifest_interval_level(trained_store: Path) -> None:

@@ -49,6 +49,32 @@ def test_script_trains_and_publishes(tmp_path: Path) -> None:
     assert ModelStore(store).versions("wine") == [1]
 
 
+def test_summary_shows_out_of_bag_scores_and_why_the_default_was_chosen(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--dataset", "wine", "--strategy", "bagging", "--members", "3", "--epochs", "3"]
+    assert main([*args, "--store", str(tmp_path / "store"), *TINY]) == 0
+    out = capsys.readouterr().out
+    manifest = ModelStore(tmp_path / "store").load_manifest("wine")
+    oob = manifest.out_of_sample
+    assert "| val_loss | val_accuracy | seconds | oob_rows | oob_accuracy |" in out
+    first = manifest.members[0].out_of_sample
+    assert f"| {first.n_rows} | {first.metrics['accuracy']:.4g} |" in out
+    assert (
+        f"out-of-bag ensemble ({oob.n_rows} training rows, each scored by the mean of the "
+        f"members that did not train on it, {oob.members_per_row:.3g} on average; "
+        f"{oob.n_rows_unscored} rows every member trained on left out): accuracy "
+        f"{oob.metrics['accuracy']:.4g}, nll {oob.metrics['nll']:.4g}, "
+    ) in out
+    choice = manifest.default_choice
+    header = (
+        f"| held out ({choice.n_rows} rows) | nll | minus mean | std error | eff. members | note |"
+    )
+    assert header in out
+    assert "| vote |" in out and "| hard votes are not a proper probability forecast |" in out
+    assert f"\n\ndefault: {choice.reason}\n\npublished wine version 1" in out
+
+
 def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lines = ["a,b,label"] + [
         f"{i % 7},{(i * 3) % 11},{'yes' if (i % 7) > 3 else 'no'}" for i in range(90)
@@ -155,6 +181,17 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             "^error: the validation rows are too few to fit every combiner: blend fails on a "
             "cross-fitting half of the 6 fit rows: .*; add rows or raise --validation-fraction, "
             "or fit only --combiners mean vote$",
+        ),
+        (
+            ["--dataset", "wine", "--combiners", "blend", "stack"],
+            "^error: --combiners without mean needs --default-combiner NAME: the default is mean "
+            "unless a learned combiner beats it on held-out rows; add mean to --combiners or name "
+            "the default$",
+        ),
+        (  # combiners learn from the validation rows only: there is nothing left to choose
+            ["--dataset", "wine", "--combiner-fit", "in_sample"],
+            "^error: unrecognized arguments: --combiner-fit in_sample "
+            "\\(see ensembles-train --help\\)$",
         ),
         (
             ["--dataset", "wine", "--dropout", "1.5"],

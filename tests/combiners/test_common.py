@@ -22,7 +22,7 @@ from ensembles.combiners import (
 )
 from ensembles.combiners._calibration import apply_temperature
 from ensembles.errors import ConfigError, DataError, NotFittedError, ShapeError
-from ensembles.uncertainty import classification_uncertainty, regression_uncertainty
+from ensembles.uncertainty import served_uncertainty
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,12 +60,12 @@ def test_identical_members(case, task, make_toy):
     combiner = case.make(task).fit(same, toy.y, toy.X)
     out = combiner.combine(same, toy.X)
     if task == "classification":
-        spread = classification_uncertainty(same, combiner.member_weights, combined=out)
+        spread = served_uncertainty(task, same, out)
         np.testing.assert_allclose(spread["mutual_information"], 0.0, atol=1e-15)
         if case.identical != "stack":
             assert np.all(spread["agreement"] == 1)
     else:
-        spread = regression_uncertainty(same, weights=combiner.member_weights)
+        spread = served_uncertainty(task, same, out)
     np.testing.assert_allclose(spread["variance"], 0.0, atol=1e-15)
 
     if case.identical == "member":

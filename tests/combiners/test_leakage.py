@@ -1,15 +1,34 @@
-"""Combiners must learn from held-out member outputs: in-sample outputs leak the targets."""
+"""Combiners must learn from held-out member outputs: in-sample outputs leak the targets.
+
+The textbook case first (memorizing trees), then the pipeline's own fit set: the rows every
+published combiner and temperature learned from are rows no member trained on.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnxruntime as ort
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 from sklearn.tree import DecisionTreeClassifier
 
-from ensembles.combiners import BlendingCombiner, StackingCombiner
+from ensembles.combiners import (
+    BlendingCombiner,
+    StackingCombiner,
+    build_combiner,
+    combiner_from_state,
+)
+from ensembles.data import load_data, split_dataset
+from ensembles.evaluation import combiner_params
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, combiner_fit_set
+from ensembles.store import ModelStore
+from ensembles.training.pipeline import train_ensemble
+from ensembles.training.plans import training_rows
+from tests.conftest import tiny_request
 
 
 def log_loss(probs, y):
@@ -71,3 +90,45 @@ def test_leaky_stacking_trusts_the_memorizing_trees(leaky_members):
     leaky = StackingCombiner("classification").fit(in_sample, y_train)
     honest = StackingCombiner("classification").fit(held_out, y_train)
     assert tree_share(leaky) > tree_share(honest) + 0.2
+
+
+@pytest.mark.parametrize("strategy", ["bagging", "kfold", "subsample"])
+def test_the_pipeline_fits_combiners_on_rows_no_member_trained_on(
+    tmp_path: Path, strategy: str
+) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy=strategy, calibrate=True)
+    manifest = train_ensemble(request)
+    folder = ModelStore(request.store).path("wine", manifest.version)
+    heldout = HeldoutPredictions.load(folder / HELDOUT_FILE)
+    fit = combiner_fit_set(heldout).data  # what the pipeline fitted every combiner on
+    splits = split_dataset(
+        load_data("wine"), request.seed, request.validation_fraction, request.test_fraction
+    )
+    n_train = len(splits.train.y)
+    trained_on = {
+        row.tobytes()
+        for member in manifest.members
+        for row in splits.train.X[training_rows(member.rows, n_train)]
+    }
+    assert not any(row.tobytes() in trained_on for row in fit.X)
+    # every entry is the member's own prediction: nothing filled in from other members ...
+    for index, member in enumerate(manifest.members):
+        session = ort.InferenceSession(
+            str(folder / member.file), providers=["CPUExecutionProvider"]
+        )
+        output = session.run(None, {"input": fit.X.astype(np.float32)})[0]
+        np.testing.assert_allclose(fit.member_preds[index], output, rtol=1e-5, atol=1e-5)
+    # ... so members disagree on every fit row (imputed kfold rows had spread exactly 0)
+    assert (fit.member_preds.std(axis=0).max(axis=1) > 0).all()
+    for name in ("mean", "blend", "caruana", "stack"):
+        kind, params = combiner_params(name, "classification", calibrate=True)
+        refit = build_combiner(kind, "classification", **params).fit(fit.member_preds, fit.y)
+        published = combiner_from_state(manifest.combiners[name].state)
+        # same rows, same code, one process: only the order of float sums may differ
+        assert published.temperature_ == pytest.approx(refit.temperature_, rel=1e-9)
+        np.testing.assert_allclose(
+            published.combine(heldout.test.member_preds),
+            refit.combine(heldout.test.member_preds),
+            rtol=1e-9,
+            atol=1e-12,
+        )

@@ -233,3 +233,17 @@ def test_calibration_improves_held_out_log_loss_of_overconfident_members():
     calibrated = MeanCombiner("classification", calibrate=True)
     assert log_loss(calibrated) < log_loss(MeanCombiner("classification")) - 0.03
     assert calibrated.temperature_ > 1.2
+
+
+def test_stacking_member_weights_are_its_coefficient_shares() -> None:
+    """One informative member and three of noise: its share dominates, by hand from coef_."""
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=300)
+    member_preds = np.stack([y + rng.normal(0, 0.05, 300), *rng.normal(size=(3, 300))], axis=0)[
+        ..., None
+    ]
+    combiner = StackingCombiner("regression").fit(member_preds, y[:, None])
+    expected = np.abs(combiner.coef_[0]) / np.abs(combiner.coef_[0]).sum()
+    np.testing.assert_allclose(combiner.member_weights, expected, rtol=1e-12)
+    assert combiner.member_weights[0] > 0.9
+    assert 1.0 / np.sum(combiner.member_weights**2) < 2  # one effective member

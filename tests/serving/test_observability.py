@@ -11,7 +11,12 @@ import orjson
 import pytest
 from serving_fixtures import LiveServer
 
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
+from ensembles.manifest import InputSpec, Manifest, MemberInfo, OutputSpec, StrategyInfo
+from ensembles.store import ModelStore
 from serving.logs import JsonFormatter
+from serving.metrics import N_DRIFT_FEATURES
+from serving.prediction import MAX_DRIFT_BINS, PSI_FLOOR, baseline_from
 
 
 def test_metrics_cover_requests_batches_versions_variance_and_drift(client, rows):
@@ -130,3 +135,116 @@ def test_binding_beyond_loopback_without_a_token_warns(synthetic_store, caplog):
     assert warnings[0].startswith(
         "binding 0.0.0.0, which other machines can reach, without a token"
     )
+
+
+def test_psi_of_hand_bins():
+    # 250 validation values 0..249 give ten bins (25 rows each) with the inner decile edges
+    # 24.9, 49.8, ..., 224.1. A feature that never varies puts every value at or below its
+    # edges (bin 0); a value above them lands in the last bin, which held no validation row.
+    X = np.column_stack([np.arange(250.0), np.zeros(250)])
+    validation = SplitPredictions(X, np.zeros(250, dtype=int), np.full((2, 250, 2), 0.5))
+    baseline = baseline_from(validation, manifest_with_features(2))
+    assert baseline is not None
+    np.testing.assert_allclose(baseline.feature_shares[0], np.full(MAX_DRIFT_BINS, 0.1))
+    np.testing.assert_allclose(baseline.feature_shares[1], np.eye(MAX_DRIFT_BINS)[0])
+    assert baseline.mean_variance == 0.0  # identical members do not disagree
+    rows = np.array([[0.0, 0.0], [249.5, 0.0], [249.0, 1.0], [75.0, 0.0]], dtype=np.float32)
+    counts = baseline.bin_counts(rows)
+    np.testing.assert_array_equal(counts[0], [1, 0, 0, 1, 0, 0, 0, 0, 0, 2])
+    np.testing.assert_array_equal(counts[1], [3, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    actual = np.maximum(counts / 4, PSI_FLOOR)
+    expected = np.maximum(baseline.feature_shares, PSI_FLOOR)
+    by_hand = ((actual - expected) * np.log(actual / expected)).sum(axis=1)
+    np.testing.assert_allclose(baseline.feature_psi(counts), by_hand, rtol=1e-12)
+    np.testing.assert_allclose(baseline.feature_psi(baseline.bin_counts(X)), 0.0, atol=1e-15)
+    # Fewer validation rows, fewer bins: at least 25 rows each.
+    small = baseline_from(validation.rows(np.arange(60)), manifest_with_features(2))
+    assert small is not None and small.feature_shares.shape == (2, 2)
+
+
+def manifest_with_features(n_features: int) -> Manifest:
+    return Manifest(
+        name="hand",
+        version=1,
+        created="2024-01-01T00:00:00+00:00",
+        task="classification",
+        classes=["a", "b"],
+        input=InputSpec(feature_names=[f"x{j}" for j in range(n_features)]),
+        output=OutputSpec(name="probabilities", n_outputs=2),
+        strategy=StrategyInfo(name="hand", params={}),
+        members=[MemberInfo(id="m000", file="members/m000.onnx", seed=0, rows={"rule": "all"})],
+        files={},
+        combiners={},
+        default_combiner="mean",
+    )
+
+
+def _metric(text: str, prefix: str) -> float:
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    ]
+    assert len(values) == 1, (prefix, values)
+    return values[0]
+
+
+def test_drift_sits_near_one_on_held_out_rows_and_names_one_shifted_feature(trained_store):
+    """Traffic drawn from the validation rows themselves, through every combiner, keeps both
+    drift ratios near 1 (the variance baseline is the served pool disagreement whatever
+    the combiner); a 5 sigma shift in one digits feature of 64 stands out in that feature's
+    PSI while the mean z-score barely moves."""
+    store = ModelStore(trained_store)
+    manifest = store.load_manifest("digits")
+    folder = store.path("digits", manifest.version)
+    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
+    rng = np.random.default_rng(0)
+    combiners = list(manifest.combiners)
+    with LiveServer(store=trained_store, poll_interval_s=0) as live, live.client() as http:
+
+        def send(n_requests: int, shift: np.ndarray) -> None:
+            for index in range(n_requests):
+                rows = validation.X[rng.integers(0, len(validation.X), 50)] + shift
+                body = {"rows": rows.tolist(), "combiner": combiners[index % len(combiners)]}
+                assert http.post("/v1/ensembles/digits/predict", json=body).status_code == 200
+
+        send(40, np.zeros(manifest.input.n_features))
+        text = http.get("/metrics").text
+        info = http.get("/v1/ensembles/digits").json()
+        # 2000 rows resampled from the validation rows: the window's effective size is
+        # about 1000 rows, the per-row variance has a coefficient of variation of about 0.8,
+        # so the variance ratio's standard error is about 0.02; 0.1 is 5 of them.
+        ratio = 'ensembles_drift_ratio{ensemble="digits",signal='
+        assert abs(_metric(text, ratio + '"variance"}') - 1.0) < 0.1
+        assert abs(_metric(text, ratio + '"feature_z"}') - 1.0) < 0.1
+        # PSI from sampling noise alone is about (bins - 1) / rows, a few thousandths here.
+        assert len(info["feature_drift"]) == N_DRIFT_FEATURES
+        assert max(info["feature_drift"].values()) < 0.05
+        assert text.count('ensembles_feature_drift{ensemble="digits"') == N_DRIFT_FEATURES
+
+        std = validation.X.std(axis=0)
+        shifted = int(np.argmax(std))
+        name = manifest.input.feature_names[shifted]
+        send(20, 5 * std * (np.arange(len(std)) == shifted))
+        text = http.get("/metrics").text
+        info = http.get("/v1/ensembles/digits").json()
+    worst = list(info["feature_drift"].items())
+    assert worst[0][0] == name and worst[0][1] > 1.0  # a PSI over 0.25 is a major shift
+    assert all(psi < 0.05 for _, psi in worst[1:])
+    assert _metric(text, f'ensembles_feature_drift{{ensemble="digits",feature="{name}"}}') > 1.0
+    assert _metric(text, ratio + '"feature_z"}') < 1.2  # the mean over 64 features hides it
+
+
+def test_regression_variance_histogram_is_in_held_out_units(trained_store):
+    # Diabetes variances are in squared target units (hundreds): the histogram observes
+    # each row's variance over the held-out mean, so all validation rows average 1 (up to
+    # onnxruntime's float32 against the stored float32 torch outputs).
+    store = ModelStore(trained_store)
+    folder = store.path("diabetes", store.latest("diabetes"))
+    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
+    with LiveServer(store=trained_store, poll_interval_s=0) as live, live.client() as http:
+        body = {"rows": validation.X.tolist()}
+        assert http.post("/v1/ensembles/diabetes/predict", json=body).status_code == 200
+        text = http.get("/metrics").text
+    histogram = 'ensembles_prediction_variance_{}{{ensemble="diabetes"}}'
+    count = _metric(text, histogram.format("count"))
+    assert count == len(validation.X)
+    np.testing.assert_allclose(_metric(text, histogram.format("sum")) / count, 1.0, rtol=1e-4)

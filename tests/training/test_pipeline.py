@@ -12,10 +12,12 @@ import onnxruntime as ort
 import pytest
 
 from ensembles.errors import ConfigError, DataError, ExportError
-from ensembles.heldout import HeldoutPredictions, combiner_fit_set
+from ensembles.heldout import HeldoutPredictions
+from ensembles.metrics import classification_metrics
 from ensembles.store import ModelStore
 from ensembles.training import pipeline
 from ensembles.training.pipeline import run_training, train_ensemble
+from ensembles.training.plans import training_rows
 from ensembles.training.strategies import StrategyOptions
 from tests.conftest import tiny_request
 
@@ -98,14 +100,52 @@ def test_resampling_keeps_out_of_sample_predictions_only(tmp_path: Path) -> None
     manifest = train_ensemble(request)
     folder = ModelStore(request.store).path("wine", manifest.version)
     train = HeldoutPredictions.load(folder / "heldout.npz").train
-    from ensembles.training.plans import training_rows
 
     for index, member in enumerate(manifest.members):
         in_bag = training_rows(member.rows, len(train.y))
         assert np.isnan(train.member_preds[index, in_bag]).all()
         out_of_bag = np.setdiff1d(np.arange(len(train.y)), in_bag)
         assert not np.isnan(train.member_preds[index, out_of_bag]).any()
-    assert manifest.combiners["stack"].fitted_on["source"] == "validation+out_of_sample"
+    n_validation = manifest.split["n_validation"]
+    for info in manifest.combiners.values():
+        assert info.fitted_on == {"source": "validation", "n_rows": n_validation}
+
+
+@pytest.mark.parametrize("strategy", ["bagging", "kfold", "subsample"])
+def test_out_of_sample_predictions_score_members_and_the_ensemble(
+    tmp_path: Path, strategy: str
+) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy=strategy)
+    manifest = train_ensemble(request)
+    folder = ModelStore(request.store).path("wine", manifest.version)
+    train = HeldoutPredictions.load(folder / "heldout.npz").train
+    n_train = len(train.y)
+    unseen = np.ones((manifest.n_members, n_train), dtype=bool)
+    for index, member in enumerate(manifest.members):
+        unseen[index, training_rows(member.rows, n_train)] = False
+        rows = np.flatnonzero(unseen[index])
+        expected = classification_metrics(train.member_preds[index, rows], train.y[rows])
+        assert member.out_of_sample.n_rows == len(rows)
+        assert member.out_of_sample.metrics == pytest.approx(expected, rel=1e-12)
+    # scikit-learn's oob_score: each row scored by the mean of the members that did not see it
+    scored = unseen.any(axis=0)
+    mean = np.array(
+        [train.member_preds[unseen[:, row], row].mean(axis=0) for row in np.flatnonzero(scored)]
+    )
+    ensemble = manifest.out_of_sample
+    assert ensemble.metrics == pytest.approx(
+        classification_metrics(mean, train.y[scored]), rel=1e-9
+    )
+    assert (ensemble.n_rows, ensemble.n_rows_unscored) == (scored.sum(), (~scored).sum())
+    assert ensemble.members_per_row == pytest.approx(unseen[:, scored].sum(axis=0).mean())
+    if strategy == "kfold":  # every row is out of fold for exactly one member
+        assert (ensemble.n_rows, ensemble.members_per_row) == (n_train, 1.0)
+
+
+def test_strategies_without_resampling_have_no_out_of_sample_scores(trained_store: Path) -> None:
+    manifest = ModelStore(trained_store).load_manifest("digits")  # snapshot
+    assert manifest.out_of_sample is None
+    assert all(member.out_of_sample is None for member in manifest.members)
 
 
 @pytest.mark.parametrize("strategy", ["bagging", "kfold", "subsample", "repeat"])
@@ -150,16 +190,6 @@ def test_weight_averaging_refuses_independent_members_unless_forced(tmp_path: Pa
     assert manifest.combiners["weight_average"].state["forced"] is True
 
 
-def test_in_sample_fitting_is_explicit_and_recorded(tmp_path: Path) -> None:
-    request = tiny_request(tmp_path, dataset="wine", strategy="repeat", combiner_fit="in_sample")
-    manifest = train_ensemble(request)
-    assert manifest.combiners["stack"].fitted_on == {
-        "source": "in_sample",
-        "n_rows": manifest.split["n_train"],
-        "leaks": True,
-    }
-
-
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -172,6 +202,12 @@ def test_in_sample_fitting_is_explicit_and_recorded(tmp_path: Path) -> None:
         ({"strategy": "boosting"}, "unknown --strategy 'boosting'"),
         ({"combiners": ("mean", "median")}, "unknown combiner 'median'"),
         ({"default_combiner": "vote", "combiners": ("mean",)}, "'vote' was not fitted"),
+        (
+            {"combiners": ("blend", "stack")},
+            "^--combiners without mean needs --default-combiner NAME: the default is mean unless "
+            "a learned combiner beats it on held-out rows; add mean to --combiners or name the "
+            "default$",
+        ),
         ({"dataset": "diabetes", "combiners": ("vote",)}, "combiner vote does not apply"),
     ],
 )
@@ -230,12 +266,6 @@ def test_an_export_that_does_not_match_torch_fails_the_run(
     assert not (request.store / "wine").exists()
 
 
-def test_in_sample_source_needs_in_sample_predictions(trained_store: Path) -> None:
-    folder = trained_store / "digits" / "1"
-    with pytest.raises(ConfigError, match="in-sample fitting was asked for but no in-sample"):
-        combiner_fit_set(HeldoutPredictions.load(folder / "heldout.npz"), "in_sample")
-
-
 def test_stacking_can_see_the_raw_features(tmp_path: Path) -> None:
     request = tiny_request(tmp_path, dataset="wine", strategy="repeat", stack_passthrough=True)
     manifest = train_ensemble(request)
@@ -254,6 +284,11 @@ def test_forced_weight_average_can_be_the_default(tmp_path: Path) -> None:
     manifest = train_ensemble(request)
     assert manifest.default_combiner == "weight_average"
     assert set(manifest.combiners) == {"mean", "weight_average"}
+    choice = manifest.default_choice
+    assert choice.forced and choice.reason == "weight_average was named by --default-combiner"
+    assert choice.comparisons["weight_average"].excluded == (
+        "1.00 effective members (fewer than 2) would not keep the ensemble"
+    )
 
 
 def test_the_manifest_records_the_configuration_members_trained_with(tmp_path: Path) -> None:
@@ -290,16 +325,15 @@ DIVERGING = {"optimizer": "sgd", "learning_rate": 1e30}
             r"^the validation rows are too few .*: blend fails on a cross-fitting half of the "
             r"5 fit rows: .* or fit only --combiners mean stack$",
         ),
-        (  # bagging's out-of-bag rows would do, but only the validation rows were asked for
+        (  # bagging's out-of-bag rows are no fit rows: some member trained on each of them
             {
                 "dataset": "wine",
                 "strategy": "bagging",
                 "validation_fraction": 0.03,
-                "combiner_fit": "validation",
-                "combiners": ("blend",),
+                "combiners": ("mean", "blend"),
             },
             r"^the validation rows are too few .*: blend fails .*; "
-            r"add rows or raise --validation-fraction$",
+            r"add rows or raise --validation-fraction, or fit only --combiners mean$",
         ),
         (  # calibration splits the fit rows again
             {
@@ -328,16 +362,6 @@ def test_the_diverging_members_would_have_failed_had_they_trained(tmp_path: Path
     request = tiny_request(tmp_path, config=DIVERGING, dataset="wine", strategy="repeat")
     with pytest.raises(ConfigError, match="diverged at epoch"):
         train_ensemble(request)
-
-
-@pytest.mark.parametrize("strategy", ["bagging", "kfold"])
-def test_out_of_sample_rows_let_combiners_fit_on_few_validation_rows(
-    tmp_path: Path, strategy: str
-) -> None:
-    request = tiny_request(tmp_path, dataset="wine", strategy=strategy, validation_fraction=0.03)
-    manifest = train_ensemble(request)
-    assert {"blend", "caruana", "stack"} <= set(manifest.combiners)
-    assert manifest.combiners["stack"].fitted_on["n_validation_rows"] == 6
 
 
 def test_variant_problems_are_reported_with_the_other_options(tmp_path: Path) -> None:

@@ -1,0 +1,172 @@
+"""The default combiner: ``mean`` unless a learned combiner beats it beyond noise, row by row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ensembles.errors import ConfigError
+from ensembles.heldout import SplitPredictions
+from ensembles.manifest import CombinerInfo, ComparisonInfo, DefaultChoiceInfo, RankingLoss
+
+#: The combiner every other one must beat: the Deep Ensembles rule.
+REFERENCE = "mean"
+#: Fewest effective members (1 / sum of squared weights) a default may keep.
+MIN_EFFECTIVE_MEMBERS = 2.0
+#: A mean difference below this share of mean's loss is rounding, not a difference: a
+#: blend whose weights fell back to uniform computes mean's outputs in another order.
+ROUNDING = 1e-9
+#: The refusal of ``--combiners`` without mean and without ``--default-combiner``.
+MEAN_MISSING = (
+    "--combiners without mean needs --default-combiner NAME: the default is mean unless a "
+    "learned combiner beats it on held-out rows; add mean to --combiners or name the default"
+)
+
+
+def ranking_loss(split: SplitPredictions) -> RankingLoss:
+    """The loss the default is chosen by: log loss, Gaussian NLL or squared error.
+
+    Gaussian NLL only when the members have Gaussian heads (``member_variances``): on the
+    spread of point predictions alone it would rank the ensemble's variance estimate, not
+    its predictions, so other regression members are ranked by squared error (RMSE).
+    """
+    if split.y.ndim == 1:
+        return "nll"
+    return "gaussian_nll" if split.member_variances is not None else "squared_error"
+
+
+def loss_value(metrics: dict[str, float], loss: RankingLoss) -> float:
+    """The ranking ``loss`` read from the metrics of :func:`evaluate_predictions`.
+
+    On one row's metrics this is that row's loss; ``squared_error`` is ``rmse ** 2``.
+    """
+    return metrics["rmse"] ** 2 if loss == "squared_error" else metrics[loss]
+
+
+def effective_members(weights: np.ndarray | None, n_members: int) -> float:
+    """The effective number of members ``1 / sum(w ** 2)`` of weights summing to one.
+
+    Parameters
+    ----------
+    weights : np.ndarray, shape (n_members,), or None
+        A combiner's ``member_weights`` (normalized here); None weighs members equally.
+    n_members : int
+
+    Returns
+    -------
+    float
+        ``n_members`` for equal weights, 1 when one member carries all the weight.
+    """
+    if weights is None:
+        return float(n_members)
+    shares = np.asarray(weights, dtype=float) / np.sum(weights)
+    return float(1.0 / np.sum(shares**2))
+
+
+def choose_default(
+    results: dict[str, CombinerInfo],
+    losses: dict[str, np.ndarray],
+    loss: RankingLoss,
+    n_members: int,
+    override: str | None = None,
+) -> tuple[str, DefaultChoiceInfo]:
+    """The default combiner and the comparison behind it.
+
+    ``mean`` is the default unless an eligible combiner has a lower held-out loss by more
+    than one standard error of the paired per-row differences (and by more than rounding,
+    :data:`ROUNDING`); among those, the lowest mean loss wins. A combiner is not eligible
+    when it is ``vote`` (hard votes are not a proper probability forecast), when its
+    members were chosen on the compared rows (a greedy soup), or when it keeps fewer than 2
+    effective members of an ensemble of 2 or more (it would not keep the ensemble).
+
+    Parameters
+    ----------
+    results : dict of str to CombinerInfo
+        Every published combiner, with ``effective_members`` set.
+    losses : dict of str to np.ndarray, shape (n_rows,)
+        Each combiner's held-out loss on every fit row (cross-fitted), same rows for all.
+    loss : {"nll", "gaussian_nll", "squared_error"}
+        The loss in ``losses``.
+    n_members : int
+    override : str, optional
+        The ``--default-combiner``; the comparison is still recorded.
+
+    Returns
+    -------
+    tuple of (str, DefaultChoiceInfo)
+
+    Raises
+    ------
+    ConfigError
+        When ``override`` was not fitted, or no override is given and ``mean`` was not.
+    """
+    if override is not None and override not in results:
+        raise ConfigError(
+            f"--default-combiner '{override}' was not fitted; fitted: {', '.join(results)}"
+        )
+    if override is None and REFERENCE not in losses:
+        raise ConfigError(MEAN_MISSING)
+    comparisons = {}
+    if REFERENCE in losses:
+        comparisons = {
+            name: _compare(info, losses[name], losses[REFERENCE], n_members)
+            for name, info in results.items()
+        }
+    name, reason = override, f"{override} was named by --default-combiner"
+    if override is None:
+        name, reason = _automatic_choice(comparisons, loss)
+    record = DefaultChoiceInfo(
+        loss=loss,
+        n_rows=len(next(iter(losses.values()))),
+        forced=override is not None,
+        reason=reason,
+        comparisons=comparisons,
+    )
+    return name, record
+
+
+def _automatic_choice(comparisons: dict[str, ComparisonInfo], loss: RankingLoss) -> tuple[str, str]:
+    """The default without an override, and the one-line reason."""
+    better = [name for name, info in comparisons.items() if info.beats_mean and not info.excluded]
+    if not better:
+        return REFERENCE, (
+            f"no eligible combiner has a lower held-out {loss} than mean by more than one "
+            "standard error"
+        )
+    best = min(better, key=lambda name: comparisons[name].mean_difference)
+    chosen = comparisons[best]
+    return best, (
+        f"{best} has a lower held-out {loss} than mean by {-chosen.mean_difference:.4g} per "
+        f"row, more than one standard error ({chosen.standard_error:.4g})"
+    )
+
+
+def _compare(
+    info: CombinerInfo, losses: np.ndarray, reference: np.ndarray, n_members: int
+) -> ComparisonInfo:
+    differences = losses - reference
+    standard_error = float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
+    mean_difference = float(np.mean(differences))
+    margin = max(standard_error, ROUNDING * float(np.mean(np.abs(reference))))
+    effective = float(info.effective_members)
+    return ComparisonInfo(
+        mean_loss=float(np.mean(losses)),
+        mean_difference=mean_difference,
+        standard_error=standard_error,
+        beats_mean=mean_difference < -margin,
+        effective_members=effective,
+        excluded=_exclusion(info, effective, n_members),
+    )
+
+
+def _exclusion(info: CombinerInfo, effective: float, n_members: int) -> str | None:
+    """Why a combiner can never be the default, or None."""
+    if info.kind == "vote":
+        return "hard votes are not a proper probability forecast"
+    if info.fitted_on.get("selection"):
+        return "its members were chosen on these rows, so its loss on them is optimistic"
+    if n_members >= 2 and effective < MIN_EFFECTIVE_MEMBERS:
+        return (
+            f"{effective:.2f} effective members (fewer than {MIN_EFFECTIVE_MEMBERS:g}) would "
+            "not keep the ensemble"
+        )
+    return None

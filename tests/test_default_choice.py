@@ -1,0 +1,194 @@
+"""The default keeps the ensemble: mean unless a learned combiner beats it beyond noise.
+
+Real small ensembles trained by the pipeline. The seeds are ones where the former rule (the
+bare minimum of held-out loss) published a one-member blend or hard votes; each test first
+asserts that this is still what the lowest loss would pick.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from ensembles.default_choice import effective_members, ranking_loss
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.manifest import Manifest
+from ensembles.store import ModelStore
+from ensembles.training.pipeline import TrainRequest, train_ensemble
+from tests.conftest import tiny_request
+
+ONE_MEMBER = "1.00 effective members (fewer than 2) would not keep the ensemble"
+VOTES = "hard votes are not a proper probability forecast"
+NO_WINNER = (
+    "no eligible combiner has a lower held-out nll than mean by more than one standard error"
+)
+
+
+@pytest.fixture(scope="module")
+def five_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV of the digits 0-4 with a ``label`` column (901 rows), as a user would bring."""
+    digits = load_digits()
+    keep = digits.target < 5
+    header = ",".join([*(f"p{i}" for i in range(64)), "label"])
+    rows = np.column_stack([digits.data[keep], digits.target[keep]]).astype(int)
+    path = tmp_path_factory.mktemp("csv") / "train.csv"
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wine_repeat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path]:
+    """Five tiny repeat members on wine whose hard votes had the lowest held-out loss."""
+    request = tiny_request(
+        tmp_path_factory.mktemp("wine"), dataset="wine", strategy="repeat", members=5, seed=6
+    )
+    manifest = train_ensemble(request)
+    return manifest, ModelStore(request.store).path("wine", manifest.version)
+
+
+def csv_request(tmp_path: Path, csv: Path, **changes: object) -> TrainRequest:
+    """Five tiny members on the CSV."""
+    return tiny_request(tmp_path, dataset=None, csv=csv, target="label", members=5, **changes)
+
+
+def lowest_loss(manifest: Manifest) -> str:
+    """What the former rule published: the lowest held-out loss."""
+    comparisons = manifest.default_choice.comparisons
+    return min(comparisons, key=lambda name: comparisons[name].mean_loss)
+
+
+def test_a_one_member_blend_is_never_the_default(tmp_path: Path, five_digits: Path) -> None:
+    # snapshot, the default strategy: caruana put all its weight on the last cycle
+    manifest = train_ensemble(
+        csv_request(tmp_path, five_digits, strategy="snapshot", epochs=10, seed=1)
+    )
+    choice = manifest.default_choice
+    assert lowest_loss(manifest) in {"blend", "caruana"}
+    for name in ("blend", "caruana", "weight_average"):
+        assert choice.comparisons[name].beats_mean
+        assert choice.comparisons[name].excluded == ONE_MEMBER
+    assert manifest.combiners["caruana"].effective_members == pytest.approx(1.0)
+    default = manifest.default_combiner
+    assert choice.comparisons[default].effective_members >= 2
+    assert choice.comparisons[default].excluded is None
+    assert not choice.forced and choice.loss == "nll"
+
+
+def test_hard_votes_are_never_the_default(wine_repeat: tuple[Manifest, Path]) -> None:
+    manifest, _ = wine_repeat
+    choice = manifest.default_choice
+    assert lowest_loss(manifest) == "vote"
+    assert choice.comparisons["vote"].beats_mean
+    assert choice.comparisons["vote"].excluded == VOTES
+    assert manifest.default_combiner != "vote"
+
+
+def test_mean_stays_the_default_when_no_eligible_combiner_beats_it(
+    tmp_path: Path, five_digits: Path
+) -> None:
+    request = csv_request(
+        tmp_path,
+        five_digits,
+        strategy="snapshot",
+        epochs=10,
+        seed=1,
+        combiners=("mean", "vote", "caruana"),
+    )
+    manifest = train_ensemble(request)
+    assert manifest.default_combiner == "mean"
+    assert manifest.default_choice.reason == NO_WINNER
+    assert manifest.default_choice.comparisons["mean"].mean_difference == 0
+
+
+def test_a_learned_combiner_that_beats_mean_beyond_noise_is_the_default(
+    tmp_path: Path, five_digits: Path
+) -> None:
+    # four-epoch members are far too unsure: stacking sharpens them on held-out rows
+    manifest = train_ensemble(csv_request(tmp_path, five_digits, strategy="repeat"))
+    choice = manifest.default_choice
+    stack = choice.comparisons["stack"]
+    assert manifest.default_combiner == "stack"
+    assert stack.mean_difference < -3 * stack.standard_error
+    assert choice.reason == (
+        f"stack has a lower held-out nll than mean by {-stack.mean_difference:.4g} per row, "
+        f"more than one standard error ({stack.standard_error:.4g})"
+    )
+
+
+def test_the_paired_comparison_is_computed_row_by_row(wine_repeat: tuple[Manifest, Path]) -> None:
+    manifest, folder = wine_repeat
+    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
+    rows = np.arange(len(validation.y))
+    # neither mean nor vote learns anything, so cross-fitting leaves their outputs as they are
+    mean = validation.member_preds.mean(axis=0)[rows, validation.y]
+    votes = (validation.member_preds.argmax(axis=2) == validation.y).mean(axis=0)
+    differences = -np.log(np.clip(votes, 1e-15, None)) + np.log(mean)
+    vote = manifest.default_choice.comparisons["vote"]
+    assert manifest.default_choice.n_rows == len(rows)
+    assert vote.mean_loss == pytest.approx(-np.mean(np.log(np.clip(votes, 1e-15, None))))
+    assert vote.mean_difference == pytest.approx(differences.mean(), rel=1e-9)
+    expected_se = differences.std(ddof=1) / np.sqrt(len(rows))
+    assert vote.standard_error == pytest.approx(expected_se, rel=1e-9)
+    weights = np.asarray(manifest.combiners["blend"].state["fitted"]["weights"])
+    assert manifest.combiners["blend"].effective_members == pytest.approx(
+        1 / np.sum((weights / weights.sum()) ** 2), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("gaussian_head", "loss"), [(False, "squared_error"), (True, "gaussian_nll")]
+)
+def test_regression_is_ranked_by_squared_error_without_gaussian_heads(
+    tmp_path: Path, gaussian_head: bool, loss: str
+) -> None:
+    config = {"gaussian_head": gaussian_head}
+    request = tiny_request(tmp_path, dataset="diabetes", strategy="repeat", config=config)
+    manifest = train_ensemble(request)
+    folder = ModelStore(request.store).path("diabetes", manifest.version)
+    validation = HeldoutPredictions.load(folder / HELDOUT_FILE).validation
+    assert manifest.default_choice.loss == ranking_loss(validation) == loss
+    if not gaussian_head:  # mean's cross-fitted output is the plain mean: its MSE by hand
+        squared = (validation.member_preds.mean(axis=0) - validation.y) ** 2
+        mean = manifest.default_choice.comparisons["mean"]
+        assert mean.mean_loss == pytest.approx(squared.mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("method", "excluded"),
+    [
+        ("uniform", ONE_MEMBER),
+        ("greedy", "its members were chosen on these rows, so its loss on them is optimistic"),
+    ],
+    ids=["uniform", "greedy"],
+)
+def test_a_weight_average_is_one_network_and_never_the_automatic_default(
+    tmp_path: Path, method: str, excluded: str
+) -> None:
+    request = tiny_request(
+        tmp_path, dataset="wine", strategy="snapshot", epochs=6, weight_averaging=method
+    )
+    manifest = train_ensemble(request)
+    assert manifest.combiners["weight_average"].effective_members == 1.0
+    assert manifest.default_choice.comparisons["weight_average"].excluded == excluded
+    assert manifest.default_combiner != "weight_average"
+
+
+def test_a_named_default_is_kept_and_the_comparison_still_recorded(tmp_path: Path) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy="repeat", default_combiner="vote")
+    manifest = train_ensemble(request)
+    assert manifest.default_combiner == "vote"
+    choice = manifest.default_choice
+    assert choice.forced and choice.reason == "vote was named by --default-combiner"
+    assert set(choice.comparisons) == set(manifest.combiners)
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [(None, 4.0), ([1, 1, 1, 1], 4.0), ([0, 0, 3, 0], 1.0), ([1, 1, 0, 0], 2.0)],
+)
+def test_effective_members(weights: list[float] | None, expected: float) -> None:
+    found = effective_members(None if weights is None else np.array(weights, float), 4)
+    assert found == pytest.approx(expected, rel=1e-12)
