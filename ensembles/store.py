@@ -220,15 +220,21 @@ class ModelStore:
         """
         return self.read_version(name, version).manifest
 
-    def check_versions(self, name: str) -> dict[int, str | None]:
+    def check_versions(
+        self, name: str, verify: Callable[[StoredVersion], None] | None = None
+    ) -> dict[int, str | None]:
         """Verify every version of ``name``: version -> None when intact, else the problem.
 
-        :meth:`versions` only lists folders with a manifest (cheap); this reads every file.
+        :meth:`versions` only lists folders with a manifest (cheap); this reads every file,
+        then runs ``verify`` (e.g. the combiners' reproduction check) on each version that
+        reads; a ``StoreError`` it raises is that version's problem.
         """
         problems: dict[int, str | None] = {}
         for version in self.versions(name):
             try:
-                self.read_version(name, version)
+                stored = self.read_version(name, version)
+                if verify is not None:
+                    verify(stored)
                 problems[version] = None
             except (StoreError, OSError) as exc:
                 problems[version] = str(exc)

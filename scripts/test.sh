@@ -9,6 +9,9 @@ bash scripts/setup.sh
 ruff check .
 ruff format --check .
 python -m pytest "$@"
-kernel=$(python scripts/other_blas_kernel.py)
-echo "again with OPENBLAS_CORETYPE=$kernel"
-OPENBLAS_CORETYPE=$kernel python -m pytest "$@"
+if kernel=$(python scripts/other_blas_kernel.py); then
+  echo "again with OPENBLAS_CORETYPE=$kernel"
+  OPENBLAS_CORETYPE=$kernel python -m pytest "$@"
+else
+  echo "no second BLAS kernel on this machine; the suite ran once"
+fi

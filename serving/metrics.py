@@ -224,7 +224,7 @@ class ServingMetrics:
         )
         self.out_of_range = Counter(
             "ensembles_out_of_range_rows",
-            f"Rows served with a feature over {OUT_OF_RANGE_Z:g} held-out standard deviations "
+            f"Rows received with a feature over {OUT_OF_RANGE_Z:g} held-out standard deviations "
             "from the held-out mean (allowed, but extrapolated)",
             ["ensemble"],
             registry=self.registry,

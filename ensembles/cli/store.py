@@ -1,7 +1,8 @@
 """``ensembles-store`` / ``python scripts/store.py``: verify a model store and tidy it.
 
 ``check`` reads every file of every version (checksums, the manifest's own checksum, files
-the manifest does not list), reads every ``latest`` pointer, and lists what killed publishes
+the manifest does not list), re-runs every combiner on the stored test member predictions
+(as a server does at load), reads every ``latest`` pointer, and lists what killed publishes
 left behind. It prints one line per version and exits 1 when anything is wrong.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
 from ensembles.errors import StoreError
+from ensembles.reproduction import verify_stored_combiners
 from ensembles.store import NAME_PATTERN, ModelStore
 
 
@@ -56,7 +58,7 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
         raise StoreError(f"{store.root} is not a folder: there is no model store there")
     lines, intact = [], True
     for name in names or _ensemble_folders(store):
-        problems = store.check_versions(name)
+        problems = store.check_versions(name, verify=verify_stored_combiners)
         for version, problem in problems.items():
             lines.append(f"{name}/{version}: {'ok' if problem is None else problem}")
             intact &= problem is None
@@ -67,6 +69,9 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
             line, pointer_ok = _check_latest(store, name, problems)
             lines.append(f"{name}/latest: {line}")
             intact &= pointer_ok
+        if store.publishing(name):
+            lines.append(f"{name}: a publish is in progress (its staging folder is no leftover)")
+            continue
         removed = store.remove_leftovers(name) if remove_leftovers else []
         for leftover in removed or store.leftovers(name):
             verb = "removed" if removed else "leftover"

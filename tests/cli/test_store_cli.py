@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from store_toys import toy_writer
 
 from ensembles.cli.store import main
-from ensembles.store import ModelStore
+from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
 
 
 @pytest.fixture
@@ -52,3 +55,33 @@ def test_a_missing_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["check", "--store", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'nowhere'} is not a folder: there is no model store there\n"
+
+
+def test_a_tampered_combiner_with_a_consistent_checksum_fails_the_check(
+    trained_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checksums agree after a careful edit; only re-running the combiner can tell."""
+    root = tmp_path / "store"
+    shutil.copytree(trained_store / "diabetes", root / "diabetes")
+    manifest_path = root / "diabetes" / "1" / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text())
+    weights = manifest["combiners"]["blend"]["state"]["fitted"]["weights"]
+    weights[0], weights[-1] = weights[-1], weights[0]
+    text = json.dumps(manifest)
+    manifest_path.write_text(text)
+    (manifest_path.parent / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
+    assert main(["check", "--store", str(root)]) == 1
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("diabetes/1: combiner 'blend' does not reproduce its stored test")
+
+
+def test_a_publish_in_progress_is_not_a_leftover(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (store.root / "toy" / ".staging-3-0123abcd").mkdir()
+    with (store.root / "toy" / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a publish holds it
+        assert main(["check", "--store", str(store.root)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "toy: a publish is in progress (its staging folder is no leftover)"
+    )

@@ -146,7 +146,10 @@ def test_mixed_combiner_burst_shares_one_member_run_and_equals_sync(synthetic_st
         want = runtime.predict(X, **o)
         assert got.combiner == want.combiner
         np.testing.assert_allclose(got.combined, want.combined, rtol=1e-6, atol=1e-7)
-        np.testing.assert_array_equal(got.labels, want.labels)
+        if want.labels is not None:  # a label may flip only where the top two nearly tie
+            top2 = np.sort(want.combined, axis=1)[:, -2:]
+            clear = top2[:, 1] - top2[:, 0] > 1e-5
+            np.testing.assert_array_equal(got.labels[clear], want.labels[clear])
         assert set(got.uncertainty) == set(want.uncertainty)
         for key, value in want.uncertainty.items():
             np.testing.assert_allclose(got.uncertainty[key], value, rtol=1e-5, atol=1e-7)

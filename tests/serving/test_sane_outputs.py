@@ -33,6 +33,15 @@ def test_rows_that_overflow_the_output_are_refused_by_number_on_v1(client, name)
     assert client.post(f"/v1/ensembles/{name}/predict", json={"rows": _rows(5)}).status_code == 200
 
 
+@pytest.mark.parametrize("combiner", ["vote", "weight_average"])
+def test_overflowing_members_are_refused_even_when_the_combiner_hides_them(client, combiner):
+    """vote's shares and the averaged graph can look finite while members are NaN."""
+    body = {"rows": _rows(3, (1,)), "combiner": combiner, "members": True, "uncertainty": False}
+    response = client.post("/v1/ensembles/toy/predict", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("rows [1] drive the model's output")
+
+
 def test_rows_that_overflow_the_output_are_refused_on_v2(client):
     body = {
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4], "data": _rows(3, (2,))}]
@@ -43,7 +52,10 @@ def test_rows_that_overflow_the_output_are_refused_on_v2(client):
 
 
 def test_one_bad_request_in_a_micro_batch_fails_alone(synthetic_store: ModelStore):
-    runtime = EnsembleRuntime.load(synthetic_store, "reg", 1, max_wait_ms=20.0)
+    batches: list[int] = []
+    runtime = EnsembleRuntime.load(
+        synthetic_store, "reg", 1, max_wait_ms=20.0, on_batch=batches.append
+    )
 
     async def burst() -> list[object]:
         requests = [np.array(_rows(4, (0,) if i == 2 else ()), dtype=np.float32) for i in range(5)]
@@ -54,6 +66,7 @@ def test_one_bad_request_in_a_micro_batch_fails_alone(synthetic_store: ModelStor
         return results
 
     results = asyncio.run(burst())
+    assert max(batches) > 4  # the bad request shared a micro-batch with others
     assert isinstance(results[2], InvalidRequestError)
     assert str(results[2]).startswith("rows [0] drive the model's output")
     for index in (0, 1, 3, 4):
