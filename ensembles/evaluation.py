@@ -14,7 +14,7 @@ from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo, EnsembleOutOfSampleInfo, OutOfSampleInfo, Task
 from ensembles.metrics import PROB_FLOOR, classification_metrics, regression_metrics
-from ensembles.uncertainty import served_uncertainty
+from ensembles.uncertainty import fit_variance_scale, served_uncertainty
 
 #: Published combiner name -> (kind, constructor parameters, tasks it applies to).
 COMBINER_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
@@ -87,15 +87,19 @@ def fit_combiners(
     for name in check_combiner_names(names, task):
         kind, params = combiner_params(name, task, calibrate, stack_passthrough)
         combiner = build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
+        scale = variance_scale(data, combiner.combine(data.member_preds, data.X), level)
         test_output = combiner.combine(heldout.test.member_preds, heldout.test.X)
         held_out = crossfit(kind, task, params, data, level)
         results[name] = CombinerInfo(
             kind=kind,
             state=combiner.to_state(),
             fitted_on=fit_set.record,
-            test_metrics=evaluate_predictions(heldout.test, test_output, level),
+            test_metrics=evaluate_predictions(
+                heldout.test, test_output, level, variance_scale=scale or 1.0
+            ),
             heldout_metrics=held_out.metrics,
             effective_members=effective_members(combiner.member_weights, len(data.member_preds)),
+            variance_scale=scale,
         )
         losses[name] = held_out.row_losses
     return results, losses
@@ -181,10 +185,11 @@ def crossfit(
     for fit_rows, score_rows in (halves, halves[::-1]):
         part = data.rows(fit_rows)
         combiner = build_combiner(kind, task, **params).fit(part.member_preds, part.y, part.X)
+        scale = variance_scale(part, combiner.combine(part.member_preds, part.X), level) or 1.0
         split = data.rows(score_rows)
         combined = combiner.combine(split.member_preds, split.X)
-        scores.append(evaluate_predictions(split, combined, level))
-        losses[score_rows] = row_losses(split, combined, level)
+        scores.append(evaluate_predictions(split, combined, level, variance_scale=scale))
+        losses[score_rows] = row_losses(split, combined, level, variance_scale=scale)
     metrics = {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
     return CrossFit(metrics, losses)
 
@@ -194,6 +199,7 @@ def row_losses(
     combined: np.ndarray,
     level: float = 0.9,
     served_variance: np.ndarray | None = None,
+    variance_scale: float = 1.0,
 ) -> np.ndarray:
     """The ranking loss of every row ``(n_samples,)`` of a served output.
 
@@ -209,7 +215,8 @@ def row_losses(
     y = np.asarray(split.y, dtype=float).reshape(combined.shape)
     if loss == "squared_error":
         return ((y - combined) ** 2).mean(axis=1)
-    variance = np.maximum(_total_variance(split, combined, served_variance, level), _MIN_VARIANCE)
+    variance = _total_variance(split, combined, served_variance, level, variance_scale)
+    variance = np.maximum(variance, _MIN_VARIANCE)
     return (0.5 * (np.log(2 * np.pi * variance) + (y - combined) ** 2 / variance)).mean(axis=1)
 
 
@@ -218,6 +225,7 @@ def evaluate_predictions(
     combined: np.ndarray,
     level: float = 0.9,
     served_variance: np.ndarray | None = None,
+    variance_scale: float = 1.0,
 ) -> dict[str, float]:
     """Metrics of a served output ``(n_samples, n_outputs)`` against ``split.y``.
 
@@ -225,8 +233,8 @@ def evaluate_predictions(
     of :func:`~ensembles.uncertainty.served_uncertainty`, exactly what serving returns:
     the disagreement of the whole member pool (``split.member_preds``, members weighed
     equally) plus the aleatoric variance (``served_variance`` when the served model has
-    its own variance head, else the members' mean variance when they have one), floored
-    at 1e-12 for the NLL.
+    its own variance head, else the members' mean variance when they have one), times the
+    combiner's ``variance_scale``, floored at 1e-12 for the NLL.
 
     Parameters
     ----------
@@ -238,6 +246,8 @@ def evaluate_predictions(
         Central interval level of the regression coverage.
     served_variance : np.ndarray, shape (n_samples, n_outputs), optional
         The served model's own variance (the weight-averaged model's variance head).
+    variance_scale : float, default 1.0
+        The combiner's fitted regression variance calibration (:func:`variance_scale`).
 
     Returns
     -------
@@ -247,18 +257,44 @@ def evaluate_predictions(
     """
     if split.y.ndim == 1:
         return classification_metrics(combined, split.y)
-    variance = _total_variance(split, combined, served_variance, level)
+    variance = _total_variance(split, combined, served_variance, level, variance_scale)
     return regression_metrics(combined, split.y, np.maximum(variance, _MIN_VARIANCE), level)
 
 
+def variance_scale(
+    split: SplitPredictions,
+    combined: np.ndarray,
+    level: float = 0.9,
+    served_variance: np.ndarray | None = None,
+) -> float | None:
+    """The regression variance calibration fitted on ``split`` (None for classification).
+
+    The factor that makes the served total variance the maximum-likelihood variance of the
+    served errors on these rows (:func:`~ensembles.uncertainty.fit_variance_scale`).
+    """
+    if split.y.ndim == 1:
+        return None
+    total = _total_variance(split, combined, served_variance, level, 1.0)
+    return fit_variance_scale(split.y, combined, total)
+
+
 def _total_variance(
-    split: SplitPredictions, combined: np.ndarray, served_variance: np.ndarray | None, level: float
+    split: SplitPredictions,
+    combined: np.ndarray,
+    served_variance: np.ndarray | None,
+    level: float,
+    scale: float,
 ) -> np.ndarray:
-    """The variance serving reports with a regression output: total, else epistemic."""
-    measures = served_uncertainty(
-        "regression", split.member_preds, combined, split.member_variances, served_variance, level
-    )
-    return measures.get("total_variance", measures["variance"])
+    """The calibrated predictive variance serving reports with a regression output."""
+    return served_uncertainty(
+        "regression",
+        split.member_preds,
+        combined,
+        split.member_variances,
+        served_variance,
+        level,
+        scale,
+    )["total_variance"]
 
 
 def baseline_metrics(

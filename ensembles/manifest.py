@@ -95,6 +95,12 @@ class CombinerInfo(_Model):
     effective_members: float | None = Field(
         default=None, description="1 / sum of squared member weights; 1 for one averaged network"
     )
+    variance_scale: float | None = Field(
+        default=None,
+        gt=0,
+        description="regression: the factor the served predictive variance is calibrated by, "
+        "fitted on the fit rows (maximum-likelihood Gaussian scale of the errors)",
+    )
 
 
 class ComparisonInfo(_Model):

@@ -23,8 +23,8 @@ import numpy as np
 from ensembles.errors import ConfigError, DataError, ShapeError
 
 #: Keys of the dicts :func:`served_uncertainty` returns per task, in the order returned.
-#: ``aleatoric_variance`` and ``total_variance`` are present only when an aleatoric
-#: variance is known (Gaussian-head members, or the served model's own variance head).
+#: ``aleatoric_variance`` is present only when an aleatoric variance is known
+#: (Gaussian-head members, or the served model's own variance head).
 UNCERTAINTY_NAMES: dict[str, tuple[str, ...]] = {
     "classification": (
         "variance",
@@ -103,6 +103,7 @@ def served_uncertainty(
     member_variances: np.ndarray | None = None,
     served_variance: np.ndarray | None = None,
     level: float = 0.9,
+    variance_scale: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Every uncertainty measure of one served output: of the output, and of the pool.
 
@@ -122,6 +123,9 @@ def served_uncertainty(
         used as the aleatoric part instead of the members' mean.
     level : float, default 0.9
         Probability mass of the central regression interval, in (0, 1).
+    variance_scale : float, default 1.0
+        Regression: the factor the predictive variance is calibrated by
+        (:func:`fit_variance_scale`, fitted on held-out rows when the version was trained).
 
     Returns
     -------
@@ -138,11 +142,12 @@ def served_uncertainty(
         ``expected_entropy`` equals ``mutual_information`` only when the served output is
         the pool mean. Regression, each (n_samples, n_outputs): ``variance``
         (epistemic: the pool's variance); with an aleatoric variance also
-        ``aleatoric_variance`` (``served_variance``, else the members' mean variance)
-        and ``total_variance`` (aleatoric + epistemic); always ``interval_lower`` and
-        ``interval_upper``, ``served -/+ z * sqrt(v)`` with ``z`` the normal quantile at
-        ``(1 + level) / 2`` and ``v`` the total variance when known, else the epistemic
-        one. Metrics that use a variance (Gaussian NLL, coverage) use this ``v``.
+        ``aleatoric_variance`` (``served_variance``, else the members' mean variance);
+        always ``total_variance``, the calibrated predictive variance ``variance_scale *
+        (aleatoric + epistemic)`` (aleatoric 0 when unknown), and ``interval_lower`` and
+        ``interval_upper``, ``served -/+ z * sqrt(total_variance)`` with ``z`` the normal
+        quantile at ``(1 + level) / 2``. Metrics that use a variance (Gaussian NLL,
+        coverage) use ``total_variance``.
 
     Raises
     ------
@@ -182,8 +187,37 @@ def served_uncertainty(
         aleatoric = members.mean(axis=0)
     if aleatoric is not None:
         result["aleatoric_variance"] = aleatoric
-        result["total_variance"] = spread = aleatoric + result["variance"]
+        spread = aleatoric + spread
+    result["total_variance"] = spread = variance_scale * spread
     half_width = NormalDist().inv_cdf(0.5 + level / 2.0) * np.sqrt(spread)
     result["interval_lower"] = served - half_width
     result["interval_upper"] = served + half_width
     return result
+
+
+#: The variance scale is kept within these bounds: beyond them the held-out rows say more
+#: about a broken model than about its calibration.
+VARIANCE_SCALE_RANGE = (1e-2, 1e2)
+
+
+def fit_variance_scale(y: np.ndarray, served: np.ndarray, total_variance: np.ndarray) -> float:
+    """The factor ``s`` that makes ``s * total_variance`` the maximum-likelihood Gaussian
+    variance of held-out errors: ``mean((y - served) ** 2 / total_variance)``.
+
+    Parameters
+    ----------
+    y, served, total_variance : np.ndarray, shape (n_samples, n_outputs)
+        Held-out targets, the served values and their uncalibrated predictive variance.
+
+    Returns
+    -------
+    float
+        Within :data:`VARIANCE_SCALE_RANGE`; 1 when the rows say nothing (no finite ratio).
+    """
+    y = np.asarray(y, dtype=float).reshape(np.shape(served))
+    ratios = (y - served) ** 2 / np.maximum(total_variance, 1e-12)
+    ratios = ratios[np.isfinite(ratios)]
+    if not ratios.size:
+        return 1.0
+    low, high = VARIANCE_SCALE_RANGE
+    return float(np.clip(ratios.mean(), low, high))

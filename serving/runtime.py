@@ -144,6 +144,10 @@ class EnsembleRuntime:
             name: self._build_combiner(name, info.kind, info.state)
             for name, info in manifest.combiners.items()
         }
+        #: Each combiner's regression variance calibration (1 where none was fitted).
+        self._variance_scales = {
+            name: info.variance_scale or 1.0 for name, info in manifest.combiners.items()
+        }
         if manifest.default_combiner not in self.combiners:
             raise IntegrityError(
                 f"{self.label}/manifest.json: default combiner '{manifest.default_combiner}' is "
@@ -586,6 +590,7 @@ class EnsembleRuntime:
                     pool_variances,
                     served_variance,
                     self.interval_level,
+                    self._variance_scales[name],
                 )
         labels = combined.argmax(axis=1) if self.task == "classification" else None
         return Prediction(

@@ -30,7 +30,9 @@ for name, info in manifest.combiners.items():
         continue
     combiner = combiner_from_state(info.state)
     combined = combiner.combine(heldout.test.member_preds, heldout.test.X)
-    metrics = evaluate_predictions(heldout.test, combined, level)
+    metrics = evaluate_predictions(
+        heldout.test, combined, level, variance_scale=info.variance_scale or 1.0
+    )
     # Another process (and maybe BLAS kernel) than the one that trained: the last bits of
     # float64 results may differ, so outputs agree to the loading tolerance, not bitwise.
     try:

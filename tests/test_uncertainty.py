@@ -10,6 +10,8 @@ import pytest
 from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.uncertainty import (
     UNCERTAINTY_NAMES,
+    VARIANCE_SCALE_RANGE,
+    fit_variance_scale,
     member_variance,
     served_uncertainty,
 )
@@ -129,11 +131,47 @@ def test_the_served_models_own_variance_is_the_aleatoric_part():
 def test_regression_interval_uses_epistemic_variance_without_aleatoric():
     member_preds = np.array([[[1.0]], [[3.0]]])
     result = served_uncertainty("regression", member_preds, np.array([[10.0]]), level=0.5)
-    assert set(result) == {"variance", "interval_lower", "interval_upper"}
+    assert set(result) == {"variance", "total_variance", "interval_lower", "interval_upper"}
     np.testing.assert_allclose(result["variance"], [[1.0]])
+    np.testing.assert_allclose(result["total_variance"], [[1.0]])
     z = NormalDist().inv_cdf(0.75)
     np.testing.assert_allclose(result["interval_lower"], [[10.0 - z]])
     np.testing.assert_allclose(result["interval_upper"], [[10.0 + z]])
+
+
+def test_variance_scale_calibrates_total_variance_and_interval():
+    """The scale multiplies aleatoric + epistemic; the decomposition itself stays raw."""
+    member_preds = np.array([[[1.0]], [[3.0]]])
+    member_variances = np.array([[[0.5]], [[1.5]]])
+    result = served_uncertainty(
+        "regression",
+        member_preds,
+        np.array([[2.0]]),
+        member_variances,
+        level=0.5,
+        variance_scale=4.0,
+    )
+    np.testing.assert_allclose(result["variance"], [[1.0]])
+    np.testing.assert_allclose(result["aleatoric_variance"], [[1.0]])
+    np.testing.assert_allclose(result["total_variance"], [[8.0]])  # 4 x (1 + 1)
+    z = NormalDist().inv_cdf(0.75)
+    np.testing.assert_allclose(result["interval_upper"], [[2.0 + z * np.sqrt(8.0)]])
+
+
+def test_fit_variance_scale_is_the_maximum_likelihood_factor():
+    """By hand: the errors' squares over the variances, averaged; clipped to its range."""
+    y = np.array([[1.0], [2.0], [4.0]])
+    served = np.array([[0.0], [2.0], [2.0]])
+    variance = np.array([[1.0], [1.0], [2.0]])
+    assert fit_variance_scale(y, served, variance) == pytest.approx((1 + 0 + 2) / 3)
+    low, high = VARIANCE_SCALE_RANGE
+    assert fit_variance_scale(y * 1e6, served, variance) == high
+    assert fit_variance_scale(served, served, variance) == low
+    # Under the model's own distribution the fitted scale is near 1.
+    rng = np.random.default_rng(0)
+    sigma2 = rng.uniform(0.5, 2.0, size=(20000, 1))
+    draws = np.sqrt(sigma2) * rng.normal(size=sigma2.shape)
+    assert fit_variance_scale(draws, np.zeros_like(draws), sigma2) == pytest.approx(1.0, abs=0.03)
 
 
 def test_regression_interval_covers_its_level():

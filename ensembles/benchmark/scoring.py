@@ -298,6 +298,7 @@ def model_uncertainty(
         split.member_variances,
         served_variance,
         level,
+        info.variance_scale or 1.0,
     )
     return served, measures
 

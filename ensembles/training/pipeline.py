@@ -24,6 +24,7 @@ from ensembles.evaluation import (
     fit_combiners,
     out_of_sample_scores,
     row_losses,
+    variance_scale,
 )
 from ensembles.export import export_member, output_spec
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions, combiner_fit_set
@@ -370,6 +371,7 @@ def _averaged_result(
 
     test_pred, test_variance = outputs(heldout.test)
     pred, variance = outputs(heldout.validation)
+    scale = variance_scale(heldout.validation, pred, level, variance)  # its fit rows
 
     state = {
         "kind": WEIGHT_AVERAGE,
@@ -386,11 +388,16 @@ def _averaged_result(
         kind=WEIGHT_AVERAGE,
         state=state,
         fitted_on=fitted_on,
-        test_metrics=evaluate_predictions(heldout.test, test_pred, level, test_variance),
-        heldout_metrics=evaluate_predictions(heldout.validation, pred, level, variance),
+        test_metrics=evaluate_predictions(
+            heldout.test, test_pred, level, test_variance, scale or 1.0
+        ),
+        heldout_metrics=evaluate_predictions(
+            heldout.validation, pred, level, variance, scale or 1.0
+        ),
         effective_members=1.0,
+        variance_scale=scale,
     )
-    return info, row_losses(heldout.validation, pred, level, variance)
+    return info, row_losses(heldout.validation, pred, level, variance, scale or 1.0)
 
 
 def _weight_average(

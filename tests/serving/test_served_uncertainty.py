@@ -125,11 +125,13 @@ def test_uncertainty_describes_the_served_output(ensemble) -> None:
             agreement = (members.argmax(axis=2) == body["labels"]).mean(axis=0)
             np.testing.assert_allclose(u["agreement"], agreement, **ROUNDED)
             continue
-        # Regression: the interval is centred on the served value, total = aleatoric +
-        # epistemic, and the averaged model's aleatoric part is its own variance head.
+        # Regression: the interval is centred on the served value, total = the combiner's
+        # fitted variance scale x (aleatoric + epistemic), and the averaged model's
+        # aleatoric part is its own variance head.
         centre = (u["interval_lower"] + u["interval_upper"]) / 2
         np.testing.assert_allclose(centre, served, rtol=1e-5, atol=1e-5 * np.std(test.y))
-        total = u["aleatoric_variance"] + u["variance"]
+        assert info.variance_scale is not None and info.variance_scale > 0
+        total = info.variance_scale * (u["aleatoric_variance"] + u["variance"])
         np.testing.assert_allclose(u["total_variance"], total, **ROUNDED)
         if info.kind == "weight_average":
             session = ort.InferenceSession(str(folder / info.state["file"]))
@@ -162,7 +164,13 @@ def test_serving_training_metrics_and_benchmark_give_equal_numbers(ensemble) -> 
                 body["uncertainty"][key], array, rtol=1e-5, atol=1e-6 * scale, err_msg=key
             )
         own = measures.get("aleatoric_variance") if info.kind == "weight_average" else None
-        metrics = evaluate_predictions(pool, served, level=level, served_variance=own)
+        metrics = evaluate_predictions(
+            pool,
+            served,
+            level=level,
+            served_variance=own,
+            variance_scale=info.variance_scale or 1.0,
+        )
         if manifest.task == "regression":
             u = body["uncertainty"]
             from_response = regression_metrics(body["served"], test.y, u["total_variance"], level)
