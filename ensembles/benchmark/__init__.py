@@ -1,9 +1,10 @@
 """Benchmark of combiners and strategies: accuracy, uncertainty, shift, OOD, cost, diversity."""
 
 from ensembles.benchmark.diversity import error_correlation, member_errors, pairwise_disagreement
-from ensembles.benchmark.ood import detection_auroc, fpr_at_tpr
+from ensembles.benchmark.ood import fpr_at_tpr
 from ensembles.benchmark.runner import ALL_STRATEGIES, BenchmarkRequest, run_benchmark
 from ensembles.benchmark.uncertainty_quality import (
+    detection_auroc,
     misclassification_auroc,
     selective_rows,
     spearman_uncertainty_error,

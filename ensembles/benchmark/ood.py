@@ -17,7 +17,7 @@ import numpy as np
 from ensembles.benchmark.aggregate import format_cell, mean_std
 from ensembles.benchmark.headline import default_label, format_gain, paired_gain
 from ensembles.benchmark.served import ServedModel
-from ensembles.errors import ShapeError
+from ensembles.benchmark.uncertainty_quality import check_scores, detection_auroc
 from ensembles.markdown import format_table
 
 #: Share of out-of-distribution rows the FPR is measured at.
@@ -32,41 +32,6 @@ REFERENCES: tuple[str, ...] = ("best_member", "single_network")
 REFERENCE_MEASURE = "predictive_entropy"
 #: The served measure compared with each reference's entropy, repeat by repeat.
 COMPARED_MEASURE = "mutual_information"
-
-
-def _check_scores(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    in_scores = np.asarray(in_scores, dtype=float)
-    out_scores = np.asarray(out_scores, dtype=float)
-    if in_scores.ndim != 1 or out_scores.ndim != 1 or not in_scores.size or not out_scores.size:
-        raise ShapeError(
-            "in- and out-of-distribution scores must be non-empty and of shape (n_samples,); "
-            f"got {in_scores.shape} and {out_scores.shape}."
-        )
-    return in_scores, out_scores
-
-
-def detection_auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
-    """Probability that an out-of-distribution row scores above an in-distribution one.
-
-    Parameters
-    ----------
-    in_scores : np.ndarray, shape (n_in,)
-    out_scores : np.ndarray, shape (n_out,)
-        Uncertainty of in- and out-of-distribution rows (higher: less sure).
-
-    Returns
-    -------
-    float
-        Ties count one half: 0.5 for a constant score, 1.0 for a perfect detector.
-    """
-    in_scores, out_scores = _check_scores(in_scores, out_scores)
-    _, inverse, counts = np.unique(
-        np.concatenate([in_scores, out_scores]), return_inverse=True, return_counts=True
-    )
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, from 1
-    n_in, n_out = len(in_scores), len(out_scores)
-    out_rank_sum = ranks[n_in:].sum()
-    return float((out_rank_sum - n_out * (n_out + 1) / 2.0) / (n_in * n_out))
 
 
 def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = TARGET_TPR) -> float:
@@ -86,7 +51,7 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = TARGE
     float
         In [0, 1]; lower is better, 1.0 for a constant score.
     """
-    in_scores, out_scores = _check_scores(in_scores, out_scores)
+    in_scores, out_scores = check_scores(in_scores, out_scores)
     needed = math.ceil(tpr * len(out_scores) - 1e-9)
     threshold = np.sort(out_scores)[::-1][max(needed, 1) - 1]
     return float(np.mean(in_scores >= threshold))
@@ -103,7 +68,7 @@ def roc_curve(
         The ROC curve through every distinct threshold, read off at ``grid``; its area is
         :func:`detection_auroc`.
     """
-    in_scores, out_scores = _check_scores(in_scores, out_scores)
+    in_scores, out_scores = check_scores(in_scores, out_scores)
     thresholds = np.unique(np.concatenate([in_scores, out_scores]))[::-1]
     fpr = np.concatenate([[0.0], [np.mean(in_scores >= t) for t in thresholds]])
     tpr = np.concatenate([[0.0], [np.mean(out_scores >= t) for t in thresholds]])

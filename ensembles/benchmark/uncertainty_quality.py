@@ -82,9 +82,43 @@ def misclassification_auroc(uncertainty: np.ndarray, misclassified: np.ndarray) 
     float
         0.5 is chance, 1.0 a perfect detector; NaN when every row is right (or wrong).
     """
-    from sklearn.metrics import roc_auc_score
-
     uncertainty, misclassified = _check_pair(uncertainty, np.asarray(misclassified, dtype=bool))
     if misclassified.all() or not misclassified.any():
         return math.nan
-    return float(roc_auc_score(misclassified, uncertainty))
+    return detection_auroc(uncertainty[~misclassified], uncertainty[misclassified])
+
+
+def check_scores(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both score arrays as non-empty float vectors ``(n,)``, else ``ShapeError``."""
+    in_scores = np.asarray(in_scores, dtype=float)
+    out_scores = np.asarray(out_scores, dtype=float)
+    if in_scores.ndim != 1 or out_scores.ndim != 1 or not in_scores.size or not out_scores.size:
+        raise ShapeError(
+            "in- and out-of-distribution scores must be non-empty and of shape (n_samples,); "
+            f"got {in_scores.shape} and {out_scores.shape}."
+        )
+    return in_scores, out_scores
+
+
+def detection_auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """Probability that an out-of-distribution row scores above an in-distribution one.
+
+    Parameters
+    ----------
+    in_scores : np.ndarray, shape (n_in,)
+    out_scores : np.ndarray, shape (n_out,)
+        Uncertainty of in- and out-of-distribution rows (higher: less sure).
+
+    Returns
+    -------
+    float
+        Ties count one half: 0.5 for a constant score, 1.0 for a perfect detector.
+    """
+    in_scores, out_scores = check_scores(in_scores, out_scores)
+    _, inverse, counts = np.unique(
+        np.concatenate([in_scores, out_scores]), return_inverse=True, return_counts=True
+    )
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, from 1
+    n_in, n_out = len(in_scores), len(out_scores)
+    out_rank_sum = ranks[n_in:].sum()
+    return float((out_rank_sum - n_out * (n_out + 1) / 2.0) / (n_in * n_out))
