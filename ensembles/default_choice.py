@@ -34,14 +34,6 @@ def ranking_loss(split: SplitPredictions) -> RankingLoss:
     return "gaussian_nll" if split.member_variances is not None else "squared_error"
 
 
-def loss_value(metrics: dict[str, float], loss: RankingLoss) -> float:
-    """The ranking ``loss`` read from the metrics of :func:`evaluate_predictions`.
-
-    On one row's metrics this is that row's loss; ``squared_error`` is ``rmse ** 2``.
-    """
-    return metrics["rmse"] ** 2 if loss == "squared_error" else metrics[loss]
-
-
 def effective_members(weights: np.ndarray | None, n_members: int) -> float:
     """The effective number of members ``1 / sum(w ** 2)`` of weights summing to one.
 

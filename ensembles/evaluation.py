@@ -13,7 +13,13 @@ from ensembles.default_choice import effective_members, ranking_loss
 from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo, EnsembleOutOfSampleInfo, OutOfSampleInfo, Task
-from ensembles.metrics import PROB_FLOOR, classification_metrics, regression_metrics
+from ensembles.metrics import (
+    VARIANCE_FLOOR,
+    classification_metrics,
+    gaussian_nll_terms,
+    regression_metrics,
+    row_log_loss,
+)
 from ensembles.uncertainty import fit_variance_scale, served_uncertainty
 
 #: Published combiner name -> (kind, constructor parameters, tasks it applies to).
@@ -26,7 +32,6 @@ COMBINER_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
 }
 #: Every name training can publish; ``weight_average`` is a model, built on the torch side.
 COMBINER_NAMES: tuple[str, ...] = (*COMBINER_SPECS, "weight_average")
-_MIN_VARIANCE = 1e-12
 
 
 def check_combiner_names(names: tuple[str, ...] | None, task: Task) -> tuple[str, ...]:
@@ -87,9 +92,10 @@ def fit_combiners(
     for name in check_combiner_names(names, task):
         kind, params = combiner_params(name, task, calibrate, stack_passthrough)
         combiner = build_combiner(kind, task, **params).fit(data.member_preds, data.y, data.X)
-        scale = variance_scale(data, combiner.combine(data.member_preds, data.X), level)
         test_output = combiner.combine(heldout.test.member_preds, heldout.test.X)
         held_out = crossfit(kind, task, params, data, level)
+        # Calibrated on held-out residuals: each row's output from the other half's fit.
+        scale = variance_scale(data, held_out.outputs)
         results[name] = CombinerInfo(
             kind=kind,
             state=combiner.to_state(),
@@ -163,10 +169,13 @@ class CrossFit:
     row_losses : np.ndarray, shape (n_rows,)
         Every fit row's ranking loss (:func:`~ensembles.default_choice.ranking_loss`),
         the row scored by the combiner fitted on the other half.
+    outputs : np.ndarray, shape (n_rows, n_outputs)
+        Every fit row's combined output from the combiner fitted on the other half.
     """
 
     metrics: dict[str, float]
     row_losses: np.ndarray
+    outputs: np.ndarray
 
 
 def crossfit(
@@ -182,42 +191,41 @@ def crossfit(
     halves = np.array_split(order, 2)
     scores = []
     losses = np.empty(len(data.y))
+    outputs = np.empty(data.member_preds.shape[1:])
     for fit_rows, score_rows in (halves, halves[::-1]):
         part = data.rows(fit_rows)
         combiner = build_combiner(kind, task, **params).fit(part.member_preds, part.y, part.X)
-        scale = variance_scale(part, combiner.combine(part.member_preds, part.X), level) or 1.0
+        scale = variance_scale(part, combiner.combine(part.member_preds, part.X)) or 1.0
         split = data.rows(score_rows)
         combined = combiner.combine(split.member_preds, split.X)
+        outputs[score_rows] = combined
         scores.append(evaluate_predictions(split, combined, level, variance_scale=scale))
-        losses[score_rows] = row_losses(split, combined, level, variance_scale=scale)
+        losses[score_rows] = row_losses(split, combined, variance_scale=scale)
     metrics = {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
-    return CrossFit(metrics, losses)
+    return CrossFit(metrics, losses, outputs)
 
 
 def row_losses(
     split: SplitPredictions,
     combined: np.ndarray,
-    level: float = 0.9,
     served_variance: np.ndarray | None = None,
     variance_scale: float = 1.0,
 ) -> np.ndarray:
     """The ranking loss of every row ``(n_samples,)`` of a served output.
 
     The same definitions as :func:`evaluate_predictions`, row by row, so the rows average to
-    the reported metric: log loss (probabilities floored at ``PROB_FLOOR``), squared error
+    the reported metric: log loss (probabilities floored at 1e-15), squared error
     averaged over outputs (its mean is ``rmse ** 2``), or the Gaussian NLL with the served
     total variance (floored at 1e-12) averaged over outputs.
     """
     loss = ranking_loss(split)
     if loss == "nll":
-        picked = combined[np.arange(len(split.y)), split.y]
-        return -np.log(np.clip(picked, PROB_FLOOR, 1.0))
+        return row_log_loss(combined, split.y)
     y = np.asarray(split.y, dtype=float).reshape(combined.shape)
     if loss == "squared_error":
         return ((y - combined) ** 2).mean(axis=1)
-    variance = _total_variance(split, combined, served_variance, level, variance_scale)
-    variance = np.maximum(variance, _MIN_VARIANCE)
-    return (0.5 * (np.log(2 * np.pi * variance) + (y - combined) ** 2 / variance)).mean(axis=1)
+    variance = _total_variance(split, combined, served_variance, variance_scale)
+    return gaussian_nll_terms(combined, np.maximum(variance, VARIANCE_FLOOR), y).mean(axis=1)
 
 
 def evaluate_predictions(
@@ -257,15 +265,12 @@ def evaluate_predictions(
     """
     if split.y.ndim == 1:
         return classification_metrics(combined, split.y)
-    variance = _total_variance(split, combined, served_variance, level, variance_scale)
-    return regression_metrics(combined, split.y, np.maximum(variance, _MIN_VARIANCE), level)
+    variance = _total_variance(split, combined, served_variance, variance_scale)
+    return regression_metrics(combined, split.y, np.maximum(variance, VARIANCE_FLOOR), level)
 
 
 def variance_scale(
-    split: SplitPredictions,
-    combined: np.ndarray,
-    level: float = 0.9,
-    served_variance: np.ndarray | None = None,
+    split: SplitPredictions, combined: np.ndarray, served_variance: np.ndarray | None = None
 ) -> float | None:
     """The regression variance calibration fitted on ``split`` (None for classification).
 
@@ -274,7 +279,7 @@ def variance_scale(
     """
     if split.y.ndim == 1:
         return None
-    total = _total_variance(split, combined, served_variance, level, 1.0)
+    total = _total_variance(split, combined, served_variance, 1.0)
     return fit_variance_scale(split.y, combined, total)
 
 
@@ -282,7 +287,6 @@ def _total_variance(
     split: SplitPredictions,
     combined: np.ndarray,
     served_variance: np.ndarray | None,
-    level: float,
     scale: float,
 ) -> np.ndarray:
     """The calibrated predictive variance serving reports with a regression output."""
@@ -292,19 +296,28 @@ def _total_variance(
         combined,
         split.member_variances,
         served_variance,
-        level,
-        scale,
+        variance_scale=scale,
     )["total_variance"]
 
 
 def baseline_metrics(
     task: Task, heldout: HeldoutPredictions, level: float = 0.9
 ) -> dict[str, dict[str, float]]:
-    """Test metrics of the best single member (chosen on validation) and of the average member."""
+    """Test metrics of the best single member (chosen on validation) and of the average member.
+
+    A Gaussian-head member's own variance is calibrated on the validation rows, as every
+    combiner's is (:func:`~ensembles.uncertainty.fit_variance_scale`), so that intervals and
+    Gaussian NLL compare like with like.
+    """
     per_member = []
     validation_loss = []
     for index in range(len(heldout.test.member_preds)):
         test_variance = _member_variance(heldout.test, index)
+        if test_variance is not None:
+            validation = heldout.validation
+            test_variance = test_variance * fit_variance_scale(
+                validation.y, validation.member_preds[index], _member_variance(validation, index)
+            )
         per_member.append(_single_metrics(task, heldout.test, index, test_variance, level))
         validation = _single_metrics(
             task, heldout.validation, index, _member_variance(heldout.validation, index), level

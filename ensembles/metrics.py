@@ -8,6 +8,9 @@ import numpy as np
 
 from ensembles.errors import ConfigError, DataError, ShapeError
 
+#: Predicted variances are floored here before a Gaussian NLL (a zero spread is no
+#: infinitely sure forecast).
+VARIANCE_FLOOR = 1e-12
 #: Probabilities are clipped at this floor in :func:`nll`, as log loss traditionally does.
 PROB_FLOOR = 1e-15
 
@@ -55,6 +58,16 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(probs.argmax(axis=1) == y))
 
 
+def row_log_loss(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Every row's log loss ``(n_samples,)``: ``-log p[y]``, probabilities clipped at 1e-15.
+
+    Unchecked: ``probs`` (n_samples, n_classes) and integer ``y`` (n_samples,) as
+    :func:`nll` validates them.
+    """
+    picked = probs[np.arange(len(y)), y]
+    return -np.log(np.clip(picked, PROB_FLOOR, 1.0))
+
+
 def nll(probs: np.ndarray, y: np.ndarray) -> float:
     """Mean negative log-likelihood (log loss), probabilities clipped at 1e-15.
 
@@ -66,8 +79,7 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
         Class indices.
     """
     probs, y = _check_probs(probs, y)
-    picked = probs[np.arange(len(y)), y]
-    return float(-np.mean(np.log(np.clip(picked, PROB_FLOOR, 1.0))))
+    return float(np.mean(row_log_loss(probs, y)))
 
 
 def brier(probs: np.ndarray, y: np.ndarray) -> float:
@@ -156,7 +168,12 @@ def gaussian_nll(pred: np.ndarray, variance: np.ndarray, y: np.ndarray) -> float
     pred, variance, y = _check_values(pred, variance, y)
     if not variance.min() > 0:
         raise DataError(f"gaussian_nll needs variances > 0; got a minimum of {variance.min()}.")
-    return float(np.mean(0.5 * (np.log(2 * np.pi * variance) + (y - pred) ** 2 / variance)))
+    return float(np.mean(gaussian_nll_terms(pred, variance, y)))
+
+
+def gaussian_nll_terms(pred: np.ndarray, variance: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Elementwise ``0.5 * (log(2 pi s2) + (y - mu)^2 / s2)``, unchecked (same shapes)."""
+    return 0.5 * (np.log(2 * np.pi * variance) + (y - pred) ** 2 / variance)
 
 
 def interval_coverage(lower: np.ndarray, upper: np.ndarray, y: np.ndarray) -> float:

@@ -74,7 +74,12 @@ def member_variance(member_preds: np.ndarray) -> np.ndarray:
     np.ndarray, shape (n_samples, n_outputs)
         ``mean_m (p_m - mean_m p_m)^2``; the ``variance`` of :func:`served_uncertainty`.
     """
-    return check_member_preds(member_preds).var(axis=0)
+    return _pool_variance(check_member_preds(member_preds))
+
+
+def _pool_variance(member_preds: np.ndarray) -> np.ndarray:
+    """Unchecked :func:`member_variance` (for arrays already checked)."""
+    return member_preds.var(axis=0)
 
 
 def _check_like(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -166,7 +171,7 @@ def served_uncertainty(
         expected = _entropy(member_preds).mean(axis=0)
         label = served.argmax(axis=1)
         return {
-            "variance": ((member_preds - pool_mean) ** 2).mean(axis=0),
+            "variance": _pool_variance(member_preds),
             "predictive_entropy": _entropy(served),
             "max_probability": served.max(axis=1),
             "expected_entropy": expected,
@@ -177,7 +182,7 @@ def served_uncertainty(
         raise ConfigError(f"The task must be 'classification' or 'regression'; got {task!r}.")
     if not 0.0 < level < 1.0:
         raise ConfigError(f"The interval level must be in (0, 1), e.g. 0.9; got {level!r}.")
-    result = {"variance": member_preds.var(axis=0)}
+    result = {"variance": _pool_variance(member_preds)}
     spread = result["variance"]
     aleatoric = None
     if served_variance is not None:

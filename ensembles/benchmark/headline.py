@@ -197,10 +197,16 @@ def headline_table(results: dict[str, Any]) -> str:
 
 
 def format_gain(paired: dict[str, Any], decimals: int) -> str:
-    """``+0.0123 ± 0.0045``: a :func:`paired_gain` as text (no ``±`` without a spread)."""
+    """``+0.0123 ± 0.0045``: a :func:`paired_gain` as text (no ``±`` without a spread).
+
+    A gain whose verdict is :data:`TOO_FEW_REPEATS` says so, so that a zero standard error
+    never reads as evidence wherever the gain is shown alone.
+    """
     if not math.isfinite(paired["gain"]):
         return "—"
     text = f"{paired['gain']:+.{decimals}f}"
+    if paired.get("verdict") == TOO_FEW_REPEATS:
+        return f"{text} ({TOO_FEW_REPEATS})"
     if math.isfinite(paired["gain_se"]):
         text += f" ± {paired['gain_se']:.{decimals}f}"
     return text

@@ -20,7 +20,7 @@ from ensembles.combiners import combiner_from_state
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo, Manifest
-from ensembles.metrics import PROB_FLOOR, accuracy, rmse
+from ensembles.metrics import VARIANCE_FLOOR, accuracy, rmse, row_log_loss
 from ensembles.reproduction import WEIGHT_AVERAGE
 from ensembles.uncertainty import served_uncertainty
 
@@ -31,7 +31,6 @@ N_UNCERTAINTY_BINS = 10
 #: Random member orders the ensemble-size curve averages over, and their seed.
 N_MEMBER_ORDERS = 20
 MEMBER_ORDER_SEED = 0
-_MIN_VARIANCE = 1e-12
 
 
 def quality_keys(task: str) -> tuple[str, ...]:
@@ -121,8 +120,7 @@ def single_uncertainty(
 def row_error(task: str, combined: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-row error ``(n_samples,)``: NLL of the true class, or mean absolute error."""
     if task == "classification":
-        picked = combined[np.arange(len(y)), y]
-        return -np.log(np.clip(picked, PROB_FLOOR, 1.0))
+        return row_log_loss(combined, y)
     return np.abs(combined - np.asarray(y).reshape(combined.shape)).mean(axis=1)
 
 
@@ -325,8 +323,7 @@ def ranking_uncertainty(
     """
     if task == "classification":
         return measures["variance"].sum(axis=1), measures["mutual_information"]
-    variance = measures.get("total_variance", measures["variance"])
-    return np.maximum(variance, _MIN_VARIANCE).mean(axis=1), None
+    return np.maximum(measures["total_variance"], VARIANCE_FLOOR).mean(axis=1), None
 
 
 def record_model(

@@ -18,7 +18,7 @@ from ensembles.benchmark.headline import default_label
 from ensembles.benchmark.served import ServedModel
 from ensembles.heldout import HeldoutPredictions
 from ensembles.markdown import format_table
-from ensembles.metrics import classification_metrics, regression_metrics
+from ensembles.metrics import VARIANCE_FLOOR, classification_metrics, regression_metrics
 
 #: Noise strengths k: the standard deviation of the added noise in feature std units.
 SHIFT_STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -27,7 +27,6 @@ SHIFT_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "nll", "ece"),
     "regression": ("rmse", "gaussian_nll", "coverage"),
 }
-_MIN_VARIANCE = 1e-12
 
 
 def noisy_rows(
@@ -80,7 +79,7 @@ def shift_metrics(
     if task == "classification":
         return classification_metrics(combined, y)
     if variance is not None:
-        variance = np.maximum(variance, _MIN_VARIANCE)
+        variance = np.maximum(variance, VARIANCE_FLOOR)
     return regression_metrics(combined, y, variance, level)
 
 
@@ -96,8 +95,8 @@ def shift_scores(
     Parameters
     ----------
     served : ServedModel
-        The combiner users get; regression scores use its served variance (total when the
-        members have a Gaussian head) and interval level.
+        The combiner users get; regression scores use its served (calibrated) total
+        variance and interval level.
     heldout : HeldoutPredictions
         The version's held-out rows: validation (feature std) and test (shifted).
     seed : int
@@ -125,7 +124,7 @@ def shift_scores(
     for strength in strengths:
         X = noisy_rows(test.X, feature_std, strength, noise)
         combined, measures = served.predict(X)
-        variance = measures.get("total_variance", measures.get("variance"))
+        variance = measures.get("total_variance")  # None for classification
         record("default", shift_metrics(task, combined, test.y, variance, served.level))
         if single is not None:
             outputs = single(X)

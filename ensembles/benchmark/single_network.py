@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from ensembles.training.loop import fit_member, member_outputs
 from ensembles.training.pipeline import TrainRequest, load_dataset
 from ensembles.training.plans import member_seed
 from ensembles.training.strategies import TrainingData, build_network
+from ensembles.uncertainty import fit_variance_scale
 
 
 def ensemble_epoch_budget(
@@ -75,7 +75,14 @@ def train_single_network(
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    outputs = member_outputs(network, test.X)
+    scale = _variance_scale(network, validation.X, validation.y)
+
+    def predict(X: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Its outputs, the variance head calibrated on validation as the combiners' are."""
+        outputs = member_outputs(network, X)
+        return outputs if len(outputs) == 1 else (outputs[0], scale * outputs[1])
+
+    outputs = predict(test.X)
     own_variance = outputs[1] if len(outputs) > 1 else None
     split = SplitPredictions(
         test.X, test.y, outputs[0][None], None if own_variance is None else own_variance[None]
@@ -85,4 +92,10 @@ def train_single_network(
     variance = single_uncertainty(train.task, outputs[0], own_variance)
     record_model(scores, "single_network", metrics, train.task, outputs[0], test.y, variance, None)
     scores["models"]["single_network"]["train_seconds"] = seconds
-    return scores, partial(member_outputs, network)
+    return scores, predict
+
+
+def _variance_scale(network: Any, X: np.ndarray, y: np.ndarray) -> float:
+    """The network's own variance calibration on the validation rows (1 without a head)."""
+    outputs = member_outputs(network, X)
+    return 1.0 if len(outputs) == 1 else fit_variance_scale(y, outputs[0], outputs[1])

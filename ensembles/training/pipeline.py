@@ -371,7 +371,7 @@ def _averaged_result(
 
     test_pred, test_variance = outputs(heldout.test)
     pred, variance = outputs(heldout.validation)
-    scale = variance_scale(heldout.validation, pred, level, variance)  # its fit rows
+    scale = variance_scale(heldout.validation, pred, variance)  # fitted on nothing else
 
     state = {
         "kind": WEIGHT_AVERAGE,
@@ -397,7 +397,7 @@ def _averaged_result(
         effective_members=1.0,
         variance_scale=scale,
     )
-    return info, row_losses(heldout.validation, pred, level, variance, scale or 1.0)
+    return info, row_losses(heldout.validation, pred, variance, scale or 1.0)
 
 
 def _weight_average(

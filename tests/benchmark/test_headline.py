@@ -8,7 +8,13 @@ import pytest
 from scipy.stats import t
 
 from ensembles.benchmark.aggregate import summarize_runs
-from ensembles.benchmark.headline import TOO_FEW_REPEATS, headline, headline_table, paired_gain
+from ensembles.benchmark.headline import (
+    TOO_FEW_REPEATS,
+    format_gain,
+    headline,
+    headline_table,
+    paired_gain,
+)
 from ensembles.benchmark.report import markdown_report
 
 
@@ -144,3 +150,9 @@ def test_coverage_gains_are_closeness_to_the_nominal_level() -> None:
     assert coverage["gain"] == pytest.approx(0.07 - 0.03)
     assert found["rmse"]["baseline"] == "best_member"
     assert found["rmse"]["gain"] == pytest.approx(0.1)
+
+
+def test_a_gain_without_spread_says_too_few_repeats_wherever_it_is_shown() -> None:
+    """The OOD table shows the gain alone: a zero standard error must not read as ± 0."""
+    assert format_gain(paired_gain([0.0028] * 3), 4) == "+0.0028 (too few repeats)"
+    assert format_gain(paired_gain([0.001, 0.003, 0.002]), 4) == "+0.0020 ± 0.0006"
