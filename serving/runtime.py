@@ -6,30 +6,21 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
-from ensembles.heldout import HeldoutPredictions
-from ensembles.reproduction import (
-    WEIGHT_AVERAGE,
-    check_member_reproduction,
-    check_reproduction,
-    stored_test_data,
-    verify_combiners,
-)
+from ensembles.reproduction import stored_test_data
 from ensembles.store import ModelStore, StoredVersion
 from ensembles.uncertainty import served_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.errors import InvalidRequestError, OverloadedError
-from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, FusedMembers, session_options
+from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, session_options
 from serving.prediction import Prediction, baseline_from, finite_rows
-from serving.signature import TensorSpec, load_onnx
+from serving.signature import TensorSpec
 from serving.v2_codec import TensorMeta
+from serving.version_parts import AveragedOutputs, VersionParts, WeightAverage, verify_reproduction
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +28,6 @@ LABEL = "label"
 
 #: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch.
 PredictionHook = Callable[["EnsembleRuntime", np.ndarray, "Prediction", list[int]], None]
-
-
-#: What the weight-averaged model returns: its values, and its own variance head or None.
-_AveragedOutputs = tuple[np.ndarray, np.ndarray | None]
-
-
-@dataclass(frozen=True)
-class _WeightAverage:
-    """The weight-averaged model: its own session and the outputs it is run for.
-
-    ``output_names`` is the value output, then the variance head's output when the model
-    has one (Gaussian-head members average into a Gaussian-head model).
-    """
-
-    session: ort.InferenceSession
-    output_names: tuple[str, ...]
 
 
 class EnsembleRuntime:
@@ -129,39 +104,24 @@ class EnsembleRuntime:
         self._on_batch = on_batch
         self._on_prediction = on_prediction
         self._options = session_options(intra_op_threads)
+        parts = VersionParts(stored, self._options)
         #: The version folder relative to the store root, for messages (never absolute).
-        self.label = f"{manifest.name}/{manifest.version}"
-        if not manifest.members:
-            raise IntegrityError(f"{self.label}/manifest.json lists no members")
-        self._files = stored.files
-        models = [self._load_onnx(m.file) for m in manifest.members]
-        try:
-            self._members = FusedMembers(models, options=self._options)
-        except EnsembleError as exc:
-            raise IntegrityError(f"{self.label}: members cannot run together: {exc}") from exc
+        self.label = parts.label
+        self._members = parts.members()
         self._has_variance = self._members.has_variance
-        self.combiners: dict[str, Combiner | _WeightAverage] = {
-            name: self._build_combiner(name, info.kind, info.state)
-            for name, info in manifest.combiners.items()
-        }
+        self.combiners = parts.combiners()
         #: Each combiner's regression variance calibration (1 where none was fitted).
         self._variance_scales = {
             name: info.variance_scale or 1.0 for name, info in manifest.combiners.items()
         }
-        if manifest.default_combiner not in self.combiners:
-            raise IntegrityError(
-                f"{self.label}/manifest.json: default combiner '{manifest.default_combiner}' is "
-                f"not among the fitted combiners {sorted(self.combiners)}"
-            )
         heldout, expected = stored_test_data(stored)
-        del self._files  # every byte needed is parsed now
         self.baseline = baseline_from(heldout.validation, manifest)
         self._batcher: Any = None
         self._retired = False
         self._inflight_rows = 0
         self._lock = threading.Lock()
         self.uncertainty_names, self.outputs = self._warm_up()
-        self._verify_reproduction(heldout, expected)
+        verify_reproduction(self.label, self._members, self.combiners, heldout.test, expected)
         # Derived once here rather than on every request.
         #: Every output tensor by name.
         self.output_specs: dict[str, TensorSpec] = {spec.name: spec for spec in self.outputs}
@@ -224,60 +184,6 @@ class EnsembleRuntime:
         return self.manifest.version
 
     # -- building ----------------------------------------------------------------------
-    def _file(self, file: str) -> bytes:
-        """The verified bytes of a file the manifest lists."""
-        data = self._files.get(file)
-        if data is None:
-            raise IntegrityError(
-                f"{self.label}/{file} is not listed in the manifest's checksums, so it cannot "
-                "be verified"
-            )
-        return data
-
-    def _load_onnx(self, file: str) -> Any:
-        return load_onnx(self._file(file), self.manifest, f"{self.label}/{file}")
-
-    def _verify_reproduction(
-        self, heldout: HeldoutPredictions, expected: dict[str, np.ndarray]
-    ) -> None:
-        """Refuse the version unless the members reproduce their stored test predictions and
-        every combiner (the averaged graph too) its stored test outputs."""
-        test = heldout.test
-        X = np.ascontiguousarray(test.X, dtype=np.float32)
-        rules = {n: c for n, c in self.combiners.items() if not isinstance(c, _WeightAverage)}
-        try:
-            check_member_reproduction(self._members(X), test)
-            verify_combiners(rules, test, expected)
-            for name, rule in self.combiners.items():
-                if isinstance(rule, _WeightAverage):
-                    values = self._run_averaged(rule, X)[0]  # type: ignore[index]
-                    check_reproduction(name, values, expected, model=True)
-        except EnsembleError as exc:
-            raise IntegrityError(f"{self.label}: {exc}") from exc
-
-    def _build_combiner(self, name: str, kind: str, state: dict[str, Any]) -> Any:
-        if kind != WEIGHT_AVERAGE:
-            try:
-                return combiner_from_state(state)
-            except EnsembleError as exc:
-                raise IntegrityError(f"combiner '{name}' cannot be rebuilt: {exc}") from exc
-        file, ids = state.get("file"), state.get("members")
-        if not isinstance(file, str) or file not in self.manifest.files:
-            raise IntegrityError(f"combiner '{name}' names file {file!r}, absent from the manifest")
-        known = [member.id for member in self.manifest.members]
-        unknown = [i for i in ids or [] if i not in known]
-        if not ids or unknown:
-            raise IntegrityError(f"combiner '{name}' averages unknown members {unknown or ids}")
-        model = self._load_onnx(file)
-        session = ort.InferenceSession(
-            model.SerializeToString(),
-            sess_options=self._options,
-            providers=["CPUExecutionProvider"],
-        )
-        output = self.manifest.output
-        names = (output.name, output.variance_name) if output.variance_name else (output.name,)
-        return _WeightAverage(session, names)
-
     def _warm_up(self) -> tuple[tuple[str, ...], tuple[TensorSpec, ...]]:
         X = np.zeros((2, self.n_features), dtype=np.float32)
         if self.baseline is not None:
@@ -534,14 +440,11 @@ class EnsembleRuntime:
         return results
 
     def _needs_members(self, rule: Any, members: bool, uncertainty: bool) -> bool:
-        return members or uncertainty or not isinstance(rule, _WeightAverage)
+        return members or uncertainty or not isinstance(rule, WeightAverage)
 
-    def _run_averaged(self, rule: Any, X: np.ndarray) -> _AveragedOutputs | None:
+    def _run_averaged(self, rule: Any, X: np.ndarray) -> AveragedOutputs | None:
         """The weight-averaged model's values and own variance on ``X``; None for a rule."""
-        if not isinstance(rule, _WeightAverage):
-            return None
-        results = rule.session.run(list(rule.output_names), {self.manifest.input.name: X})
-        return results[0], results[1] if len(results) > 1 else None
+        return rule(X) if isinstance(rule, WeightAverage) else None
 
     def _finish(
         self,
@@ -549,7 +452,7 @@ class EnsembleRuntime:
         name: str,
         outputs: np.ndarray | None,
         variances: np.ndarray | None,
-        averaged: _AveragedOutputs | None,
+        averaged: AveragedOutputs | None,
         members: bool,
         uncertainty: bool,
         *,
@@ -571,7 +474,7 @@ class EnsembleRuntime:
         served_variance = None
         # Rows that overflow are refused once combined (``Prediction.finite``): no warnings.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if isinstance(rule, _WeightAverage):
+            if isinstance(rule, WeightAverage):
                 values, own_variance = averaged  # type: ignore[misc]
                 combined = values.astype(np.float64)
                 if own_variance is not None and uncertainty:
