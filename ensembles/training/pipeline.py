@@ -14,12 +14,9 @@ from typing import Any
 import numpy as np
 
 from ensembles.data import Dataset, Splits, load_data, split_dataset
-from ensembles.default_choice import MEAN_MISSING, REFERENCE, choose_default, ranking_loss
-from ensembles.errors import ConfigError, DataError
+from ensembles.default_choice import choose_default, ranking_loss
 from ensembles.evaluation import (
     baseline_metrics,
-    check_combiner_names,
-    combiner_fit_problems,
     evaluate_predictions,
     fit_combiners,
     out_of_sample_scores,
@@ -45,26 +42,27 @@ from ensembles.reproduction import (
     combiner_test_outputs,
     save_test_outputs,
 )
-from ensembles.store import ModelStore, validate_name
+from ensembles.store import ModelStore
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.network import MemberNetwork
 from ensembles.training.plans import out_of_sample_rows, training_rows
-from ensembles.training.preflight import placeholder_heldout
+from ensembles.training.preflight import (
+    check_before_training,
+    validated_config,
+    wants_weight_averaging,
+)
 from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
-    STRATEGIES,
     StrategyOptions,
     TrainedMember,
     TrainingData,
     train_members,
-    variant_problems,
 )
 from ensembles.training.weight_averaging import (
     SoupMethod,
     average_weights,
-    check_weight_averaging,
     greedy_soup,
 )
 
@@ -163,13 +161,11 @@ def run_training(request: TrainRequest) -> TrainReport:
         With a one-line message naming the problem.
     """
     start = time.perf_counter()
-    config = _validated_config(request)
+    config = validated_config(request)
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
-    _check_rows(request, splits)
-    _check_combiners(request, splits.train.task)
-    _check_combiner_rows(request, splits)
+    check_before_training(request, splits)
     data = TrainingData(
         splits.train.X,
         splits.train.y,
@@ -178,7 +174,7 @@ def run_training(request: TrainRequest) -> TrainReport:
         splits.train.task,
         splits.train.n_outputs,
     )
-    wants_averaging = _wants_weight_averaging(request)
+    wants_averaging = wants_weight_averaging(request)
     members, params = train_members(
         request.strategy,
         request.members,
@@ -416,109 +412,6 @@ def _weight_average(
         return float(np.mean((pred - validation.y) ** 2))
 
     return greedy_soup(networks, data.X_train, loss)
-
-
-def _wants_weight_averaging(request: TrainRequest) -> bool:
-    asked = request.combiners is not None and "weight_average" in request.combiners
-    if asked or request.force_weight_averaging:
-        check_weight_averaging(request.strategy, request.force_weight_averaging)
-        return True
-    return request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES
-
-
-def _validated_config(request: TrainRequest) -> TrainConfig:
-    problems = []
-    if request.strategy not in STRATEGIES:
-        problems.append(
-            f"unknown --strategy '{request.strategy}': choose one of {', '.join(STRATEGIES)}"
-        )
-    minimum = 2 if request.strategy == "kfold" else 1
-    if request.members < minimum:
-        problems.append(
-            f"--members must be at least {minimum} for {request.strategy}, got {request.members}"
-        )
-    if request.jobs < 1:
-        problems.append(f"--jobs must be at least 1, got {request.jobs}")
-    if not 0 < request.interval_level < 1:
-        problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
-    problems += _variant_problems(request)
-    if problems:
-        raise ConfigError("; ".join(problems))
-    validate_name(request.ensemble_name)
-    if request.epochs is not None:
-        return request.config.with_overrides({"epochs": request.epochs})
-    return request.config
-
-
-def _variant_problems(request: TrainRequest) -> list[str]:
-    """The problems of ``options.variants``, collected with the other option problems."""
-    variants = request.options.variants
-    if isinstance(variants, list) and not variants:
-        return []
-    if request.strategy != "repeat":
-        return [f"setting variants apply to --strategy repeat, not {request.strategy}"]
-    # repeat members are averaged only when forced: asking alone is refused
-    return variant_problems(variants, request.config, same_layout=request.force_weight_averaging)
-
-
-def _check_rows(request: TrainRequest, splits: Splits) -> None:
-    n_train = len(splits.train.y)
-    if request.strategy == "kfold" and n_train < 2 * request.members:
-        raise ConfigError(
-            f"{n_train} training rows are too few for {request.members} folds "
-            f"(need at least {2 * request.members}); lower --members"
-        )
-
-
-def _check_combiners(request: TrainRequest, task: Task) -> None:
-    """Fail before training on combiner options that cannot be honoured."""
-    names = check_combiner_names(request.combiners, task)
-    averaged = _wants_weight_averaging(request)
-    if request.default_combiner is None:
-        if REFERENCE not in names:
-            raise ConfigError(MEAN_MISSING)
-        return
-    if request.default_combiner not in (*names, *(("weight_average",) if averaged else ())):
-        raise ConfigError(
-            f"--default-combiner '{request.default_combiner}' was not fitted; "
-            f"fitted: {', '.join(names)}"
-        )
-
-
-def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
-    """Fail before training when a combiner cannot be fitted on the rows it will get.
-
-    Too few fit rows, or a class missing from them or from a cross-fitting half, would
-    otherwise only fail once every member has trained.
-    """
-    task = splits.train.task
-    fit_set = combiner_fit_set(placeholder_heldout(splits, request.members))
-
-    def problems(calibrate: bool) -> dict[str, str]:
-        return combiner_fit_problems(
-            task,
-            fit_set,
-            request.combiners,
-            calibrate,
-            request.interval_level,
-            request.stack_passthrough,
-        )
-
-    found = problems(request.calibrate)
-    if not found:
-        return
-    names = check_combiner_names(request.combiners, task)
-    fitting = [name for name in names if name not in found]
-    fitting += ["weight_average"] if _wants_weight_averaging(request) else []
-    advice = "add rows or raise --validation-fraction"
-    if fitting:
-        advice += f", or fit only --combiners {' '.join(fitting)}"
-    if request.calibrate and not problems(False):
-        advice += ", or drop --calibrate"
-    raise DataError(
-        f"the {fit_set.record['source']} rows are too few to fit every combiner: "
-        f"{'; '.join(found.values())}; {advice}"
-    )
 
 
 def _library_versions() -> dict[str, str]:

@@ -1,11 +1,28 @@
-"""What can be known from the data before any member trains: the rows combiners will fit on."""
+"""What can be known before any member trains: the options, the rows, the combiners' fit rows.
+
+Every check here runs before training, so a run that cannot succeed fails in seconds with
+one line, never after every member has trained.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ensembles.data import Dataset, Splits
-from ensembles.heldout import HeldoutPredictions, SplitPredictions
+from ensembles.default_choice import MEAN_MISSING, REFERENCE
+from ensembles.errors import ConfigError, DataError
+from ensembles.evaluation import check_combiner_names, combiner_fit_problems
+from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit_set
+from ensembles.manifest import Task
+from ensembles.store import validate_name
+from ensembles.training.config import TrainConfig
+from ensembles.training.strategies import INDEPENDENT_STRATEGIES, STRATEGIES, variant_problems
+from ensembles.training.weight_averaging import check_weight_averaging
+
+if TYPE_CHECKING:  # the request is defined by the pipeline, which imports this module
+    from ensembles.training.pipeline import TrainRequest
 
 
 def placeholder_heldout(splits: Splits, n_members: int) -> HeldoutPredictions:
@@ -36,3 +53,121 @@ def placeholder_heldout(splits: Splits, n_members: int) -> HeldoutPredictions:
         return SplitPredictions(dataset.X, dataset.y, preds)
 
     return HeldoutPredictions(split(splits.validation), split(splits.test))
+
+
+def wants_weight_averaging(request: TrainRequest) -> bool:
+    """Whether the run publishes a weight-averaged model (refusing one that cannot be)."""
+    asked = request.combiners is not None and "weight_average" in request.combiners
+    if asked or request.force_weight_averaging:
+        check_weight_averaging(request.strategy, request.force_weight_averaging)
+        return True
+    return request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES
+
+
+def validated_config(request: TrainRequest) -> TrainConfig:
+    """The training configuration, after every option problem is collected into one line."""
+    problems = []
+    if request.strategy not in STRATEGIES:
+        problems.append(
+            f"unknown --strategy '{request.strategy}': choose one of {', '.join(STRATEGIES)}"
+        )
+    minimum = 2 if request.strategy == "kfold" else 1
+    if request.members < minimum:
+        problems.append(
+            f"--members must be at least {minimum} for {request.strategy}, got {request.members}"
+        )
+    if request.jobs < 1:
+        problems.append(f"--jobs must be at least 1, got {request.jobs}")
+    if not 0 < request.interval_level < 1:
+        problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
+    problems += _variant_problems(request)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    validate_name(request.ensemble_name)
+    if request.epochs is not None:
+        return request.config.with_overrides({"epochs": request.epochs})
+    return request.config
+
+
+def _variant_problems(request: TrainRequest) -> list[str]:
+    """The problems of ``options.variants``, collected with the other option problems."""
+    variants = request.options.variants
+    if isinstance(variants, list) and not variants:
+        return []
+    if request.strategy != "repeat":
+        return [f"setting variants apply to --strategy repeat, not {request.strategy}"]
+    # repeat members are averaged only when forced: asking alone is refused
+    return variant_problems(variants, request.config, same_layout=request.force_weight_averaging)
+
+
+def check_before_training(request: TrainRequest, splits: Splits) -> None:
+    """Fail before any member trains on what the split and the options already rule out.
+
+    Raises
+    ------
+    ConfigError, DataError
+        One line naming the problem and what to change.
+    """
+    _check_rows(request, splits)
+    _check_combiners(request, splits.train.task)
+    _check_combiner_rows(request, splits)
+
+
+def _check_rows(request: TrainRequest, splits: Splits) -> None:
+    n_train = len(splits.train.y)
+    if request.strategy == "kfold" and n_train < 2 * request.members:
+        raise ConfigError(
+            f"{n_train} training rows are too few for {request.members} folds "
+            f"(need at least {2 * request.members}); lower --members"
+        )
+
+
+def _check_combiners(request: TrainRequest, task: Task) -> None:
+    """Fail before training on combiner options that cannot be honoured."""
+    names = check_combiner_names(request.combiners, task)
+    averaged = wants_weight_averaging(request)
+    if request.default_combiner is None:
+        if REFERENCE not in names:
+            raise ConfigError(MEAN_MISSING)
+        return
+    if request.default_combiner not in (*names, *(("weight_average",) if averaged else ())):
+        raise ConfigError(
+            f"--default-combiner '{request.default_combiner}' was not fitted; "
+            f"fitted: {', '.join(names)}"
+        )
+
+
+def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
+    """Fail before training when a combiner cannot be fitted on the rows it will get.
+
+    Too few fit rows, or a class missing from them or from a cross-fitting half, would
+    otherwise only fail once every member has trained.
+    """
+    task = splits.train.task
+    fit_set = combiner_fit_set(placeholder_heldout(splits, request.members))
+
+    def problems(calibrate: bool) -> dict[str, str]:
+        return combiner_fit_problems(
+            task,
+            fit_set,
+            request.combiners,
+            calibrate,
+            request.interval_level,
+            request.stack_passthrough,
+        )
+
+    found = problems(request.calibrate)
+    if not found:
+        return
+    names = check_combiner_names(request.combiners, task)
+    fitting = [name for name in names if name not in found]
+    fitting += ["weight_average"] if wants_weight_averaging(request) else []
+    advice = "add rows or raise --validation-fraction"
+    if fitting:
+        advice += f", or fit only --combiners {' '.join(fitting)}"
+    if request.calibrate and not problems(False):
+        advice += ", or drop --calibrate"
+    raise DataError(
+        f"the {fit_set.record['source']} rows are too few to fit every combiner: "
+        f"{'; '.join(found.values())}; {advice}"
+    )
