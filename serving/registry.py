@@ -326,7 +326,8 @@ class EnsembleRegistry:
                 logger.info("the latest pointer of %s is readable again", name)
         elif error != entry.latest_error:
             logger.error(
-                "cannot read the latest version of %s: %s (trying every version, newest first)",
+                "cannot read the latest version of %s: %s (the version serving keeps serving; "
+                "with none, every version is tried newest first)",
                 name,
                 error,
                 extra={"ensemble": name},
