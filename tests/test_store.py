@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from store_toys import toy_writer
 
 from ensembles.errors import IntegrityError, NotFoundError, StoreError
 from ensembles.manifest import Manifest
 from ensembles.store import CHECKSUM_FILE, ModelStore, sha256_bytes
+from tests.store_toys import toy_writer
 
 
 def test_publish_numbers_versions_and_moves_latest(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from store_toys import toy_writer
 
 from ensembles.cli.store import main
 from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
+from tests.store_toys import toy_writer
 
 
 @pytest.fixture
