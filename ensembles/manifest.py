@@ -79,6 +79,11 @@ class MemberInfo(_Model):
     cycle: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     val_metrics: dict[str, float] = Field(default_factory=dict)
+    budget: dict[str, Any] | None = Field(
+        default=None,
+        description="the training budget: its rule (data or epochs), patience, cap, the epochs "
+        "and steps run, the best epoch kept and why training stopped",
+    )
     out_of_sample: OutOfSampleInfo | None = Field(
         default=None, description="bagging, kfold, subsample: scores on its unseen training rows"
     )

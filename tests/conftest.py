@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-TINY = {"hidden_sizes": (16,), "epochs": 4, "batch_size": 64, "dropout": 0.0}
+TINY = {
+    "hidden_sizes": (16,),
+    "epochs": 4,
+    "learning_rate": 1e-3,
+    "batch_size": 64,
+    "dropout": 0.0,
+}
 
 
 def tiny_request(tmp_path: Path, **changes):

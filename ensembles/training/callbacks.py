@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from ensembles.training.loop import Callback, State, restore, snapshot_state
@@ -24,10 +25,13 @@ class EarlyStopping(Callback):
     Parameters
     ----------
     patience : int
+    min_epochs : int
+        Never stop before this epoch (the best weights are still restored).
     """
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int, min_epochs: int = 0) -> None:
         self.patience = patience
+        self.min_epochs = min_epochs
         self.best_loss = math.inf
         self.best_epoch = 0
         self._best_state: State | None = None
@@ -37,7 +41,7 @@ class EarlyStopping(Callback):
         if log["val_loss"] < self.best_loss:
             self.best_loss, self.best_epoch = log["val_loss"], epoch
             self._best_state = snapshot_state(network)
-        return epoch - self.best_epoch >= self.patience
+        return epoch >= self.min_epochs and epoch - self.best_epoch >= self.patience
 
     def on_train_end(self, network: MemberNetwork) -> None:
         """Put the best weights back."""
@@ -137,3 +141,41 @@ class SnapshotCollector(Callback):
             cycle = epoch // self.epochs_per_cycle
             self.collected.append(CollectedState(snapshot_state(network), epoch, cycle))
         return False
+
+
+class BestWindowCollector(Callback):
+    """Horizontal ensembles under the budget rule: the checkpoints ending at the best epoch.
+
+    The run trains with early stopping; the members are the ``n_members`` end-of-epoch
+    states, ``spacing`` epochs apart, whose last one is the epoch of the best validation
+    loss. A best epoch counts once the run has enough epochs behind it for a full window.
+
+    Parameters
+    ----------
+    n_members, spacing : int
+    patience, min_epochs : int
+        Early stopping, as :class:`EarlyStopping`.
+    """
+
+    def __init__(self, n_members: int, spacing: int, patience: int, min_epochs: int) -> None:
+        self.window = (n_members - 1) * spacing + 1
+        self.spacing = spacing
+        self.patience = patience
+        self.min_epochs = max(min_epochs, self.window)
+        self.best_loss = math.inf
+        self.best_epoch = 0
+        self.recent: deque[CollectedState] = deque(maxlen=self.window)
+        self.collected: list[CollectedState] = []
+
+    def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
+        """Keep the recent states; take the window at every new best; stop on patience."""
+        self.recent.append(CollectedState(snapshot_state(network), epoch))
+        if len(self.recent) == self.window and log["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch = log["val_loss"], epoch
+            self.collected = list(self.recent)[:: self.spacing]
+        return epoch >= self.min_epochs and epoch - self.best_epoch >= self.patience
+
+    def on_train_end(self, network: MemberNetwork) -> None:
+        """Without a best epoch (the run ended first), the last window is the ensemble."""
+        if not self.collected:
+            self.collected = list(self.recent)[:: self.spacing]

@@ -18,7 +18,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 _CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
 _FLAGS = ("batch_norm", "standardize", "gaussian_head")
 _COUNTS = ("batch_size", "epochs", "patience")
-_OPTIONAL = ("grad_clip", "patience")
+_OPTIONAL = ("grad_clip", "patience", "epochs", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,26 @@ class TrainConfig:
     gaussian_head : bool
         Regression only (ignored for classification): predict a mean and a variance,
         trained with Gaussian NLL, so aleatoric variance is served.
+    nll_beta : float
+        Gaussian head: train on beta-NLL (Seitzer et al. 2022), each row's NLL weighted by
+        its predicted variance to this power; 0 is plain NLL. Curves and early stopping
+        still read the plain NLL.
     optimizer : {"adam", "sgd"}
         SGD uses ``momentum``.
-    learning_rate, momentum, weight_decay : float
-    batch_size, epochs : int
+    learning_rate : float or None
+        None (the default, ``--learning-rate auto``): chosen from the data by the
+        learning-rate range test before training (:mod:`ensembles.training.learning_rate`).
+    momentum, weight_decay : float
+    batch_size : int
+    epochs : int or None
+        None (the default): train until the validation loss stops improving, by the budget
+        rule of :mod:`ensembles.training.budget`; a number trains exactly that many epochs
+        (or fewer with ``patience``).
     grad_clip : float or None
         Clip the gradient norm to this value.
     patience : int or None
         Early stopping: stop when the validation loss has not improved for this many epochs
-        and restore the best weights.
+        and restore the best weights. With ``epochs`` None it replaces the budget rule's.
     input_noise : float
         Standard deviation of Gaussian noise added to standardized inputs while training.
     """
@@ -59,12 +70,13 @@ class TrainConfig:
     batch_norm: bool = False
     standardize: bool = True
     gaussian_head: bool = True
+    nll_beta: float = 0.5
     optimizer: Optimizer = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 64
-    epochs: int = 30
+    epochs: int | None = None
     grad_clip: float | None = None
     patience: int | None = None
     input_noise: float = 0.0
@@ -105,6 +117,11 @@ class TrainConfig:
         if problems:
             raise ConfigError("; ".join(problems))
         return replace(self, **overrides)
+
+    @property
+    def resolved(self) -> bool:
+        """True when the rate and the epochs are numbers, as a training run needs."""
+        return self.learning_rate is not None and self.epochs is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe settings."""
@@ -148,6 +165,8 @@ def _setting_problems(values: Mapping[str, Any], spell: Callable[[str], str]) ->
             problems.append(f"{word} must be a number, got {value!r}")
         elif not math.isfinite(value):
             problems.append(f"{word} must be finite, got {value}")
+        elif name == "nll_beta" and not 0 <= value <= 1:
+            problems.append(f"{word} must be in [0, 1], got {value}")
         elif name == "dropout" and not 0 <= value < 1:
             problems.append(f"{word} must be in [0, 1), got {value}")
         elif name in ("learning_rate", "grad_clip") and not value > 0:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ensembles.errors import ConfigError
 from ensembles.training.config import TrainConfig
 from ensembles.training.network import MemberNetwork
 
@@ -23,6 +24,10 @@ class Callback:
     def learning_rate(self, step: int, steps_per_epoch: int) -> float | None:
         """The learning rate for optimizer step ``step`` (0-based), or None to keep it."""
         return None
+
+    def on_step_end(self, step: int, loss: float) -> bool:
+        """Called after optimizer step ``step`` (0-based) with its loss; True stops training."""
+        return False
 
     def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
         """Called after each epoch (1-based) with its log; return True to stop training."""
@@ -83,6 +88,11 @@ def fit_member(
     -------
     FitResult
     """
+    if not config.resolved:
+        raise ConfigError(
+            "fit_member needs a numeric learning rate and epochs; resolve 'auto' first "
+            "(ensembles.training.strategies.resolve_learning_rate and the budget rule)"
+        )
     callbacks = callbacks or []
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -90,15 +100,17 @@ def fit_member(
     x_val, t_val = _tensors(network, X_val, y_val)
     optimizer = _optimizer(network, config)
     loss_fn = _loss_function(network)
+    objective = _beta_nll(network, config.nll_beta) if network.gaussian else loss_fn
     n_rows = len(x_train)
     starts = batch_starts(n_rows, config.batch_size, network.has_batch_norm)
     steps_per_epoch = len(starts)
     result = FitResult()
     step = 0
+    stopped = False
     for epoch in range(1, config.epochs + 1):
         network.train()
         order = torch.randperm(n_rows, generator=generator)
-        total_loss, total_metric = 0.0, 0.0
+        total_loss, total_metric, seen = 0.0, 0.0, 0
         learning_rate = optimizer.param_groups[0]["lr"]
         for start, stop in zip(starts, [*starts[1:], n_rows], strict=True):
             rows = order[start:stop]
@@ -109,20 +121,27 @@ def fit_member(
                     inputs.shape, generator=generator
                 )
             output = network(inputs)
-            loss = loss_fn(output, t_train[rows])
+            loss = objective(output, t_train[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()
+            value = (
+                loss.item() if objective is loss_fn else _reported(loss_fn, output, t_train[rows])
+            )
+            stopped = any([callback.on_step_end(step, value) for callback in callbacks])
             step += 1
-            total_loss += loss.item() * len(rows)
+            seen += len(rows)
+            total_loss += value * len(rows)
             total_metric += _metric_sum(network, output.detach(), t_train[rows])
-        train_loss = total_loss / n_rows
+            if stopped:
+                break
+        train_loss = total_loss / seen
         log = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "train_metric": _finish_metric(network, total_metric, n_rows),
+            "train_metric": _finish_metric(network, total_metric, seen),
             **_evaluate(network, loss_fn, x_val, t_val),
             "learning_rate": learning_rate,
         }
@@ -132,7 +151,7 @@ def fit_member(
             result.diverged = True
             break
         stop = [callback.on_epoch_end(epoch, network, log) for callback in callbacks]
-        if any(stop):
+        if stopped or any(stop):
             break
     for callback in callbacks:
         callback.on_train_end(network)
@@ -186,6 +205,7 @@ def _optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
 
 
 def _loss_function(network: MemberNetwork) -> Any:
+    """The loss every curve reports: cross-entropy, MSE or the plain Gaussian NLL."""
     if network.task == "classification":
         return nn.CrossEntropyLoss()
     if not network.gaussian:
@@ -197,6 +217,32 @@ def _loss_function(network: MemberNetwork) -> Any:
         return gaussian_nll(output[:, :n], target, torch.exp(output[:, n:]))
 
     return loss
+
+
+def _beta_nll(network: MemberNetwork, beta: float) -> Any:
+    """What the optimizer of a Gaussian head minimizes: beta-NLL.
+
+    beta-NLL (Seitzer et al. 2022) weighs each row's Gaussian NLL by its predicted variance
+    to the power ``beta``, with no gradient through the weight. Plain NLL (beta 0) lets the
+    mean neglect the rows it has declared noisy (their gradients shrink by 1 / variance);
+    beta 1 gives the mean the gradient of squared error, and 0.5 is the paper's advice.
+    """
+    n = network.n_outputs
+    half_log_two_pi = 0.5 * math.log(2 * math.pi)
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean, log_variance = output[:, :n], output[:, n:]
+        variance = torch.exp(log_variance)
+        nll = 0.5 * (log_variance + (mean - target) ** 2 / variance) + half_log_two_pi
+        return (nll * variance.detach() ** beta).mean()
+
+    return loss
+
+
+def _reported(loss_fn: Any, output: torch.Tensor, target: torch.Tensor) -> float:
+    """The reported loss of a batch whose optimizer minimized another objective."""
+    with torch.no_grad():
+        return float(loss_fn(output, target))
 
 
 def _scheduled_rate(

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from ensembles.errors import ConfigError
 from ensembles.manifest import STRATEGIES, Strategy, Task
+from ensembles.training.budget import Budget, budget_from_data, explicit_budget, stop_reason
 from ensembles.training.callbacks import (
+    BestWindowCollector,
     CheckpointCollector,
     EarlyStopping,
     SnapshotCollector,
@@ -31,7 +33,8 @@ from ensembles.training.callbacks import (
     horizontal_epochs,
 )
 from ensembles.training.config import TrainConfig
-from ensembles.training.loop import Callback, FitResult, fit_member
+from ensembles.training.learning_rate import RangeTestResult, lr_range_test
+from ensembles.training.loop import Callback, FitResult, batch_starts, fit_member
 from ensembles.training.network import MemberNetwork
 from ensembles.training.plans import (
     MemberPlan,
@@ -75,7 +78,12 @@ class TrainingData:
 
 @dataclass
 class TrainedMember:
-    """One member's weights (as numpy, so they cross process boundaries) and its history."""
+    """One member's weights (as numpy, so they cross process boundaries) and its history.
+
+    ``config`` is the member's resolved settings (numeric rate; ``epochs`` its budget's
+    cap); ``budget`` records the rule, the epochs and steps run, the best epoch and why the
+    run stopped (``patience``, ``cap``, ``epochs`` or ``diverged``).
+    """
 
     plan: MemberPlan
     config: TrainConfig
@@ -84,6 +92,7 @@ class TrainedMember:
     epoch: int
     cycle: int | None = None
     seconds: float = 0.0
+    budget: dict[str, Any] = field(default_factory=dict)
 
     def network(self, data: TrainingData) -> MemberNetwork:
         """Rebuild the torch module with this member's weights."""
@@ -237,13 +246,16 @@ def train_members(
         The strategy's parameters as they were applied (for the manifest).
     """
     options = options or StrategyOptions()
-    if strategy in ONE_RUN_STRATEGIES:
-        return _train_one_run(strategy, n_members, data, config, seed, options, progress)
     problems = variant_problems(options.variants, config) if strategy == "repeat" else []
     if problems:
         raise ConfigError("; ".join(problems))  # before any member trains
+    config, rate = resolve_learning_rate(data, config, seed)
+    if strategy in ONE_RUN_STRATEGIES:
+        members, params = _train_one_run(strategy, n_members, data, config, seed, options, progress)
+        return members, {**params, "learning_rate": rate}
     plans = make_plans(strategy, n_members, seed, options)
     params: dict[str, Any] = {"n_members": n_members, "seed": seed, "jobs": jobs}
+    params["learning_rate"] = rate
     if strategy == "subsample":
         params["subsample_fraction"] = options.subsample_fraction
     if strategy == "repeat" and options.variants:
@@ -265,30 +277,85 @@ def train_members(
     return members, params
 
 
+def resolve_learning_rate(
+    data: TrainingData, config: TrainConfig, seed: int
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """``config`` with a numeric rate, and how it was chosen (for the manifest).
+
+    ``learning_rate=None`` (``--learning-rate auto``) runs the learning-rate range test on
+    the training rows (:func:`~ensembles.training.learning_rate.lr_range_test`); a given rate
+    is kept as it is.
+
+    Returns
+    -------
+    config : TrainConfig
+    record : dict
+        ``rate``, ``rule`` ("given" or the range test's rule) and, after a range test, its
+        ``seconds`` and its smoothed ``losses`` at ``rates``.
+    """
+    if config.learning_rate is not None:
+        return config, {"rate": config.learning_rate, "rule": "given"}
+    result = range_test(data, config, seed)
+    record = {"rate": result.suggested, **result.to_dict()}
+    del record["suggested"]
+    return config.with_overrides({"learning_rate": result.suggested}), record
+
+
+def range_test(data: TrainingData, config: TrainConfig, seed: int) -> RangeTestResult:
+    """The learning-rate range test of ``config`` on the training rows of ``data``."""
+    with _single_thread():
+        return lr_range_test(
+            data.X_train,
+            data.y_train,
+            lambda rows, test_config: build_network(data, test_config, rows),
+            config,
+            seed,
+        )
+
+
+def member_budget(config: TrainConfig, n_rows: int) -> Budget:
+    """The budget of a run on ``n_rows`` rows: the explicit ``epochs``, or the data rule.
+
+    An explicit ``patience`` replaces the rule's patience (``epochs`` None) or adds early
+    stopping to the explicit epochs.
+    """
+    steps = len(batch_starts(n_rows, config.batch_size, config.batch_norm))
+    if config.epochs is not None:
+        return explicit_budget(config.epochs, config.patience, steps)
+    budget = budget_from_data(steps)
+    if config.patience is not None:
+        budget = replace(budget, patience=config.patience)
+    return budget
+
+
 def train_planned_member(
     plan: MemberPlan, data: TrainingData, config: TrainConfig, allow_diverged: bool = False
 ) -> TrainedMember:
     """Train one member of an independent strategy (a pure function: safe in a process pool).
 
-    A run whose training loss becomes NaN or infinite raises ``ConfigError`` unless
-    ``allow_diverged`` (diagnosis keeps such runs: divergence is its evidence).
+    ``config`` must have a numeric rate (:func:`resolve_learning_rate`); the member trains
+    for :func:`member_budget` and keeps its best weights when it stops early. A run whose
+    training loss becomes NaN or infinite raises ``ConfigError`` unless ``allow_diverged``
+    (diagnosis keeps such runs: divergence is its evidence).
     """
     start = time.perf_counter()
     member_config = config.with_overrides(plan.settings)
     rows = training_rows(plan.rows, len(data.y_train))
+    budget = member_budget(member_config, len(rows))
+    run_config = member_config.with_overrides({"epochs": budget.max_epochs})
     with _single_thread():
         torch.manual_seed(plan.seed)
-        network = build_network(data, member_config, rows)
+        network = build_network(data, run_config, rows)
         callbacks: list[Callback] = []
-        if member_config.patience is not None:
-            callbacks.append(EarlyStopping(member_config.patience))
+        if budget.patience is not None:
+            callbacks.append(EarlyStopping(budget.patience, budget.min_epochs))
         result = fit_member(
             network,
             data.X_train[rows],
             data.y_train[rows],
             data.X_val,
             data.y_val,
-            member_config,
+            run_config,
             plan.seed,
             callbacks,
         )
@@ -297,11 +364,12 @@ def train_planned_member(
     epoch = _final_epoch(result, callbacks)
     return TrainedMember(
         plan,
-        member_config,
+        run_config,
         _numpy_state(network),
         result.curves,
         epoch,
         seconds=time.perf_counter() - start,
+        budget=_budget_record(budget, result, epoch),
     )
 
 
@@ -317,79 +385,117 @@ def _train_one_run(
     if config.patience is not None:
         raise ConfigError(
             f"--patience (early stopping) contradicts --strategy {strategy}: its members are "
-            "taken at fixed epochs of one run; drop --patience"
+            "taken at epochs the strategy chooses; drop --patience"
         )
     if options.variants:
         raise ConfigError(f"setting variants apply to --strategy repeat, not {strategy}")
+    if options.spacing < 1:
+        raise ConfigError(f"--spacing must be at least 1, got {options.spacing}")
     params: dict[str, Any] = {"n_members": n_members, "seed": seed}
+    plan = MemberPlan(0, member_seed(seed, 0))
+    budget = member_budget(config, len(data.y_train))
+    probe: TrainedMember | None = None
     if strategy == "horizontal":
-        if options.spacing < 1:
-            raise ConfigError(f"--spacing must be at least 1, got {options.spacing}")
-        epochs = horizontal_epochs(config.epochs, n_members, options.spacing)
-        if epochs[0] < 1:
-            raise ConfigError(
-                f"horizontal needs at least {n_members} x spacing {options.spacing} epochs "
-                f"({(n_members - 1) * options.spacing + 1}), got --epochs {config.epochs}"
-            )
-        collector: CheckpointCollector | SnapshotCollector = CheckpointCollector(epochs)
-        params.update(spacing=options.spacing, epochs=config.epochs, member_epochs=epochs)
+        collector: Callback = _horizontal_collector(n_members, options.spacing, budget)
+        params.update(spacing=options.spacing, epochs=budget.max_epochs)
     else:
-        per_cycle, total = align_cycles(config.epochs, n_members)
-        if total != config.epochs:
-            logger.warning(
-                "%d epochs do not divide into %d cycles: training %d epochs (%d cycles of %d)",
-                config.epochs,
-                n_members,
-                total,
-                n_members,
-                per_cycle,
-            )
+        if budget.rule == "data":  # one early-stopped probe run measures the cycle length
+            probe = train_planned_member(MemberPlan(0, member_seed(seed, 10_001)), data, config)
+            per_cycle, total = max(1, probe.epoch), max(1, probe.epoch) * n_members
+        else:
+            per_cycle, total = align_cycles(budget.max_epochs, n_members)
+            if total != budget.max_epochs:
+                logger.warning(
+                    "%d epochs do not divide into %d cycles: training %d epochs (%d cycles of %d)",
+                    budget.max_epochs,
+                    n_members,
+                    total,
+                    n_members,
+                    per_cycle,
+                )
         peak = options.peak_learning_rate
         if peak is None:
-            peak = 10 * config.learning_rate
+            peak = 10 * (config.learning_rate or 0.0)
         if not peak > 0:
             raise ConfigError(f"--peak-learning-rate must be positive, got {peak}")
         params.update(
             cycles=n_members,
             epochs_per_cycle=per_cycle,
             epochs=total,
-            requested_epochs=config.epochs,
             peak_learning_rate=peak,
             schedule="cosine annealing restarted every cycle, per optimizer step, down to 0",
         )
-        config = config.with_overrides({"epochs": total})
+        if probe is not None:
+            params["probe_epochs_run"] = len(probe.curves)
+            params["cycle_rule"] = (
+                "each cycle is as long as one early-stopped probe run needed to reach its best "
+                f"validation loss ({probe.epoch} epochs, {probe.seconds:.1f} s)"
+            )
+        else:
+            params["requested_epochs"] = budget.max_epochs
+        budget = explicit_budget(total, None, budget.steps_per_epoch)
         collector = SnapshotCollector(peak, per_cycle)
-    plan = MemberPlan(0, member_seed(seed, 0))
+    run_config = config.with_overrides({"epochs": budget.max_epochs})
     start = time.perf_counter()
-    bar = tqdm(total=config.epochs, desc=f"{strategy} run", unit="epoch", disable=not progress)
+    bar = tqdm(total=budget.max_epochs, desc=f"{strategy} run", unit="epoch", disable=not progress)
     with bar, _single_thread():
         torch.manual_seed(plan.seed)
-        network = build_network(data, config, np.arange(len(data.y_train)))
+        network = build_network(data, run_config, np.arange(len(data.y_train)))
         result = fit_member(
             network,
             data.X_train,
             data.y_train,
             data.X_val,
             data.y_val,
-            config,
+            run_config,
             plan.seed,
             [collector, _ProgressCallback(bar)],
         )
     _check_converged(result, f"the {strategy} run")
-    seconds = (time.perf_counter() - start) / len(collector.collected)
+    collected = collector.collected  # type: ignore[attr-defined]
+    if strategy == "horizontal":
+        params["member_epochs"] = [item.epoch for item in collected]
+    seconds = (time.perf_counter() - start + (probe.seconds if probe else 0)) / len(collected)
+    record = _budget_record(budget, result, collected[-1].epoch)
     members = [
         TrainedMember(
             MemberPlan(i, plan.seed),
-            config,
-            {key: value.numpy().copy() for key, value in collected.state.items()},
-            result.curves[: collected.epoch],
-            collected.epoch,
-            collected.cycle,
+            run_config,
+            {key: value.numpy().copy() for key, value in item.state.items()},
+            result.curves[: item.epoch],
+            item.epoch,
+            item.cycle,
             seconds,
+            record,
         )
-        for i, collected in enumerate(collector.collected)
+        for i, item in enumerate(collected)
     ]
     return members, params
+
+
+def _horizontal_collector(n_members: int, spacing: int, budget: Budget) -> Callback:
+    """Checkpoints ending at the best epoch (budget rule), or the final epochs (``--epochs``)."""
+    needed = (n_members - 1) * spacing + 1
+    if budget.patience is not None:
+        return BestWindowCollector(n_members, spacing, budget.patience, budget.min_epochs)
+    epochs = horizontal_epochs(budget.max_epochs, n_members, spacing)
+    if epochs[0] < 1:
+        raise ConfigError(
+            f"horizontal needs at least {n_members} x spacing {spacing} epochs ({needed}), got "
+            f"--epochs {budget.max_epochs}"
+        )
+    return CheckpointCollector(epochs)
+
+
+def _budget_record(budget: Budget, result: FitResult, best_epoch: int) -> dict[str, Any]:
+    """What the manifest says of a run's budget: the rule, what it used and why it stopped."""
+    return {
+        **budget.to_dict(),
+        "epochs_run": result.epochs_run,
+        "best_epoch": best_epoch,
+        "steps_run": result.epochs_run * budget.steps_per_epoch,
+        "stopped": stop_reason(result.epochs_run, budget, result.diverged),
+    }
 
 
 class _ProgressCallback(Callback):
