@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.errors import ConfigError, DataError
 from ensembles.manifest import Task
 
@@ -197,14 +198,32 @@ def load_data(
     return data
 
 
+def validation_share(n_rows: int) -> float:
+    """The default share of validation rows for a dataset of ``n_rows`` rows.
+
+    :data:`~ensembles.defaults.VALIDATION_FRACTION` of the rows, raised to
+    :data:`~ensembles.defaults.MIN_VALIDATION_ROWS` rows but never above
+    :data:`~ensembles.defaults.MAX_VALIDATION_FRACTION` (``docs/training.md``, "Using the
+    rows"): early stopping and the variance calibration need a couple of hundred rows to tell
+    epochs apart, and beyond that a validation row is worth more as a training row.
+    """
+    rows = max(
+        defaults.VALIDATION_FRACTION * n_rows,
+        min(defaults.MIN_VALIDATION_ROWS, defaults.MAX_VALIDATION_FRACTION * n_rows),
+    )
+    return rows / max(n_rows, 1)
+
+
 def split_dataset(
     dataset: Dataset,
     seed: int = 0,
-    validation_fraction: float = 0.2,
-    test_fraction: float = 0.2,
+    validation_fraction: float | None = None,
+    test_fraction: float = defaults.TEST_FRACTION,
     min_train_rows: int = 10,
 ) -> Splits:
     """Split deterministically from ``seed`` (stratified for classification).
+
+    ``validation_fraction`` None takes :func:`validation_share` of the rows.
 
     Raises
     ------
@@ -215,6 +234,8 @@ def split_dataset(
     """
     from sklearn.model_selection import train_test_split
 
+    if validation_fraction is None:
+        validation_fraction = validation_share(len(dataset.y))
     for option, value in (
         ("validation-fraction", validation_fraction),
         ("test-fraction", test_fraction),
@@ -263,7 +284,7 @@ def split_dataset(
     )
     record = {
         "seed": seed,
-        "validation_fraction": validation_fraction,
+        "validation_fraction": round(validation_fraction, 6),
         "test_fraction": test_fraction,
         "n_train": len(train),
         "n_validation": len(validation),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ensembles import defaults
 from ensembles.training.config import TrainConfig
 
 
@@ -35,6 +36,13 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="regression: predict mean and variance (Gaussian NLL) for aleatoric uncertainty",
     )
+    network.add_argument(
+        "--nll-beta",
+        type=float,
+        default=0.5,
+        help="Gaussian head: train on beta-NLL, each row's NLL weighted by its predicted "
+        "variance to this power (0: plain NLL; 0.5 keeps the mean from neglecting noisy rows)",
+    )
 
 
 def add_learning_options(parser: argparse.ArgumentParser) -> None:
@@ -46,10 +54,23 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         choices=["adam", "sgd"],
         help="adam is AdamW (decoupled --weight-decay); sgd uses --momentum",
     )
-    learning.add_argument("--learning-rate", type=float, default=1e-3, help="optimizer step size")
+    learning.add_argument(
+        "--learning-rate",
+        type=learning_rate,
+        default=None,
+        metavar="RATE",
+        help="optimizer step size, or auto: one tenth of the rate at the lowest loss of a "
+        "learning-rate range test run before training (default: auto)",
+    )
     learning.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     learning.add_argument("--batch-size", type=int, default=64, help="rows per optimizer step")
-    learning.add_argument("--epochs", type=int, default=30, help="passes over the training rows")
+    learning.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the training rows (default: until the validation loss stops "
+        "improving, with patience and a cap counted in optimizer steps; see docs/training.md)",
+    )
     learning.add_argument(
         "--weight-decay", type=float, default=0.0, help="L2 penalty on the weights (0: none)"
     )
@@ -64,19 +85,32 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
     learning.add_argument("--input-noise", type=float, default=0.0, help="Gaussian input noise")
 
 
+def learning_rate(text: str) -> float | None:
+    """``--learning-rate``: a positive number, or ``auto`` (None: chosen from the data)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
 def add_split_options(parser: argparse.ArgumentParser) -> None:
     """The train / validation / test fractions (group "split")."""
     split = parser.add_argument_group("split")
     split.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.2,
-        help="share of rows for validation (early stopping, combiner fitting)",
+        default=None,
+        help="share of rows for validation (early stopping, combiner fitting); default: "
+        f"{defaults.VALIDATION_FRACTION * 100:.0f}%% of the rows, raised to "
+        f"{defaults.MIN_VALIDATION_ROWS} rows but at most "
+        f"{defaults.MAX_VALIDATION_FRACTION * 100:.0f}%%",
     )
     split.add_argument(
         "--test-fraction",
         type=float,
-        default=0.2,
+        default=defaults.TEST_FRACTION,
         help="share of rows for the test split (never trained or fitted on)",
     )
 
@@ -90,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_norm=args.batch_norm,
         standardize=args.standardize,
         gaussian_head=args.gaussian_head,
+        nll_beta=args.nll_beta,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
         momentum=args.momentum,

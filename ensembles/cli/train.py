@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ensembles import defaults
 from ensembles.cli.common import (
     DefaultsHelpFormatter,
     OneLineParser,
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble = parser.add_argument_group("ensemble")
     ensemble.add_argument(
         "--strategy",
-        default="snapshot",
+        default=defaults.STRATEGY,
         choices=STRATEGIES,
         help="how members are produced",
     )
@@ -178,7 +179,7 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
 def summary(report: TrainReport) -> str:
     """The end-of-run tables: members, combiners against the baselines, the default choice."""
     manifest = report.manifest
-    parts = [_member_table(manifest), _combiner_table(manifest)]
+    parts = [_learning_line(manifest), _member_table(manifest), _combiner_table(manifest)]
     if manifest.out_of_sample is not None:
         parts.append(_out_of_sample_line(manifest.out_of_sample))
     if manifest.default_choice is not None:
@@ -189,18 +190,47 @@ def summary(report: TrainReport) -> str:
     )
 
 
+def _learning_line(manifest: Manifest) -> str:
+    """How the learning rate and the budget were chosen, in one line."""
+    rate = manifest.strategy.params.get("learning_rate") or {}
+    if rate.get("rule") == "given":
+        words = f"learning rate {rate['rate']:g} (given)"
+    elif rate:
+        words = (
+            f"learning rate {rate['rate']:g} (range test, {rate['seconds']:.1f} s: {rate['rule']})"
+        )
+    else:
+        words = "learning rate: not recorded"
+    budget = manifest.members[0].budget or {}
+    if "cycle_rule" in manifest.strategy.params:
+        words += f"; snapshot cycles: {manifest.strategy.params['cycle_rule']}"
+    elif budget.get("rule") == "data":
+        words += (
+            f"; budget from the data: stop after {budget['patience']} epochs without a better "
+            f"validation loss, not before epoch {budget['min_epochs']}, at most "
+            f"{budget['max_epochs']} ({budget['steps_per_epoch']} steps per epoch)"
+        )
+    elif budget:
+        words += f"; budget: {budget['max_epochs']} epochs (given)"
+    return words
+
+
 def _member_table(manifest: Manifest) -> str:
     """Members with their validation scores, and out-of-bag ones for resampling strategies."""
     metric = "accuracy" if manifest.task == "classification" else "rmse"
-    header = ["member", "epoch", "cycle", "rows", "val_loss", f"val_{metric}", "seconds"]
+    header = ["member", "epoch", "of", "stopped", "cycle", "rows", "val_loss", f"val_{metric}"]
+    header.append("seconds")
     oob = any(info.out_of_sample is not None for info in manifest.members)
     if oob:
         header += ["oob_rows", f"oob_{metric}"]
     rows = []
     for info in manifest.members:
+        budget = info.budget or {}
         row = [
             info.id,
             info.epoch,
+            budget.get("epochs_run"),
+            budget.get("stopped"),
             info.cycle,
             info.rows.get("n_rows"),
             info.val_metrics["val_loss"],

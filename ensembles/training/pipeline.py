@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.data import Dataset, Splits, load_data, split_dataset
 from ensembles.default_choice import choose_default, ranking_loss
 from ensembles.evaluation import (
@@ -97,7 +98,8 @@ class TrainRequest:
     weight_averaging : ``uniform`` (SWA) or ``greedy`` (soup).
     force_weight_averaging : average independent members anyway.
     interval_level : central prediction interval level (regression).
-    validation_fraction, test_fraction : shares of rows for the validation and test splits.
+    validation_fraction, test_fraction : shares of rows for the validation and test splits
+        (validation None: :func:`~ensembles.data.validation_share` of the rows).
     progress : show progress bars.
     """
 
@@ -105,7 +107,7 @@ class TrainRequest:
     csv: Path | None = None
     target: str | None = None
     task: Task | None = None
-    strategy: Strategy = "snapshot"
+    strategy: Strategy = defaults.STRATEGY
     members: int = 5
     epochs: int | None = None
     name: str | None = None
@@ -114,8 +116,8 @@ class TrainRequest:
     jobs: int = 1
     config: TrainConfig = field(default_factory=TrainConfig)
     options: StrategyOptions = field(default_factory=StrategyOptions)
-    validation_fraction: float = 0.2
-    test_fraction: float = 0.2
+    validation_fraction: float | None = None
+    test_fraction: float = defaults.TEST_FRACTION
     combiners: tuple[str, ...] | None = None
     default_combiner: str | None = None
     calibrate: bool = False
@@ -306,6 +308,7 @@ def _manifest(
                     "onnx_max_diff": difference,
                     "train_seconds": member.seconds,
                 },
+                budget=member.budget or None,
                 out_of_sample=oob,
             )
         )

@@ -43,7 +43,8 @@ def test_script_trains_and_publishes(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0, result.stderr
-    assert "| m002 | 6 | 3 |" in result.stdout
+    assert "| m002 | 6 | 6 | epochs | 3 |" in result.stdout  # epoch, of, stopped, cycle
+    assert "learning rate" in result.stdout and "(range test, " in result.stdout
     assert "published wine version 1" in result.stdout
     assert "weight_average" in result.stdout and "best_member" in result.stdout
     assert ModelStore(store).versions("wine") == [1]

@@ -223,7 +223,7 @@ def test_bad_options_fail_before_anything_is_written(
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"strategy": "kfold", "members": 60}, "training rows are too few for 60 folds"),
+        ({"strategy": "kfold", "members": 90}, "training rows are too few for 90 folds"),
         ({"interval_level": 1.5}, "--interval-level must be between 0 and 1, got 1.5"),
         ({"strategy": "horizontal", "options": StrategyOptions(spacing=0)}, "--spacing must be at"),
         (

@@ -1,0 +1,21 @@
+"""The defaults a user gets with no flags, in one place (the CLIs import no torch for them).
+
+- ``STRATEGY``: ``repeat``, independent runs on every training row (deep ensembles,
+  Lakshminarayanan et al. 2017): in ``docs/benchmark.md`` they beat the one-run strategies
+  on out-of-distribution detection and keep every row for every member.
+- ``VALIDATION_FRACTION``, ``MIN_VALIDATION_ROWS``, ``MAX_VALIDATION_FRACTION``: 10% of
+  the rows stop training and fit the combiners, raised to 200 rows but at most 20%
+  (:func:`ensembles.data.validation_share`; the figures behind it are in
+  ``docs/training.md``, "Using the rows").
+- ``TEST_FRACTION``: 20% of the rows are never trained or fitted on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+STRATEGY: Final = "repeat"
+VALIDATION_FRACTION: Final = 0.1
+MIN_VALIDATION_ROWS: Final = 200
+MAX_VALIDATION_FRACTION: Final = 0.2
+TEST_FRACTION: Final = 0.2
