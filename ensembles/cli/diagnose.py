@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ensembles import defaults
 from ensembles.cli.common import OneLineParser, add_data_options, check_data_options, run_command
 from ensembles.cli.options import (
     add_learning_options,
@@ -24,12 +25,13 @@ _PATIENCE_HELP = (
 
 _THRESHOLD_HELP = {
     "min_train_skill": "learning: lowest acceptable training skill (0 = constant predictor)",
-    "plateau_skill": "learning: below this training skill a plateau or slow progress is a "
-    "learning problem",
+    "plateau_skill": "learning: below this training skill a plateau (a training loss that no "
+    "longer falls) is a learning problem",
     "min_late_gain": "learning: a late gain (the training-loss fall, in constant-loss units, "
     "that as many epochs again would bring at the late pace) below this is a plateau",
-    "train_longer_gain": "learning: a late gain of at least this means training was still "
-    "improving: train longer",
+    "train_longer_gain": "learning: a late gain of at least this, in runs that used their whole "
+    "budget (--epochs or the budget rule's cap, not early stopping) while the validation loss "
+    "was still at its best late, is under-training: the budget is too short",
     "max_val_loss_rise": "generalization: validation-loss rise after its best epoch, in units "
     "of the constant predictor's loss",
     "max_val_skill_drop": "generalization: validation-skill drop after its best epoch",
@@ -106,8 +108,9 @@ def train_command(args: argparse.Namespace) -> list[str]:
     if args.task:
         words += ["--task", args.task]
     words += ["--seed", str(args.seed)]
-    for option in ("validation_fraction", "test_fraction"):
-        if getattr(args, option) != 0.2:
+    split = {"validation_fraction": None, "test_fraction": defaults.TEST_FRACTION}
+    for option, default in split.items():
+        if getattr(args, option) not in (None, default):
             words += ["--" + option.replace("_", "-"), f"{getattr(args, option):g}"]
     return words
 
@@ -169,8 +172,8 @@ def render(rounds: list[Any], files: list[Path], apply: bool = False) -> str:
 
     parts = [format_round(rounds[0])]
     for item in rounds[1:]:
-        change = ", ".join(f"{k}={v}" for k, v in item.applied.overrides.items())
-        parts.append(f"round {item.index}: applied {item.applied.technique} [{change}]")
+        applied = item.applied
+        parts.append(f"round {item.index}: applied {applied.technique} [{applied.change}]")
         parts.append(format_round(item))
     if len(rounds) > 1:
         parts.append(format_comparison(rounds))

@@ -5,14 +5,7 @@ step 2 (recommend the matching techniques) and step 3 (apply one and diagnose ag
 """
 
 from ensembles.diagnosis._curves import ProblemScale, RunSet, collect_runs, problem_scale
-from ensembles.diagnosis._recommend import (
-    ExponentialRateCallback,
-    RangeTestResult,
-    Recommendation,
-    lr_range_test,
-    recommend,
-    train_flags,
-)
+from ensembles.diagnosis._recommend import Recommendation, recommend, train_flags
 from ensembles.diagnosis._report import (
     build_report,
     format_comparison,
@@ -22,6 +15,7 @@ from ensembles.diagnosis._report import (
 )
 from ensembles.diagnosis._rounds import Round, diagnose_setup, flagged_change, improve
 from ensembles.diagnosis._verdicts import Diagnosis, Finding, Thresholds, diagnose_runs
+from ensembles.training.learning_rate import ExponentialRateCallback, RangeTestResult
 
 __all__ = [
     "Diagnosis",
@@ -41,7 +35,6 @@ __all__ = [
     "format_comparison",
     "format_round",
     "improve",
-    "lr_range_test",
     "plot_curves",
     "problem_scale",
     "recommend",

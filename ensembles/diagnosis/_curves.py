@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -14,8 +15,12 @@ from ensembles.manifest import Task
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.network import MemberNetwork
-from ensembles.training.plans import MemberPlan, repeat_plans
-from ensembles.training.strategies import TrainingData, train_planned_member
+from ensembles.training.plans import repeat_plans
+from ensembles.training.strategies import (
+    TrainingData,
+    resolve_learning_rate,
+    train_planned_member,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ class RunSet:
     Attributes
     ----------
     config : TrainConfig
+        The setup the runs trained with, its learning rate resolved to the number they used
+        (``epochs`` stays as given: None for the budget rule).
     seeds : list of int, length n_runs
     curves : list (n_runs) of list (epochs run) of dict
         Per epoch: epoch, train_loss, val_loss, train_metric, val_metric, learning_rate.
@@ -77,6 +84,15 @@ class RunSet:
         which no run trains or stops on.
     ensemble_test_metric : float
         Test metric of the average of the R runs' outputs (NaN without a test split).
+    budgets : list of dict, length n_runs (empty when unknown)
+        Per run, what its budget allowed and what it used (``TrainedMember.budget``):
+        max_epochs, patience, min_epochs, steps_per_epoch, rule ("data" or "epochs"),
+        epochs_run, best_epoch, steps_run and why it stopped ("patience", "cap", "epochs"
+        or "diverged"). Without them no run counts as having used its whole budget.
+    rate_choice : dict
+        How the learning rate was chosen, once for every run
+        (``strategies.resolve_learning_rate``): ``rate`` and ``rule`` ("given" or the range
+        test's rule), and after a range test its ``seconds``, ``rates`` and ``losses``.
     """
 
     config: TrainConfig
@@ -89,6 +105,8 @@ class RunSet:
     n_val: int = 0
     test: list[dict[str, float]] = field(default_factory=list)
     ensemble_test_metric: float = math.nan
+    budgets: list[dict[str, Any]] = field(default_factory=list)
+    rate_choice: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_runs(self) -> int:
@@ -107,6 +125,8 @@ class RunSet:
                 {key: finite_or_none(value) for key, value in row.items()} for row in self.test
             ],
             "ensemble_test_metric": finite_or_none(self.ensemble_test_metric),
+            "learning_rate": self.rate_choice,
+            "budgets": self.budgets,
             "curves": [
                 [{key: finite_or_none(value) for key, value in row.items()} for row in run]
                 for run in self.curves
@@ -138,8 +158,11 @@ def collect_runs(
     """Train the configured network ``n_runs`` times with different seeds.
 
     The seeds are those of a ``repeat`` ensemble trained with ``seed``, so the runs are the
-    members ``scripts/train.py --strategy repeat`` would train. Unlike training, a run whose
-    loss becomes NaN or infinite is kept: divergence is evidence of a learning problem.
+    members ``scripts/train.py --strategy repeat`` would train. An ``auto`` learning rate is
+    chosen once, by the range test with ``seed``, and every run uses it; each run trains for
+    its budget (the explicit epochs or the budget rule) and records what it used. Unlike
+    training, a run whose loss becomes NaN or infinite is kept: divergence is evidence of a
+    learning problem.
 
     Parameters
     ----------
@@ -160,12 +183,15 @@ def collect_runs(
     RunSet
     """
     start = time.perf_counter()
+    config, rate_choice = resolve_learning_rate(data, config, seed)
     plans = repeat_plans(n_runs, seed)
-    trained = [
-        _train_run(plan, data, config)
+    members = [
+        train_planned_member(plan, data, config, allow_diverged=True)
         for plan in tqdm(plans, desc=label, unit="run", disable=not progress)
     ]
-    networks = [network for network, _, _ in trained]
+    for plan, member in zip(plans, members, strict=True):
+        logger.debug("run %d: %s", plan.index, member.budget)
+    networks = [member.network(data) for member in members]
     outputs = np.stack([member_outputs(network, data.X_val)[0] for network in networks])
     held_out: list[dict[str, float]] = []
     ensemble_test_metric = math.nan
@@ -185,24 +211,17 @@ def collect_runs(
     return RunSet(
         config=config,
         seeds=[plan.seed for plan in plans],
-        curves=[curves for _, curves, _ in trained],
-        delivered_epochs=[epoch for _, _, epoch in trained],
+        curves=[member.curves for member in members],
+        delivered_epochs=[member.epoch for member in members],
         ensemble_val_metric=_averaged_metric(outputs, data.y_val, data.task),
         scale=problem_scale(data, config),
         seconds=time.perf_counter() - start,
         n_val=len(data.y_val),
         test=held_out,
         ensemble_test_metric=ensemble_test_metric,
+        budgets=[member.budget for member in members],
+        rate_choice=rate_choice,
     )
-
-
-def _train_run(
-    plan: MemberPlan, data: TrainingData, config: TrainConfig
-) -> tuple[MemberNetwork, list[dict[str, float]], int]:
-    """One run as a ``repeat`` member is trained: network, curves and delivered epoch."""
-    member = train_planned_member(plan, data, config, allow_diverged=True)
-    logger.debug("run %d: %d epochs", plan.index, len(member.curves))
-    return member.network(data), member.curves, member.epoch
 
 
 def _averaged_metric(outputs: np.ndarray, y: np.ndarray, task: Task) -> float:

@@ -1,4 +1,4 @@
-"""Recommendations per verdict, from the framework's lists, and the learning-rate range test."""
+"""Recommendations per verdict, from the framework's lists, and the flags that reproduce a setup."""
 
 from __future__ import annotations
 
@@ -8,20 +8,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
 from ensembles.diagnosis._verdicts import Diagnosis, Thresholds
 from ensembles.training.config import TrainConfig
-from ensembles.training.loop import Callback, fit_member
-from ensembles.training.network import MemberNetwork
-from ensembles.training.plans import member_seed
-from ensembles.training.strategies import TrainingData, build_network
+from ensembles.training.learning_rate import RangeTestResult
 
 logger = logging.getLogger(__name__)
-
-_RANGE_TEST_EPOCHS = 16
-_RANGE_TEST_ROWS = 512
 
 
 @dataclass
@@ -35,7 +26,9 @@ class Recommendation:
     reason : str
         Why it fits the evidence, in one sentence.
     overrides : dict
-        Training settings that apply it (empty when it is not a setting, e.g. an ensemble).
+        Training settings that apply it (empty when it is not a setting, e.g. an ensemble);
+        None sets a setting back to automatic (``epochs``: the budget rule; ``patience``:
+        the rule's own; ``learning_rate``: the range test).
     command : str or None
         The exact ``scripts/train.py`` command, for an ensemble.
     """
@@ -55,125 +48,12 @@ class Recommendation:
             "command": self.command,
         }
 
-
-@dataclass
-class RangeTestResult:
-    """The learning-rate range test: training loss per epoch as the rate grows exponentially.
-
-    Attributes
-    ----------
-    rates : list of float
-        Geometric-mean learning rate of each epoch.
-    losses : list of float
-        Training loss of each epoch (stops at divergence).
-    suggested : float
-        One tenth of the rate with the lowest loss (the usual rule of thumb).
-    """
-
-    rates: list[float]
-    losses: list[float]
-    suggested: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe result."""
-        return {
-            "rates": self.rates,
-            "losses": [loss if math.isfinite(loss) else None for loss in self.losses],
-            "suggested": self.suggested,
-        }
-
-
-class ExponentialRateCallback(Callback):
-    """Grow the learning rate exponentially per step and stop once the loss explodes.
-
-    Parameters
-    ----------
-    min_rate, max_rate : float
-        Rate of the first and of the last step.
-    total_steps : int
-    """
-
-    def __init__(self, min_rate: float, max_rate: float, total_steps: int) -> None:
-        self.min_rate = min_rate
-        self.ratio = max_rate / min_rate
-        self.total_steps = max(total_steps - 1, 1)
-        self.best_loss = math.inf
-        self.rates: list[float] = []
-        self.losses: list[float] = []
-        self._steps_per_epoch = 1
-
-    def rate(self, step: float) -> float:
-        """The rate at (possibly fractional) step ``step``."""
-        return self.min_rate * self.ratio ** (min(step, self.total_steps) / self.total_steps)
-
-    def learning_rate(self, step: int, steps_per_epoch: int) -> float:
-        """The exponentially growing rate of ``step``."""
-        self._steps_per_epoch = steps_per_epoch
-        return self.rate(step)
-
-    def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
-        """Record the epoch's loss at its geometric-mean rate; stop at 4x the best loss."""
-        middle = (epoch - 0.5) * self._steps_per_epoch - 0.5
-        self.rates.append(self.rate(middle))
-        self.losses.append(log["train_loss"])
-        self.best_loss = min(self.best_loss, log["train_loss"])
-        return log["train_loss"] > 4 * self.best_loss
-
-
-def lr_range_test(
-    data: TrainingData,
-    config: TrainConfig,
-    seed: int,
-    min_rate: float = 1e-5,
-    max_rate: float = 10.0,
-) -> RangeTestResult:
-    """Train once with an exponentially growing rate and suggest one tenth of the best rate.
-
-    Parameters
-    ----------
-    data : TrainingData
-        At most 512 training rows are used, so the test stays quick.
-    config : TrainConfig
-        The setup under test; its own rate and schedule are replaced.
-    seed : int
-    min_rate, max_rate : float
-
-    Returns
-    -------
-    RangeTestResult
-    """
-    rng = np.random.default_rng(seed)
-    n_rows = len(data.y_train)
-    rows = np.sort(rng.choice(n_rows, size=min(n_rows, _RANGE_TEST_ROWS), replace=False))
-    test_config = config.with_overrides(
-        {"epochs": _RANGE_TEST_EPOCHS, "patience": None, "learning_rate": min_rate}
-    )
-    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
-    callback = ExponentialRateCallback(min_rate, max_rate, _RANGE_TEST_EPOCHS * steps_per_epoch)
-    run_seed = member_seed(seed, 10_000)
-    torch.manual_seed(run_seed)
-    network = build_network(data, test_config, rows)
-    result = fit_member(
-        network,
-        data.X_train[rows],
-        data.y_train[rows],
-        data.X_val,
-        data.y_val,
-        test_config,
-        run_seed,
-        [callback],
-    )
-    losses = [row["train_loss"] for row in result.curves]
-    rates = callback.rates + [callback.rate(len(losses) * steps_per_epoch)] * (
-        len(losses) - len(callback.rates)
-    )
-    finite = [i for i, loss in enumerate(losses) if math.isfinite(loss)]
-    best = min(finite, key=lambda i: losses[i]) if finite else 0
-    suggested = float(f"{rates[best] / 10:.2g}")
-    logger.info(
-        "learning-rate range test: lowest loss at %.3g, suggesting %.3g", rates[best], suggested
-    )
-    return RangeTestResult([float(r) for r in rates], [float(x) for x in losses], suggested)
+    @property
+    def change(self) -> str:
+        """The overrides as ``name=value`` pairs, None read as ``auto``."""
+        return ", ".join(
+            f"{key}={'auto' if value is None else value}" for key, value in self.overrides.items()
+        )
 
 
 def recommend(
@@ -217,26 +97,24 @@ def _learning(
     evidence = diagnosis.findings["learning"].evidence
     diverged = evidence["diverged_runs"] > 0
     found: list[Recommendation] = []
-    longer = Recommendation(
-        "training length",
-        f"the training loss was still falling after {config.epochs} epochs: train twice as long",
-        {"epochs": 2 * config.epochs},
-    )
-    if range_test is not None and not (
-        config.learning_rate / 2 <= range_test.suggested <= config.learning_rate * 2
+    if evidence.get("still_improving"):
+        found.append(_training_length(evidence, config))
+    rate = evidence.get("learning_rate") or config.learning_rate  # what the runs used
+    if (
+        range_test is not None
+        and rate is not None
+        and not rate / 2 <= range_test.suggested <= rate * 2
     ):
-        direction = "lower" if range_test.suggested < config.learning_rate else "higher"
+        direction = "lower" if range_test.suggested < rate else "higher"
         found.append(
             Recommendation(
                 "learning rate",
                 f"the range test's loss was lowest near {range_test.suggested * 10:.2g}; a "
-                f"{direction} rate of {range_test.suggested:.2g} (now {config.learning_rate:g}) "
+                f"{direction} rate of {range_test.suggested:.2g} (the runs used {rate:.3g}) "
                 "should learn steadily",
                 {"learning_rate": range_test.suggested},
             )
         )
-    if evidence.get("still_improving"):
-        found.append(longer)
     if not config.standardize:
         found.append(
             Recommendation(
@@ -288,11 +166,38 @@ def _learning(
     return found
 
 
+def _training_length(evidence: dict[str, Any], config: TrainConfig) -> Recommendation:
+    """Under-training: hand the length to the budget rule, or double the rule's cap."""
+    if evidence.get("budget_rule") == "data":
+        cap = int(evidence["max_epochs"])
+        overrides: dict[str, Any] = {"epochs": 2 * cap}
+        if config.patience is None and evidence.get("budget_patience") is not None:
+            overrides["patience"] = int(evidence["budget_patience"])  # keep stopping early
+        return Recommendation(
+            "training length",
+            f"train longer: the runs reached the budget rule's cap of {cap} epochs with the "
+            f"validation loss still improving; allow {2 * cap}"
+            + (
+                f", still stopping after {overrides['patience']} epochs without improvement"
+                if "patience" in overrides
+                else ""
+            ),
+            overrides,
+        )
+    return Recommendation(
+        "training length",
+        "train longer: let the budget rule decide (train until the validation loss stops "
+        f"improving) instead of --epochs {evidence.get('max_epochs', config.epochs)}",
+        {"epochs": None, "patience": None},
+    )
+
+
 def _generalization(diagnosis: Diagnosis, config: TrainConfig) -> list[Recommendation]:
     evidence = diagnosis.findings["generalization"].evidence
     best = int(evidence["best_epoch"])
     found: list[Recommendation] = []
-    if config.patience is None:
+    # The budget rule (epochs None) already stops early and keeps the best weights.
+    if config.patience is None and config.epochs is not None:
         patience = max(3, round(0.1 * config.epochs))
         found.append(
             Recommendation(
@@ -354,7 +259,10 @@ def _prediction(
     alternative = "horizontal" if strategy == "repeat" else "repeat"
     found = [
         Recommendation(
-            f"ensemble ({strategy})", reason, {}, _command(train_command, config, strategy, members)
+            f"ensemble ({strategy})",
+            reason,
+            {},
+            _command(train_command, config, strategy, members, diagnosis.summary),
         ),
     ]
     if not (alternative == "horizontal" and config.patience is not None):
@@ -368,19 +276,26 @@ def _prediction(
                     else "independent runs, more diverse"
                 ),
                 {},
-                _command(train_command, config, alternative, members),
+                _command(train_command, config, alternative, members, diagnosis.summary),
             )
         )
     return found
 
 
 def _command(
-    prefix: list[str] | None, config: TrainConfig, strategy: str, members: int
+    prefix: list[str] | None,
+    config: TrainConfig,
+    strategy: str,
+    members: int,
+    summary: dict[str, float],
 ) -> str | None:
     if prefix is None:
         return None
     if strategy == "horizontal":  # checkpoints from the second half of the run
-        members = max(2, min(members, config.epochs // 2))
+        # Under the budget rule the checkpoints end at the best epoch the run reaches.
+        epochs = config.epochs if config.epochs is not None else summary.get("best_epoch")
+        if epochs is not None and math.isfinite(epochs):
+            members = max(2, min(members, int(epochs) // 2))
     words = [*prefix, *train_flags(config), "--strategy", strategy, "--members", str(members)]
     return shlex.join(words)
 

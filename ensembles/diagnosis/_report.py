@@ -35,6 +35,13 @@ _FIGURES = (
     ("averaged runs test {metric}", "ensemble_test_metric"),
 )
 
+_STOPPED = {
+    "patience": "early stopping",
+    "cap": "the cap",
+    "epochs": "--epochs",
+    "diverged": "divergence",
+}
+
 
 def metric_name(task: str) -> str:
     """``accuracy`` or ``rmse``."""
@@ -157,20 +164,61 @@ def format_round(item: Round) -> str:
             f"{_cell(summary['test_metric'])}, averaged runs {metric} "
             f"{_cell(summary['ensemble_test_metric'])}"
         )
-    if item.range_test is not None:
+    lines.append(f"  {rate_line(item)}")
+    lines.append(f"  {budget_line(item)}")
+    if item.range_test is not None and item.runs.rate_choice.get("rule") == "given":
         lines.append(
             f"  learning-rate range test: suggests {item.range_test.suggested:.2g} "
-            f"(setup has {item.config.learning_rate:g})"
+            f"(the runs used {item.runs.config.learning_rate:.3g}; {item.range_test.seconds:.1f} s)"
         )
     if item.recommendations:
         lines.append("recommendations:")
         for number, rec in enumerate(item.recommendations, start=1):
-            change = ", ".join(f"{k}={v}" for k, v in rec.overrides.items())
+            change = rec.change
             lines.append(f"  {number}. {rec.technique}" + (f" [{change}]" if change else ""))
             lines.append(f"     {rec.reason}")
             if rec.command:
                 lines.append(f"     {rec.command}")
     return "\n".join(lines)
+
+
+def rate_line(item: Round) -> str:
+    """The learning rate every run used and how it was chosen."""
+    choice = item.runs.rate_choice
+    rate = item.runs.config.learning_rate
+    if rate is None:
+        return "learning rate: not recorded"
+    if choice.get("rule", "given") == "given":
+        return f"learning rate: {rate:.3g} (given)"
+    return f"learning rate: {rate:.3g} (auto: {choice['rule']}; {choice.get('seconds', 0.0):.1f} s)"
+
+
+def budget_line(item: Round) -> str:
+    """What the runs' budget allowed, why they stopped and the epochs they ran."""
+    budgets = item.runs.budgets
+    if not budgets:
+        return "budget: unknown"
+    first = budgets[0]
+    if first["rule"] == "data":
+        allowed = (
+            f"budget rule (patience {first['patience']} epochs, at least {first['min_epochs']}, "
+            f"cap {first['max_epochs']} epochs = {first['max_epochs'] * first['steps_per_epoch']} "
+            f"steps of {first['steps_per_epoch']} per epoch)"
+        )
+    else:
+        allowed = f"--epochs {first['max_epochs']}" + (
+            f" with --patience {first['patience']}" if first["patience"] is not None else ""
+        )
+    stopped: dict[str, int] = {}
+    for budget in budgets:
+        stopped[budget["stopped"]] = stopped.get(budget["stopped"], 0) + 1
+    reasons = ", ".join(
+        f"{_STOPPED[name]} in {count} of {len(budgets)} runs"
+        for name, count in sorted(stopped.items())
+    )
+    ran = [budget["epochs_run"] for budget in budgets]
+    span = f"{min(ran)}" if min(ran) == max(ran) else f"{min(ran)}-{max(ran)}"
+    return f"budget: {allowed}; stopped by {reasons}; epochs run {span}"
 
 
 def format_comparison(rounds: list[Round]) -> str:

@@ -10,14 +10,11 @@ from typing import Any
 import numpy as np
 
 from ensembles.diagnosis._curves import RunSet, collect_runs, finite_or_none
-from ensembles.diagnosis._recommend import (
-    RangeTestResult,
-    Recommendation,
-    lr_range_test,
-    recommend,
-)
+from ensembles.diagnosis._recommend import Recommendation, recommend
 from ensembles.diagnosis._verdicts import Diagnosis, Thresholds, diagnose_runs
+from ensembles.training import strategies
 from ensembles.training.config import TrainConfig
+from ensembles.training.learning_rate import RangeTestResult
 from ensembles.training.strategies import TrainingData
 
 logger = logging.getLogger(__name__)
@@ -44,11 +41,14 @@ class Round:
     index : int
         0 for the setup as given, then one per applied recommendation.
     config : TrainConfig
+        The setup as diagnosed (``learning_rate`` and ``epochs`` may be None: automatic);
+        ``runs.config`` has the rate the runs used, ``runs.budgets`` what they trained for.
     runs : RunSet
     diagnosis : Diagnosis
     recommendations : list of Recommendation, best first
     range_test : RangeTestResult or None
-        Run for learning verdicts only.
+        For learning verdicts: the one that chose an ``auto`` rate, or one run for the
+        recommendation when the rate was given.
     applied : Recommendation or None
         The recommendation that turned the previous round's setup into this one.
     """
@@ -111,9 +111,20 @@ def diagnose_setup(
     runs: RunSet = collect_runs(data, config, n_runs, seed, progress, label, test)
     diagnosis: Diagnosis = diagnose_runs(runs, thresholds)
     logger.info("round %d: %s", index, diagnosis.text)
-    range_test = lr_range_test(data, config, seed) if diagnosis.verdict == "learning" else None
+    range_test = None
+    if diagnosis.verdict == "learning":
+        range_test = _chosen_by_range_test(runs) or strategies.range_test(data, config, seed)
     recommendations = recommend(diagnosis, config, thresholds, range_test, train_command)
     return Round(index, config, runs, diagnosis, recommendations, range_test, applied)
+
+
+def _chosen_by_range_test(runs: RunSet) -> RangeTestResult | None:
+    """The range test that chose the runs' ``auto`` rate (None when the rate was given)."""
+    record = runs.rate_choice
+    if "rates" not in record:
+        return None
+    losses = [math.nan if loss is None else loss for loss in record["losses"]]
+    return RangeTestResult(record["rates"], losses, record["rate"], record.get("seconds", 0.0))
 
 
 def improve(

@@ -37,17 +37,21 @@ class Thresholds:
         Learning: the delivered training skill (mean over runs) must reach this.
     plateau_skill : float
         Learning: below this training skill a training loss that has stopped falling
-        (plateau) or is still falling at the end (slow progress) is a learning problem;
-        above it, a still-falling loss is only a "train longer" note.
+        (plateau) is a learning problem ("stuck").
     min_late_gain : float
         Learning: the late gain is how much further the training loss would fall, in
         constant-loss units, in as many epochs again at its pace over the late epochs
         (least-squares slope times the epochs run). Below this (in absolute value) it is a
         plateau.
     train_longer_gain : float
-        Learning: a late gain of at least this, in runs that used every epoch and with a
-        slope at least ``noise_factor`` times its standard error in most runs, means training
-        was still improving when it ended.
+        Learning: a late gain of at least this, with a slope at least ``noise_factor`` times
+        its standard error in at least half of the runs, is a training loss still falling at
+        the end. It is under-training ("slow: the budget is too short"), at any training
+        skill, when every run used its whole budget (stopped at its ``--epochs`` or at the
+        budget rule's cap, not by early stopping or divergence) and the smoothed validation
+        loss was still at its best in the late epochs of at least half of the runs;
+        otherwise it is a note (the validation rows ended training, or the validation loss
+        was best earlier: more epochs would not help it).
     max_val_loss_rise : float
         Generalization: rise of the smoothed validation loss from its best epoch to the last
         recorded epoch (before early stopping restores the best weights), in constant-loss
@@ -293,13 +297,15 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
     )
     gain = _mean([s["late_gain"] for s in stats])
     n_late = int(min(s["n_late"] for s in stats))
-    ran_every_epoch = all(s["epochs_run"] >= runs.config.epochs for s in stats)
-    trending = sum(s["late_trend"] for s in stats) >= len(stats) / 2
+    budget = _budget_use(runs)
+    trend_runs = int(sum(s["late_trend"] for s in stats))
+    trending = trend_runs >= len(stats) / 2
     low_skill = train_skill < thresholds.plateau_skill
     plateau = abs(gain) < thresholds.min_late_gain
-    still_improving = (
-        not diverged and ran_every_epoch and trending and gain >= thresholds.train_longer_gain
-    )
+    falling = not diverged and trending and gain >= thresholds.train_longer_gain
+    val_still = sum(s["val_best_in_late"] for s in stats) >= len(stats) / 2
+    best_epoch = float(np.median([s["best_epoch"] for s in stats]))
+    still_improving = falling and budget["used_whole_budget"] and val_still
     reasons, notes = [], []
     if diverged:
         reasons.append(
@@ -320,32 +326,35 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
             f"the training loss got worse: {_fmt(first)} in the first epoch, {_fmt(final)} at "
             "the end"
         )
-    pace = f"at its pace over the last {n_late} epochs"
+    pace = (
+        f"at its pace over the last {n_late} epochs the training loss would fall another "
+        f"{_fmt(gain)} constant-loss units in as many epochs again (limit "
+        f"{thresholds.train_longer_gain}; a trend in {trend_runs} of {len(stats)} runs)"
+    )
     if not diverged and low_skill and plateau:
         reasons.append(
-            f"the training loss is stuck: {pace} it would fall only {_fmt(gain)} constant-loss "
-            f"units in as many epochs again (plateau below {thresholds.min_late_gain}) while "
-            f"training skill is {_fmt(train_skill)} (below {thresholds.plateau_skill})"
+            f"the training loss is stuck: at its pace over the last {n_late} epochs it would "
+            f"fall only {_fmt(gain)} constant-loss units in as many epochs again (plateau below "
+            f"{thresholds.min_late_gain}) while training skill is {_fmt(train_skill)} (below "
+            f"{thresholds.plateau_skill})"
         )
-    if low_skill and still_improving:
+    if still_improving:
         reasons.append(
-            f"training is slow: {pace} the training loss would fall another {_fmt(gain)} "
-            f"constant-loss units in as many epochs again (limit {thresholds.train_longer_gain}) "
-            f"and training skill is only {_fmt(train_skill)} (below {thresholds.plateau_skill})"
-            ": train longer or faster"
+            f"slow: the budget is too short: every run used all of {budget['what']} and {pace}, "
+            f"with the validation loss still at its best late in the run; training skill is "
+            f"{_fmt(train_skill)}"
         )
-    elif still_improving:
-        val_still = sum(s["val_best_in_late"] for s in stats) >= len(stats) / 2
-        best_epoch = float(np.median([s["best_epoch"] for s in stats]))
+    elif falling and runs.budgets and not budget["used_whole_budget"]:
         notes.append(
-            f"still improving at the end: {pace} the training loss would fall another "
-            f"{_fmt(gain)} constant-loss units in as many epochs again (limit "
-            f"{thresholds.train_longer_gain}); train longer"
-            + (
-                ""
-                if val_still
-                else f", with --patience: validation loss was best at epoch {best_epoch:g}"
-            )
+            f"the training loss was still falling when the runs ended: {pace}; but "
+            f"{budget['why_not']}: the validation rows, not the budget, ended training, so this "
+            "is not under-training"
+        )
+    elif falling and budget["used_whole_budget"]:
+        notes.append(
+            f"the training loss was still falling at the end: {pace}; but the validation loss "
+            f"was best at epoch {best_epoch:g}, before the last {n_late} epochs: training longer "
+            "would fit the training rows, not the validation rows, so this is not under-training"
         )
     evidence = {
         "diverged_runs": diverged,
@@ -356,8 +365,14 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
         "train_metric": _mean([s["train_metric"] for s in stats]),
         "late_gain": gain,
         "late_epochs": n_late,
-        "ran_every_epoch": ran_every_epoch,
-        "late_trend_runs": int(sum(s["late_trend"] for s in stats)),
+        "late_trend_runs": trend_runs,
+        "val_best_in_late": val_still,
+        "used_whole_budget": budget["used_whole_budget"],
+        "budget_rule": budget["rule"],
+        "max_epochs": budget["max_epochs"],
+        "budget_patience": budget["patience"],
+        "stopped": budget["stopped"],
+        "learning_rate": runs.config.learning_rate,
         "still_improving": still_improving,
         "min_train_skill": thresholds.min_train_skill,
         "plateau_skill": thresholds.plateau_skill,
@@ -365,6 +380,42 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
         "train_longer_gain": thresholds.train_longer_gain,
     }
     return Finding("learning", bool(reasons), reasons, evidence, notes)
+
+
+def _budget_use(runs: RunSet) -> dict[str, Any]:
+    """What the runs' budgets allowed and whether every run used all of it.
+
+    A run used its whole budget when it stopped at its explicit ``--epochs`` or at the budget
+    rule's cap; one stopped by early stopping (``patience``) or divergence did not.
+    """
+    budgets = runs.budgets
+    stopped: dict[str, int] = {}
+    for budget in budgets:
+        stopped[budget["stopped"]] = stopped.get(budget["stopped"], 0) + 1
+    used = bool(budgets) and all(b["stopped"] in ("epochs", "cap") for b in budgets)
+    rules = {b["rule"] for b in budgets}
+    rule = rules.pop() if len(rules) == 1 else None
+    max_epochs = max((b["max_epochs"] for b in budgets), default=None)
+    patience = budgets[0]["patience"] if budgets else None
+    if rule == "data":
+        steps = max_epochs * budgets[0]["steps_per_epoch"]
+        what = f"the budget rule's cap of {max_epochs} epochs ({steps} optimizer steps)"
+    else:
+        what = f"its {max_epochs} epochs (--epochs {max_epochs})"
+    counts = ", ".join(f"{name} in {count}" for name, count in sorted(stopped.items()))
+    why_not = (
+        f"early stopping ended {stopped.get('patience', 0)} of {len(budgets)} runs "
+        f"(stopped: {counts})"
+    )
+    return {
+        "used_whole_budget": used,
+        "rule": rule,
+        "max_epochs": max_epochs,
+        "patience": patience,
+        "stopped": stopped,
+        "what": what,
+        "why_not": why_not,
+    }
 
 
 def _generalization(stats: list[dict[str, float]], thresholds: Thresholds) -> Finding:

@@ -1,25 +1,27 @@
-"""Recommendations per verdict, the exact training flags and the learning-rate range test."""
+"""Recommendations per verdict, how --apply picks one, and the exact training flags."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
+from ensembles import diagnosis as diagnosis_package
 from ensembles.cli.train import build_parser as training_parser
 from ensembles.cli.train import request_from_args
 from ensembles.diagnosis import (
     Diagnosis,
-    ExponentialRateCallback,
     Finding,
+    RangeTestResult,
+    Recommendation,
+    Round,
     Thresholds,
-    lr_range_test,
     recommend,
     train_flags,
 )
+from ensembles.diagnosis._rounds import next_change
+from ensembles.training import learning_rate
 from ensembles.training.config import TrainConfig
-from ensembles.training.strategies import TrainingData
 
 
 def _diagnosis(verdict: str, **evidence: float) -> Diagnosis:
@@ -60,45 +62,92 @@ def test_train_flags_reproduce_the_config_through_the_training_command(
     assert request_from_args(args).config == config
 
 
-def test_the_range_test_rate_grows_geometrically_from_min_to_max() -> None:
-    callback = ExponentialRateCallback(1e-4, 1.0, total_steps=5)
-    rates = [callback.learning_rate(step, steps_per_epoch=5) for step in range(5)]
-    assert rates == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
-    assert callback.on_epoch_end(1, None, {"train_loss": 1.0}) is False
-    assert callback.on_epoch_end(2, None, {"train_loss": 4.5}) is True  # over 4x the best
+def test_train_flags_leave_the_automatic_rate_and_budget_to_the_defaults() -> None:
+    assert train_flags(TrainConfig()) == []
+    assert train_flags(TrainConfig(learning_rate=0.05, epochs=7)) == [
+        "--learning-rate",
+        "0.05",
+        "--epochs",
+        "7",
+    ]
 
 
-def test_range_test_suggests_a_finite_rate_well_below_a_diverging_one() -> None:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(120, 3)).astype(np.float32)
-    y = (X[:, 0] > 0).astype(np.int64)
-    data = TrainingData(X[:90], y[:90], X[90:], y[90:], "classification", 2)
-    result = lr_range_test(data, TrainConfig(hidden_sizes=(8,), optimizer="sgd"), seed=0)
-    assert 1e-5 < result.suggested < 1.0
-    assert len(result.rates) == len(result.losses)
-    assert all(b > a for a, b in zip(result.rates, result.rates[1:], strict=False))
-    assert result.to_dict()["suggested"] == result.suggested
+def test_the_range_test_moved_to_training_and_is_still_exported_here() -> None:
+    assert diagnosis_package.ExponentialRateCallback is learning_rate.ExponentialRateCallback
+    assert diagnosis_package.RangeTestResult is learning_rate.RangeTestResult
 
 
 def test_generalization_recommends_early_stopping_first_then_regularization() -> None:
     diagnosis = _diagnosis("generalization", best_epoch=6)
-    techniques = [r.technique for r in recommend(diagnosis, TrainConfig(), Thresholds())]
+    found = recommend(diagnosis, TrainConfig(epochs=40), Thresholds())
+    techniques = [r.technique for r in found]
     assert techniques == ["early stopping", "weight decay", "dropout", "input noise"]
-    stopped = recommend(diagnosis, TrainConfig(patience=3), Thresholds())
+    assert found[0].overrides == {"patience": 4}  # 10% of the 40 epochs
+    stopped = recommend(diagnosis, TrainConfig(epochs=40, patience=3), Thresholds())
     assert stopped[0].technique == "weight decay" and stopped[0].overrides == {"weight_decay": 0.01}
+    # The budget rule (epochs auto) already stops early and keeps the best weights.
+    budget_rule = recommend(diagnosis, TrainConfig(), Thresholds())
+    assert budget_rule[0].technique == "weight decay"
 
 
-def test_learning_skips_the_rate_when_the_range_test_agrees_with_it() -> None:
-    from ensembles.diagnosis import RangeTestResult
-
-    diagnosis = _diagnosis("learning", diverged_runs=0)
+def test_learning_compares_the_range_test_with_the_rate_the_runs_used() -> None:
+    # The setup's rate is auto (None); the runs used 1e-3, which the evidence records.
+    diagnosis = _diagnosis("learning", diverged_runs=0, learning_rate=1e-3)
     agreeing = RangeTestResult([1e-3], [0.5], suggested=1.2e-3)
     first = recommend(diagnosis, TrainConfig(standardize=False), Thresholds(), agreeing)[0]
     assert first.technique == "input scaling" and first.overrides == {"standardize": True}
     lower = RangeTestResult([1e-3], [0.5], suggested=1e-4)
-    assert recommend(diagnosis, TrainConfig(), Thresholds(), lower)[0].overrides == {
-        "learning_rate": 1e-4
-    }
+    first = recommend(diagnosis, TrainConfig(), Thresholds(), lower)[0]
+    assert first.overrides == {"learning_rate": 1e-4}
+    assert "a lower rate of 0.0001 (the runs used 0.001)" in first.reason
+
+
+def test_under_training_recommends_the_budget_rule_first_for_explicit_epochs() -> None:
+    diagnosis = _diagnosis(
+        "learning", diverged_runs=0, still_improving=True, budget_rule="epochs", max_epochs=5
+    )
+    lower = RangeTestResult([1e-3], [0.5], suggested=1e-5)
+    config = TrainConfig(epochs=5, learning_rate=1e-3)
+    first, second = recommend(diagnosis, config, Thresholds(), lower)[:2]
+    assert first.technique == "training length"
+    assert first.overrides == {"epochs": None, "patience": None}
+    assert first.reason.startswith(
+        "train longer: let the budget rule decide (train until the validation loss stops improving)"
+    )
+    assert first.change == "epochs=auto, patience=auto"
+    assert second.technique == "learning rate"  # the rate comes after the length
+
+
+def test_under_training_at_the_budget_rule_s_cap_doubles_the_cap() -> None:
+    diagnosis = _diagnosis(
+        "learning",
+        diverged_runs=0,
+        still_improving=True,
+        budget_rule="data",
+        max_epochs=2000,
+        budget_patience=80,
+    )
+    first = recommend(diagnosis, TrainConfig(), Thresholds())[0]
+    assert first.technique == "training length"
+    # Twice the cap, still stopping early with the rule's patience and keeping the best weights.
+    assert first.overrides == {"epochs": 4000, "patience": 80}
+    assert "cap of 2000 epochs" in first.reason
+
+
+def _round(config: TrainConfig, *recommendations: Recommendation) -> Round:
+    # next_change reads only the setup and its recommendations.
+    return Round(0, config, None, None, list(recommendations))  # type: ignore[arg-type]
+
+
+def test_apply_takes_an_override_back_to_auto_only_when_it_changes_the_setup() -> None:
+    longer = Recommendation("training length", "", {"epochs": None, "patience": None})
+    decay = Recommendation("weight decay", "", {"weight_decay": 0.01})
+    explicit = TrainConfig(epochs=5, patience=2, learning_rate=1e-3)
+    assert next_change(_round(explicit, longer, decay)) is longer
+    changed = explicit.with_overrides(longer.overrides)
+    assert changed.epochs is None and changed.patience is None and changed.learning_rate == 1e-3
+    assert next_change(_round(TrainConfig(), longer, decay)) is decay  # already automatic
+    assert next_change(_round(explicit, longer, decay), {"training length"}) is decay
 
 
 def test_prediction_recommends_an_ensemble_with_the_exact_command() -> None:

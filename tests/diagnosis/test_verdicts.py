@@ -146,6 +146,26 @@ def _with(runs: RunSet, **changes: object) -> RunSet:
     return runs
 
 
+def _budgets(runs: RunSet, stopped: str, max_epochs: int | None = None) -> RunSet:
+    """Give every run the budget record training writes, with why it ``stopped``."""
+    rule = "data" if stopped == "cap" else "epochs"
+    runs.budgets = [
+        {
+            "max_epochs": max_epochs or len(curve),
+            "patience": 4 if stopped == "patience" else None,
+            "min_epochs": 0,
+            "steps_per_epoch": 10,
+            "rule": rule,
+            "epochs_run": len(curve),
+            "best_epoch": len(curve),
+            "steps_run": 10 * len(curve),
+            "stopped": stopped,
+        }
+        for curve in runs.curves
+    ]
+    return runs
+
+
 def test_a_flat_training_loss_at_low_skill_is_a_stuck_learning_problem() -> None:
     curve = _steady()
     curve["train_loss"] = [0.6] * 20  # below the constant 0.693, but it no longer falls
@@ -162,27 +182,69 @@ def test_a_flat_training_loss_at_low_skill_is_a_stuck_learning_problem() -> None
     ]
 
 
-def test_a_loss_still_falling_at_the_end_is_slow_at_low_skill_and_a_note_at_high_skill() -> None:
-    curve = _steady()  # train loss falls 0.5 / 19 per epoch throughout
+def test_a_loss_still_falling_when_the_budget_ran_out_is_slow_at_any_skill() -> None:
+    curve = _steady()  # train loss falls 0.5 / 19 per epoch throughout; val loss too
     gain = 0.5 / 19 * 20 / LN2  # the slope times the 20 epochs, in constant-loss units
     low = dict(curve, train_metric=[0.6] * 20)
-    slow = diagnose_runs(_with(_runs(low, low), config=TrainConfig(epochs=20)), EXACT)
-    assert slow.verdict == "learning"
-    assert slow.findings["learning"].evidence["late_gain"] == pytest.approx(gain)
-    assert slow.findings["learning"].reasons[0].startswith("training is slow: ")
-    high = diagnose_runs(_with(_runs(curve, curve), config=TrainConfig(epochs=20)), EXACT)
-    assert high.verdict == "none"
+    for columns, skill in ((low, 0.2), (curve, 0.92)):
+        diagnosis = diagnose_runs(_budgets(_runs(columns, columns), "epochs"), EXACT)
+        assert diagnosis.verdict == "learning"
+        finding = diagnosis.findings["learning"]
+        assert finding.evidence["late_gain"] == pytest.approx(gain)
+        assert finding.evidence["used_whole_budget"] and finding.evidence["still_improving"]
+        assert finding.reasons == [
+            "slow: the budget is too short: every run used all of its 20 epochs (--epochs 20) "
+            f"and at its pace over the last 5 epochs the training loss would fall another "
+            f"{gain:.3g} constant-loss units in as many epochs again (limit 0.05; a trend in 2 "
+            "of 2 runs), with the validation loss still at its best late in the run; training "
+            f"skill is {skill:.3g}"
+        ]
+
+
+def test_a_run_that_reached_the_budget_rule_s_cap_still_falling_is_slow() -> None:
+    curve = _steady()
+    diagnosis = diagnose_runs(_budgets(_runs(curve, curve), "cap"), EXACT)
+    assert diagnosis.verdict == "learning"
+    assert diagnosis.findings["learning"].evidence["budget_rule"] == "data"
     assert (
-        high.findings["learning"]
-        .notes[0]
+        diagnosis.findings["learning"]
+        .reasons[0]
         .startswith(
-            f"still improving at the end: at its pace over the last 5 epochs the training loss "
-            f"would fall another {gain:.3g} constant-loss units in as many epochs again"
+            "slow: the budget is too short: every run used all of the budget rule's cap of 20 "
+            "epochs (200 optimizer steps)"
         )
     )
-    # A run cut short by early stopping was not still improving when it ended.
-    stopped = diagnose_runs(_with(_runs(curve, curve), config=TrainConfig(epochs=40)), EXACT)
-    assert stopped.findings["learning"].notes == []
+
+
+def test_a_run_early_stopping_ended_is_not_under_training_however_fast_it_fell() -> None:
+    curve = _steady()
+    runs = _budgets(_runs(curve, curve), "patience", max_epochs=100)
+    diagnosis = diagnose_runs(runs, EXACT)
+    assert diagnosis.verdict == "none"
+    finding = diagnosis.findings["learning"]
+    assert not finding.found and not finding.evidence["used_whole_budget"]
+    assert finding.evidence["stopped"] == {"patience": 2}
+    assert finding.notes[0].startswith("the training loss was still falling when the runs ended")
+    assert finding.notes[0].endswith(
+        "but early stopping ended 2 of 2 runs (stopped: patience in 2): the validation rows, "
+        "not the budget, ended training, so this is not under-training"
+    )
+
+
+def test_a_still_falling_loss_with_the_validation_best_long_before_is_not_under_training() -> None:
+    curve = _steady()
+    # Validation loss best at epoch 5, then flat just above it: more epochs would not help.
+    curve["val_loss"] = [0.6, 0.5, 0.4, 0.35, 0.3] + [0.32] * 15
+    diagnosis = diagnose_runs(_budgets(_runs(curve, curve), "epochs"), EXACT)
+    finding = diagnosis.findings["learning"]
+    assert not finding.found and not finding.evidence["val_best_in_late"]
+    assert "the validation loss was best at epoch 5, before the last 5 epochs" in finding.notes[0]
+
+
+def test_runs_without_budget_records_never_count_as_under_trained() -> None:
+    finding = diagnose_runs(_runs(_steady(), _steady()), EXACT).findings["learning"]
+    assert not finding.found and not finding.notes
+    assert finding.evidence["used_whole_budget"] is False
 
 
 def test_the_run_spread_limit_rises_to_the_sampling_error_of_a_small_validation_set() -> None:
