@@ -1,11 +1,12 @@
 """Training benchmark: wall-clock time per strategy on digits, sequential and with --jobs 2.
 
-Prints a Markdown table: total seconds (training, export, combiners, publish), epochs trained
-and seconds per epoch. A snapshot or horizontal ensemble costs one run's epochs; the
-independent strategies cost one run per member.
+Prints a Markdown table: total seconds (range test, training, export, combiners, publish),
+the learning-rate range test's seconds, epochs trained (every member's, plus the snapshot
+probe's) and seconds per epoch. Without ``--epochs`` members train by the budget rule and
+``--learning-rate`` is chosen by the range test, as a user's run does by default.
 
-    python scripts/bench_training.py [--members 5] [--epochs 30] [--hidden-sizes 128 64]
-                                     [--repeats 1]
+    python scripts/bench_training.py [--members 5] [--epochs N] [--learning-rate R]
+                                     [--hidden-sizes 128 64] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from ensembles.training.pipeline import TrainRequest, run_training
 from ensembles.training.strategies import ONE_RUN_STRATEGIES, STRATEGIES
 
 
-def time_run(strategy: str, jobs: int, store: Path, members: int, config: TrainConfig) -> float:
-    """Wall-clock seconds of one whole run (train, export, fit combiners, publish)."""
+def time_run(
+    strategy: str, jobs: int, store: Path, members: int, config: TrainConfig
+) -> tuple[float, float, int]:
+    """Seconds of one whole run, of its range test, and the epochs it trained."""
     request = TrainRequest(
         dataset="digits",
         strategy=strategy,
@@ -34,31 +37,46 @@ def time_run(strategy: str, jobs: int, store: Path, members: int, config: TrainC
         progress=False,
     )
     start = time.perf_counter()
-    run_training(request)
-    return time.perf_counter() - start
+    report = run_training(request)
+    seconds = time.perf_counter() - start
+    params = report.manifest.strategy.params
+    range_test = params["learning_rate"].get("seconds", 0.0)
+    if strategy in ONE_RUN_STRATEGIES:
+        epochs = len(report.members[-1].curves) + params.get("probe_epochs_run", 0)
+    else:
+        epochs = sum(len(member.curves) for member in report.members)
+    return seconds, range_test, epochs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the budget rule")
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="default: the range test's rate"
+    )
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is shown")
     args = parser.parse_args()
-    config = TrainConfig(epochs=args.epochs, hidden_sizes=tuple(args.hidden_sizes))
+    config = TrainConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        hidden_sizes=tuple(args.hidden_sizes),
+    )
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for strategy in STRATEGIES:
-            one_run = strategy in ONE_RUN_STRATEGIES
-            epochs_trained = args.epochs if one_run else args.epochs * args.members
-            for jobs in (1,) if one_run else (1, 2):
-                totals = [
+            for jobs in (1,) if strategy in ONE_RUN_STRATEGIES else (1, 2):
+                runs = [
                     time_run(strategy, jobs, Path(folder), args.members, config)
                     for _ in range(args.repeats)
                 ]
-                total = statistics.median(totals)
-                rows.append((strategy, jobs, epochs_trained, total, total / epochs_trained))
-    print(format_table(["strategy", "jobs", "epochs trained", "total s", "s per epoch"], rows))
+                total = statistics.median(run[0] for run in runs)
+                range_test = statistics.median(run[1] for run in runs)
+                epochs = statistics.median(run[2] for run in runs)
+                rows.append((strategy, jobs, epochs, total, range_test, total / epochs))
+    header = ["strategy", "jobs", "epochs trained", "total s", "range test s", "s per epoch"]
+    print(format_table(header, rows))
 
 
 if __name__ == "__main__":

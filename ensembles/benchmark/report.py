@@ -107,6 +107,16 @@ def diversity_table(results: dict[str, Any]) -> str:
     return format_table(header, rows)
 
 
+def _budget_words(epochs: int | None) -> str:
+    """How long members trained, as the report's settings line says it."""
+    if epochs is None:
+        return (
+            "each trained by the budget rule (until its validation loss stopped improving; "
+            "the single network likewise)"
+        )
+    return f"{epochs} epochs each (one-run strategies: one run of that length)"
+
+
 def markdown_report(results: dict[str, Any], plots: list[str] | None = None) -> str:
     """The whole report: settings, what users get, OOD and shift, every model, diversity."""
     settings = results["settings"]
@@ -114,7 +124,8 @@ def markdown_report(results: dict[str, Any], plots: list[str] | None = None) -> 
         f"# Benchmark: {results['dataset']} ({results['task']})",
         "",
         f"Strategies {', '.join(settings['strategies'])}; {settings['members']} members, "
-        f"{settings['epochs']} epochs each (one-run strategies: one run of that length); "
+        + _budget_words(settings["epochs"])
+        + "; "
         f"{settings['repeats']} repeat(s) with seeds {settings['seed']}.."
         f"{settings['seed'] + settings['repeats'] - 1} (split and members). Cells are "
         "mean ± standard deviation over repeats, on the test split.",

@@ -186,9 +186,11 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
             for name in manifest.combiners:
                 run["models"][name]["train_seconds"] = timing["member_seconds"]
                 run["models"][name]["assemble_seconds"] = timing["assemble_seconds"]
-            budget = ensemble_epoch_budget(
-                strategy, manifest.strategy.params, manifest.n_members, epochs
-            )
+            budget = None  # the budget rule: one network trains as long as it improves
+            if epochs is not None:  # same budget as the ensemble
+                budget = ensemble_epoch_budget(
+                    strategy, manifest.strategy.params, manifest.n_members, epochs
+                )
             key = (seed, budget)
             if key not in single_cache:
                 single_cache[key] = train_single_network(train, budget)
@@ -196,7 +198,6 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
             run["models"]["single_network"] = {
                 **single["models"]["single_network"],
                 **run["cost"]["single_member"],
-                "epochs": float(budget),
                 "effective_members": 1.0,
             }
             for part in ("calibration", "uncertainty_error"):

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from ensembles.benchmark.scoring import record_model, single_uncertainty
 from ensembles.data import split_dataset
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import SplitPredictions
-from ensembles.training.loop import fit_member, member_outputs
+from ensembles.training.loop import member_outputs
 from ensembles.training.pipeline import TrainRequest, load_dataset
-from ensembles.training.plans import member_seed
-from ensembles.training.strategies import TrainingData, build_network
+from ensembles.training.plans import MemberPlan, member_seed
+from ensembles.training.strategies import (
+    TrainingData,
+    resolve_learning_rate,
+    train_planned_member,
+)
 from ensembles.uncertainty import fit_variance_scale
 
 
@@ -39,13 +41,15 @@ def ensemble_epoch_budget(
 
 
 def train_single_network(
-    request: TrainRequest, epochs: int
+    request: TrainRequest, epochs: int | None
 ) -> tuple[dict[str, Any], Callable[[np.ndarray], tuple[np.ndarray, ...]]]:
     """Train one member network on the request's split for ``epochs`` epochs and score it.
 
-    The split, network settings and seed rule are those of :func:`run_training` with the
-    same request, so the network sees exactly the training rows the ensemble saw. Its
-    ``train_seconds`` covers building and fitting the network, as a member's does.
+    The split, network settings, learning rate and seed rule are those of
+    :func:`run_training` with the same request, so the network sees exactly the training
+    rows the ensemble saw. ``epochs`` None trains by the budget rule, as a member does (the
+    network stops when its validation loss stops improving, whatever the ensemble spent).
+    Its ``train_seconds`` covers building and fitting the network, as a member's does.
 
     Returns
     -------
@@ -53,7 +57,8 @@ def train_single_network(
         ``models``, ``calibration`` and ``uncertainty_error``, each with one entry
         ``single_network`` shaped like a combiner's (see :func:`score_version`): test
         metrics, uncertainty quality (its "variance" is the predictive entropy for
-        classification, the Gaussian head's variance for regression) and ``train_seconds``.
+        classification, the Gaussian head's variance for regression), ``train_seconds`` and
+        ``epochs`` (those it ran).
     predict : callable
         ``predict(X)`` with ``X`` of shape (n_samples, n_features): the network's outputs
         (probabilities, or values and variances), each (n_samples, n_outputs).
@@ -63,18 +68,10 @@ def train_single_network(
     )
     train, validation, test = splits.train, splits.validation, splits.test
     data = TrainingData(train.X, train.y, validation.X, validation.y, train.task, train.n_outputs)
-    config = request.config.with_overrides({"epochs": epochs})
-    seed = member_seed(request.seed, 0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        start = time.perf_counter()
-        torch.manual_seed(seed)
-        network = build_network(data, config, np.arange(len(train.y)))
-        fit_member(network, train.X, train.y, validation.X, validation.y, config, seed)
-        seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(previous)
+    config, _ = resolve_learning_rate(data, request.config, request.seed)
+    plan = MemberPlan(0, member_seed(request.seed, 0))
+    member = train_planned_member(plan, data, config.with_overrides({"epochs": epochs}))
+    network = member.network(data)
     scale = _variance_scale(network, validation.X, validation.y)
 
     def predict(X: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -91,7 +88,8 @@ def train_single_network(
     scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
     variance = single_uncertainty(train.task, outputs[0], own_variance)
     record_model(scores, "single_network", metrics, train.task, outputs[0], test.y, variance, None)
-    scores["models"]["single_network"]["train_seconds"] = seconds
+    scores["models"]["single_network"]["train_seconds"] = member.seconds
+    scores["models"]["single_network"]["epochs"] = float(len(member.curves))
     return scores, predict
 
 

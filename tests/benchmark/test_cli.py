@@ -210,7 +210,8 @@ def test_unknown_published_ensemble_says_what_to_run(
 
 def test_defaults_and_shared_training_options() -> None:
     args = build_parser().parse_args([])
-    assert (args.members, args.epochs, args.repeats) == (5, 20, 5)
+    # What a user's run gets: the budget rule and the range test's rate.
+    assert (args.members, args.epochs, args.learning_rate, args.repeats) == (5, None, None, 5)
     assert args.shift_strengths == (0.0, 0.25, 0.5, 1.0, 2.0) and args.holdout_classes is None
     argv = ["--learning-rate", "0.01", "--dropout", "0", "--validation-fraction", "0.3"]
     request = request_from_args(build_parser().parse_args([*argv, "--epochs", "7"]))
@@ -227,5 +228,5 @@ def test_every_option_has_help_and_states_its_default_once() -> None:
     assert "(default: None)" not in text
     blocks = text.split("\n  --")
     assert all(block.count("(default") <= 1 for block in blocks)
-    assert "(default: 20)" in text and "(default: 5)" in text
+    assert "default: the budget rule" in text and "(default: 5)" in text
     assert "(default: 0 0.25 0.5 1 2)" in text
