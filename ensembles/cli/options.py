@@ -21,7 +21,7 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
         help="hidden-layer activation",
     )
     network.add_argument(
-        "--dropout", type=float, default=0.1, help="dropout after each hidden layer (0: none)"
+        "--dropout", type=float, default=0.2, help="dropout after each hidden layer (0: none)"
     )
     network.add_argument("--batch-norm", action="store_true", help="batch norm after each layer")
     network.add_argument(

@@ -66,7 +66,7 @@ class TrainConfig:
 
     hidden_sizes: tuple[int, ...] = (128, 64)
     activation: Activation = "relu"
-    dropout: float = 0.1
+    dropout: float = 0.2
     batch_norm: bool = False
     standardize: bool = True
     gaussian_head: bool = True
