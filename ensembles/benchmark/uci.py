@@ -30,7 +30,7 @@ TEST_FRACTION = 0.1
 HGB = "HistGradientBoosting"
 METRICS = ("rmse", "gaussian_nll", "coverage")
 SUMMARY_FIELDS = (*METRICS, "seconds", "epochs")
-BEFORE = "before: {strategy}, 30 epochs, rate 1e-3, plain NLL, validation 20%"
+BEFORE = "before: {strategy}, 30 epochs, rate 1e-3, plain NLL, dropout 0.1, validation 20%"
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ def default_setups(before: bool = False) -> tuple[Setup, ...]:
 
     ``repeat`` is left out when it is already the default strategy. The "before" setups pin
     what the defaults were: snapshot (or repeat), 30 epochs, learning rate 1e-3, plain
-    Gaussian NLL (``nll_beta`` 0), 20% of the rows for validation; every other setting is
-    left at its default.
+    Gaussian NLL (``nll_beta`` 0), dropout 0.1, 20% of the rows for validation; every other
+    setting is left at its default.
     """
     from ensembles.training.config import TrainConfig
     from ensembles.training.pipeline import TrainRequest
@@ -79,7 +79,7 @@ def default_setups(before: bool = False) -> tuple[Setup, ...]:
     if before:
         old = {
             "epochs": 30,
-            "config": TrainConfig(learning_rate=1e-3, epochs=30, nll_beta=0.0),
+            "config": TrainConfig(learning_rate=1e-3, epochs=30, nll_beta=0.0, dropout=0.1),
             "validation_fraction": 0.2,
         }
         setups += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -46,8 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--before",
         action="store_true",
         help="also run the old defaults (snapshot and repeat, 30 epochs, learning rate 1e-3, plain "
-        "Gaussian NLL, "
+        "Gaussian NLL, dropout 0.1, "
         "validation 20%%), for a before/after table; doubles the time",
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="also run the defaults with these changes, a JSON object of training-request "
+        'fields ("validation_fraction", "strategy", ...) whose "config" holds training '
+        """settings, e.g. '{"validation_fraction": 0.1}' or '{"config": {"dropout": 0.1}}'; """
+        "repeatable, one row each",
     )
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="folder of the dataset CSVs")
     parser.add_argument(
@@ -69,10 +80,35 @@ def check_args(args: argparse.Namespace) -> None:
         for key, value in (("splits", args.splits), ("members", args.members), ("jobs", args.jobs))
         if value < 1
     ]
+    problems += [problem for text in args.compare for problem in _compare_problems(text)]
     if args.output and Path(args.output).suffix == ".json":
         problems.append(f"--output names the Markdown file, e.g. uci.md; got {args.output}")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _compare_problems(text: str) -> list[str]:
+    """What is wrong with one ``--compare`` value (empty when it is usable)."""
+    try:
+        changes = json.loads(text)
+    except json.JSONDecodeError as error:
+        return [f"--compare {text!r} is not JSON: {error.msg}"]
+    if not isinstance(changes, dict):
+        return [f"--compare must be a JSON object, got {text!r}"]
+    if not isinstance(changes.get("config", {}), dict):
+        return [f'--compare: "config" must be an object of training settings, got {text!r}']
+    return []
+
+
+def compare_setup(text: str) -> Any:
+    """The :class:`~ensembles.benchmark.uci.Setup` of one ``--compare`` value."""
+    from ensembles.benchmark.uci import Setup
+    from ensembles.training.config import TrainConfig
+
+    changes = json.loads(text)
+    if "config" in changes:
+        changes["config"] = TrainConfig().with_overrides(changes["config"])
+    return Setup(f"defaults + {text}", changes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
         check_args(args)
         csvs = {name: dataset_csv(name, Path(args.cache)) for name in args.datasets}
-        setups = default_setups(args.before)
+        setups = (*default_setups(args.before), *map(compare_setup, args.compare))
         sections: list[dict[str, Any]] = []
         markdown = ["## UCI regression protocol"]
         for name, csv in csvs.items():

@@ -207,6 +207,9 @@ def test_unknown_dataset_is_refused(tmp_path: Path) -> None:
         (["--splits", "0"], "error: --splits must be at least 1, got 0"),
         (["--members", "0", "--jobs", "0"], "error: --members must be at least 1, got 0; --jobs"),
         (["--output", "uci.json"], "error: --output names the Markdown file, e.g. uci.md; got"),
+        (["--compare", "{nope"], "error: --compare '{nope' is not JSON"),
+        (["--compare", "[1]"], "error: --compare must be a JSON object, got '[1]'"),
+        (["--compare", '{"config": 3}'], 'error: --compare: "config" must be an object'),
     ],
 )
 def test_bad_options_are_one_line(
@@ -223,3 +226,13 @@ def test_an_unknown_dataset_option_is_one_line(capsys: pytest.CaptureFixture) ->
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2
     assert len(err) == 1 and err[0].startswith("error: argument --datasets: invalid choice: 'wine'")
+
+
+def test_compare_adds_a_row_of_the_defaults_with_the_given_changes() -> None:
+    from ensembles.cli.bench_uci import compare_setup
+
+    setup = compare_setup('{"validation_fraction": 0.1, "config": {"dropout": 0.1}}')
+    assert setup.name.startswith("defaults + ")
+    assert setup.overrides["validation_fraction"] == 0.1
+    config = setup.overrides["config"]
+    assert config.dropout == 0.1 and config.epochs is None  # everything else stays default
