@@ -67,7 +67,7 @@ def train_single_network(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
     train, validation, test = splits.train, splits.validation, splits.test
-    data = TrainingData(train.X, train.y, validation.X, validation.y, train.task, train.n_outputs)
+    data = TrainingData.from_splits(splits)
     config, _ = resolve_learning_rate(data, request.config, request.seed)
     plan = MemberPlan(0, member_seed(request.seed, 0))
     member = train_planned_member(plan, data, config.with_overrides({"epochs": epochs}))

@@ -133,14 +133,7 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
     config = config_from_args(args)
     dataset = load_data(args.dataset, args.csv, args.target, args.task, args.seed)
     splits = split_dataset(dataset, args.seed, args.validation_fraction, args.test_fraction)
-    data = TrainingData(
-        splits.train.X,
-        splits.train.y,
-        splits.validation.X,
-        splits.validation.y,
-        dataset.task,
-        dataset.n_outputs,
-    )
+    data = TrainingData.from_splits(splits)
     test = (splits.test.X, splits.test.y)
     name = Path(args.csv).stem if args.csv else (args.dataset or "digits")
     folder = Path(args.output) if args.output else Path("reports") / "diagnosis" / name

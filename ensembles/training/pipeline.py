@@ -168,14 +168,7 @@ def run_training(request: TrainRequest) -> TrainReport:
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
     check_before_training(request, splits)
-    data = TrainingData(
-        splits.train.X,
-        splits.train.y,
-        splits.validation.X,
-        splits.validation.y,
-        splits.train.task,
-        splits.train.n_outputs,
-    )
+    data = TrainingData.from_splits(splits)
     wants_averaging = wants_weight_averaging(request)
     members, params = train_members(
         request.strategy,

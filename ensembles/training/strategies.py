@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ensembles.data import Splits
 from ensembles.errors import ConfigError
 from ensembles.manifest import STRATEGIES, Strategy, Task
 from ensembles.training.budget import Budget, budget_from_data, explicit_budget, stop_reason
@@ -74,6 +75,12 @@ class TrainingData:
     y_val: np.ndarray
     task: Task
     n_outputs: int
+
+    @classmethod
+    def from_splits(cls, splits: Splits) -> TrainingData:
+        """The training and validation splits of a three-way split."""
+        train, validation = splits.train, splits.validation
+        return cls(train.X, train.y, validation.X, validation.y, train.task, train.n_outputs)
 
 
 @dataclass

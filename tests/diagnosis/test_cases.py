@@ -197,14 +197,7 @@ def test_a_budget_too_short_is_under_training_and_the_budget_rule_cures_it(
 ) -> None:
     dataset = load_csv(case_files["smooth"], "y")
     splits = split_dataset(dataset, seed=0, validation_fraction=0.2, test_fraction=0.2)
-    data = TrainingData(
-        splits.train.X,
-        splits.train.y,
-        splits.validation.X,
-        splits.validation.y,
-        dataset.task,
-        dataset.n_outputs,
-    )
+    data = TrainingData.from_splits(splits)
     # Five epochs of 15 steps at the range test's rate: the loss is falling fast when it ends.
     config = TrainConfig(hidden_sizes=(16,), batch_size=16, epochs=5)
     before, after = improve(
