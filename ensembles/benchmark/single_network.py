@@ -12,13 +12,13 @@ from ensembles.data import split_dataset
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import SplitPredictions
 from ensembles.training.loop import member_outputs
-from ensembles.training.pipeline import TrainRequest, load_dataset
-from ensembles.training.plans import MemberPlan, member_seed
-from ensembles.training.strategies import (
+from ensembles.training.members import (
     TrainingData,
     resolve_learning_rate,
     train_planned_member,
 )
+from ensembles.training.pipeline import TrainRequest, load_dataset
+from ensembles.training.plans import MemberPlan, member_seed
 from ensembles.uncertainty import fit_variance_scale
 
 

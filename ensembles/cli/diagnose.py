@@ -119,7 +119,7 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
     """Load the data, diagnose (and improve) the setup; returns rounds, report and folder."""
     from ensembles.data import load_data, split_dataset
     from ensembles.diagnosis import Thresholds, build_report, improve
-    from ensembles.training.strategies import TrainingData
+    from ensembles.training.members import TrainingData
 
     thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds.names()})
     problems = []

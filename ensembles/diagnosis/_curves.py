@@ -14,13 +14,13 @@ from tqdm.auto import tqdm
 from ensembles.manifest import Task
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
-from ensembles.training.network import MemberNetwork
-from ensembles.training.plans import repeat_plans
-from ensembles.training.strategies import (
+from ensembles.training.members import (
     TrainingData,
     resolve_learning_rate,
     train_planned_member,
 )
+from ensembles.training.network import MemberNetwork
+from ensembles.training.plans import repeat_plans
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class RunSet:
         or "diverged"). Without them no run counts as having used its whole budget.
     rate_choice : dict
         How the learning rate was chosen, once for every run
-        (``strategies.resolve_learning_rate``): ``rate`` and ``rule`` ("given" or the range
+        (``members.resolve_learning_rate``): ``rate`` and ``rule`` ("given" or the range
         test's rule), and after a range test its ``seconds``, ``rates`` and ``losses``.
     """
 

@@ -12,10 +12,10 @@ import numpy as np
 from ensembles.diagnosis._curves import RunSet, collect_runs, finite_or_none
 from ensembles.diagnosis._recommend import Recommendation, recommend
 from ensembles.diagnosis._verdicts import Diagnosis, Thresholds, diagnose_runs
-from ensembles.training import strategies
+from ensembles.training import members
 from ensembles.training.config import TrainConfig
 from ensembles.training.learning_rate import RangeTestResult
-from ensembles.training.strategies import TrainingData
+from ensembles.training.members import TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def diagnose_setup(
     logger.info("round %d: %s", index, diagnosis.text)
     range_test = None
     if diagnosis.verdict == "learning":
-        range_test = _chosen_by_range_test(runs) or strategies.range_test(data, config, seed)
+        range_test = _chosen_by_range_test(runs) or members.range_test(data, config, seed)
     recommendations = recommend(diagnosis, config, thresholds, range_test, train_command)
     return Round(index, config, runs, diagnosis, recommendations, range_test, applied)
 

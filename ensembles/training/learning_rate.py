@@ -136,7 +136,7 @@ def lr_range_test(
     y : ndarray (n_rows,) or (n_rows, n_outputs)
     build : callable
         ``build(rows, config) -> MemberNetwork``: a fresh network whose standardization
-        comes from those rows (``strategies.build_network`` bound to the data).
+        comes from those rows (``members.build_network`` bound to the data).
     config : TrainConfig
         The setup under test; its own rate, budget and early stopping are replaced.
     seed : int

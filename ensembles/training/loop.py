@@ -91,7 +91,7 @@ def fit_member(
     if not config.resolved:
         raise ConfigError(
             "fit_member needs a numeric learning rate and epochs; resolve 'auto' first "
-            "(ensembles.training.strategies.resolve_learning_rate and the budget rule)"
+            "(ensembles.training.members.resolve_learning_rate and the budget rule)"
         )
     callbacks = callbacks or []
     generator = torch.Generator().manual_seed(seed)

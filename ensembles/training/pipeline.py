@@ -46,6 +46,7 @@ from ensembles.reproduction import (
 from ensembles.store import ModelStore
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
+from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.network import MemberNetwork
 from ensembles.training.plans import out_of_sample_rows, training_rows
 from ensembles.training.preflight import (
@@ -57,8 +58,6 @@ from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
     StrategyOptions,
-    TrainedMember,
-    TrainingData,
     train_members,
 )
 from ensembles.training.weight_averaging import (

@@ -15,7 +15,7 @@ from ensembles.cli.train import request_from_args
 from ensembles.data import load_csv, split_dataset
 from ensembles.diagnosis import Thresholds, improve
 from ensembles.training.config import TrainConfig
-from ensembles.training.strategies import TrainingData
+from ensembles.training.members import TrainingData
 from tests.diagnosis.conftest import CASE_SPLIT
 
 pytest.importorskip("torch")

@@ -15,13 +15,9 @@ from ensembles.training.budget import Budget, budget_from_data, explicit_budget,
 from ensembles.training.callbacks import BestWindowCollector, EarlyStopping
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import _beta_nll, _loss_function, fit_member
+from ensembles.training.members import TrainingData, build_network, member_budget
 from ensembles.training.pipeline import train_ensemble
-from ensembles.training.strategies import (
-    TrainingData,
-    build_network,
-    member_budget,
-    train_members,
-)
+from ensembles.training.strategies import train_members
 from tests.conftest import tiny_request
 
 CONFIG = TrainConfig(hidden_sizes=(16,), dropout=0.0, learning_rate=0.01)

@@ -17,7 +17,8 @@ from ensembles.training.callbacks import (
 )
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import fit_member
-from ensembles.training.strategies import TrainingData, build_network, train_members
+from ensembles.training.members import TrainingData, build_network
+from ensembles.training.strategies import train_members
 
 CONFIG = TrainConfig(hidden_sizes=(16,), epochs=6, dropout=0.0, learning_rate=0.01)
 

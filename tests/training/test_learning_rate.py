@@ -17,7 +17,7 @@ from ensembles.training.learning_rate import (
     lr_range_test,
     smooth_losses,
 )
-from ensembles.training.strategies import TrainingData, build_network
+from ensembles.training.members import TrainingData, build_network
 
 
 def test_the_rate_grows_geometrically_per_step_from_min_to_max() -> None:

@@ -7,12 +7,8 @@ import pytest
 
 from ensembles.errors import ConfigError
 from ensembles.training.config import TrainConfig
-from ensembles.training.strategies import (
-    StrategyOptions,
-    TrainingData,
-    train_members,
-    variant_problems,
-)
+from ensembles.training.members import TrainingData
+from ensembles.training.strategies import StrategyOptions, train_members, variant_problems
 
 CONFIG = TrainConfig(hidden_sizes=(16,))
 

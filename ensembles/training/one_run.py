@@ -1,0 +1,184 @@
+"""The one-run strategies: horizontal and snapshot members from a single training run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ensembles.errors import ConfigError
+from ensembles.training.budget import Budget, explicit_budget
+from ensembles.training.callbacks import (
+    BestWindowCollector,
+    CheckpointCollector,
+    SnapshotCollector,
+    align_cycles,
+    horizontal_epochs,
+)
+from ensembles.training.config import TrainConfig
+from ensembles.training.loop import Callback, fit_member
+from ensembles.training.members import (
+    TrainedMember,
+    TrainingData,
+    budget_record,
+    build_network,
+    check_converged,
+    member_budget,
+    single_thread,
+    train_planned_member,
+)
+from ensembles.training.network import MemberNetwork
+from ensembles.training.plans import MemberPlan, member_seed
+
+logger = logging.getLogger(__name__)
+
+
+def train_one_run(
+    strategy: str,
+    n_members: int,
+    data: TrainingData,
+    config: TrainConfig,
+    seed: int,
+    spacing: int = 1,
+    peak_learning_rate: float | None = None,
+    progress: bool = True,
+) -> tuple[list[TrainedMember], dict[str, Any]]:
+    """Train one run and take its members: checkpoints (horizontal) or cycle ends (snapshot).
+
+    Parameters
+    ----------
+    strategy : {"horizontal", "snapshot"}
+    n_members : int
+        Checkpoints or cycles.
+    data : TrainingData
+    config : TrainConfig
+        With a numeric learning rate; ``epochs`` None uses the budget rule: horizontal
+        stops early and takes the checkpoints ending at the best epoch, snapshot sizes its
+        cycles by an early-stopped probe run.
+    seed : int
+    spacing : int
+        horizontal: epochs between checkpoints.
+    peak_learning_rate : float or None
+        snapshot: each cycle's starting rate (None: 10 x the configured rate).
+    progress : bool
+
+    Returns
+    -------
+    members : list of TrainedMember
+    params : dict
+        The strategy's parameters as applied (for the manifest).
+    """
+    if config.patience is not None:
+        raise ConfigError(
+            f"--patience (early stopping) contradicts --strategy {strategy}: its members are "
+            "taken at epochs the strategy chooses; drop --patience"
+        )
+    if spacing < 1:
+        raise ConfigError(f"--spacing must be at least 1, got {spacing}")
+    params: dict[str, Any] = {"n_members": n_members, "seed": seed}
+    plan = MemberPlan(0, member_seed(seed, 0))
+    budget = member_budget(config, len(data.y_train))
+    probe: TrainedMember | None = None
+    if strategy == "horizontal":
+        collector: Callback = _horizontal_collector(n_members, spacing, budget)
+        params.update(spacing=spacing, epochs=budget.max_epochs)
+    else:
+        if budget.rule == "data":  # one early-stopped probe run measures the cycle length
+            probe = train_planned_member(MemberPlan(0, member_seed(seed, 10_001)), data, config)
+            per_cycle, total = max(1, probe.epoch), max(1, probe.epoch) * n_members
+        else:
+            per_cycle, total = align_cycles(budget.max_epochs, n_members)
+            if total != budget.max_epochs:
+                logger.warning(
+                    "%d epochs do not divide into %d cycles: training %d epochs (%d cycles of %d)",
+                    budget.max_epochs,
+                    n_members,
+                    total,
+                    n_members,
+                    per_cycle,
+                )
+        peak = peak_learning_rate
+        if peak is None:
+            peak = 10 * (config.learning_rate or 0.0)
+        if not peak > 0:
+            raise ConfigError(f"--peak-learning-rate must be positive, got {peak}")
+        params.update(
+            cycles=n_members,
+            epochs_per_cycle=per_cycle,
+            epochs=total,
+            peak_learning_rate=peak,
+            schedule="cosine annealing restarted every cycle, per optimizer step, down to 0",
+        )
+        if probe is not None:
+            params["probe_epochs_run"] = len(probe.curves)
+            params["cycle_rule"] = (
+                "each cycle is as long as one early-stopped probe run needed to reach its best "
+                f"validation loss ({probe.epoch} epochs, {probe.seconds:.1f} s)"
+            )
+        else:
+            params["requested_epochs"] = budget.max_epochs
+        budget = explicit_budget(total, None, budget.steps_per_epoch)
+        collector = SnapshotCollector(peak, per_cycle)
+    run_config = config.with_overrides({"epochs": budget.max_epochs})
+    start = time.perf_counter()
+    bar = tqdm(total=budget.max_epochs, desc=f"{strategy} run", unit="epoch", disable=not progress)
+    with bar, single_thread():
+        torch.manual_seed(plan.seed)
+        network = build_network(data, run_config, np.arange(len(data.y_train)))
+        result = fit_member(
+            network,
+            data.X_train,
+            data.y_train,
+            data.X_val,
+            data.y_val,
+            run_config,
+            plan.seed,
+            [collector, _ProgressCallback(bar)],
+        )
+    check_converged(result, f"the {strategy} run")
+    collected = collector.collected  # type: ignore[attr-defined]
+    if strategy == "horizontal":
+        params["member_epochs"] = [item.epoch for item in collected]
+    seconds = (time.perf_counter() - start + (probe.seconds if probe else 0)) / len(collected)
+    record = budget_record(budget, result, collected[-1].epoch)
+    members = [
+        TrainedMember(
+            MemberPlan(i, plan.seed),
+            run_config,
+            {key: value.numpy().copy() for key, value in item.state.items()},
+            result.curves[: item.epoch],
+            item.epoch,
+            item.cycle,
+            seconds,
+            record,
+        )
+        for i, item in enumerate(collected)
+    ]
+    return members, params
+
+
+def _horizontal_collector(n_members: int, spacing: int, budget: Budget) -> Callback:
+    """Checkpoints ending at the best epoch (budget rule), or the final epochs (``--epochs``)."""
+    needed = (n_members - 1) * spacing + 1
+    if budget.patience is not None:
+        return BestWindowCollector(n_members, spacing, budget.patience, budget.min_epochs)
+    epochs = horizontal_epochs(budget.max_epochs, n_members, spacing)
+    if epochs[0] < 1:
+        raise ConfigError(
+            f"horizontal needs at least {n_members} x spacing {spacing} epochs ({needed}), got "
+            f"--epochs {budget.max_epochs}"
+        )
+    return CheckpointCollector(epochs)
+
+
+class _ProgressCallback(Callback):
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+
+    def on_epoch_end(self, epoch: int, network: MemberNetwork, log: dict[str, float]) -> bool:
+        self.bar.update()
+        return False
