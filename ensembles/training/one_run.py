@@ -57,8 +57,9 @@ def train_one_run(
     data : TrainingData
     config : TrainConfig
         With a numeric learning rate; ``epochs`` None uses the budget rule: horizontal
-        stops early and takes the checkpoints ending at the best epoch, snapshot sizes its
-        cycles by an early-stopped probe run.
+        stops early and takes the checkpoints ending at the best epoch; snapshot splits the
+        epochs an early-stopped probe run needed into its cycles (Huang et al.: M members for
+        the budget of one network).
     seed : int
     spacing : int
         horizontal: epochs between checkpoints.
@@ -87,9 +88,9 @@ def train_one_run(
         collector: Callback = _horizontal_collector(n_members, spacing, budget)
         params.update(spacing=spacing, epochs=budget.max_epochs)
     else:
-        if budget.rule == "data":  # one early-stopped probe run measures the cycle length
+        if budget.rule == "data":  # one early-stopped probe run measures one network's budget
             probe = train_planned_member(MemberPlan(0, member_seed(seed, 10_001)), data, config)
-            per_cycle, total = max(1, probe.epoch), max(1, probe.epoch) * n_members
+            per_cycle, total = align_cycles(probe.epoch, n_members)
         else:
             per_cycle, total = align_cycles(budget.max_epochs, n_members)
             if total != budget.max_epochs:
@@ -115,9 +116,10 @@ def train_one_run(
         )
         if probe is not None:
             params["probe_epochs_run"] = len(probe.curves)
+            params["probe_best_epoch"] = probe.epoch
             params["cycle_rule"] = (
-                "each cycle is as long as one early-stopped probe run needed to reach its best "
-                f"validation loss ({probe.epoch} epochs, {probe.seconds:.1f} s)"
+                "the cycles share the epochs one early-stopped probe run needed to reach its "
+                f"best validation loss ({probe.epoch} epochs, {probe.seconds:.1f} s)"
             )
         else:
             params["requested_epochs"] = budget.max_epochs

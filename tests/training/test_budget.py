@@ -117,11 +117,12 @@ def test_horizontal_members_end_at_the_best_validation_epoch(wine: TrainingData)
     assert members[0].budget["stopped"] in ("patience", "cap")
 
 
-def test_snapshot_cycles_are_as_long_as_the_probe_needed(wine: TrainingData) -> None:
+def test_snapshot_cycles_share_the_epochs_the_probe_needed(wine: TrainingData) -> None:
     members, params = train_members("snapshot", 3, wine, CONFIG, seed=0, progress=False)
-    per_cycle = params["epochs_per_cycle"]
-    assert params["epochs"] == 3 * per_cycle and params["probe_epochs_run"] > per_cycle
-    assert f"({per_cycle} epochs" in params["cycle_rule"]
+    per_cycle, best = params["epochs_per_cycle"], params["probe_best_epoch"]
+    assert per_cycle == math.ceil(best / 3) and params["epochs"] == 3 * per_cycle
+    assert params["probe_epochs_run"] > best  # the probe ran on past its best, by patience
+    assert f"({best} epochs" in params["cycle_rule"]
     assert [member.epoch for member in members] == [per_cycle, 2 * per_cycle, 3 * per_cycle]
 
 
