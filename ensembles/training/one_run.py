@@ -90,41 +90,9 @@ def train_one_run(
     else:
         if budget.rule == "data":  # one early-stopped probe run measures one network's budget
             probe = train_planned_member(MemberPlan(0, member_seed(seed, 10_001)), data, config)
-            per_cycle, total = align_cycles(probe.epoch, n_members)
-        else:
-            per_cycle, total = align_cycles(budget.max_epochs, n_members)
-            if total != budget.max_epochs:
-                logger.warning(
-                    "%d epochs do not divide into %d cycles: training %d epochs (%d cycles of %d)",
-                    budget.max_epochs,
-                    n_members,
-                    total,
-                    n_members,
-                    per_cycle,
-                )
-        peak = peak_learning_rate
-        if peak is None:
-            peak = 10 * (config.learning_rate or 0.0)
-        if not peak > 0:
-            raise ConfigError(f"--peak-learning-rate must be positive, got {peak}")
-        params.update(
-            cycles=n_members,
-            epochs_per_cycle=per_cycle,
-            epochs=total,
-            peak_learning_rate=peak,
-            schedule="cosine annealing restarted every cycle, per optimizer step, down to 0",
+        collector, budget = _snapshot_cycles(
+            n_members, config, budget, peak_learning_rate, probe, params
         )
-        if probe is not None:
-            params["probe_epochs_run"] = len(probe.curves)
-            params["probe_best_epoch"] = probe.epoch
-            params["cycle_rule"] = (
-                "the cycles share the epochs one early-stopped probe run needed to reach its "
-                f"best validation loss ({probe.epoch} epochs, {probe.seconds:.1f} s)"
-            )
-        else:
-            params["requested_epochs"] = budget.max_epochs
-        budget = explicit_budget(total, None, budget.steps_per_epoch)
-        collector = SnapshotCollector(peak, per_cycle)
     run_config = config.with_overrides({"epochs": budget.max_epochs})
     start = time.perf_counter()
     bar = tqdm(total=budget.max_epochs, desc=f"{strategy} run", unit="epoch", disable=not progress)
@@ -161,6 +129,52 @@ def train_one_run(
         for i, item in enumerate(collected)
     ]
     return members, params
+
+
+def _snapshot_cycles(
+    n_members: int,
+    config: TrainConfig,
+    budget: Budget,
+    peak_learning_rate: float | None,
+    probe: TrainedMember | None,
+    params: dict[str, Any],
+) -> tuple[SnapshotCollector, Budget]:
+    """The snapshot schedule and the run's budget; records both in ``params``.
+
+    With a probe (budget rule) the cycles share the probe's best epoch count; with explicit
+    epochs they share those, rounded up to whole cycles.
+    """
+    epochs = probe.epoch if probe is not None else budget.max_epochs
+    per_cycle, total = align_cycles(epochs, n_members)
+    if probe is None and total != epochs:
+        logger.warning(
+            "%d epochs do not divide into %d cycles: training %d epochs (%d cycles of %d)",
+            epochs,
+            n_members,
+            total,
+            n_members,
+            per_cycle,
+        )
+    peak = 10 * (config.learning_rate or 0.0) if peak_learning_rate is None else peak_learning_rate
+    if not peak > 0:
+        raise ConfigError(f"--peak-learning-rate must be positive, got {peak}")
+    params.update(
+        cycles=n_members,
+        epochs_per_cycle=per_cycle,
+        epochs=total,
+        peak_learning_rate=peak,
+        schedule="cosine annealing restarted every cycle, per optimizer step, down to 0",
+    )
+    if probe is not None:
+        params["probe_epochs_run"] = len(probe.curves)
+        params["probe_best_epoch"] = probe.epoch
+        params["cycle_rule"] = (
+            "the cycles share the epochs one early-stopped probe run needed to reach its "
+            f"best validation loss ({probe.epoch} epochs, {probe.seconds:.1f} s)"
+        )
+    else:
+        params["requested_epochs"] = epochs
+    return SnapshotCollector(peak, per_cycle), explicit_budget(total, None, budget.steps_per_epoch)
 
 
 def _horizontal_collector(n_members: int, spacing: int, budget: Budget) -> Callback:
