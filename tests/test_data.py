@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ensembles.data import BUILTIN_DATASETS, load_builtin, load_csv, split_dataset
+from ensembles.data import (
+    BUILTIN_DATASETS,
+    load_builtin,
+    load_csv,
+    split_dataset,
+    validation_share,
+)
 from ensembles.errors import ConfigError, DataError
 
 
@@ -128,3 +134,25 @@ def test_too_few_rows_per_class_for_the_test_split(tmp_path: Path) -> None:
     dataset = load_csv(write_csv(tmp_path / "c.csv", "x,t\n" + rows), "t", task="classification")
     with pytest.raises(DataError, match="has 20 rows for 5 classes: the test and validation"):
         split_dataset(dataset)
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "validation_rows"),
+    [
+        (178, 35.6),  # wine: 20%, the most (10% would leave 3 classes 18 rows)
+        (506, 101.2),  # Boston: 200 rows would be more than 20%
+        (1_030, 200),  # Concrete: raised to 200 rows (19.4%)
+        (1_797, 200),  # digits: 200 rows, not 10% (180)
+        (10_000, 1_000),  # 10%
+    ],
+)
+def test_validation_is_a_tenth_raised_to_200_rows_but_at_most_a_fifth(
+    n_rows: int, validation_rows: float
+) -> None:
+    assert validation_share(n_rows) * n_rows == pytest.approx(validation_rows)
+
+
+def test_the_split_uses_the_default_share_when_none_is_given() -> None:
+    splits = split_dataset(load_builtin("digits"), seed=0)
+    assert splits.record["n_validation"] == 200
+    assert splits.record["validation_fraction"] == pytest.approx(200 / 1797, abs=1e-6)

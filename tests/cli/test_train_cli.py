@@ -203,6 +203,12 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             ["--dataset", "wine", "--members", "many"],
             "error: argument --members: invalid int value: 'many'",
         ),
+        (
+            ["--dataset", "wine", "--learning-rate", "fast"],
+            "error: argument --learning-rate: expected a number or auto, got 'fast'",
+        ),
+        (["--dataset", "wine", "--learning-rate", "0"], "error: learning-rate must be positive"),
+        (["--dataset", "wine", "--nll-beta", "2"], "error: nll-beta must be in \\[0, 1\\], got 2"),
     ],
 )
 def test_bad_input_gets_one_line_and_leaves_the_store_alone(
@@ -228,3 +234,18 @@ def test_ctrl_c_is_one_line_and_a_distinct_status(capsys: pytest.CaptureFixture)
 
     assert run_command(interrupted) == 130
     assert capsys.readouterr().err == "error: interrupted; nothing was published\n"
+
+
+def test_learning_rate_and_epochs_default_to_auto_and_take_numbers() -> None:
+    from ensembles.cli.train import build_parser, request_from_args
+
+    defaults = request_from_args(build_parser().parse_args([]))
+    assert defaults.config.learning_rate is None and defaults.config.epochs is None
+    assert defaults.validation_fraction is None and defaults.strategy == "repeat"
+    given = ["--learning-rate", "0.003", "--epochs", "12", "--validation-fraction", "0.15"]
+    request = request_from_args(build_parser().parse_args(given))
+    assert (request.config.learning_rate, request.config.epochs) == (0.003, 12)
+    assert request.validation_fraction == 0.15
+    assert request_from_args(build_parser().parse_args(["--learning-rate", "AUTO"])).config == (
+        defaults.config
+    )
