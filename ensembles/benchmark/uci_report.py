@@ -64,8 +64,9 @@ NOTES = (
     "member's training. *HistGradientBoosting*: scikit-learn's defaults with early stopping; "
     "Gaussian NLL with a constant variance, the mean squared out-of-fold residual of 5-fold "
     "cross-validation on the 90% train part; coverage of the interval between two quantile "
-    "models (5% and 95%); its seconds cover all eight fits. *epochs*: epochs each member "
-    "trained (mean), or the one run's length for snapshot and horizontal."
+    "models (5% and 95%); its seconds cover all eight fits. *epochs*: the epoch each member's "
+    "kept weights come from (mean; under the budget rule the member trained on past it by its "
+    "patience), or the last member's epoch for snapshot and horizontal."
 )
 
 
