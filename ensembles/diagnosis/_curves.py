@@ -13,9 +13,11 @@ from tqdm.auto import tqdm
 
 from ensembles.manifest import Task
 from ensembles.training.config import TrainConfig
+from ensembles.training.learning_rate import RangeTestResult
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import (
     TrainingData,
+    rate_record,
     resolve_learning_rate,
     train_planned_member,
 )
@@ -89,10 +91,9 @@ class RunSet:
         max_epochs, patience, min_epochs, steps_per_epoch, rule ("data" or "epochs"),
         epochs_run, best_epoch, steps_run and why it stopped ("patience", "cap", "epochs"
         or "diverged"). Without them no run counts as having used its whole budget.
-    rate_choice : dict
-        How the learning rate was chosen, once for every run
-        (``members.resolve_learning_rate``): ``rate`` and ``rule`` ("given" or the range
-        test's rule), and after a range test its ``seconds``, ``rates`` and ``losses``.
+    range_test : RangeTestResult or None
+        The range test that chose the learning rate, once for every run
+        (``members.resolve_learning_rate``); None when the rate was given.
     """
 
     config: TrainConfig
@@ -106,7 +107,7 @@ class RunSet:
     test: list[dict[str, float]] = field(default_factory=list)
     ensemble_test_metric: float = math.nan
     budgets: list[dict[str, Any]] = field(default_factory=list)
-    rate_choice: dict[str, Any] = field(default_factory=dict)
+    range_test: RangeTestResult | None = None
 
     @property
     def n_runs(self) -> int:
@@ -125,7 +126,7 @@ class RunSet:
                 {key: finite_or_none(value) for key, value in row.items()} for row in self.test
             ],
             "ensemble_test_metric": finite_or_none(self.ensemble_test_metric),
-            "learning_rate": self.rate_choice,
+            "learning_rate": rate_record(self.config, self.range_test),
             "budgets": self.budgets,
             "curves": [
                 [{key: finite_or_none(value) for key, value in row.items()} for row in run]
@@ -183,7 +184,7 @@ def collect_runs(
     RunSet
     """
     start = time.perf_counter()
-    config, rate_choice = resolve_learning_rate(data, config, seed)
+    config, range_test = resolve_learning_rate(data, config, seed)
     plans = repeat_plans(n_runs, seed)
     members = [
         train_planned_member(plan, data, config, allow_diverged=True)
@@ -220,7 +221,7 @@ def collect_runs(
         test=held_out,
         ensemble_test_metric=ensemble_test_metric,
         budgets=[member.budget for member in members],
-        rate_choice=rate_choice,
+        range_test=range_test,
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from ensembles.diagnosis._rounds import Round, flagged_change
 from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
+from ensembles.training.learning_rate import RULE
 
 REPORT_FILE = "report.json"
 CURVES_FILE = "curves.png"
@@ -166,7 +167,7 @@ def format_round(item: Round) -> str:
         )
     lines.append(f"  {rate_line(item)}")
     lines.append(f"  {budget_line(item)}")
-    if item.range_test is not None and item.runs.rate_choice.get("rule") == "given":
+    if item.range_test is not None and item.runs.range_test is None:
         lines.append(
             f"  learning-rate range test: suggests {item.range_test.suggested:.2g} "
             f"(the runs used {item.runs.config.learning_rate:.3g}; {item.range_test.seconds:.1f} s)"
@@ -184,13 +185,13 @@ def format_round(item: Round) -> str:
 
 def rate_line(item: Round) -> str:
     """The learning rate every run used and how it was chosen."""
-    choice = item.runs.rate_choice
+    chosen_by = item.runs.range_test
     rate = item.runs.config.learning_rate
     if rate is None:
         return "learning rate: not recorded"
-    if choice.get("rule", "given") == "given":
+    if chosen_by is None:
         return f"learning rate: {rate:.3g} (given)"
-    return f"learning rate: {rate:.3g} (auto: {choice['rule']}; {choice.get('seconds', 0.0):.1f} s)"
+    return f"learning rate: {rate:.3g} (auto: {RULE}; {chosen_by.seconds:.1f} s)"
 
 
 def budget_line(item: Round) -> str:

@@ -113,18 +113,9 @@ def diagnose_setup(
     logger.info("round %d: %s", index, diagnosis.text)
     range_test = None
     if diagnosis.verdict == "learning":
-        range_test = _chosen_by_range_test(runs) or members.range_test(data, config, seed)
+        range_test = runs.range_test or members.range_test(data, config, seed)
     recommendations = recommend(diagnosis, config, thresholds, range_test, train_command)
     return Round(index, config, runs, diagnosis, recommendations, range_test, applied)
-
-
-def _chosen_by_range_test(runs: RunSet) -> RangeTestResult | None:
-    """The range test that chose the runs' ``auto`` rate (None when the rate was given)."""
-    record = runs.rate_choice
-    if "rates" not in record:
-        return None
-    losses = [math.nan if loss is None else loss for loss in record["losses"]]
-    return RangeTestResult(record["rates"], losses, record["rate"], record.get("seconds", 0.0))
 
 
 def improve(

@@ -104,26 +104,30 @@ def build_network(data: TrainingData, config: TrainConfig, rows: np.ndarray) -> 
 
 def resolve_learning_rate(
     data: TrainingData, config: TrainConfig, seed: int
-) -> tuple[TrainConfig, dict[str, Any]]:
-    """``config`` with a numeric rate, and how it was chosen (for the manifest).
+) -> tuple[TrainConfig, RangeTestResult | None]:
+    """``config`` with a numeric rate, and the range test that chose it.
 
     ``learning_rate=None`` (``--learning-rate auto``) runs the learning-rate range test on
     the training rows (:func:`~ensembles.training.learning_rate.lr_range_test`); a given rate
-    is kept as it is.
-
-    Returns
-    -------
-    config : TrainConfig
-    record : dict
-        ``rate``, ``rule`` ("given" or the range test's rule) and, after a range test, its
-        ``seconds`` and its smoothed ``losses`` at ``rates``.
+    is kept as it is (and no test runs: None).
     """
     if config.learning_rate is not None:
-        return config, {"rate": config.learning_rate, "rule": "given"}
+        return config, None
     result = range_test(data, config, seed)
-    record = {"rate": result.suggested, **result.to_dict()}
+    return config.with_overrides({"learning_rate": result.suggested}), result
+
+
+def rate_record(config: TrainConfig, chosen_by: RangeTestResult | None) -> dict[str, Any]:
+    """How the rate of a resolved ``config`` was chosen, for the manifest and reports.
+
+    ``rate`` and ``rule`` ("given" or the range test's rule) and, after a range test, its
+    ``seconds`` and its smoothed ``losses`` at ``rates``.
+    """
+    if chosen_by is None:
+        return {"rate": config.learning_rate, "rule": "given"}
+    record = {"rate": chosen_by.suggested, **chosen_by.to_dict()}
     del record["suggested"]
-    return config.with_overrides({"learning_rate": result.suggested}), record
+    return record
 
 
 def range_test(data: TrainingData, config: TrainConfig, seed: int) -> RangeTestResult:

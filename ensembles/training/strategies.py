@@ -23,6 +23,7 @@ from ensembles.training.config import TrainConfig
 from ensembles.training.members import (
     TrainedMember,
     TrainingData,
+    rate_record,
     resolve_learning_rate,
     train_planned_member,
 )
@@ -173,7 +174,8 @@ def train_members(
         raise ConfigError("; ".join(problems))  # before any member trains
     if strategy in ONE_RUN_STRATEGIES and options.variants:
         raise ConfigError(f"setting variants apply to --strategy repeat, not {strategy}")
-    config, rate = resolve_learning_rate(data, config, seed)
+    config, chosen_by = resolve_learning_rate(data, config, seed)
+    rate = rate_record(config, chosen_by)
     if strategy in ONE_RUN_STRATEGIES:
         members, params = train_one_run(
             strategy,
