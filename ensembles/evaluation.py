@@ -165,7 +165,9 @@ class CrossFit:
     Attributes
     ----------
     metrics : dict of str to float
-        The metrics of each half, averaged over the two halves.
+        The metrics of each half, averaged over the two halves; a metric undefined on one
+        half (binary ROC AUC and average precision when it holds one class only) is the
+        other half's.
     row_losses : np.ndarray, shape (n_rows,)
         Every fit row's ranking loss (:func:`~ensembles.default_choice.ranking_loss`),
         the row scored by the combiner fitted on the other half.
@@ -201,7 +203,10 @@ def crossfit(
         outputs[score_rows] = combined
         scores.append(evaluate_predictions(split, combined, level, variance_scale=scale))
         losses[score_rows] = row_losses(split, combined, variance_scale=scale)
-    metrics = {key: float(np.mean([score[key] for score in scores])) for key in scores[0]}
+    keys = dict.fromkeys(key for score in scores for key in score)
+    metrics = {
+        key: float(np.mean([score[key] for score in scores if key in score])) for key in keys
+    }
     return CrossFit(metrics, losses, outputs)
 
 

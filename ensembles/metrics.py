@@ -133,6 +133,106 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
     return float(gap[counts > 0].sum() / len(y))
 
 
+def mann_whitney_auc(negative_scores: np.ndarray, positive_scores: np.ndarray) -> float:
+    """Probability that a positive row scores above a negative one, ties counting one half.
+
+    The Mann-Whitney U statistic over ``n_negative * n_positive`` with average ranks: the
+    area under the ROC curve, ties as scikit-learn's ``roc_auc_score`` draws them.
+
+    Parameters
+    ----------
+    negative_scores : np.ndarray, shape (n_negative,)
+    positive_scores : np.ndarray, shape (n_positive,)
+        Scores of the negative and of the positive rows (higher: more likely positive);
+        both non-empty.
+
+    Returns
+    -------
+    float
+        In [0, 1]: 0.5 for a constant score, 1.0 when every positive scores above every
+        negative.
+    """
+    negative_scores = np.asarray(negative_scores, dtype=float)
+    positive_scores = np.asarray(positive_scores, dtype=float)
+    _, inverse, counts = np.unique(
+        np.concatenate([negative_scores, positive_scores]), return_inverse=True, return_counts=True
+    )
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, from 1
+    n_negative, n_positive = len(negative_scores), len(positive_scores)
+    positive_rank_sum = ranks[n_negative:].sum()
+    return float(
+        (positive_rank_sum - n_positive * (n_positive + 1) / 2.0) / (n_negative * n_positive)
+    )
+
+
+def roc_auc(probs: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve of a binary forecast, the positive class being index 1.
+
+    Ties count one half (:func:`mann_whitney_auc`), as in scikit-learn's
+    ``roc_auc_score(y, probs[:, 1])``.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, 2)
+        Class probabilities; ``probs[:, 1]`` ranks the rows.
+    y : np.ndarray, shape (n_samples,)
+        Class indices 0 and 1.
+
+    Returns
+    -------
+    float
+        0.5 is chance, 1.0 a perfect ranking; NaN when ``y`` holds one class only.
+    """
+    score, positive = _binary_scores(probs, y, "roc_auc")
+    if positive.all() or not positive.any():
+        return float("nan")
+    return mann_whitney_auc(score[~positive], score[positive])
+
+
+def average_precision(probs: np.ndarray, y: np.ndarray) -> float:
+    """Average precision of a binary forecast, the positive class being index 1.
+
+    The step-wise area under the precision-recall curve of scikit-learn's
+    ``average_precision_score(y, probs[:, 1])``: ``sum_k (R_k - R_{k-1}) P_k`` over the
+    distinct scores ``k`` from the highest down, rows of one score entering together
+    (no interpolation).
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n_samples, 2)
+        Class probabilities; ``probs[:, 1]`` ranks the rows.
+    y : np.ndarray, shape (n_samples,)
+        Class indices 0 and 1.
+
+    Returns
+    -------
+    float
+        In (0, 1], the positive rate for an uninformative score; NaN when ``y`` holds one
+        class only.
+    """
+    score, positive = _binary_scores(probs, y, "average_precision")
+    if positive.all() or not positive.any():
+        return float("nan")
+    order = np.argsort(-score, kind="stable")
+    score, positive = score[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # last row of each score
+    true_positives = np.cumsum(positive)[last]
+    precision = true_positives / (last + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def _binary_scores(probs: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The positive-class score ``(n_samples,)`` and the mask of positive rows."""
+    probs, y = _check_probs(probs, y)
+    if probs.shape[1] != 2:
+        raise ShapeError(
+            f"{name} needs the probabilities of a binary task, shape (n_samples, 2); got "
+            f"{probs.shape}."
+        )
+    return probs[:, 1], y == 1
+
+
 def rmse(pred: np.ndarray, y: np.ndarray) -> float:
     """Root mean squared error over all samples and outputs.
 
@@ -201,14 +301,21 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]
     Returns
     -------
     dict of str to float
-        ``accuracy``, ``nll``, ``brier`` and ``ece``.
+        ``accuracy``, ``nll``, ``brier`` and ``ece``; for two classes also ``roc_auc``
+        and ``average_precision`` (positive class: index 1), both left out when ``y``
+        holds one class only (they are undefined then, and every value stays finite for
+        the manifest's JSON).
     """
-    return {
+    scores = {
         "accuracy": accuracy(probs, y),
         "nll": nll(probs, y),
         "brier": brier(probs, y),
         "ece": expected_calibration_error(probs, y),
     }
+    if np.shape(probs)[1] == 2 and len(np.unique(y)) == 2:
+        scores["roc_auc"] = roc_auc(probs, y)
+        scores["average_precision"] = average_precision(probs, y)
+    return scores
 
 
 def regression_metrics(

@@ -47,6 +47,12 @@ COLUMNS: dict[str, tuple[tuple[str, str, int], ...]] = {
         ("size_kb", "KiB", 0),
     ),
 }
+#: Columns of binary classification only (the metrics record them for two classes),
+#: placed after ECE.
+BINARY_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("roc_auc", "ROC AUC", 3),
+    ("average_precision", "avg. precision", 3),
+)
 #: The headline score per task and whether higher is better.
 PRIMARY: dict[str, tuple[str, bool]] = {
     "classification": ("accuracy", True),
@@ -54,14 +60,39 @@ PRIMARY: dict[str, tuple[str, bool]] = {
 }
 
 
-def column_headers(task: str, level: float = 0.9) -> list[str]:
+def table_columns(task: str, binary: bool = False) -> tuple[tuple[str, str, int], ...]:
+    """The :func:`results_table` columns after strategy and model: (key, header, decimals).
+
+    ``binary`` (a two-class problem) adds :data:`BINARY_COLUMNS` after ECE.
+    """
+    columns = COLUMNS[task]
+    if not binary:
+        return columns
+    after = [key for key, _, _ in columns].index("ece") + 1
+    return columns[:after] + BINARY_COLUMNS + columns[after:]
+
+
+def column_headers(task: str, level: float = 0.9, binary: bool = False) -> list[str]:
     """Headers of the :func:`results_table` columns after strategy and model."""
-    return [header.format(level=f"{level:.0%}") for _, header, _ in COLUMNS[task]]
+    return [header.format(level=f"{level:.0%}") for _, header, _ in table_columns(task, binary)]
+
+
+def is_binary(results: dict[str, Any]) -> bool:
+    """Whether the benchmarked problem has two classes: some model scored a ROC AUC."""
+    return any(
+        BINARY_COLUMNS[0][0] in metrics
+        for group in results["summary"].values()
+        for metrics in group["models"].values()
+    )
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """One row per strategy and model (combiners, then baselines), mean ± std over repeats."""
-    columns = COLUMNS[results["task"]]
+    """One row per strategy and model (combiners, then baselines), mean ± std over repeats.
+
+    Binary problems get the ROC AUC and average precision columns (:data:`BINARY_COLUMNS`).
+    """
+    binary = is_binary(results)
+    columns = table_columns(results["task"], binary)
     level = float(results["settings"].get("interval_level", 0.9))
     repeats = results["settings"]["repeats"]
     rows = []
@@ -72,7 +103,8 @@ def results_table(results: dict[str, Any]) -> str:
                 format_cell(metrics.get(key), decimals, repeats) for key, _, decimals in columns
             ]
             rows.append((strategy, f"{name} ({kind})" if kind == "baseline" else name, *cells))
-    return format_table(["strategy", "model", *column_headers(results["task"], level)], rows)
+    headers = column_headers(results["task"], level, binary)
+    return format_table(["strategy", "model", *headers], rows)
 
 
 def diversity_table(results: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ensembles.errors import ConfigError, ShapeError
+from ensembles.metrics import mann_whitney_auc
 
 
 def _check_pair(uncertainty: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,11 +115,4 @@ def detection_auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     float
         Ties count one half: 0.5 for a constant score, 1.0 for a perfect detector.
     """
-    in_scores, out_scores = check_scores(in_scores, out_scores)
-    _, inverse, counts = np.unique(
-        np.concatenate([in_scores, out_scores]), return_inverse=True, return_counts=True
-    )
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average ranks, from 1
-    n_in, n_out = len(in_scores), len(out_scores)
-    out_rank_sum = ranks[n_in:].sum()
-    return float((out_rank_sum - n_out * (n_out + 1) / 2.0) / (n_in * n_out))
+    return mann_whitney_auc(*check_scores(in_scores, out_scores))

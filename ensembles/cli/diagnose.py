@@ -17,6 +17,7 @@ from ensembles.cli.options import (
     config_from_args,
 )
 from ensembles.errors import ConfigError
+from ensembles.training.config import BALANCED_REGRESSION
 
 _PATIENCE_HELP = (
     "early stopping patience in epochs; the generalization rule still reads the epochs run "
@@ -132,6 +133,8 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
     check_data_options(args)
     config = config_from_args(args)
     dataset = load_data(args.dataset, args.csv, args.target, args.task, args.seed)
+    if dataset.task == "regression" and config.class_weight == "balanced":
+        raise ConfigError(BALANCED_REGRESSION.format(setting="--class-weight"))
     splits = split_dataset(dataset, args.seed, args.validation_fraction, args.test_fraction)
     data = TrainingData.from_splits(splits)
     test = (splits.test.X, splits.test.y)

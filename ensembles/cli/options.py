@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ensembles import defaults
-from ensembles.training.config import TrainConfig
+from ensembles.training.config import CLASS_WEIGHTS, TrainConfig
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +83,14 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         "horizontal or snapshot)",
     )
     learning.add_argument("--input-noise", type=float, default=0.0, help="Gaussian input noise")
+    learning.add_argument(
+        "--class-weight",
+        default="none",
+        choices=CLASS_WEIGHTS,
+        help="classification: balanced weights each row's training loss by n_rows / "
+        "(n_classes x its class's count) on the member's own rows, for imbalanced targets "
+        "(curves and early stopping still read the unweighted NLL)",
+    )
 
 
 def learning_rate(text: str) -> float | None:
@@ -134,4 +142,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         grad_clip=args.grad_clip,
         patience=args.patience,
         input_noise=args.input_noise,
+        class_weight=args.class_weight,
     )

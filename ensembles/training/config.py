@@ -7,15 +7,20 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ensembles.errors import ConfigError
 
 Activation = Literal["relu", "tanh", "gelu", "elu", "leaky_relu"]
 Optimizer = Literal["adam", "sgd"]
+ClassWeight = Literal["none", "balanced"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh", "gelu", "elu", "leaky_relu")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-_CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS}
+CLASS_WEIGHTS: tuple[str, ...] = get_args(ClassWeight)
+_CHOICES = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "class_weight": CLASS_WEIGHTS}
+#: Why ``class_weight="balanced"`` is refused for a regression task; ``{setting}`` is the
+#: setting as the user spelled it (``--class-weight``, a ``--variants`` item's key).
+BALANCED_REGRESSION = "{setting} balanced applies to classification, not regression"
 _FLAGS = ("batch_norm", "standardize", "gaussian_head")
 _COUNTS = ("batch_size", "epochs", "patience")
 _OPTIONAL = ("grad_clip", "patience", "epochs", "learning_rate")
@@ -62,6 +67,12 @@ class TrainConfig:
         and restore the best weights. With ``epochs`` None it replaces the budget rule's.
     input_noise : float
         Standard deviation of Gaussian noise added to standardized inputs while training.
+    class_weight : {"none", "balanced"}
+        Classification only (refused for regression): ``balanced`` weights each row's
+        training loss by ``n_rows / (n_classes * count_c)`` of its class ``c``, counted on
+        the member's own training rows (scikit-learn's "balanced" rule), so that rare
+        classes weigh as much as common ones. Curves and early stopping still read the
+        unweighted NLL.
     """
 
     hidden_sizes: tuple[int, ...] = (128, 64)
@@ -80,6 +91,7 @@ class TrainConfig:
     grad_clip: float | None = None
     patience: int | None = None
     input_noise: float = 0.0
+    class_weight: ClassWeight = "none"
 
     def __post_init__(self) -> None:
         problems = _setting_problems(asdict(self), lambda name: name.replace("_", "-"))

@@ -129,6 +129,10 @@ def lr_range_test(
 ) -> RangeTestResult:
     """Run the range test on training rows and suggest a rate by :data:`RULE`.
 
+    The test trains through :func:`~ensembles.training.loop.fit_member` with ``config``'s
+    settings, so on the members' own objective (beta-NLL, class weights counted on the
+    test's rows), and reads each step's plain loss, as the training curves do.
+
     Parameters
     ----------
     X : ndarray (n_rows, n_features)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ensembles.errors import ConfigError
-from ensembles.training.config import TrainConfig
+from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
 from ensembles.training.network import MemberNetwork
 
 State = dict[str, torch.Tensor]
@@ -73,6 +73,10 @@ def fit_member(
 ) -> FitResult:
     """Train ``network`` in place and record its learning curves.
 
+    The optimizer minimizes beta-NLL for a Gaussian head and, with ``class_weight``
+    ``balanced``, the class-weighted cross-entropy of :func:`balanced_class_weights` on
+    ``y_train``; the curves (and the step losses callbacks see) report the plain loss.
+
     Parameters
     ----------
     network : MemberNetwork
@@ -87,12 +91,20 @@ def fit_member(
     Returns
     -------
     FitResult
+
+    Raises
+    ------
+    ConfigError
+        When the rate or the epochs are still "auto", or ``class_weight`` is ``balanced``
+        for a regression network.
     """
     if not config.resolved:
         raise ConfigError(
             "fit_member needs a numeric learning rate and epochs; resolve 'auto' first "
             "(ensembles.training.members.resolve_learning_rate and the budget rule)"
         )
+    if config.class_weight == "balanced" and network.task != "classification":
+        raise ConfigError(BALANCED_REGRESSION.format(setting="class_weight"))
     callbacks = callbacks or []
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -100,7 +112,7 @@ def fit_member(
     x_val, t_val = _tensors(network, X_val, y_val)
     optimizer = _optimizer(network, config)
     loss_fn = _loss_function(network)
-    objective = _beta_nll(network, config.nll_beta) if network.gaussian else loss_fn
+    objective = _objective(network, config, y_train, loss_fn)
     n_rows = len(x_train)
     starts = batch_starts(n_rows, config.batch_size, network.has_batch_norm)
     steps_per_epoch = len(starts)
@@ -215,6 +227,58 @@ def _loss_function(network: MemberNetwork) -> Any:
 
     def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return gaussian_nll(output[:, :n], target, torch.exp(output[:, n:]))
+
+    return loss
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """scikit-learn's "balanced" class weights of the rows ``y``.
+
+    ``n_rows / (n_present * count_c)`` for each class ``c`` present in ``y``, where
+    ``n_present`` counts the classes present (``compute_class_weight("balanced",
+    classes=np.unique(y), y=y)``): the rows' weights then average to 1. A class absent
+    from ``y`` gets 0 (no row carries it).
+
+    Parameters
+    ----------
+    y : np.ndarray of int, shape (n_rows,)
+        Class indices in ``0..n_classes - 1``.
+    n_classes : int
+
+    Returns
+    -------
+    np.ndarray, shape (n_classes,)
+    """
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return weights
+
+
+def _objective(
+    network: MemberNetwork, config: TrainConfig, y_train: np.ndarray, loss_fn: Any
+) -> Any:
+    """What the optimizer minimizes: beta-NLL, class-weighted cross-entropy or ``loss_fn``."""
+    if network.gaussian:
+        return _beta_nll(network, config.nll_beta)
+    if config.class_weight == "balanced":
+        weights = balanced_class_weights(y_train, network.n_outputs)
+        return _weighted_cross_entropy(torch.as_tensor(weights, dtype=torch.float32))
+    return loss_fn
+
+
+def _weighted_cross_entropy(class_weights: torch.Tensor) -> Any:
+    """Cross-entropy with each row weighted by its class's weight, averaged over the batch.
+
+    The batch mean of the weighted row losses, not torch's ``CrossEntropyLoss(weight=...)``
+    (which divides by the batch's summed weights): the weights average to 1 over the
+    member's rows, so the step size keeps its scale and a batch counts by its rows.
+    """
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        rows = nn.functional.cross_entropy(output, target, reduction="none")
+        return (class_weights[target] * rows).mean()
 
     return loss
 

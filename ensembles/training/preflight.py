@@ -17,7 +17,7 @@ from ensembles.evaluation import check_combiner_names, combiner_fit_problems
 from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit_set
 from ensembles.manifest import Task
 from ensembles.store import validate_name
-from ensembles.training.config import TrainConfig
+from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
 from ensembles.training.strategies import INDEPENDENT_STRATEGIES, STRATEGIES, variant_problems
 from ensembles.training.weight_averaging import check_weight_averaging
 
@@ -109,6 +109,7 @@ def check_before_training(request: TrainRequest, splits: Splits) -> None:
         One line naming the problem and what to change.
     """
     _check_rows(request, splits)
+    _check_class_weight(request, splits.train.task)
     _check_combiners(request, splits.train.task)
     _check_combiner_rows(request, splits)
 
@@ -120,6 +121,25 @@ def _check_rows(request: TrainRequest, splits: Splits) -> None:
             f"{n_train} training rows are too few for {request.members} folds "
             f"(need at least {2 * request.members}); lower --members"
         )
+
+
+def _check_class_weight(request: TrainRequest, task: Task) -> None:
+    """Refuse class weights, in the options or a ``--variants`` item, for a regression task.
+
+    Runs after :func:`validated_config`, so the variants are a list of valid overrides.
+    """
+    if task == "classification":
+        return
+    settings = [("--class-weight", request.config.class_weight)]
+    settings += [
+        (f"--variants item {number}: class_weight", variant.get("class_weight"))
+        for number, variant in enumerate(request.options.variants, 1)
+    ]
+    refused = [
+        BALANCED_REGRESSION.format(setting=name) for name, value in settings if value == "balanced"
+    ]
+    if refused:
+        raise ConfigError("; ".join(refused))
 
 
 def _check_combiners(request: TrainRequest, task: Task) -> None:

@@ -57,6 +57,21 @@ def test_results_table_labels_baselines_and_uses_the_recorded_interval_level() -
     assert "eff. members" in column_headers("regression")
 
 
+def test_binary_results_get_roc_auc_and_average_precision_columns() -> None:
+    results = _results()
+    assert "ROC AUC" not in results_table(results)  # multi-class: the columns of before
+    for run in results["runs"]:
+        for metrics in run["models"].values():
+            metrics.update(roc_auc=0.9, average_precision=0.8)
+    results["summary"] = summarize_runs(results["runs"])
+    lines = results_table(results).splitlines()
+    cells = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert cells == ["strategy", "model", *column_headers("classification", 0.8, binary=True)]
+    assert cells[5:8] == ["ECE", "ROC AUC", "avg. precision"]
+    assert "| — | 0.900 ± 0.000 | 0.800 ± 0.000 | — |" in lines[2]
+    assert len(cells) == len(column_headers("classification")) + 4
+
+
 def test_format_cell_marks_partial_and_missing_numbers() -> None:
     assert format_cell({"mean": 0.5, "std": 0.1, "n": 3}, 2, 3) == "0.50 ± 0.10"
     assert format_cell({"mean": 0.5, "std": 0.0, "n": 1}, 2, 3) == "0.50 (n=1)"

@@ -209,6 +209,19 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
         ),
         (["--dataset", "wine", "--learning-rate", "0"], "error: learning-rate must be positive"),
         (["--dataset", "wine", "--nll-beta", "2"], "error: nll-beta must be in \\[0, 1\\], got 2"),
+        (
+            ["--dataset", "diabetes", "--class-weight", "balanced"],
+            "^error: --class-weight balanced applies to classification, not regression$",
+        ),
+        (
+            ["--dataset", "diabetes", *REPEAT, "--variants", '[{}, {"class_weight": "balanced"}]'],
+            "^error: --variants item 2: class_weight balanced applies to classification, "
+            "not regression$",
+        ),
+        (
+            ["--dataset", "wine", "--class-weight", "equal"],
+            "error: argument --class-weight: invalid choice: 'equal'",
+        ),
     ],
 )
 def test_bad_input_gets_one_line_and_leaves_the_store_alone(

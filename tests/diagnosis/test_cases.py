@@ -168,6 +168,10 @@ def test_well_configured_setup_has_no_problem(
         ),
         (["--learning-rate", "0"], "error: learning-rate must be positive, got 0.0"),
         (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
+        (
+            ["--dataset", "diabetes", "--class-weight", "balanced"],
+            "error: --class-weight balanced applies to classification, not regression",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(
