@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ensembles import defaults
+from ensembles.csv_table import read_csv_table
 from ensembles.errors import ConfigError, DataError
 from ensembles.manifest import Task
+from ensembles.tabular import Table, TabularSpec, fit_spec
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "blobs", "regression")
 _MAX_CLASSES_FOR_NUMERIC_TARGET = 20
@@ -26,8 +29,16 @@ class Dataset:
         (n_samples, 1) float32 values for regression
     task : {"classification", "regression"}
     feature_names : list of str, length n_features
+        Encoded column names when ``tabular`` is set, else the file's columns.
     classes : list of str (index -> label) for classification, else None
     source : str, where the data came from (dataset name or CSV path)
+    table : Table or None
+        The raw typed columns ``X`` was encoded from (tables that need encoding).
+    tabular : TabularSpec or None
+        The encoding that made ``X`` from ``table``: fitted on every row when loaded, on
+        the training rows alone after :func:`split_dataset`.
+    rows_without_target : int
+        Rows of the file dropped because their target was empty.
     """
 
     X: np.ndarray
@@ -36,17 +47,33 @@ class Dataset:
     feature_names: list[str]
     classes: list[str] | None
     source: str
+    table: Table | None = None
+    tabular: TabularSpec | None = None
+    rows_without_target: int = 0
 
     @property
     def n_outputs(self) -> int:
         """Number of classes (classification) or target columns (regression)."""
         return len(self.classes) if self.classes is not None else self.y.shape[1]
 
+    @property
+    def input_names(self) -> list[str]:
+        """The columns a caller sends: the table's columns, else the features."""
+        return self.tabular.column_names if self.tabular is not None else self.feature_names
+
     def subset(self, index: np.ndarray) -> Dataset:
         """The rows in ``index``."""
-        return Dataset(
-            self.X[index], self.y[index], self.task, self.feature_names, self.classes, self.source
-        )
+        table = None
+        if self.table is not None:
+            table = {name: cells[index] for name, cells in self.table.items()}
+        return replace(self, X=self.X[index], y=self.y[index], table=table)
+
+    def encoded_with(self, spec: TabularSpec) -> Dataset:
+        """This table encoded by ``spec`` (a spec fitted on other rows, e.g. training)."""
+        if self.table is None:
+            raise DataError(f"{self.source} has no table to encode")
+        X = spec.encode(self.table).X
+        return replace(self, X=X, feature_names=spec.feature_names, tabular=spec)
 
 
 @dataclass(frozen=True)
@@ -100,8 +127,21 @@ def load_builtin(name: str, seed: int = 0) -> Dataset:
     raise DataError(f"unknown dataset '{name}': choose one of {', '.join(BUILTIN_DATASETS)}")
 
 
-def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset:
-    """Load a CSV file with a header row; every column but ``target`` is a numeric feature.
+def load_csv(
+    path: str | Path,
+    target: str,
+    task: Task | None = None,
+    categorical: tuple[str, ...] = (),
+    numeric: tuple[str, ...] = (),
+) -> Dataset:
+    """Load a CSV file with a header row; every column but ``target`` is a feature.
+
+    Columns are typed by :func:`~ensembles.csv_table.read_csv_table` (numeric, boolean-like,
+    categorical; identifier-like columns dropped; ``categorical`` / ``numeric`` force a
+    kind). A file of numeric columns without missing cells is used as it is; any other is
+    encoded by a :class:`~ensembles.tabular.TabularSpec` (fitted here on every row, and
+    again on the training rows alone by :func:`split_dataset`). Rows with an empty target
+    are dropped (``rows_without_target``).
 
     The task is inferred when not given: a non-numeric target, or an integer target with at
     most 20 distinct values, means classification; anything else regression. Class labels
@@ -110,8 +150,10 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     Raises
     ------
     DataError
-        With one line naming the problem: missing file, unknown target column, non-numeric
-        features, missing values, a single class, a non-numeric regression target.
+        With one line naming the problem: missing file, unknown target column, a single
+        class, a non-numeric regression target (and see ``read_csv_table``).
+    ConfigError
+        When ``categorical`` / ``numeric`` name unknown columns.
     OSError
         When the path is a folder or cannot be read (``IsADirectoryError``,
         ``PermissionError``).
@@ -119,42 +161,15 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
     import pandas as pd
 
     path = Path(path)
-    if not path.exists():  # a folder or an unreadable file fails below with its OSError
-        raise DataError(f"CSV file not found: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
-    if frame.empty:
-        raise DataError(f"{path.name} has a header but no data rows")
-    columns = [str(column) for column in frame.columns]
-    frame.columns = columns
-    if target not in columns:
-        raise DataError(
-            f"target column '{target}' not in {path.name}; columns are: {', '.join(columns)}"
-        )
-    features = [column for column in columns if column != target]
-    if not features:
-        raise DataError(f"{path.name} has no feature columns besides the target '{target}'")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise DataError(f"non-numeric feature columns in {path.name}: {', '.join(non_numeric)}")
-    missing = frame.isna()
-    if missing.any().any():
-        column = next(c for c in columns if missing[c].any())
-        rows = np.flatnonzero(missing[column].to_numpy())
-        lines = ", ".join(str(row + 2) for row in rows[:3])
-        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
-        raise DataError(
-            f"missing values in {path.name}, column '{column}' at line {lines}{more}; "
-            "fill or drop those rows"
-        )
-    X = frame[features].to_numpy(dtype=np.float64)
-    if not np.isfinite(X).all():
-        column = features[int(np.flatnonzero(~np.isfinite(X).all(axis=0))[0])]
-        raise DataError(f"infinite values in {path.name}, column '{column}'")
-    values = frame[target]
+    csv = read_csv_table(path, target, categorical, numeric)
+    features = [column.name for column in csv.columns]
+    if csv.needs_encoding:
+        spec = fit_spec(csv.table, csv.columns, csv.dropped)
+        X, table, features = spec.encode(csv.table).X, csv.table, spec.feature_names
+    else:
+        spec, table = None, None
+        X = np.column_stack([csv.table[name] for name in features])
+    values = csv.target
     numeric_target = pd.api.types.is_numeric_dtype(values)
     if task is None:
         few_integers = numeric_target and (
@@ -162,16 +177,17 @@ def load_csv(path: str | Path, target: str, task: Task | None = None) -> Dataset
             and values.nunique() <= _MAX_CLASSES_FOR_NUMERIC_TARGET
         )
         task = "classification" if (not numeric_target or few_integers) else "regression"
+    extra = {"table": table, "tabular": spec, "rows_without_target": csv.rows_without_target}
     if task == "regression":
         if not numeric_target:
             raise DataError(f"target column '{target}' is not numeric, so it cannot be regressed")
-        return _regression(X, values.to_numpy(dtype=np.float64), features, str(path))
+        return _regression(X, values.to_numpy(dtype=np.float64), features, str(path), **extra)
     labels = values.astype(str) if not numeric_target else values
     uniques = sorted(pd.unique(labels), key=lambda v: (isinstance(v, str), v))
     index = {label: i for i, label in enumerate(uniques)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
     classes = [_label_text(label) for label in uniques]
-    return _classification(X, y, features, classes, str(path))
+    return _classification(X, y, features, classes, str(path), **extra)
 
 
 def load_data(
@@ -180,8 +196,12 @@ def load_data(
     target: str | None = None,
     task: Task | None = None,
     seed: int = 0,
+    categorical: tuple[str, ...] = (),
+    numeric: tuple[str, ...] = (),
 ) -> Dataset:
     """A CSV file when ``csv`` is given, else the built-in ``dataset`` (default ``digits``).
+
+    ``categorical`` / ``numeric`` force column kinds of a CSV (see :func:`load_csv`).
 
     Raises
     ------
@@ -191,7 +211,9 @@ def load_data(
     if csv is not None:
         if not target:
             raise ConfigError("--csv needs --target COLUMN naming the column to predict")
-        return load_csv(csv, target, task)
+        return load_csv(csv, target, task, categorical, numeric)
+    if categorical or numeric:
+        raise ConfigError("--categorical and --numeric apply to --csv files only")
     data = load_builtin(dataset or "digits", seed)
     if task is not None and task != data.task:
         raise ConfigError(f"--task {task} contradicts dataset '{dataset}', which is {data.task}")
@@ -290,28 +312,36 @@ def split_dataset(
         "n_validation": len(validation),
         "n_test": len(test),
     }
-    return Splits(
-        dataset.subset(np.sort(train)),
-        dataset.subset(np.sort(validation)),
-        dataset.subset(np.sort(test)),
-        record,
-    )
+    parts = [dataset.subset(np.sort(rows)) for rows in (train, validation, test)]
+    if dataset.tabular is not None and dataset.table is not None:
+        spec = fit_spec(parts[0].table, dataset.tabular.columns, dataset.tabular.dropped)
+        parts = [part.encoded_with(spec) for part in parts]
+    if dataset.rows_without_target:
+        record["rows_without_target"] = dataset.rows_without_target
+    return Splits(*parts, record)
 
 
 def _classification(
-    X: np.ndarray, y: np.ndarray, features: list[str], classes: list[str], source: str
+    X: np.ndarray,
+    y: np.ndarray,
+    features: list[str],
+    classes: list[str],
+    source: str,
+    **table: Any,
 ) -> Dataset:
     if len(classes) < 2:
         raise DataError(
             f"the target of {source} has a single class ('{classes[0]}'); "
             "classification needs at least two"
         )
-    return Dataset(X.astype(np.float32), y, "classification", features, classes, source)
+    return Dataset(X.astype(np.float32), y, "classification", features, classes, source, **table)
 
 
-def _regression(X: np.ndarray, y: np.ndarray, features: list[str], source: str) -> Dataset:
+def _regression(
+    X: np.ndarray, y: np.ndarray, features: list[str], source: str, **table: Any
+) -> Dataset:
     values = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
-    return Dataset(X.astype(np.float32), values, "regression", features, None, source)
+    return Dataset(X.astype(np.float32), values, "regression", features, None, source, **table)
 
 
 def _label_text(label: object) -> str:

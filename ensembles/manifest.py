@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ensembles.errors import IntegrityError
+from ensembles.tabular import TabularSpec
 
 #: 2: ``manifest.sha256`` beside the manifest and stored test outputs (``test_outputs.npz``)
 #: instead of a digest of them; versions of schema 1 are refused with advice.
@@ -25,7 +26,10 @@ class _Model(BaseModel):
 
 
 class InputSpec(_Model):
-    """The one input tensor every member takes: raw features, float32, ``(batch, n_features)``."""
+    """The one input tensor every member takes: float32, ``(batch, n_features)``.
+
+    Raw features, or for a table the encoded columns of ``Manifest.preprocessing``.
+    """
 
     name: str = "input"
     dtype: Literal["float32"] = "float32"
@@ -151,6 +155,11 @@ class Manifest(_Model):
     task: Task
     classes: list[str] | None = None
     input: InputSpec
+    preprocessing: TabularSpec | None = Field(
+        default=None,
+        description="tables: the column types and the encoding of raw columns into the "
+        "input (applied by ensembles.tabular, in training and serving alike)",
+    )
     output: OutputSpec
     strategy: StrategyInfo
     members: list[MemberInfo]

@@ -50,6 +50,8 @@ router = APIRouter(prefix="/v1", tags=["v1"])
 #: is refused by the runtime (400), so the bound is documented rather than enforced here.
 Number = Annotated[float, Strict(), WithJsonSchema(FLOAT32_SCHEMA)]
 Combiner = Annotated[str, WithJsonSchema(COMBINER_SCHEMA)]
+#: One cell of a record: a category, a number, a flag, or null for a missing value.
+Cell = Annotated[str, Strict()] | Number | Annotated[bool, Strict()] | None
 #: A version number: a positive JSON integer, ``3`` or ``3.0``, never ``"3"`` or ``true``.
 Version = Annotated[int, Strict(), Field(ge=1), BeforeValidator(integral)]
 
@@ -63,14 +65,24 @@ class PredictRequest(BaseModel):
             "examples": [
                 {"rows": [[0.0, 1.5, -0.3, 2.0]], "combiner": "mean", "members": True},
                 {"rows": [[0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4]], "version": 1},
+                {"records": [{"state": "KS", "account_length": 128, "plan": "no", "age": None}]},
             ]
         },
     )
 
     # The size limits are documented; the runtime checks them with its own messages (400).
-    rows: list[Annotated[list[Number], Field(json_schema_extra={"minItems": 1})]] = Field(
+    rows: list[Annotated[list[Number], Field(json_schema_extra={"minItems": 1})]] | None = Field(
+        default=None,
         description="Feature rows, shape (n_samples, n_features), in manifest feature order; "
-        "every row as long as the ensemble has features, at most `max_batch_rows` rows.",
+        "every row as long as the ensemble has features, at most `max_batch_rows` rows. "
+        "Numeric ensembles only; give `rows` or `records`.",
+        json_schema_extra={"minItems": 1},
+    )
+    records: list[dict[str, Cell]] | None = Field(
+        default=None,
+        description="Rows as objects keyed by column name: numbers, strings for categories, "
+        "true/false or the training spellings for flags, null for a missing cell; every "
+        "column of the ensemble in every record. Give `rows` or `records`.",
         json_schema_extra={"minItems": 1},
     )
     combiner: Combiner | None = Field(
@@ -309,6 +321,24 @@ async def describe(name: EnsembleName, registry: Registry) -> Response:
     return json_response(ensemble_info(registry, name))
 
 
+def _features(runtime: EnsembleRuntime, body: PredictRequest, request: Request) -> np.ndarray:
+    """The member input of a request: its ``rows``, or its ``records`` encoded."""
+    table = runtime.table_input
+    if (body.rows is None) == (body.records is None):
+        raise InvalidRequestError("give either 'rows' or 'records'", field="body")
+    if body.records is not None:
+        encoded = table.from_records(body.records)
+        request.app.state.metrics.count_unseen(runtime.name, encoded.unseen)
+        return encoded.X
+    if table.is_table:
+        raise InvalidRequestError(
+            f"'{runtime.name}' was trained on a table: send 'records' with its columns "
+            f"({', '.join(table.spec.column_names)}), not encoded 'rows'",
+            field="rows",
+        )
+    return _rows(body.rows)
+
+
 def _rows(rows: list[list[float]]) -> np.ndarray:
     if not rows:
         raise InvalidRequestError("empty batch: send at least one row", field="rows")
@@ -376,7 +406,7 @@ async def _predict(
 ) -> Response:
     runtime = await registry.get(name, body.version)
     mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
-    X = _rows(body.rows)
+    X = _features(runtime, body, request)
     prediction = await runtime.predict_async(
         X, combiner=body.combiner, members=body.members, uncertainty=body.uncertainty
     )

@@ -159,8 +159,10 @@ def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> d
     -------
     dict
         The V2 metadata response: ``name``, ``versions``, ``platform``, ``inputs`` (one,
-        shape ``[-1, n_features]``), ``outputs`` (name, datatype and shape, ``-1`` for the
-        batch axis) and ``parameters`` (version, task, classes, combiners).
+        shape ``[-1, n_features]``; for a table ensemble one per column, shape ``[-1, 1]``,
+        ``BYTES`` for categories and flags, ``FP64`` for numbers), ``outputs`` (name,
+        datatype and shape, ``-1`` for the batch axis) and ``parameters`` (version, task,
+        classes, combiners).
     """
     entry = registry.version_states(runtime.name)
     manifest = runtime.manifest
@@ -168,9 +170,13 @@ def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> d
         "name": runtime.name,
         "versions": [str(s["version"]) for s in entry if s["state"] == "loaded"],
         "platform": "ensemble_onnxruntime",
-        "inputs": [
-            {"name": manifest.input.name, "datatype": "FP32", "shape": [-1, runtime.n_features]}
-        ],
+        "inputs": (
+            runtime.table_input.metadata()
+            if runtime.table_input.is_table
+            else [
+                {"name": manifest.input.name, "datatype": "FP32", "shape": [-1, runtime.n_features]}
+            ]
+        ),
         "outputs": [
             {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
             for spec in runtime.outputs
@@ -271,7 +277,12 @@ async def _infer(
     else:
         wanted = [(o.name, o.binary) for o in parsed.outputs]
     names = {n for n, _ in wanted}
-    X = parsed.inputs[runtime.manifest.input.name]
+    if runtime.table_input.is_table:
+        encoded = runtime.table_input.from_tensors(parsed.inputs)
+        request.app.state.metrics.count_unseen(runtime.name, encoded.unseen)
+        X = encoded.X
+    else:
+        X = parsed.inputs[runtime.manifest.input.name]
     prediction = await runtime.predict_async(
         X,
         combiner=combiner,

@@ -229,6 +229,13 @@ class ServingMetrics:
             ["ensemble"],
             registry=self.registry,
         )
+        self.unseen_levels = Counter(
+            "ensembles_unseen_categories",
+            "Categorical cells received with a level the ensemble never saw in training "
+            "(served as its (other) level), per column",
+            ["ensemble", "column"],
+            registry=self.registry,
+        )
         self.variance = Histogram(
             "ensembles_prediction_variance",
             "Per-row member variance (pool disagreement) served, divided by its held-out mean",
@@ -245,6 +252,11 @@ class ServingMetrics:
         self._latest: dict[str, _DriftWindow] = {}
         self._feature_drift = _FeatureDriftCollector(self)
         self.registry.register(self._feature_drift)
+
+    def count_unseen(self, ensemble: str, unseen: dict[str, int]) -> None:
+        """Count the unseen categorical levels of one request, per column."""
+        for column, count in unseen.items():
+            self.unseen_levels.labels(ensemble, column).inc(count)
 
     def batch_hook(self, ensemble: str) -> Callable[[int], None]:
         """A callback that records the rows of every onnxruntime call of ``ensemble``."""

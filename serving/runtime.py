@@ -15,6 +15,7 @@ from ensembles.reproduction import stored_test_data
 from ensembles.store import ModelStore, StoredVersion
 from ensembles.uncertainty import served_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
+from serving.columns import TableInput
 from serving.errors import InvalidRequestError, OverloadedError
 from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, session_options
 from serving.prediction import Prediction, baseline_from, finite_rows
@@ -129,10 +130,14 @@ class EnsembleRuntime:
         self.default_outputs: tuple[str, ...] = tuple(
             name for name in self.output_specs if name not in (MEMBER_OUTPUTS, MEMBER_VARIANCES)
         )
-        #: The one input, as the V2 codec checks it.
-        self.input_meta: dict[str, TensorMeta] = {
-            manifest.input.name: TensorMeta("FP32", (-1, self.n_features))
-        }
+        #: The raw columns a table ensemble takes (``/v1`` records, ``/v2`` column inputs).
+        self.table_input = TableInput(manifest)
+        #: The inputs as the V2 codec checks them: one per column of a table, else the matrix.
+        self.input_meta: dict[str, TensorMeta] = (
+            self.table_input.tensor_meta
+            if self.table_input.is_table
+            else {manifest.input.name: TensorMeta("FP32", (-1, self.n_features))}
+        )
         self.uncertainty_set: frozenset[str] = frozenset(self.uncertainty_names)
 
     @classmethod

@@ -75,10 +75,17 @@ class InferRequest:
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """Expected datatype and shape (``-1`` for free dims) of a model input."""
+    """Expected datatype and shape (``-1`` for free dims) of a model input.
+
+    ``alternatives`` are other datatypes the input also takes; a ``column`` input (one
+    column of a table, shape ``[-1, 1]``) also takes the flat shape ``[n]`` and, for
+    floating-point datatypes, JSON ``null`` for a missing cell (NaN).
+    """
 
     datatype: str
     shape: tuple[int, ...]
+    alternatives: tuple[str, ...] = ()
+    column: bool = False
 
 
 def integral(value: Any) -> Any:
@@ -220,14 +227,17 @@ def _decode_input(
         raise InvalidRequestError(
             f"input '{name}' has unknown datatype {datatype!r}; expected one of {list(DATATYPES)}"
         )
-    if datatype != meta.datatype:
+    if datatype != meta.datatype and datatype not in meta.alternatives:
+        expected = " or ".join(f"'{d}'" for d in (meta.datatype, *meta.alternatives))
         raise InvalidRequestError(
             f"inference input '{name}' data-type is '{datatype}', but model '{model}' expects "
-            f"'{meta.datatype}'"
+            f"{expected}"
         )
     shape = _shape(entry, name)
-    if len(shape) != len(meta.shape) or any(
-        want not in (-1, got) for want, got in zip(meta.shape, shape, strict=True)
+    flat_column = meta.column and len(shape) == 1
+    if not flat_column and (
+        len(shape) != len(meta.shape)
+        or any(want not in (-1, got) for want, got in zip(meta.shape, shape, strict=True))
     ):
         expected = ",".join(map(str, meta.shape))
         raise InvalidRequestError(
@@ -240,16 +250,18 @@ def _decode_input(
             f"input '{name}' has {count} elements (shape {list(shape)}), over the limit of "
             f"{max_elements}"
         )
-    dtype = np.dtype(NUMPY_TYPES[datatype])
     parameters = entry.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidRequestError(f"'parameters' of input '{name}' must be an object")
     size = integral(parameters.get("binary_data_size"))
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise InvalidRequestError(
+            f"binary_data_size of input '{name}' must be a non-negative integer"
+        )
+    if datatype == "BYTES":
+        return _decode_bytes(entry, name, shape, size, binary, offset)
+    dtype = np.dtype(NUMPY_TYPES[datatype])
     if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidRequestError(
-                f"binary_data_size of input '{name}' must be a non-negative integer"
-            )
         needed = count * dtype.itemsize
         if size != needed:
             raise InvalidRequestError(
@@ -269,6 +281,8 @@ def _decode_input(
         array = np.asarray(entry["data"])
     except ValueError as exc:
         raise InvalidRequestError(f"'data' of input '{name}' is ragged: {exc}") from exc
+    if meta.column and datatype.startswith("FP") and array.dtype.kind == "O":
+        array = _with_missing(array, name)
     kinds = "b" if datatype == "BOOL" else "iuf" if datatype.startswith("FP") else "iu"
     if array.size and array.dtype.kind not in kinds:
         raise InvalidRequestError(
@@ -280,6 +294,63 @@ def _decode_input(
             f"input '{name}' has {array.size} values but shape {list(shape)} needs {count}"
         )
     return array.astype(dtype, copy=False).reshape(shape), offset
+
+
+def _with_missing(array: np.ndarray, name: str) -> np.ndarray:
+    """JSON numbers with ``null`` for missing cells as floats with NaN."""
+    cells = array.reshape(-1).tolist()
+    if not all(
+        c is None or (isinstance(c, int | float) and not isinstance(c, bool)) for c in cells
+    ):
+        raise InvalidRequestError(
+            f"'data' of input '{name}' must hold numbers or null (a missing cell)"
+        )
+    return np.array([math.nan if c is None else c for c in cells], dtype=np.float64)
+
+
+def _decode_bytes(
+    entry: dict[str, Any],
+    name: str,
+    shape: tuple[int, ...],
+    size: int | None,
+    binary: memoryview,
+    offset: int,
+) -> tuple[np.ndarray, int]:
+    """A BYTES input: JSON strings, or binary elements each prefixed by a 4-byte length."""
+    count = math.prod(shape)
+    if size is None:
+        if "data" not in entry:
+            raise InvalidRequestError(f"input '{name}' has neither 'data' nor binary_data_size")
+        cells = np.asarray(entry["data"], dtype=object).reshape(-1).tolist()
+        if not all(cell is None or isinstance(cell, str) for cell in cells):
+            raise InvalidRequestError(f"'data' of input '{name}' must hold BYTES as strings")
+        if len(cells) != count:
+            raise InvalidRequestError(
+                f"input '{name}' has {len(cells)} values but shape {list(shape)} needs {count}"
+            )
+        return np.array(cells, dtype=object).reshape(shape), offset
+    if offset + size > len(binary):
+        raise InvalidRequestError(
+            f"input '{name}' claims {size} bytes of binary data but only "
+            f"{len(binary) - offset} remain after the JSON header"
+        )
+    data, position, cells = binary[offset : offset + size], 0, []
+    while position < size:
+        if position + 4 > size:
+            raise InvalidRequestError(f"binary BYTES of input '{name}' end inside a length prefix")
+        length = int.from_bytes(data[position : position + 4], "little")
+        start, position = position + 4, position + 4 + length
+        if position > size:
+            raise InvalidRequestError(f"binary BYTES of input '{name}' end inside an element")
+        try:
+            cells.append(bytes(data[start:position]).decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError(f"input '{name}' holds bytes that are not UTF-8") from exc
+    if len(cells) != count:
+        raise InvalidRequestError(
+            f"input '{name}' has {len(cells)} BYTES elements but shape {list(shape)} needs {count}"
+        )
+    return np.array(cells, dtype=object).reshape(shape), offset + size
 
 
 def decode_infer_request(

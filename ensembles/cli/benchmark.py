@@ -137,6 +137,8 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         dataset=None if args.csv else (args.dataset or "digits"),
         csv=Path(args.csv) if args.csv else None,
         target=args.target,
+        categorical=tuple(args.categorical),
+        numeric=tuple(args.numeric),
         task=args.task,
         members=args.members,
         seed=args.seed,

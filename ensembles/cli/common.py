@@ -36,7 +36,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """``--dataset | --csv PATH --target COL``, ``--task`` and ``--seed``."""
+    """``--dataset | --csv PATH --target COL``, column kinds, ``--task`` and ``--seed``."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--dataset",
@@ -51,6 +51,20 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="force the task of a CSV (default: inferred from the target)",
     )
+    group.add_argument(
+        "--categorical",
+        nargs="+",
+        default=(),
+        metavar="COL",
+        help="CSV columns to treat as categorical (default: string columns)",
+    )
+    group.add_argument(
+        "--numeric",
+        nargs="+",
+        default=(),
+        metavar="COL",
+        help="CSV columns to treat as numeric (default: columns of numbers)",
+    )
     group.add_argument("--seed", type=int, default=0, help="seeds the split and every member")
 
 
@@ -62,6 +76,8 @@ def check_data_options(args: argparse.Namespace) -> None:
         raise ConfigError("--target only applies with --csv PATH")
     if args.csv and not args.target:
         raise ConfigError("--csv needs --target COLUMN naming the column to predict")
+    if (args.categorical or args.numeric) and not args.csv:
+        raise ConfigError("--categorical and --numeric apply to --csv files only")
 
 
 def run_command(main: Callable[[], int], writes: Sequence[str | Path] = ()) -> int:

@@ -132,7 +132,15 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
         raise ConfigError("; ".join(problems))
     check_data_options(args)
     config = config_from_args(args)
-    dataset = load_data(args.dataset, args.csv, args.target, args.task, args.seed)
+    dataset = load_data(
+        args.dataset,
+        args.csv,
+        args.target,
+        args.task,
+        args.seed,
+        tuple(args.categorical),
+        tuple(args.numeric),
+    )
     if dataset.task == "regression" and config.class_weight == "balanced":
         raise ConfigError(BALANCED_REGRESSION.format(setting="--class-weight"))
     splits = split_dataset(dataset, args.seed, args.validation_fraction, args.test_fraction)

@@ -154,6 +154,8 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         dataset=None if args.csv else (args.dataset or "digits"),
         csv=Path(args.csv) if args.csv else None,
         target=args.target,
+        categorical=tuple(args.categorical),
+        numeric=tuple(args.numeric),
         task=args.task,
         strategy=args.strategy,
         members=args.members,
@@ -180,6 +182,8 @@ def summary(report: TrainReport) -> str:
     """The end-of-run tables: members, combiners against the baselines, the default choice."""
     manifest = report.manifest
     parts = [_learning_line(manifest), _member_table(manifest), _combiner_table(manifest)]
+    if manifest.preprocessing is not None or manifest.split.get("rows_without_target"):
+        parts.insert(0, _columns_line(manifest))
     if manifest.out_of_sample is not None:
         parts.append(_out_of_sample_line(manifest.out_of_sample))
     if manifest.default_choice is not None:
@@ -188,6 +192,25 @@ def summary(report: TrainReport) -> str:
         f"\n\npublished {manifest.name} version {manifest.version} in {report.seconds:.1f} s\n"
         f"serve it: python -m serving --store {Path(report.store)}"
     )
+
+
+def _columns_line(manifest: Manifest) -> str:
+    """The CSV's inferred schema: each column's kind and encoding, what was dropped."""
+    spec, lines = manifest.preprocessing, []
+    for column in spec.columns if spec is not None else []:
+        if column.kind == "categorical":
+            how = f"{len(column.levels)} levels" + (" + (other)" if column.other else "")
+        elif column.kind == "boolean":
+            how = f"{column.true_token}/{column.false_token}"
+        else:
+            how = "number"
+        missing = f", missing -> median {column.fill:g} + indicator" if column.indicator else ""
+        lines.append(f"  {column.name}: {column.kind} ({how}{missing})")
+    for dropped in spec.dropped if spec is not None else []:
+        lines.append(f"  {dropped.name}: dropped, {dropped.reason}")
+    if rows := manifest.split.get("rows_without_target"):
+        lines.append(f"  dropped {rows} row(s) with an empty target (cannot be trained or scored)")
+    return "columns:\n" + "\n".join(lines)
 
 
 def _learning_line(manifest: Manifest) -> str:

@@ -25,7 +25,7 @@ from ensembles.training.callbacks import EarlyStopping
 from ensembles.training.config import TrainConfig
 from ensembles.training.learning_rate import RangeTestResult, lr_range_test
 from ensembles.training.loop import Callback, FitResult, batch_starts, fit_member
-from ensembles.training.network import MemberNetwork
+from ensembles.training.network import Imputation, MemberNetwork
 from ensembles.training.plans import MemberPlan, training_rows
 
 
@@ -42,6 +42,9 @@ class TrainingData:
     task : {"classification", "regression"}
     n_outputs : int
         Classes, or regression targets.
+    imputed : tuple of (int, int)
+        ``(value column, indicator column)`` of every feature whose missing cells each
+        member fills with its own median (:meth:`~ensembles.tabular.TabularSpec.imputed_columns`).
     """
 
     X_train: np.ndarray
@@ -50,12 +53,16 @@ class TrainingData:
     y_val: np.ndarray
     task: Task
     n_outputs: int
+    imputed: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_splits(cls, splits: Splits) -> TrainingData:
         """The training and validation splits of a three-way split."""
         train, validation = splits.train, splits.validation
-        return cls(train.X, train.y, validation.X, validation.y, train.task, train.n_outputs)
+        imputed = tuple(train.tabular.imputed_columns()) if train.tabular is not None else ()
+        return cls(
+            train.X, train.y, validation.X, validation.y, train.task, train.n_outputs, imputed
+        )
 
 
 @dataclass
@@ -85,8 +92,13 @@ class TrainedMember:
 
 
 def build_network(data: TrainingData, config: TrainConfig, rows: np.ndarray) -> MemberNetwork:
-    """A fresh member network whose standardization comes from the member's own rows."""
+    """A fresh member network whose imputation and standardization come from its own rows."""
     X = data.X_train[rows]
+    imputation = member_imputation(X, data.imputed)
+    if imputation is not None:
+        missing = X[:, imputation.indicators] > 0.5
+        X = X.copy()
+        X[:, imputation.values] = np.where(missing, imputation.fill, X[:, imputation.values])
     mean = X.mean(axis=0) if config.standardize else np.zeros(X.shape[1])
     scale = X.std(axis=0) if config.standardize else np.ones(X.shape[1])
     scale = np.where(scale > 1e-8, scale, 1.0)
@@ -98,8 +110,32 @@ def build_network(data: TrainingData, config: TrainConfig, rows: np.ndarray) -> 
             np.where(y.std(axis=0) > 1e-8, y.std(axis=0), 1.0),
         )
     return MemberNetwork(
-        X.shape[1], data.n_outputs, data.task, config, mean, scale, target_mean, target_scale
+        X.shape[1],
+        data.n_outputs,
+        data.task,
+        config,
+        mean,
+        scale,
+        target_mean,
+        target_scale,
+        imputation,
     )
+
+
+def member_imputation(X: np.ndarray, imputed: tuple[tuple[int, int], ...]) -> Imputation | None:
+    """The member's fill values: the median of each flagged column where it was present.
+
+    A column missing on every one of the member's rows keeps the placeholder the encoding
+    wrote (the training split's median).
+    """
+    if not imputed:
+        return None
+    values, indicators = (np.array(cols, dtype=np.int64) for cols in zip(*imputed, strict=True))
+    fill = np.empty(len(values), dtype=np.float32)
+    for k, (value, indicator) in enumerate(imputed):
+        present = X[:, indicator] < 0.5
+        fill[k] = np.median(X[present, value]) if present.any() else X[0, value]
+    return Imputation(values, indicators, fill)
 
 
 def resolve_learning_rate(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -40,6 +42,9 @@ class MemberNetwork(nn.Module):
     input_mean, input_scale : ndarray (n_features,)
     target_mean, target_scale : ndarray (n_outputs,)
         Regression target statistics (ignored for classification).
+    imputation : Imputation, optional
+        Fill values of the member's own rows for the features that have missing-indicator
+        columns (:meth:`~ensembles.tabular.TabularSpec.imputed_columns`).
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class MemberNetwork(nn.Module):
         input_scale: np.ndarray,
         target_mean: np.ndarray | None = None,
         target_scale: np.ndarray | None = None,
+        imputation: Imputation | None = None,
     ) -> None:
         super().__init__()
         self.task = task
@@ -79,10 +85,27 @@ class MemberNetwork(nn.Module):
         self.register_buffer(
             "target_scale", _tensor(target_scale if target_scale is not None else ones)
         )
+        self.imputes = imputation is not None and len(imputation.fill) > 0
+        if self.imputes:
+            self.register_buffer("impute_values", _selection(imputation.values, n_features))
+            self.register_buffer("impute_flags", _selection(imputation.indicators, n_features))
+            self.register_buffer("impute_fill", _tensor(imputation.fill))
+
+    def impute(self, x: torch.Tensor) -> torch.Tensor:
+        """Missing cells (indicator 1) set to this member's own fill values.
+
+        Dense selections (matrix products) rather than indexing, so the exported graph is
+        plain MatMul and Mul: ``x + missing * (fill - value)`` on the flagged columns.
+        """
+        if not self.imputes:
+            return x
+        values = x @ self.impute_values.T
+        missing = x @ self.impute_flags.T
+        return x + (missing * (self.impute_fill - values)) @ self.impute_values
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw features to the scale the layers see."""
-        return (x - self.input_mean) / self.input_scale
+        """Raw features to the scale the layers see (missing cells imputed first)."""
+        return (self.impute(x) - self.input_mean) / self.input_scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Training output on standardized inputs ``z`` (batch, n_features).
@@ -123,6 +146,30 @@ class ExportedMember(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Probabilities, or values (and variances), on raw features."""
         return self.network.predict(x)
+
+
+@dataclass(frozen=True)
+class Imputation:
+    """Per-member fill values of encoded columns that have a missing-indicator column.
+
+    Attributes
+    ----------
+    values, indicators : ndarray (k,) int
+        Encoded column of each value and of its indicator.
+    fill : ndarray (k,)
+        The median of the value over the member's own rows where it was present.
+    """
+
+    values: np.ndarray
+    indicators: np.ndarray
+    fill: np.ndarray
+
+
+def _selection(columns: np.ndarray, n_features: int) -> torch.Tensor:
+    """(k, n_features) rows that pick ``columns`` out of a feature row."""
+    selection = np.zeros((len(columns), n_features), dtype=np.float32)
+    selection[np.arange(len(columns)), columns] = 1.0
+    return torch.as_tensor(selection)
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor:

@@ -79,6 +79,7 @@ class TrainRequest:
     dataset : str or None
         Built-in dataset name; ignored when ``csv`` is given.
     csv, target : user CSV file and its target column.
+    categorical, numeric : CSV columns forced to that kind (inferred otherwise).
     task : forced task for a CSV (inferred when None).
     strategy : one of bagging, kfold, subsample, repeat, horizontal, snapshot.
     members : members (snapshot cycles, horizontal checkpoints, folds, runs).
@@ -105,6 +106,8 @@ class TrainRequest:
     dataset: str | None = "digits"
     csv: Path | None = None
     target: str | None = None
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
     task: Task | None = None
     strategy: Strategy = defaults.STRATEGY
     members: int = 5
@@ -211,7 +214,15 @@ def run_training(request: TrainRequest) -> TrainReport:
 
 def load_dataset(request: TrainRequest) -> Dataset:
     """The request's dataset: a CSV when ``csv`` is set, else the built-in one."""
-    return load_data(request.dataset, request.csv, request.target, request.task, request.seed)
+    return load_data(
+        request.dataset,
+        request.csv,
+        request.target,
+        request.task,
+        request.seed,
+        request.categorical,
+        request.numeric,
+    )
 
 
 def predict_heldout(
@@ -311,6 +322,7 @@ def _manifest(
         task=task,
         classes=splits.train.classes,
         input=InputSpec(feature_names=splits.train.feature_names),
+        preprocessing=splits.train.tabular,
         output=output_spec(networks[0]),
         strategy=StrategyInfo(name=request.strategy, params=params),
         members=member_infos,

@@ -1,0 +1,208 @@
+"""Reading a user's CSV into typed columns: numeric, boolean-like and categorical.
+
+The column types are inferred (see :func:`read_csv_table`) and can be overridden; the
+result is a table as :mod:`ensembles.tabular` defines it, ready to be fitted and encoded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensembles.errors import ConfigError, DataError
+from ensembles.tabular import (
+    ColumnSpec,
+    DroppedColumn,
+    Table,
+    boolean_tokens,
+    level_text,
+)
+
+logger = logging.getLogger(__name__)
+
+#: A string column with distinct values on more than this share of its rows is an
+#: identifier (an id, a phone number, a name): it cannot generalize to new rows.
+IDENTIFIER_SHARE = 0.9
+#: ... judged only on at least this many rows (ten rows of ten labels prove nothing).
+IDENTIFIER_MIN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """A CSV file as typed feature columns and a target.
+
+    Attributes
+    ----------
+    table : Table
+        Feature columns, coerced (float64 with NaN, or object arrays of str / None).
+    columns : list of ColumnSpec
+        Name and inferred (or forced) kind of every feature column, unfitted.
+    dropped : list of DroppedColumn
+        Columns left out, and why.
+    target : pandas.Series
+        The target column, rows with an empty target removed.
+    rows_without_target : int
+        Rows dropped because their target cell was empty.
+    """
+
+    table: Table
+    columns: list[ColumnSpec]
+    dropped: list[DroppedColumn]
+    target: Any
+    rows_without_target: int
+
+    @property
+    def needs_encoding(self) -> bool:
+        """True unless every column is numeric with no missing cell (the plain matrix)."""
+        return any(
+            column.kind != "numeric" or np.isnan(self.table[column.name]).any()
+            for column in self.columns
+        )
+
+
+def read_csv_table(
+    path: Path,
+    target: str,
+    categorical: tuple[str, ...] = (),
+    numeric: tuple[str, ...] = (),
+) -> CsvTable:
+    """Read ``path`` and type its columns.
+
+    A column pandas reads as numbers is numeric; one of booleans, or of strings that are
+    all one of the spellings in :data:`~ensembles.tabular.BOOLEAN_TOKENS` (``yes/no``,
+    ``true/false``, ``Y/N``, ``t/f``, ``0/1``), is boolean; any other is categorical. A
+    categorical column distinct on more than :data:`IDENTIFIER_SHARE` of its rows is
+    dropped with a warning (name it in ``categorical`` to keep it). Empty cells are
+    missing values; rows with an empty target are dropped.
+
+    Parameters
+    ----------
+    path : Path
+    target : str
+    categorical, numeric : tuple of str
+        Columns forced to that kind (``--categorical`` / ``--numeric``).
+
+    Raises
+    ------
+    DataError
+        With one line naming the problem: unparseable file, unknown target, no feature
+        columns, a forced-numeric column holding text, infinite values, every target empty.
+    ConfigError
+        When an override names an unknown column, the target, or the same column twice.
+    """
+    import pandas as pd
+
+    if not path.exists():  # a folder or an unreadable file fails below with its OSError
+        raise DataError(f"CSV file not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
+    if frame.empty:
+        raise DataError(f"{path.name} has a header but no data rows")
+    frame.columns = [str(column) for column in frame.columns]
+    names = list(frame.columns)
+    if target not in names:
+        raise DataError(
+            f"target column '{target}' not in {path.name}; columns are: {', '.join(names)}"
+        )
+    features = [name for name in names if name != target]
+    if not features:
+        raise DataError(f"{path.name} has no feature columns besides the target '{target}'")
+    _check_overrides(categorical, numeric, features, target, path.name)
+    empty_target = frame[target].isna().to_numpy()
+    if empty_target.all():
+        raise DataError(f"every target cell of column '{target}' in {path.name} is empty")
+    frame = frame.loc[~empty_target].reset_index(drop=True)
+    table: Table = {}
+    columns, dropped = [], []
+    for name in features:
+        kind, cells, tokens = _typed(frame[name], name, name in categorical, name in numeric)
+        reason = _identifier(cells) if kind == "categorical" and name not in categorical else None
+        if reason is not None:
+            dropped.append(DroppedColumn(name=name, reason=reason))
+            logger.warning("dropped column '%s' of %s: %s", name, path.name, reason)
+            continue
+        if kind == "numeric" and np.isinf(cells).any():
+            raise DataError(f"infinite values in {path.name}, column '{name}'")
+        table[name] = cells
+        true, false = tokens or (None, None)
+        columns.append(ColumnSpec(name=name, kind=kind, true_token=true, false_token=false))
+    if not columns:
+        kept = ", ".join(column.name for column in dropped)
+        raise DataError(
+            f"{path.name} has no usable feature column: {kept} look like identifiers; "
+            "name one with --categorical to keep it"
+        )
+    return CsvTable(table, columns, dropped, frame[target], int(empty_target.sum()))
+
+
+def _typed(
+    values: Any, name: str, force_categorical: bool, force_numeric: bool
+) -> tuple[str, np.ndarray, tuple[str, str] | None]:
+    """``(kind, cells, boolean tokens)`` of one column."""
+    import pandas as pd
+
+    present = values.dropna()
+    if force_numeric:
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values[numbers.isna() & values.notna()]
+        if len(bad):
+            raise DataError(
+                f"column '{name}' is forced numeric but holds text, e.g. '{bad.iloc[0]}' at "
+                f"row {int(bad.index[0]) + 1}"
+            )
+        return "numeric", numbers.to_numpy(dtype=np.float64), None
+    if not force_categorical:
+        if pd.api.types.is_bool_dtype(values):
+            return "boolean", values.astype(float).to_numpy(), ("true", "false")
+        if pd.api.types.is_numeric_dtype(values):
+            return "numeric", values.to_numpy(dtype=np.float64), None
+        tokens = boolean_tokens(present.astype(str))
+        if tokens is not None:
+            lowered = present.astype(str).str.strip().str.lower()
+            cells = np.full(len(values), np.nan)
+            cells[values.notna().to_numpy()] = (lowered == tokens[0]).to_numpy(dtype=float)
+            return "boolean", cells, tokens
+    cells = np.array(
+        [None if pd.isna(cell) else level_text(cell) for cell in values.tolist()], dtype=object
+    )
+    return "categorical", cells, None
+
+
+def _identifier(cells: np.ndarray) -> str | None:
+    present = [cell for cell in cells if cell is not None]
+    if len(present) < IDENTIFIER_MIN_ROWS:
+        return None
+    share = len(set(present)) / len(present)
+    if share <= IDENTIFIER_SHARE:
+        return None
+    return (
+        f"distinct on {share:.0%} of its rows, so it identifies rows rather than describing "
+        "them (an id?); name it with --categorical to keep it"
+    )
+
+
+def _check_overrides(
+    categorical: tuple[str, ...],
+    numeric: tuple[str, ...],
+    features: list[str],
+    target: str,
+    file: str,
+) -> None:
+    for option, names in (("--categorical", categorical), ("--numeric", numeric)):
+        for name in names:
+            if name == target:
+                raise ConfigError(f"{option} {name} names the target column")
+            if name not in features:
+                raise ConfigError(
+                    f"{option} {name}: no such column in {file}; columns are: {', '.join(features)}"
+                )
+    both = sorted(set(categorical) & set(numeric))
+    if both:
+        raise ConfigError(f"column '{both[0]}' is given to both --categorical and --numeric")
