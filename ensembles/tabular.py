@@ -11,10 +11,11 @@ time and by the server (no torch, no pandas):
   training median). Each member replaces that placeholder with the median of its own rows
   inside its graph (:meth:`TabularSpec.imputed_columns`).
 - a categorical column is one-hot: the :data:`MAX_LEVELS` most frequent levels with at
-  least :data:`MIN_LEVEL_ROWS` training rows get a column each; a missing cell is its own
-  level (:data:`MISSING_LEVEL`); the remaining levels share :data:`OTHER_LEVEL`. A level
-  never seen in training is encoded as ``(other)`` when that column exists, else as all
-  zeros, and counted (:attr:`EncodedTable.unseen`).
+  least :data:`MIN_LEVEL_ROWS` training rows get a column each; missing cells get their
+  own column (:data:`MISSING_LEVEL`) when as many training rows have one; the remaining
+  levels (and rarer missing cells) share :data:`OTHER_LEVEL`. A level never seen in
+  training is encoded as ``(other)`` when that column exists, else as all zeros, and
+  counted (:attr:`EncodedTable.unseen`); the rare levels are recorded, so they are not.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ BOOLEAN_TOKENS: tuple[tuple[str, str], ...] = (
     ("t", "f"),
     ("1", "0"),
 )
+
+_TRUE = frozenset(true for true, _ in BOOLEAN_TOKENS)
+_FALSE = frozenset(false for _, false in BOOLEAN_TOKENS)
 
 
 class ColumnError(DataError):
@@ -87,7 +91,15 @@ class ColumnSpec(_Model):
     levels: list[str] = Field(
         default_factory=list, description="categorical: the levels with a column, in order"
     )
-    other: bool = Field(default=False, description="categorical: an (other) column follows")
+    missing: bool = Field(
+        default=False, description="categorical: a (missing) column follows the levels"
+    )
+    other: bool = Field(default=False, description="categorical: an (other) column comes last")
+    rare_levels: list[str] = Field(
+        default_factory=list,
+        description="categorical: training levels too rare for a column (encoded as (other); "
+        "kept to tell them from levels never seen)",
+    )
 
 
 class DroppedColumn(_Model):
@@ -113,8 +125,13 @@ class TabularSpec(_Model):
         """Names of the encoded columns: values, then missing indicators, then one-hot."""
         values = [c.name for c in self.columns if c.kind != "categorical"]
         indicators = [f"{c.name}:missing" for c in self.columns if c.indicator]
-        one_hot = [f"{c.name}={level}" for c in self.columns for level in _all_levels(c)]
+        one_hot = [name for c in self.columns for name in _one_hot_names(c)]
         return values + indicators + one_hot
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the encoding passes numeric columns through unchanged (no indicators)."""
+        return all(c.kind == "numeric" and not c.indicator for c in self.columns)
 
     @property
     def n_features(self) -> int:
@@ -192,11 +209,7 @@ def fit_spec(
     for column in columns:
         cells = table[column.name]
         if column.kind == "categorical":
-            counts = Counter(MISSING_LEVEL if cell is None else cell for cell in cells)
-            frequent = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-            kept = [level for level, count in frequent[:MAX_LEVELS] if count >= MIN_LEVEL_ROWS]
-            rare = sum(count for level, count in counts.items() if level not in kept)
-            fitted.append(column.model_copy(update={"levels": kept, "other": rare > 0}))
+            fitted.append(_fit_levels(column, cells))
             continue
         observed = cells[~np.isnan(cells)]
         fill = float(np.median(observed)) if len(observed) else 0.0
@@ -294,31 +307,48 @@ def boolean_tokens(values: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def _all_levels(column: ColumnSpec) -> list[str]:
-    return column.levels + ([OTHER_LEVEL] if column.other else [])
+def _fit_levels(column: ColumnSpec, cells: np.ndarray) -> ColumnSpec:
+    """The levels of a categorical column that earn a column (see the module docstring)."""
+    n_missing = sum(cell is None for cell in cells)
+    counts = Counter(cell for cell in cells if cell is not None)
+    frequent = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:MAX_LEVELS]
+    kept = [level for level, count in frequent if count >= MIN_LEVEL_ROWS]
+    rare = sorted(set(counts) - set(kept))
+    missing = n_missing >= MIN_LEVEL_ROWS
+    other = bool(rare) or (0 < n_missing < MIN_LEVEL_ROWS)
+    update = {"levels": kept, "missing": missing, "other": other, "rare_levels": rare}
+    return column.model_copy(update=update)
+
+
+def _one_hot_names(column: ColumnSpec) -> list[str]:
+    """Names of a categorical column's one-hot columns: ``name=level``, then
+    ``name:(missing)`` and ``name:(other)`` (a ``:`` no level name can produce)."""
+    names = [f"{column.name}={level}" for level in column.levels]
+    names += [f"{column.name}:{MISSING_LEVEL}"] if column.missing else []
+    return names + ([f"{column.name}:{OTHER_LEVEL}"] if column.other else [])
 
 
 def _one_hot(column: ColumnSpec, cells: np.ndarray, n_rows: int) -> tuple[np.ndarray, int]:
-    levels = _all_levels(column)
-    index = {level: i for i, level in enumerate(levels)}
-    fallback = index.get(OTHER_LEVEL, -1)
-    block = np.zeros((n_rows, len(levels)))
-    unseen = 0
-    for row, cell in enumerate(cells):
-        level = MISSING_LEVEL if cell is None else cell
-        position = index.get(level)
-        if position is None:
-            unseen += level != MISSING_LEVEL
-            position = fallback
-        if position >= 0:
-            block[row, position] = 1.0
+    """The one-hot block of a categorical column, and how many cells held unseen levels."""
+    width = len(column.levels) + column.missing + column.other
+    other = width - 1 if column.other else -1
+    missing = len(column.levels) if column.missing else other
+    index = {level: k for k, level in enumerate(column.levels)}
+    positions = np.array(
+        [missing if cell is None else index.get(cell, other) for cell in cells], dtype=np.int64
+    )
+    known = set(column.rare_levels)
+    unseen = sum(cell is not None and cell not in index and cell not in known for cell in cells)
+    block = np.zeros((n_rows, width))
+    rows = np.flatnonzero(positions >= 0)
+    block[rows, positions[rows]] = 1.0
     return block, unseen
 
 
 def _coerce(column: ColumnSpec, values: Sequence[Any] | np.ndarray, where: str) -> np.ndarray:
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         if column.kind == "categorical":
-            return np.array([level_text(v) for v in values.astype(object).tolist()], dtype=object)
+            return np.array([_category(column, v, where) for v in values.tolist()], dtype=object)
         cells = values.astype(np.float64).reshape(-1)
         odd = ~np.isfinite(cells) if column.fill is None else np.isinf(cells)
         if column.kind == "boolean":
@@ -388,11 +418,13 @@ def _boolean(column: ColumnSpec, cell: Any, where: str) -> float:
         text = cell.strip().lower()
         if text == "":
             return math.nan
-        if text in (column.true_token, "true", "1"):
+        if text in _TRUE or text == column.true_token:
             return 1.0
-        if text in (column.false_token, "false", "0"):
+        if text in _FALSE or text == column.false_token:
             return 0.0
-    expected = f"true/false or '{column.true_token}'/'{column.false_token}'"
+    own = (column.true_token, column.false_token)
+    spelled = f" or '{own[0]}'/'{own[1]}'" if None not in own and own != ("true", "false") else ""
+    expected = f"true/false, 0/1{spelled}"
     raise _type_error(column, cell, expected, where)
 
 

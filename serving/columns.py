@@ -44,8 +44,9 @@ class TableInput:
 
     def __init__(self, manifest: Manifest) -> None:
         preprocessing = manifest.preprocessing
-        #: Whether requests send raw columns (a table ensemble) or one float32 matrix.
-        self.is_table = preprocessing is not None
+        #: Whether requests send raw columns (a table ensemble) or one float32 matrix (also
+        #: a table whose encoding is the identity: numbers only, none ever missing).
+        self.is_table = preprocessing is not None and not preprocessing.is_identity
         self.spec = preprocessing or TabularSpec(
             columns=[ColumnSpec(name=name, kind="numeric") for name in manifest.input.feature_names]
         )

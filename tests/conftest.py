@@ -14,6 +14,16 @@ TINY = {
     "dropout": 0.0,
 }
 
+#: Per strategy, what a tiny run of it needs beyond TINY (snapshot: epochs for its cycles).
+STRATEGY_PARAMS = {
+    "bagging": {},
+    "kfold": {},
+    "subsample": {},
+    "repeat": {},
+    "horizontal": {},
+    "snapshot": {"epochs": 6},
+}
+
 
 def tiny_request(tmp_path: Path, **changes):
     """A TrainRequest that trains in well under a second per member."""

@@ -7,17 +7,29 @@ from collections import Counter
 from typing import Any, Literal
 
 from ensembles.benchmark.aggregate import format_cell, mean_std
+from ensembles.benchmark.gradient_boosting import HGB
 from ensembles.markdown import format_table
 
 Direction = Literal["higher", "lower", "nominal"]
 
 BASELINES: tuple[str, ...] = ("best_member", "average_member", "single_network")
+#: Models from outside the ensemble (neither a combiner nor one of its networks): each is
+#: compared with the default in a table of its own (:func:`against_table`), never picked
+#: as the best baseline or the oracle.
+OTHER_MODELS: tuple[str, ...] = (HGB,)
 #: Confidence of the two-sided t interval of the mean paired gain.
 GAIN_CONFIDENCE = 0.90
 #: Headline metrics per task and which way is better; ``nominal``: closer to the
 #: interval level the manifests record.
+#: ROC AUC and average precision are scored for two classes only; other data sets skip them.
 HEADLINE_METRICS: dict[str, tuple[tuple[str, Direction], ...]] = {
-    "classification": (("accuracy", "higher"), ("nll", "lower"), ("ece", "lower")),
+    "classification": (
+        ("accuracy", "higher"),
+        ("nll", "lower"),
+        ("ece", "lower"),
+        ("roc_auc", "higher"),
+        ("average_precision", "higher"),
+    ),
     "regression": (("rmse", "lower"), ("gaussian_nll", "lower"), ("coverage", "nominal")),
 }
 #: Verdict of :func:`paired_gain` when the repeats cannot tell: fewer than two, or every
@@ -81,12 +93,20 @@ def paired_gain(gains: list[float], confidence: float = GAIN_CONFIDENCE) -> dict
     return {**result, "low": low, "high": high, "beyond_spread": beyond, "verdict": _yes(beyond)}
 
 
-def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
+def is_combiner(name: str) -> bool:
+    """Whether model ``name`` of a run is one of the version's combiners."""
+    return name not in BASELINES and name not in OTHER_MODELS
+
+
+def headline(
+    results: dict[str, Any], baselines: tuple[str, ...] = BASELINES
+) -> list[dict[str, Any]]:
     """Per headline metric and strategy: the default combiner against the best baseline.
 
     The default is what a user gets: the manifest's ``default_combiner``, chosen without
-    the test split, in each repeat. The baseline is the best of :data:`BASELINES` by its
-    mean over repeats on the test split (a conservative choice). The gain is paired repeat
+    the test split, in each repeat. The baseline is the best of ``baselines`` (default
+    :data:`BASELINES`; ``(HGB,)`` for :func:`against_table`) by its mean over repeats on
+    the test split (a conservative choice). The gain is paired repeat
     by repeat (same split, same members), so split-to-split variation cancels; see
     :func:`paired_gain`. The *oracle* is the combiner with the best mean on the test split,
     which no user could have picked: reported for reference only.
@@ -105,7 +125,7 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     for metric, direction in HEADLINE_METRICS[results["task"]]:
         for strategy, group in results["summary"].items():
             runs = [run for run in results["runs"] if run["strategy"] == strategy]
-            item = _compare(runs, group["models"], metric, direction, level)
+            item = _compare(runs, group["models"], metric, direction, level, baselines)
             if item is not None:
                 found.append({"strategy": strategy, "metric": metric, **item})
     return found
@@ -117,6 +137,7 @@ def _compare(
     metric: str,
     direction: Direction,
     level: float,
+    candidates: tuple[str, ...] = BASELINES,
 ) -> dict[str, Any] | None:
     """One :func:`headline` entry; None when the default or every baseline lacks ``metric``."""
     scored = {
@@ -124,8 +145,8 @@ def _compare(
         for name, m in models.items()
         if metric in m and math.isfinite(m[metric]["mean"])
     }
-    baselines = [name for name in BASELINES if name in scored]
-    combiners = [name for name in scored if name not in BASELINES]
+    baselines = [name for name in candidates if name in scored]
+    combiners = [name for name in scored if is_combiner(name)]
     defaults = [run["models"][run["default_combiner"]] for run in runs]
     values = [model.get(metric, math.nan) for model in defaults]
     default = mean_std(values)
@@ -160,9 +181,6 @@ def headline_table(results: dict[str, Any]) -> str:
     """:func:`headline` as a Markdown table, the oracle in the last column."""
     rows = []
     for item in headline(results):
-        interval = "—"
-        if math.isfinite(item["low"]):
-            interval = f"[{item['low']:+.4f}, {item['high']:+.4f}]"
         rows.append(
             (
                 item["strategy"],
@@ -174,7 +192,7 @@ def headline_table(results: dict[str, Any]) -> str:
                 format_cell(_stats(item, "baseline", item["n"]), 4),
                 format_gain(item, 4),
                 item["n"],
-                interval,
+                _interval(item),
                 item["verdict"],
                 f"{item['oracle']} {item['oracle_mean']:.4f}",
             )
@@ -192,6 +210,43 @@ def headline_table(results: dict[str, Any]) -> str:
         f"{GAIN_CONFIDENCE:.0%} t interval",
         "beyond spread",
         "oracle: best on test",
+    ]
+    return format_table(header, rows)
+
+
+def against_table(results: dict[str, Any], model: str = HGB) -> str:
+    """The default combiner against one of :data:`OTHER_MODELS`, paired over repeats.
+
+    Rows as :func:`headline_table`'s, with ``model`` in place of the best baseline and no
+    effective members or oracle. Empty when no run scored ``model``.
+    """
+    rows = []
+    for item in headline(results, (model,)):
+        rows.append(
+            (
+                item["strategy"],
+                item["metric"],
+                item["default"],
+                format_cell(_stats(item, "default", item["n"]), 4),
+                format_cell(_stats(item, "baseline", item["n"]), 4),
+                format_gain(item, 4),
+                item["n"],
+                _interval(item),
+                item["verdict"],
+            )
+        )
+    if not rows:
+        return ""
+    header = [
+        "strategy",
+        "metric",
+        "default",
+        "mean ± std",
+        f"{model} mean ± std",
+        "paired gain ± se",
+        "n",
+        f"{GAIN_CONFIDENCE:.0%} t interval",
+        "beyond spread",
     ]
     return format_table(header, rows)
 
@@ -228,6 +283,12 @@ def default_label(runs: list[dict[str, Any]]) -> str:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def _interval(item: dict[str, Any]) -> str:
+    if not math.isfinite(item["low"]):
+        return "—"
+    return f"[{item['low']:+.4f}, {item['high']:+.4f}]"
 
 
 def _stats(item: dict[str, Any], prefix: str, n: int) -> dict[str, float]:

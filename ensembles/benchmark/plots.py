@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ensembles.benchmark.headline import BASELINES
+from ensembles.benchmark.headline import is_combiner
 from ensembles.benchmark.ood import REFERENCES, ROC_GRID, TARGET_TPR, measure_label
 from ensembles.benchmark.report import PRIMARY
 from ensembles.benchmark.scoring import N_MEMBER_ORDERS
@@ -18,10 +18,10 @@ from ensembles.benchmark.shift import SHIFT_METRICS
 def write_plots(results: dict[str, Any], folder: Path) -> list[str]:
     """Draw every plot into ``folder``; return the file names written.
 
-    Files: ``reliability_<strategy>.png`` (a panel per combiner and one for the
-    same-budget single network, pooled over repeats), ``ensemble_size.png``,
-    ``uncertainty_error.png`` and, when the runs have them, ``ood_roc.png`` (a panel per
-    strategy) and ``shift.png`` (a panel per metric).
+    Files: ``reliability_<strategy>.png`` (a panel per combiner and one each for the
+    same-budget single network and, for classification, HistGradientBoosting, pooled over
+    repeats), ``ensemble_size.png``, ``uncertainty_error.png`` and, when the runs have
+    them, ``ood_roc.png`` (a panel per strategy) and ``shift.png`` (a panel per metric).
     """
     import matplotlib
 
@@ -97,7 +97,7 @@ def _reliability(task: str, strategy: str, runs: list[dict], folder: Path) -> st
             axis.plot(level, coverage, "o-", markersize=3, label="observed coverage")
             axis.set_xlabel("nominal interval level")
             axis.set_ylabel("observed coverage")
-        axis.set_title(f"{name} (baseline)" if name in BASELINES else name, fontsize=10)
+        axis.set_title(name if is_combiner(name) else f"{name} (baseline)", fontsize=10)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
         axis.legend(fontsize=7, loc="upper left")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ensembles.benchmark.aggregate import summarize_runs
+from ensembles.benchmark.class_holdout import encoded_rows
 from ensembles.benchmark.cost import TIMING_REPEATS, inference_cost
 from ensembles.benchmark.headline import BASELINES
 from ensembles.benchmark.ood import ood_scores
@@ -155,15 +156,18 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
     jobs = [(strategy, r) for r in range(request.repeats) for strategy in request.strategies]
     runs = []
     single_cache: dict[tuple[int, int], tuple[dict[str, Any], SinglePredict]] = {}
+    hgb_cache: dict[int, dict[str, Any]] = {}
     with (
         _store_root(request.store) as root,
         tempfile.TemporaryDirectory(prefix="ensembles-benchmark-data-") as data_folder,
         logging_redirect_tqdm(),
         _quiet_store(request),
     ):
-        X_out = None
+        outside = None
         if request.holdout_classes:
-            template, X_out = holdout_request(template, request.holdout_classes, Path(data_folder))
+            template, outside = holdout_request(
+                template, request.holdout_classes, Path(data_folder)
+            )
         _warm_up(template)
         bar = tqdm(jobs, desc="benchmark", unit="run", disable=not request.progress)
         for strategy, repeat in bar:
@@ -195,22 +199,43 @@ def _train_and_score(request: BenchmarkRequest) -> list[dict[str, Any]]:
             if key not in single_cache:
                 single_cache[key] = train_single_network(train, budget)
             single, predict = single_cache[key]
-            run["models"]["single_network"] = {
-                **single["models"]["single_network"],
-                **run["cost"]["single_member"],
-                "effective_members": 1.0,
-            }
-            for part in ("calibration", "uncertainty_error"):
-                run[part].update(single[part])
+            if seed not in hgb_cache:
+                hgb_cache[seed] = _hgb_scores(train, folder, request.timing_repeats)
+            for scores in (single, hgb_cache[seed]):  # shared by strategies: copied
+                run["models"].update({name: dict(m) for name, m in scores["models"].items()})
+                for part in ("calibration", "uncertainty_error"):
+                    run[part].update(scores[part])
+            run["models"]["single_network"].update(
+                run["cost"]["single_member"], effective_members=1.0
+            )
             run.pop("cost")
+            X_out = None if outside is None else encoded_rows(outside, manifest.preprocessing)
             run.update(_served_sections(folder, manifest, request, seed, predict, X_out))
-            if X_out is not None:
+            if outside is not None:
                 held = ", ".join(request.holdout_classes)
                 run["dataset"] = f"{request.train.ensemble_name} (classes {held} held out)"
             _warn_few_members(run, strategy, repeat)
             runs.append(run)
             logger.debug("%s repeat %d done in %.1f s", strategy, repeat, report.seconds)
     return runs
+
+
+def _hgb_scores(train: TrainRequest, folder: Path, timing_repeats: int) -> dict[str, Any]:
+    """:func:`~ensembles.benchmark.gradient_boosting.hgb_baseline` on the run's split.
+
+    The split is remade from the request as :func:`run_training` made it; the run fails if
+    its test rows are not the version's.
+    """
+    from ensembles.benchmark.gradient_boosting import hgb_baseline
+    from ensembles.data import split_dataset
+    from ensembles.training.pipeline import load_dataset
+
+    splits = split_dataset(
+        load_dataset(train), train.seed, train.validation_fraction, train.test_fraction
+    )
+    if not np.array_equal(splits.test.X, HeldoutPredictions.load(folder / HELDOUT_FILE).test.X):
+        raise RuntimeError(f"seed {train.seed}: the benchmark's test rows are not the version's")
+    return hgb_baseline(splits, train.seed, train.interval_level, timing_repeats)
 
 
 def training_time(report: TrainReport, jobs: int = 1) -> dict[str, float]:

@@ -3,7 +3,9 @@
 The noise is drawn once per run from its seed and scaled by each strength, so every
 strategy of a repeat (same split) sees the same shifted rows, and a larger k moves each
 row further along the same direction. Feature standard deviations are those of the
-validation rows (constant features get no noise).
+validation rows (constant features get no noise). On a table only the observed cells of
+numeric columns move (:func:`shifted_cells`): a boolean, one-hot or missing-indicator
+column plus noise is no value a user could send, and a missing cell stays missing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ensembles.benchmark.served import ServedModel
 from ensembles.heldout import HeldoutPredictions
 from ensembles.markdown import format_table
 from ensembles.metrics import VARIANCE_FLOOR, classification_metrics, regression_metrics
+from ensembles.tabular import TabularSpec
 
 #: Noise strengths k: the standard deviation of the added noise in feature std units.
 SHIFT_STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -47,6 +50,33 @@ def noisy_rows(
     np.ndarray, shape (n_samples, n_features), float32
     """
     return (X + strength * feature_std * noise).astype(np.float32)
+
+
+def shifted_cells(X: np.ndarray, spec: TabularSpec | None) -> np.ndarray:
+    """Which cells of encoded rows the noise moves.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n_samples, n_features)
+        Rows as the members take them.
+    spec : TabularSpec or None
+        The version's encoding (``Manifest.preprocessing``); None for a plain matrix.
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_samples, n_features)
+        Every cell without a spec; else the value columns of numeric input columns (the
+        encoded matrix starts with one value column per non-categorical input column),
+        except rows whose missing indicator is set.
+    """
+    if spec is None:
+        return np.ones(X.shape, dtype=bool)
+    numeric = [column.kind == "numeric" for column in spec.columns if column.kind != "categorical"]
+    cells = np.zeros(X.shape, dtype=bool)
+    cells[:, : len(numeric)] = numeric
+    for value, indicator in spec.imputed_columns():
+        cells[:, value] &= X[:, indicator] == 0
+    return cells
 
 
 def shift_metrics(
@@ -115,6 +145,7 @@ def shift_scores(
     task = "classification" if test.y.ndim == 1 else "regression"
     feature_std = heldout.validation.X.std(axis=0)
     noise = np.random.default_rng(seed).standard_normal(test.X.shape)
+    noise *= shifted_cells(test.X, served.manifest.preprocessing)
     models: dict[str, dict[str, list[float]]] = {}
 
     def record(model: str, metrics: dict[str, float]) -> None:

@@ -9,7 +9,8 @@ the central 90% interval. Figures are reported as mean ± standard error over th
 A setup is data, a name plus :class:`~ensembles.training.pipeline.TrainRequest` keyword
 overrides (:class:`Setup`); :func:`default_setups` gives the defaults of the day, whatever
 ``TrainRequest`` and ``TrainConfig`` default to when it runs. Beside them, scikit-learn's
-``HistGradientBoostingRegressor`` is scored on the same rows (:func:`hgb_scores`).
+``HistGradientBoostingRegressor`` (:data:`~ensembles.benchmark.gradient_boosting.HGB`) is
+scored on the same rows (:func:`hgb_scores`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ensembles.benchmark.gradient_boosting import HGB, fit_hgb, hgb_interval
 from ensembles.errors import ConfigError
 
 TEST_FRACTION = 0.1
-HGB = "HistGradientBoosting"
 METRICS = ("rmse", "gaussian_nll", "coverage")
 SUMMARY_FIELDS = (*METRICS, "seconds", "epochs")
 BEFORE = "before: {strategy}, 30 epochs, rate 1e-3, plain NLL, dropout 0.1, validation 20%"
@@ -246,14 +247,10 @@ def hgb_scores(
 ) -> dict[str, float]:
     """HistGradientBoostingRegressor on the train part, scored on the test rows.
 
-    The point model is scikit-learn's default with ``early_stopping=True``. Its Gaussian
-    variance is one constant, the mean squared out-of-fold residual of 5-fold
-    cross-validation (``cross_val_predict``) on the train part, so no test row informs it.
-    The interval is that of two quantile models at ``(1 - level) / 2`` and
-    ``(1 + level) / 2`` (crossed bounds swapped). Every fit runs on one OpenMP thread, as
-    each member trains on one torch thread: on a few shared cores, scikit-learn's OpenMP
-    threads beside torch's spin and take many times longer, and the seconds compare like
-    with like.
+    The point model is scikit-learn's default with ``early_stopping=True``; its Gaussian
+    variance and its quantile interval are those of
+    :func:`~ensembles.benchmark.gradient_boosting.hgb_interval` (5-fold out-of-fold
+    residuals on the train part, two quantile models), every fit on one OpenMP thread.
 
     Parameters
     ----------
@@ -270,37 +267,26 @@ def hgb_scores(
         ``rmse``, ``gaussian_nll``, ``coverage`` (the quantile interval's),
         ``gaussian_coverage`` (the Gaussian interval's), ``residual_variance``, ``seconds``.
     """
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.model_selection import KFold, cross_val_predict
     from threadpoolctl import threadpool_limits
 
     from ensembles.metrics import interval_coverage, regression_metrics
 
-    def model(**loss: Any) -> HistGradientBoostingRegressor:
-        return HistGradientBoostingRegressor(early_stopping=True, random_state=seed, **loss)
-
     y_fit = np.ravel(y_train).astype(np.float64)
     y_true = np.ravel(y_test).astype(np.float64)[:, None]
-    start = time.perf_counter()
+    model, fit_seconds = fit_hgb("regression", X_train, y_fit, seed, early_stopping=True)
     with threadpool_limits(1, user_api="openmp"):
-        pred = model().fit(X_train, y_fit).predict(X_test)[:, None]
-        folds = KFold(5, shuffle=True, random_state=seed)
-        residuals = y_fit - cross_val_predict(model(), X_train, y_fit, cv=folds)
-        bounds = [
-            model(loss="quantile", quantile=q).fit(X_train, y_fit).predict(X_test)
-            for q in ((1 - level) / 2, (1 + level) / 2)
-        ]
-    seconds = time.perf_counter() - start
-    variance = float(np.mean(residuals**2))
-    lower, upper = np.minimum(*bounds)[:, None], np.maximum(*bounds)[:, None]
+        pred = model.predict(X_test)[:, None]
+    variance, lower, upper, interval_seconds = hgb_interval(
+        X_train, y_fit, X_test, seed, level, early_stopping=True
+    )
     scores = regression_metrics(pred, y_true, np.full_like(pred, variance), level)
     return {
         "rmse": scores["rmse"],
         "gaussian_nll": scores["gaussian_nll"],
-        "coverage": interval_coverage(lower, upper, y_true),
+        "coverage": interval_coverage(lower[:, None], upper[:, None], y_true),
         "gaussian_coverage": scores["coverage"],
         "residual_variance": variance,
-        "seconds": seconds,
+        "seconds": fit_seconds + interval_seconds,
     }
 
 

@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one ensemble per strategy and repeat (or read a published one), then "
         "compare each strategy's default combiner (and every other) with the best single "
         "member, the average member and one network (trained by the same budget rule, or with "
-        "--epochs for the ensemble's whole epoch budget): accuracy, uncertainty quality, "
-        "covariate shift, out-of-distribution "
-        "detection (--holdout-classes), cost, diversity. Writes report.md, results.json and "
+        "--epochs for the ensemble's whole epoch budget), and with scikit-learn's "
+        "HistGradientBoosting fitted on the training and validation rows: accuracy, uncertainty "
+        "quality, covariate shift, out-of-distribution detection (--holdout-classes), cost, "
+        "diversity. Writes report.md, results.json and "
         "PNG plots. "
         f"Defaults ({DEFAULT_MEMBERS} members trained by the budget rule, {DEFAULT_REPEATS} "
         "repeats, all strategies) finish digits in a few minutes on 2 cores (--repeats 2 "
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="benchmark the latest version of this published ensemble in --store, no training "
-        "(one repeat; no same-budget network)",
+        "(one repeat; no same-budget network, no HistGradientBoosting)",
     )
     bench.add_argument(
         "--output",

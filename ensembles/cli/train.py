@@ -30,6 +30,7 @@ from ensembles.manifest import (
     Manifest,
 )
 from ensembles.markdown import format_table
+from ensembles.tabular import MISSING_LEVEL, OTHER_LEVEL
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from ensembles.training.pipeline import TrainReport, TrainRequest
@@ -199,7 +200,8 @@ def _columns_line(manifest: Manifest) -> str:
     spec, lines = manifest.preprocessing, []
     for column in spec.columns if spec is not None else []:
         if column.kind == "categorical":
-            how = f"{len(column.levels)} levels" + (" + (other)" if column.other else "")
+            shared = [MISSING_LEVEL] * column.missing + [OTHER_LEVEL] * column.other
+            how = " + ".join([f"{len(column.levels)} levels", *shared])
         elif column.kind == "boolean":
             how = f"{column.true_token}/{column.false_token}"
         else:

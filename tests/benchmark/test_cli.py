@@ -93,11 +93,13 @@ def test_table_has_the_expected_columns(wine_run: tuple[Path, Path, str]) -> Non
     cells = [cell.strip() for cell in header.strip("|").split("|")]
     assert cells == ["strategy", "model", *column_headers("classification")]
     assert "| snapshot | single_network (baseline) |" in stdout
+    assert "| any | HistGradientBoosting (baseline) |" in stdout
     assert "paired gain" in stdout and "oracle: best on test" in stdout
     blocks = [
         block.splitlines() for block in stdout.split("\n\n") if block.startswith("| strategy")
     ]
-    assert len(blocks) == 6  # headline, three shift metrics, every model, diversity
+    # headline, against HistGradientBoosting, three shift metrics, every model, diversity
+    assert len(blocks) == 7
     for block in blocks:
         assert len({line.count("|") for line in block}) == 1, block[0]
 

@@ -8,8 +8,10 @@ import pytest
 from scipy.stats import t
 
 from ensembles.benchmark.aggregate import summarize_runs
+from ensembles.benchmark.gradient_boosting import HGB
 from ensembles.benchmark.headline import (
     TOO_FEW_REPEATS,
+    against_table,
     format_gain,
     headline,
     headline_table,
@@ -156,3 +158,27 @@ def test_a_gain_without_spread_says_too_few_repeats_wherever_it_is_shown() -> No
     """The OOD table shows the gain alone: a zero standard error must not read as ± 0."""
     assert format_gain(paired_gain([0.0028] * 3), 4) == "+0.0028 (too few repeats)"
     assert format_gain(paired_gain([0.001, 0.003, 0.002]), 4) == "+0.0020 ± 0.0006"
+
+
+def test_histgradientboosting_is_compared_in_its_own_table_and_nowhere_else() -> None:
+    # It beats every combiner and baseline here, yet it is neither the best baseline nor
+    # the oracle: those stay within the ensemble's own models.
+    results = _results()
+    for repeat, run in enumerate(results["runs"]):
+        run["models"][HGB] = {"accuracy": 0.99 - 0.01 * repeat, "nll": 0.1}
+    results["summary"] = summarize_runs(results["runs"])
+    accuracy = next(item for item in headline(results) if item["metric"] == "accuracy")
+    assert accuracy["baseline"] == "best_member" and accuracy["oracle"] == "mean"
+    cells = _row(against_table(results, HGB), "| bagging | accuracy |")
+    # Paired with the default (stack): (0.87 - 0.99), (0.911 - 0.98), (0.892 - 0.97).
+    gains = [0.87 - 0.99, 0.911 - 0.98, 0.892 - 0.97]
+    mean = sum(gains) / 3
+    se = math.sqrt(sum((g - mean) ** 2 for g in gains) / 2) / math.sqrt(3)
+    assert cells[:5] == ["bagging", "accuracy", "stack", "0.8910 ± 0.0205", "0.9800 ± 0.0100"]
+    assert cells[5] == f"{mean:+.4f} ± {se:.4f}" and cells[8] == "yes"
+    assert "HistGradientBoosting" in markdown_report(results)
+
+
+def test_without_histgradientboosting_there_is_no_table() -> None:
+    assert against_table(_results(), HGB) == ""
+    assert "HistGradientBoosting" not in markdown_report(_results())

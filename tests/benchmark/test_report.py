@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ensembles.benchmark.aggregate import format_cell, summarize_runs
+from ensembles.benchmark.gradient_boosting import HGB
 from ensembles.benchmark.report import column_headers, results_table, save_report
 from ensembles.errors import ConfigError
 
@@ -87,3 +88,17 @@ def test_an_unwritable_output_folder_says_what_to_do(tmp_path: Path) -> None:
         match=r"cannot write the report to .*file\.txt/report: .+; choose another --output",
     ):
         save_report(_results(), blocker / "report")
+
+
+def test_histgradientboosting_gets_one_row_after_every_strategy() -> None:
+    # It is fitted once per repeat on the split all strategies share: one row, strategy "any".
+    results = _results()
+    for run in results["runs"]:
+        run["models"][HGB] = {"accuracy": 0.95, "nll": 0.2, "train_seconds": 0.5}
+    results["summary"] = summarize_runs(results["runs"])
+    lines = results_table(results).splitlines()
+    rows = [line for line in lines if HGB in line]
+    assert rows == [lines[-1]]
+    assert rows[0].startswith(f"| any | {HGB} (baseline) | 0.950 ± 0.000 | 0.200 ± 0.000 |")
+    assert "| 0.50 ± 0.00 |" in rows[0]  # net train s
+    assert sum(line.startswith("| bagging | mean |") for line in lines) == 1

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from ensembles.benchmark.served import ServedModel
-from ensembles.benchmark.shift import SHIFT_METRICS, noisy_rows, shift_metrics, shift_scores
+from ensembles.benchmark.shift import (
+    SHIFT_METRICS,
+    noisy_rows,
+    shift_metrics,
+    shift_scores,
+    shifted_cells,
+)
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
 from ensembles.store import ModelStore
+from ensembles.tabular import ColumnSpec, fit_spec
 
 
 def test_noise_is_scaled_by_strength_and_feature_std() -> None:
@@ -68,3 +75,23 @@ def test_the_single_network_is_scored_on_the_same_rows(trained_store: Path) -> N
     np.testing.assert_array_equal(seen[0], heldout.test.X)
     assert not np.array_equal(seen[1], heldout.test.X)
     assert scores["models"]["single_network"]["nll"] == [pytest.approx(np.log(10))] * 2
+
+
+def test_on_a_table_only_observed_numeric_cells_move() -> None:
+    table = {
+        "age": np.array([30.0, np.nan, 50.0, 41.0, 35.0, 62.0]),
+        "plan": np.array([1.0, 0.0, 1.0, np.nan, 0.0, 1.0]),
+        "calls": np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        "state": np.array(["KS", "OH", "KS", "OH", "KS", None], dtype=object),
+    }
+    kinds = {"age": "numeric", "plan": "boolean", "calls": "numeric", "state": "categorical"}
+    spec = fit_spec(table, [ColumnSpec(name=n, kind=k) for n, k in kinds.items()])
+    X = spec.encode(table).X
+    # Values age, plan, calls; indicators age:missing, plan:missing; then one-hot state.
+    assert spec.feature_names[:5] == ["age", "plan", "calls", "age:missing", "plan:missing"]
+    cells = shifted_cells(X, spec)
+    expected = np.zeros(X.shape, dtype=bool)
+    expected[:, [0, 2]] = True  # age and calls move ...
+    expected[1, 0] = False  # ... except the missing age, which stays missing
+    np.testing.assert_array_equal(cells, expected)
+    assert shifted_cells(X, None).all()  # a plain matrix: every cell

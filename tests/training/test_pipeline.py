@@ -19,16 +19,7 @@ from ensembles.training import pipeline
 from ensembles.training.pipeline import run_training, train_ensemble
 from ensembles.training.plans import training_rows
 from ensembles.training.strategies import StrategyOptions
-from tests.conftest import tiny_request
-
-STRATEGY_PARAMS = {
-    "bagging": {},
-    "kfold": {},
-    "subsample": {},
-    "repeat": {},
-    "horizontal": {},
-    "snapshot": {"epochs": 6},
-}
+from tests.conftest import STRATEGY_PARAMS, tiny_request
 
 
 def verify_version(store: Path, name: str) -> None:
