@@ -123,7 +123,9 @@ def run_benchmark(request: BenchmarkRequest) -> dict[str, Any]:
     -------
     dict
         ``dataset``, ``task``, ``settings``, ``runs`` (one entry per strategy and repeat
-        with per-model metrics, cost, calibration and curves; ``shift`` and ``ood`` when
+        with per-model metrics, cost, calibration and curves, HistGradientBoosting's too,
+        see :func:`~ensembles.benchmark.gradient_boosting.hgb_baseline`, fitted once per
+        repeat; ``shift`` and ``ood`` when
         asked for, see :func:`~ensembles.benchmark.shift.shift_scores` and
         :func:`~ensembles.benchmark.ood.ood_scores`) and ``summary`` (mean, std and count
         over repeats, by strategy; see :func:`summarize_runs`).

@@ -31,6 +31,7 @@ from ensembles.manifest import (
 )
 from ensembles.markdown import format_table
 from ensembles.tabular import MISSING_LEVEL, OTHER_LEVEL
+from ensembles.training.config import ENGINES
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from ensembles.training.pipeline import TrainReport, TrainRequest
@@ -62,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--name", default=None, help="ensemble name (default: the dataset's)")
     ensemble.add_argument("--store", default="model_store", help="model store folder")
     ensemble.add_argument("--jobs", type=int, default=1, help="processes for independent members")
+    ensemble.add_argument(
+        "--engine",
+        default="auto",
+        choices=ENGINES,
+        help="where independent members train: auto (packed when they share one layout), "
+        "loop (one after another, --jobs processes), packed (one batched network), ray",
+    )
+    ensemble.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster for --engine ray (default: start a local one on this machine)",
+    )
     ensemble.add_argument(
         "--subsample-fraction",
         type=float,
@@ -164,6 +177,8 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         store=Path(args.store),
         seed=args.seed,
         jobs=args.jobs,
+        engine=args.engine,
+        ray_address=args.ray_address,
         config=config,
         options=options,
         validation_fraction=args.validation_fraction,

@@ -25,6 +25,12 @@ _FLAGS = ("batch_norm", "standardize", "gaussian_head")
 _COUNTS = ("batch_size", "epochs", "patience")
 _OPTIONAL = ("grad_clip", "patience", "epochs", "learning_rate")
 
+#: Where independent members train: ``auto`` (packed when the members share one network
+#: layout, else the loop), ``loop`` (one after another, or ``jobs`` processes), ``packed``
+#: (all members as one batched network) or ``ray`` (tasks on a Ray cluster).
+Engine = Literal["auto", "loop", "packed", "ray"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -44,7 +44,7 @@ from ensembles.reproduction import (
     save_test_outputs,
 )
 from ensembles.store import ModelStore
-from ensembles.training.config import TrainConfig
+from ensembles.training.config import Engine, TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.network import MemberNetwork
@@ -87,7 +87,9 @@ class TrainRequest:
     name : ensemble name (default: the dataset name or the CSV file's stem).
     store : model store folder.
     seed : seeds the split and every member.
-    jobs : processes for independent members.
+    jobs : processes for independent members (loop engine).
+    engine : where independent members train (``auto``, ``loop``, ``packed``, ``ray``).
+    ray_address : the Ray cluster of ``engine="ray"`` (None: a local one).
     config : TrainConfig of each member.
     options : StrategyOptions.
     combiners : names of the combiners to fit (None: every one that applies).
@@ -116,6 +118,8 @@ class TrainRequest:
     store: Path = Path("model_store")
     seed: int = 0
     jobs: int = 1
+    engine: Engine = "auto"
+    ray_address: str | None = None
     config: TrainConfig = field(default_factory=TrainConfig)
     options: StrategyOptions = field(default_factory=StrategyOptions)
     validation_fraction: float | None = None
@@ -181,6 +185,8 @@ def run_training(request: TrainRequest) -> TrainReport:
         request.options,
         request.jobs,
         request.progress,
+        request.engine,
+        request.ray_address,
     )
     networks = [member.network(data) for member in members]
     heldout = predict_heldout(request, splits, members, networks)

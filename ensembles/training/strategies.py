@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ensembles.errors import ConfigError
 from ensembles.manifest import STRATEGIES, Strategy
-from ensembles.training.config import TrainConfig
+from ensembles.training.config import ENGINES, Engine, TrainConfig
 from ensembles.training.members import (
     TrainedMember,
     TrainingData,
@@ -143,6 +143,8 @@ def train_members(
     options: StrategyOptions | None = None,
     jobs: int = 1,
     progress: bool = True,
+    engine: Engine = "auto",
+    ray_address: str | None = None,
 ) -> tuple[list[TrainedMember], dict[str, Any]]:
     """Train every member of an ensemble.
 
@@ -158,9 +160,13 @@ def train_members(
         Base seed; every member's seed and row rule derive from it.
     options : StrategyOptions, optional
     jobs : int
-        Processes for independent members; results equal ``jobs=1``.
+        Processes for independent members (loop engine); results equal ``jobs=1``.
     progress : bool
         Show a progress bar.
+    engine : {"auto", "loop", "packed", "ray"}
+        Where independent members train (:data:`Engine`); one-run strategies ignore it.
+    ray_address : str, optional
+        The Ray cluster of ``engine="ray"``; None starts a local one.
 
     Returns
     -------
@@ -195,21 +201,42 @@ def train_members(
         params["subsample_fraction"] = options.subsample_fraction
     if strategy == "repeat" and options.variants:
         params["variants"] = options.variants
+    chosen = _resolve_engine(engine, plans, config)
+    params["engine"] = chosen
     bar = tqdm(total=len(plans), desc=f"{strategy} members", unit="member", disable=not progress)
     with bar:
-        if jobs <= 1:
-            members = []
-            for plan in plans:
-                members.append(train_planned_member(plan, data, config))
-                bar.update()
+        if chosen == "ray":
+            from ensembles.training.ray_engine import train_on_ray
+
+            members = train_on_ray(plans, data, config, ray_address, lambda: bar.update())
         else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                futures = [pool.submit(train_planned_member, plan, data, config) for plan in plans]
-                for future in futures:
-                    future.add_done_callback(lambda _: bar.update())
-                members = [future.result() for future in futures]
+            members = _train_in_loop(plans, data, config, jobs, bar)
     return members, params
+
+
+def _resolve_engine(engine: Engine, plans: list[MemberPlan], config: TrainConfig) -> str:
+    """The engine that will run: ``auto`` resolved (see :data:`Engine`)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{engine}': choose one of {', '.join(ENGINES)}")
+    return "loop" if engine == "auto" else engine
+
+
+def _train_in_loop(
+    plans: list[MemberPlan], data: TrainingData, config: TrainConfig, jobs: int, bar: tqdm
+) -> list[TrainedMember]:
+    """Members one after another, or in ``jobs`` spawned processes."""
+    if jobs <= 1:
+        members = []
+        for plan in plans:
+            members.append(train_planned_member(plan, data, config))
+            bar.update()
+        return members
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(train_planned_member, plan, data, config) for plan in plans]
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update())
+        return [future.result() for future in futures]
 
 
 def _spread(name: str, configs: dict[int, TrainConfig]) -> str | None:
