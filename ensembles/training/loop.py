@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
 from ensembles.training.network import MemberNetwork
 
 State = dict[str, torch.Tensor]
+#: ``(output, target) -> (n_rows,)`` per-row loss terms of a batch.
+RowLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Callback:
@@ -108,11 +111,12 @@ def fit_member(
     callbacks = callbacks or []
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x_train, t_train = _tensors(network, X_train, y_train)
-    x_val, t_val = _tensors(network, X_val, y_val)
-    optimizer = _optimizer(network, config)
-    loss_fn = _loss_function(network)
-    objective = _objective(network, config, y_train, loss_fn)
+    x_train, t_train = training_tensors(network, X_train, y_train)
+    x_val, t_val = training_tensors(network, X_val, y_val)
+    optimizer = make_optimizer(network, config)
+    loss_fn = loss_function(network)
+    plain = objective_is_plain(network, config)
+    objective_terms = objective_rows(network, config, y_train)
     n_rows = len(x_train)
     starts = batch_starts(n_rows, config.batch_size, network.has_batch_norm)
     steps_per_epoch = len(starts)
@@ -133,27 +137,27 @@ def fit_member(
                     inputs.shape, generator=generator
                 )
             output = network(inputs)
-            loss = objective(output, t_train[rows])
+            loss = objective_terms(output, t_train[rows]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()
             value = (
-                loss.item() if objective is loss_fn else _reported(loss_fn, output, t_train[rows])
+                loss.item() if plain else _reported(loss_fn, output, t_train[rows])
             )
             stopped = any([callback.on_step_end(step, value) for callback in callbacks])
             step += 1
             seen += len(rows)
             total_loss += value * len(rows)
-            total_metric += _metric_sum(network, output.detach(), t_train[rows])
+            total_metric += metric_sum(network, output.detach(), t_train[rows])
             if stopped:
                 break
         train_loss = total_loss / seen
         log = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "train_metric": _finish_metric(network, total_metric, seen),
+            "train_metric": finish_metric(network, total_metric, seen),
             **_evaluate(network, loss_fn, x_val, t_val),
             "learning_rate": learning_rate,
         }
@@ -192,9 +196,10 @@ def member_outputs(network: MemberNetwork, X: np.ndarray) -> tuple[np.ndarray, .
     return tuple(output.numpy().astype(np.float64) for output in outputs)
 
 
-def _tensors(
+def training_tensors(
     network: MemberNetwork, X: np.ndarray, y: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows as the layers see them (imputed, standardized) and targets as the loss sees them."""
     with torch.no_grad():
         inputs = network.standardize(torch.as_tensor(X, dtype=torch.float32))
     if network.task == "classification":
@@ -203,7 +208,8 @@ def _tensors(
     return inputs, targets
 
 
-def _optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum, over ``network``'s parameters, as ``config`` says."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             network.parameters(),
@@ -216,19 +222,32 @@ def _optimizer(network: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
     )
 
 
-def _loss_function(network: MemberNetwork) -> Any:
-    """The loss every curve reports: cross-entropy, MSE or the plain Gaussian NLL."""
+def row_losses(network: MemberNetwork) -> RowLoss:
+    """Per-row terms of the loss every curve reports (its mean over the rows).
+
+    Cross-entropy, squared error (averaged over the outputs) or the plain Gaussian NLL
+    (averaged over the outputs) of ``(output, target)`` batches.
+    """
     if network.task == "classification":
-        return nn.CrossEntropyLoss()
+        return lambda output, target: nn.functional.cross_entropy(output, target, reduction="none")
     if not network.gaussian:
-        return nn.MSELoss()
-    gaussian_nll = nn.GaussianNLLLoss(full=True)
+        return lambda output, target: ((output - target) ** 2).mean(dim=1)
     n = network.n_outputs
 
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return gaussian_nll(output[:, :n], target, torch.exp(output[:, n:]))
+    def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        variance = torch.exp(output[:, n:])
+        nll = nn.functional.gaussian_nll_loss(
+            output[:, :n], target, variance, full=True, reduction="none"
+        )
+        return nll.mean(dim=1)
 
-    return loss
+    return rows
+
+
+def loss_function(network: MemberNetwork) -> Any:
+    """The loss every curve reports: cross-entropy, MSE or the plain Gaussian NLL."""
+    rows = row_losses(network)
+    return lambda output, target: rows(output, target).mean()
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -256,34 +275,38 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     return weights
 
 
-def _objective(
-    network: MemberNetwork, config: TrainConfig, y_train: np.ndarray, loss_fn: Any
-) -> Any:
-    """What the optimizer minimizes: beta-NLL, class-weighted cross-entropy or ``loss_fn``."""
+def objective_is_plain(network: MemberNetwork, config: TrainConfig) -> bool:
+    """Whether the optimizer minimizes the reported loss itself (no beta-NLL, no weights)."""
+    return not network.gaussian and config.class_weight != "balanced"
+
+
+def objective_rows(network: MemberNetwork, config: TrainConfig, y_train: np.ndarray) -> RowLoss:
+    """Per-row terms of what the optimizer minimizes: beta-NLL, class-weighted
+    cross-entropy, or the reported loss (:func:`row_losses`)."""
     if network.gaussian:
         return _beta_nll(network, config.nll_beta)
     if config.class_weight == "balanced":
         weights = balanced_class_weights(y_train, network.n_outputs)
         return _weighted_cross_entropy(torch.as_tensor(weights, dtype=torch.float32))
-    return loss_fn
+    return row_losses(network)
 
 
-def _weighted_cross_entropy(class_weights: torch.Tensor) -> Any:
-    """Cross-entropy with each row weighted by its class's weight, averaged over the batch.
+def _weighted_cross_entropy(class_weights: torch.Tensor) -> RowLoss:
+    """Cross-entropy with each row weighted by its class's weight (averaged by the caller).
 
     The batch mean of the weighted row losses, not torch's ``CrossEntropyLoss(weight=...)``
     (which divides by the batch's summed weights): the weights average to 1 over the
     member's rows, so the step size keeps its scale and a batch counts by its rows.
     """
 
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        rows = nn.functional.cross_entropy(output, target, reduction="none")
-        return (class_weights[target] * rows).mean()
+    def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        plain = nn.functional.cross_entropy(output, target, reduction="none")
+        return class_weights[target] * plain
 
-    return loss
+    return rows
 
 
-def _beta_nll(network: MemberNetwork, beta: float) -> Any:
+def _beta_nll(network: MemberNetwork, beta: float) -> RowLoss:
     """What the optimizer of a Gaussian head minimizes: beta-NLL.
 
     beta-NLL (Seitzer et al. 2022) weighs each row's Gaussian NLL by its predicted variance
@@ -294,13 +317,13 @@ def _beta_nll(network: MemberNetwork, beta: float) -> Any:
     n = network.n_outputs
     half_log_two_pi = 0.5 * math.log(2 * math.pi)
 
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mean, log_variance = output[:, :n], output[:, n:]
         variance = torch.exp(log_variance)
         nll = 0.5 * (log_variance + (mean - target) ** 2 / variance) + half_log_two_pi
-        return (nll * variance.detach() ** beta).mean()
+        return (nll * variance.detach() ** beta).mean(dim=1)
 
-    return loss
+    return rows
 
 
 def _reported(loss_fn: Any, output: torch.Tensor, target: torch.Tensor) -> float:
@@ -320,7 +343,7 @@ def _scheduled_rate(
     return float(optimizer.param_groups[0]["lr"])
 
 
-def _metric_sum(network: MemberNetwork, output: torch.Tensor, target: torch.Tensor) -> float:
+def metric_sum(network: MemberNetwork, output: torch.Tensor, target: torch.Tensor) -> float:
     """Correct predictions (classification) or summed squared error in target units."""
     if network.task == "classification":
         return float((output.argmax(dim=1) == target).sum())
@@ -328,7 +351,8 @@ def _metric_sum(network: MemberNetwork, output: torch.Tensor, target: torch.Tens
     return float((error**2).mean(dim=1).sum())
 
 
-def _finish_metric(network: MemberNetwork, total: float, n_rows: int) -> float:
+def finish_metric(network: MemberNetwork, total: float, n_rows: int) -> float:
+    """Accuracy, or RMSE, from a :func:`metric_sum` over ``n_rows`` rows."""
     return total / n_rows if network.task == "classification" else math.sqrt(total / n_rows)
 
 
@@ -339,7 +363,7 @@ def _evaluate(
     with torch.no_grad():
         output = network(inputs)
         loss = float(loss_fn(output, targets))
-        metric = _finish_metric(network, _metric_sum(network, output, targets), len(inputs))
+        metric = finish_metric(network, metric_sum(network, output, targets), len(inputs))
     return {"val_loss": loss, "val_metric": metric}
 
 

@@ -14,7 +14,7 @@ from ensembles.training import budget as rule
 from ensembles.training.budget import Budget, budget_from_data, explicit_budget, stop_reason
 from ensembles.training.callbacks import BestWindowCollector, EarlyStopping
 from ensembles.training.config import TrainConfig
-from ensembles.training.loop import _beta_nll, _loss_function, fit_member
+from ensembles.training.loop import _beta_nll, fit_member, loss_function
 from ensembles.training.members import TrainingData, build_network, member_budget
 from ensembles.training.pipeline import train_ensemble
 from ensembles.training.strategies import train_members
@@ -156,10 +156,10 @@ def test_beta_nll_weighs_rows_by_their_variance_without_a_gradient_through_the_w
     )
     target = torch.zeros(2, 1)
     output = torch.tensor([[1.0, math.log(4.0)], [1.0, 0.0]], requires_grad=True)
-    plain = _loss_function(network)(output, target)
-    zero = _beta_nll(network, 0.0)(output, target)
+    plain = loss_function(network)(output, target)
+    zero = _beta_nll(network, 0.0)(output, target).mean()
     assert zero.item() == pytest.approx(plain.item(), rel=1e-6)  # beta 0 is the plain NLL
-    one = _beta_nll(network, 1.0)(output, target)
+    one = _beta_nll(network, 1.0)(output, target).mean()
     (gradient,) = torch.autograd.grad(one, output)
     # beta 1: the mean's gradient is that of squared error, (mean - target) / n_rows, for a
     # row of variance 4 as for a row of variance 1.
@@ -178,6 +178,6 @@ def test_curves_report_the_plain_nll_when_training_on_beta_nll() -> None:
     with torch.no_grad():
         z = network.standardize(torch.as_tensor(data.X_val, dtype=torch.float32))
         target = (torch.as_tensor(data.y_val) - network.target_mean) / network.target_scale
-        plain = float(_loss_function(network)(network(z), target))
+        plain = float(loss_function(network)(network(z), target))
     # The logged validation loss is the plain NLL of the final weights (float32 both ways).
     assert result.curves[-1]["val_loss"] == pytest.approx(plain, rel=1e-5)
