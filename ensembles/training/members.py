@@ -239,7 +239,7 @@ def train_planned_member(
     return TrainedMember(
         plan,
         run_config,
-        _numpy_state(network),
+        numpy_state(network),
         result.curves,
         epoch,
         seconds=time.perf_counter() - start,
@@ -275,7 +275,8 @@ def _final_epoch(result: FitResult, callbacks: list[Callback]) -> int:
     return result.epochs_run
 
 
-def _numpy_state(network: MemberNetwork) -> dict[str, np.ndarray]:
+def numpy_state(network: MemberNetwork) -> dict[str, np.ndarray]:
+    """The network's parameters and buffers as numpy copies (they cross process boundaries)."""
     return {key: value.detach().numpy().copy() for key, value in network.state_dict().items()}
 
 

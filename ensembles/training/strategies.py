@@ -28,6 +28,7 @@ from ensembles.training.members import (
     train_planned_member,
 )
 from ensembles.training.one_run import train_one_run
+from ensembles.training.packed import packing_problem, train_packed
 from ensembles.training.plans import (
     MemberPlan,
     bootstrap_plans,
@@ -201,24 +202,42 @@ def train_members(
         params["subsample_fraction"] = options.subsample_fraction
     if strategy == "repeat" and options.variants:
         params["variants"] = options.variants
-    chosen = _resolve_engine(engine, plans, config)
-    params["engine"] = chosen
+    chosen, reason = resolve_engine(engine, plans, config, jobs)
+    params["engine"] = {"asked": engine, "used": chosen, **({"reason": reason} if reason else {})}
     bar = tqdm(total=len(plans), desc=f"{strategy} members", unit="member", disable=not progress)
     with bar:
         if chosen == "ray":
             from ensembles.training.ray_engine import train_on_ray
 
             members = train_on_ray(plans, data, config, ray_address, lambda: bar.update())
+        elif chosen == "packed":
+            members = train_packed(plans, data, config, lambda: bar.update())
         else:
             members = _train_in_loop(plans, data, config, jobs, bar)
     return members, params
 
 
-def _resolve_engine(engine: Engine, plans: list[MemberPlan], config: TrainConfig) -> str:
-    """The engine that will run: ``auto`` resolved (see :data:`Engine`)."""
+def resolve_engine(
+    engine: Engine, plans: list[MemberPlan], config: TrainConfig, jobs: int = 1
+) -> tuple[str, str | None]:
+    """The engine that will run, and why it is not the one asked for (None when it is).
+
+    ``auto`` is ``packed`` when the members can be packed (one layout, one optimizer
+    setting: :func:`~ensembles.training.packed.packing_problem`) and no ``jobs`` processes
+    were asked for, else ``loop``; ``packed`` falls back to ``loop`` the same way, logged.
+    """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}': choose one of {', '.join(ENGINES)}")
-    return "loop" if engine == "auto" else engine
+    if engine in ("loop", "ray"):
+        return engine, None
+    problem = packing_problem(plans, config)
+    if problem is None and jobs > 1:
+        problem = f"--jobs {jobs} asks for processes"
+    if problem is None:
+        return "packed", None
+    if engine == "packed":
+        logger.warning("training members one after another: %s", problem)
+    return "loop", problem
 
 
 def _train_in_loop(

@@ -141,8 +141,9 @@ def test_strategies_without_resampling_have_no_out_of_sample_scores(trained_stor
 
 @pytest.mark.parametrize("strategy", ["bagging", "kfold", "subsample", "repeat"])
 def test_parallel_jobs_give_identical_members(tmp_path: Path, strategy: str) -> None:
-    one = run_training(tiny_request(tmp_path / "a", dataset="wine", strategy=strategy, jobs=1))
-    two = run_training(tiny_request(tmp_path / "b", dataset="wine", strategy=strategy, jobs=2))
+    common = {"dataset": "wine", "strategy": strategy, "engine": "loop"}  # jobs: the loop's
+    one = run_training(tiny_request(tmp_path / "a", jobs=1, **common))
+    two = run_training(tiny_request(tmp_path / "b", jobs=2, **common))
     # Spawned workers run the same code on one torch thread each; the tolerance, far below
     # any training effect, keeps the test independent of kernel choices across processes.
     for first, second in zip(one.members, two.members, strict=True):
