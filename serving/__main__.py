@@ -1,4 +1,4 @@
-"""Command line: ``python -m serving --store DIR`` (also the ``ensembles-serve`` command)."""
+"""Command line: ``python -m serving --store DIR_OR_URL`` (also the ``ensembles-serve`` command)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ensembles-serve", description="Serve ensembles with their uncertainty over HTTP."
     )
-    parser.add_argument("--store", help="model store folder (ENSEMBLES_STORE)")
+    parser.add_argument(
+        "--store",
+        help="model store folder or fsspec URL, e.g. s3://bucket/prefix (ENSEMBLES_STORE)",
+    )
     parser.add_argument("--host", help="interface to bind, default 127.0.0.1 (ENSEMBLES_HOST)")
     parser.add_argument("--port", help="TCP port, default 8000 (ENSEMBLES_PORT)")
     parser.add_argument("--workers", help="worker processes (ENSEMBLES_WORKERS)")

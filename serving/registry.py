@@ -10,17 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ensembles.errors import EnsembleError, NotFoundError
-from ensembles.store import ModelStore, validate_name
+from ensembles.store import Fingerprint, ModelStore, validate_name
 from serving.errors import NotReadyError, VersionRefusedError
 from serving.metrics import ServingMetrics
 from serving.runtime import EnsembleRuntime
-from serving.scanning import (
-    EnsembleScan,
-    Fingerprint,
-    StoreScanner,
-    fingerprint,
-    is_transient,
-)
+from serving.scanning import EnsembleScan, StoreScanner, is_transient
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -36,7 +30,7 @@ class VersionState:
     state: LoadState
     reason: str | None = None
     since: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
-    #: The folder's fingerprint when the version was refused (it is retried when it changes).
+    #: The version's fingerprint when it was refused (it is retried when that changes).
     fingerprint: Fingerprint | None = field(default=None, repr=False)
 
     def to_dict(self, current: int | None) -> dict[str, Any]:
@@ -149,7 +143,12 @@ class EnsembleRegistry:
         exists = self._scanner.missing is not True
         listed = sum(1 for entry in self._entries.values() if entry.listed)
         info: dict[str, Any] = {"exists": exists, "ensembles": listed}
-        if not exists:
+        if self._scanner.unreachable is not None:
+            info["hint"] = (
+                "the model store cannot be reached right now (see the server's log); the "
+                "versions loaded keep serving and the store is tried again at every poll"
+            )
+        elif not exists:
             info["hint"] = (
                 "the model store folder does not exist yet; create one with "
                 "'python scripts/train.py --store DIR' (the server picks it up when it appears)"
@@ -362,10 +361,9 @@ class EnsembleRegistry:
         entry.states[version] = VersionState(version, "loading")
         logger.info("loading %s version %d", name, version, extra={"ensemble": name})
         options = self._runtime_options(name)
-        folder = self.store.path(name, version)
         prints: Fingerprint | None = None
         try:
-            prints = await asyncio.to_thread(fingerprint, folder)
+            prints = await asyncio.to_thread(self.store.fingerprint, name, version)
             runtime = await asyncio.to_thread(
                 EnsembleRuntime.load, self.store, name, version, **options
             )

@@ -9,16 +9,16 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from ensembles.errors import EnsembleError
-from ensembles.store import ModelStore
+from ensembles.store import Fingerprint, ModelStore
 from serving.errors import NotReadyError
 
 logger = logging.getLogger(__name__)
 
 #: OS errors that say nothing about a version's bytes (too many open files, an I/O hiccup,
-#: kernel memory pressure): the load is retried on the next poll instead of refused for good.
+#: kernel memory pressure, an object store out of reach: the store reports a filesystem
+#: error that is no OSError as EIO): the load is retried on the next poll, not refused.
 TRANSIENT_ERRNOS = frozenset(
     {
         errno.EMFILE,
@@ -30,40 +30,17 @@ TRANSIENT_ERRNOS = frozenset(
         errno.EBUSY,
         errno.ETIMEDOUT,
         errno.ESTALE,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
     }
 )
-
-#: ``(relative path, size, mtime_ns, mode)`` of every entry of a version folder: a refused
-#: version is retried only when this changes.
-Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a load failure may pass by itself (so the version is retried, not refused)."""
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
-
-
-def fingerprint(folder: Path) -> Fingerprint:
-    """What identifies the state of a version folder's files, from ``stat`` alone.
-
-    Unreadable entries are fingerprinted by what can be seen, so a permission fix changes
-    the fingerprint too.
-    """
-    entries = []
-    for path in sorted(folder.rglob("*")):
-        try:
-            info = path.stat()
-        except OSError:
-            continue
-        entries.append(
-            (path.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns, info.st_mode)
-        )
-    try:
-        info = folder.stat()
-        entries.append((".", 0, info.st_mtime_ns, info.st_mode))
-    except OSError:
-        pass
-    return tuple(entries)
 
 
 @dataclass(frozen=True)
@@ -73,8 +50,9 @@ class EnsembleScan:
     versions: list[int]
     latest: int | None
     latest_error: str | None
-    #: Fingerprints of the versions this process refused, taken in the same scan.
-    fingerprints: dict[int, Fingerprint]
+    #: Fingerprints of the versions this process refused, taken in the same scan (None
+    #: where the filesystem could not say).
+    fingerprints: dict[int, Fingerprint | None]
 
 
 class StoreScanner:
@@ -88,18 +66,23 @@ class StoreScanner:
     Attributes
     ----------
     missing : bool or None
-        Whether the store folder was missing at the last scan (None before the first).
+        Whether the store folder was missing (or could not be reached) at the last scan
+        (None before the first).
+    unreachable : str or None
+        Why the store could not be looked at, at the last scan (an object store's endpoint
+        down, access denied, no such bucket); None when it could.
     """
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
         self.missing: bool | None = None
-        root = store.root
-        #: The root as configured and resolved, longest first (resolved once, here).
+        self.unreachable: str | None = None
+        #: How messages may spell the root (as configured, resolved, or the filesystem's
+        #: own path), longest first (resolved once, here).
         self._prefixes = [
             prefix
-            for prefix in sorted({str(root), str(root.resolve())}, key=len, reverse=True)
-            if prefix not in ("", ".")
+            for prefix in sorted(store.root_names(), key=len, reverse=True)
+            if prefix not in ("", ".", "/")
         ]
 
     def relative(self, message: str) -> str:
@@ -116,9 +99,13 @@ class StoreScanner:
     def scan(self, refused: dict[str, list[int]]) -> dict[str, EnsembleScan]:
         """Every ensemble's versions and latest pointer (worker thread; never raises).
 
-        ``refused`` names the versions this process refused, to fingerprint them.
+        ``refused`` names the versions this process refused, to fingerprint them. While the
+        store is missing or cannot be reached, nothing is listed (the loaded versions keep
+        serving).
         """
         self._check_folder()
+        if self.missing:
+            return {}
         try:
             names = self.store.names()
         except OSError as exc:
@@ -139,8 +126,17 @@ class StoreScanner:
             latest = self.store.latest(name)
         except (EnsembleError, OSError, ValueError) as exc:
             latest_error = self.relative(str(exc))
-        prints = {v: fingerprint(self.store.path(name, v)) for v in refused if v in versions}
+        prints = {v: self.fingerprint(name, v) for v in refused if v in versions}
         return EnsembleScan(versions, latest, latest_error, prints)
+
+    def fingerprint(self, name: str, version: int) -> Fingerprint | None:
+        """The version's fingerprint (worker thread), or None when the filesystem cannot
+        say right now (an object store out of reach)."""
+        try:
+            return self.store.fingerprint(name, version)
+        except OSError as exc:
+            logger.warning("cannot fingerprint %s version %d: %s", name, version, exc)
+            return None
 
     def listing(self, name: str) -> list[int]:
         """The versions of ``name`` in the store now (worker thread).
@@ -159,18 +155,29 @@ class StoreScanner:
             ) from exc
 
     def _check_folder(self) -> None:
+        unreachable = None
         try:
-            missing = not self.store.root.is_dir()
-        except OSError as exc:  # EACCES, EIO on a parent: as good as missing for this scan
-            logger.error("cannot look at the model store folder %s: %s", self.store.root, exc)
-            missing = True
-        if missing and self.missing is not True:
+            missing = not self.store.exists()
+        except OSError as exc:  # EACCES, EIO on a parent; an endpoint down: as good as missing
+            missing, unreachable = True, exc.strerror or str(exc)
+            if exc.filename is not None and str(exc.filename) != str(self.store.root):
+                unreachable += f" ({exc.filename})"
+        root = self.store.root
+        if unreachable is not None:
+            if unreachable != self.unreachable:
+                logger.warning(
+                    "cannot look at the model store %s: %s. Serving what is loaded; trying "
+                    "again at every poll.",
+                    root,
+                    unreachable,
+                )
+        elif missing and (self.missing is not True or self.unreachable is not None):
             logger.warning(
                 "model store folder %s does not exist; create one with "
                 "'python scripts/train.py --store %s'. Serving nothing until it appears.",
-                self.store.root,
-                self.store.root,
+                root,
+                root,
             )
         elif not missing and self.missing:
-            logger.info("model store folder %s appeared", self.store.root)
-        self.missing = missing
+            logger.info("model store folder %s appeared", root)
+        self.missing, self.unreachable = missing, unreachable

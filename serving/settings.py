@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ensembles.errors import StoreError
+from ensembles.store import ModelStore
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 #: The environment variable prometheus_client reads (at import) to share metrics across
@@ -21,8 +24,10 @@ class ServingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ENSEMBLES_", extra="forbid")
 
-    store: Path = Path("model_store")
-    """Model store folder the server reads (never writes)."""
+    store: str = "model_store"
+    """Model store the server reads (never writes): a folder, or an fsspec URL such as
+    ``s3://bucket/prefix`` (endpoint and credentials from fsspec's and the filesystem's own
+    configuration, e.g. ``FSSPEC_S3_ENDPOINT_URL`` and the ``AWS_*`` variables)."""
 
     host: str = "127.0.0.1"
     """Interface to bind; loopback by default."""
@@ -77,6 +82,20 @@ class ServingSettings(BaseSettings):
     access_log: bool = False
     """Log one JSON line per request (logger ``serving.access``): route, status, latency,
     ensemble, version and request id."""
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("store")
+    @classmethod
+    def _store_opens(cls, value: str) -> str:
+        try:
+            ModelStore(value)  # an unknown protocol, or its package missing
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _check_limits(self) -> ServingSettings:

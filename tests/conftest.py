@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,47 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_ensemble(tiny_request(root, dataset="digits", strategy="snapshot", epochs=6))
     train_ensemble(tiny_request(root, dataset="diabetes", strategy="bagging"))
     return root / "store"
+
+
+#: Dummy credentials for the moto server (it checks none); set for every S3 test.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API on a free port (moto's threaded server), for the whole session.
+
+    s3fs finds it through fsspec's configuration, as a user's ``FSSPEC_S3_ENDPOINT_URL``
+    would set it (subprocesses get that variable); the credentials are dummies.
+    """
+    import fsspec.config
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in S3_CREDENTIALS.items():
+            patch.setenv(key, value)
+        patch.setenv("FSSPEC_S3_ENDPOINT_URL", endpoint)
+        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str) -> str:
+    """``s3://<a new bucket>/models``: an empty model store on the moto server."""
+    import fsspec
+
+    bucket = f"store-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(bucket)
+    return f"s3://{bucket}/models"

@@ -3,19 +3,19 @@
 ``check`` reads every file of every version (checksums, the manifest's own checksum, files
 the manifest does not list), re-runs every combiner on the stored test member predictions
 (as a server does at load), reads every ``latest`` pointer, and lists what killed publishes
-left behind. It prints one line per version and exits 1 when anything is wrong.
+left behind (on an object store: version prefixes without a verified checksum). It prints
+one line per version and exits 1 when anything is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
 from ensembles.errors import StoreError
 from ensembles.reproduction import verify_stored_combiners
-from ensembles.store import NAME_PATTERN, ModelStore
+from ensembles.store import ModelStore
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     check.add_argument("names", nargs="*", metavar="NAME", help="ensembles (default: all)")
-    check.add_argument("--store", default="model_store", help="model store folder")
+    check.add_argument(
+        "--store",
+        default="model_store",
+        help="model store folder, or an fsspec URL such as s3://bucket/prefix",
+    )
     check.add_argument(
         "--remove-leftovers",
         action="store_true",
@@ -54,10 +58,11 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
         Whether every version verifies, every pointer names one, and nothing is left over
         (after removal, with ``remove_leftovers``).
     """
-    if not store.root.is_dir():
-        raise StoreError(f"{store.root} is not a folder: there is no model store there")
+    if not store.exists():
+        what = "is not a folder" if store.is_local else "holds nothing"
+        raise StoreError(f"{store.root} {what}: there is no model store there")
     lines, intact = [], True
-    for name in names or _ensemble_folders(store):
+    for name in names or store.folder_names():
         problems = store.check_versions(name, verify=verify_stored_combiners)
         for version, problem in problems.items():
             lines.append(f"{name}/{version}: {'ok' if problem is None else problem}")
@@ -95,22 +100,14 @@ def _check_latest(
     return f"version {latest}", True
 
 
-def _ensemble_folders(store: ModelStore) -> list[str]:
-    """Every folder with an ensemble's name, whether or not it holds a complete version."""
-    return sorted(
-        entry.name
-        for entry in store.root.iterdir()
-        if NAME_PATTERN.fullmatch(entry.name) and entry.is_dir()
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (1 when the store is not intact)."""
     args = build_parser().parse_args(argv)
 
     def check() -> int:
-        report, intact = check_store(ModelStore(args.store), args.names, args.remove_leftovers)
-        print(report or f"{Path(args.store)}: no ensembles")
+        store = ModelStore(args.store)
+        report, intact = check_store(store, args.names, args.remove_leftovers)
+        print(report or f"{store.root}: no ensembles")
         return 0 if intact else 1
 
     return run_command(check, writes=[args.store])

@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="members: snapshot cycles, horizontal checkpoints, folds or runs",
     )
     ensemble.add_argument("--name", default=None, help="ensemble name (default: the dataset's)")
-    ensemble.add_argument("--store", default="model_store", help="model store folder")
+    ensemble.add_argument(
+        "--store",
+        default="model_store",
+        help="model store folder or fsspec URL (s3://bucket/prefix)",
+    )
     ensemble.add_argument("--jobs", type=int, default=1, help="processes for independent members")
     ensemble.add_argument(
         "--engine",
@@ -174,7 +178,7 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         strategy=args.strategy,
         members=args.members,
         name=args.name,
-        store=Path(args.store),
+        store=args.store,
         seed=args.seed,
         jobs=args.jobs,
         engine=args.engine,
@@ -206,7 +210,7 @@ def summary(report: TrainReport) -> str:
         parts.append(_choice_table(manifest.default_choice))
     return "\n\n".join(parts) + (
         f"\n\npublished {manifest.name} version {manifest.version} in {report.seconds:.1f} s\n"
-        f"serve it: python -m serving --store {Path(report.store)}"
+        f"serve it: python -m serving --store {report.store}"
     )
 
 

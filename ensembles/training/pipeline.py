@@ -85,7 +85,7 @@ class TrainRequest:
     members : members (snapshot cycles, horizontal checkpoints, folds, runs).
     epochs : overrides ``config.epochs`` when given.
     name : ensemble name (default: the dataset name or the CSV file's stem).
-    store : model store folder.
+    store : model store folder or fsspec URL (``s3://bucket/prefix``, ``memory://``).
     seed : seeds the split and every member.
     jobs : processes for independent members (loop engine).
     engine : where independent members train (``auto``, ``loop``, ``packed``, ``ray``).
@@ -115,7 +115,7 @@ class TrainRequest:
     members: int = 5
     epochs: int | None = None
     name: str | None = None
-    store: Path = Path("model_store")
+    store: str | Path = Path("model_store")
     seed: int = 0
     jobs: int = 1
     engine: Engine = "auto"
@@ -149,7 +149,7 @@ class TrainReport:
     manifest: Manifest
     members: list[TrainedMember]
     seconds: float
-    store: Path
+    store: str | Path
 
 
 def train_ensemble(request: TrainRequest) -> Manifest:

@@ -22,7 +22,7 @@ from synthetic import publish_synthetic
 from ensembles.store import CHECKSUM_FILE, LATEST_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
 from serving.errors import NotReadyError
 from serving.registry import EnsembleRegistry
-from serving.scanning import fingerprint, is_transient
+from serving.scanning import is_transient
 from serving.settings import ServingSettings
 
 ROWS = np.random.default_rng(0).normal(size=(3, 4)).tolist()
@@ -310,13 +310,13 @@ def test_fingerprint_changes_with_bytes_and_permissions(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     publish_synthetic(store, "toy", seed=1)
     folder = store.path("toy", 1)
-    before = fingerprint(folder)
+    before = store.fingerprint("toy", 1)
     member = folder / "members" / "m000.onnx"
     member.chmod(0o600)
-    after_chmod = fingerprint(folder)
+    after_chmod = store.fingerprint("toy", 1)
     assert after_chmod != before
     member.write_bytes(member.read_bytes() + b"x")
-    assert fingerprint(folder) != after_chmod
+    assert store.fingerprint("toy", 1) != after_chmod
 
 
 def test_bytes_that_no_reader_accepts_refuse_only_their_version(tmp_path: Path) -> None:

@@ -1,0 +1,76 @@
+"""What every store backend shares: the names of the layout, ensemble names, digests."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ensembles.errors import StoreError
+from ensembles.manifest import Manifest
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: Version folders and the ``latest`` pointer: ASCII digits, no leading zero.
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
+MANIFEST_FILE = "manifest.json"
+#: The sha256 of ``manifest.json``'s bytes, written after it: a version is complete once
+#: this file exists and matches.
+CHECKSUM_FILE = "manifest.sha256"
+LATEST_FILE = "latest"
+LOCK_FILE = ".lock"
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+#: How an object-store publish's claim on a version number starts: it holds the checksum's
+#: place until the real digest replaces it (see ``ensembles.store._object``).
+CLAIM_PREFIX = "claimed "
+
+#: What identifies the state of a version's files from metadata alone (no file is read):
+#: one tuple per entry, starting with its path relative to the version folder.
+Fingerprint = tuple[tuple[str | int, ...], ...]
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` when it is a valid ensemble name, else raise ``StoreError``.
+
+    Names are 1-64 characters of lowercase letters, digits, '-' and '_', starting with a
+    letter or digit; this also rules out path traversal.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise StoreError(
+            f"invalid ensemble name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def checksum_matches(manifest: bytes, checksum: bytes) -> bool:
+    """Whether ``checksum`` (the bytes of ``manifest.sha256``) is the digest of ``manifest``."""
+    text = checksum.strip().decode("ascii", errors="replace")
+    return bool(SHA256_PATTERN.fullmatch(text)) and sha256_bytes(manifest) == text
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One verified version: its manifest and the verified bytes of every file it lists.
+
+    Attributes
+    ----------
+    manifest : Manifest
+        The parsed manifest, whose own bytes matched ``manifest.sha256``.
+    folder : Path or str
+        The version folder, or its URL on an object store (for messages; read nothing
+        from it again).
+    files : Mapping[str, bytes]
+        Relative path -> bytes, for every file in ``manifest.files``; each matched its
+        sha256 when it was read.
+    """
+
+    manifest: Manifest
+    folder: Path | str
+    files: Mapping[str, bytes]

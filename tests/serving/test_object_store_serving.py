@@ -1,0 +1,151 @@
+"""Serving from S3 (moto's server): train, publish, serve, hot swap; two servers, one store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+import uuid
+
+import fsspec
+import httpx
+import pytest
+from serving_fixtures import LiveServer
+from synthetic import publish_synthetic
+
+from ensembles.store import ModelStore
+from serving.registry import EnsembleRegistry
+from serving.settings import ServingSettings
+from tests.conftest import tiny_request
+from tests.store_toys import toy_writer
+from tests.test_object_store import publish_killed_at
+
+POLL_S = 0.5
+
+
+def served_version(http: httpx.Client, name: str) -> int | None:
+    response = http.get(f"/v1/ensembles/{name}")
+    return response.json()["version"] if response.status_code == 200 else None
+
+
+def wait_for_version(clients: list[httpx.Client], name: str, version: int) -> float:
+    """Seconds until every client's server serves ``version`` of ``name``."""
+    start = time.monotonic()
+    while any(served_version(http, name) != version for http in clients):
+        assert time.monotonic() - start < 30, "timed out"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_train_publish_serve_and_hot_swap_on_s3(s3_store: str, tmp_path) -> None:
+    from ensembles.training.pipeline import train_ensemble
+
+    def train() -> int:
+        request = tiny_request(
+            tmp_path, dataset="wine", strategy="bagging", members=2, store=s3_store
+        )
+        return train_ensemble(request).version
+
+    assert train() == 1
+    with (
+        LiveServer(store=s3_store, poll_interval_s=POLL_S) as one,
+        LiveServer(store=s3_store, poll_interval_s=POLL_S) as two,
+        one.client() as first,
+        two.client() as second,
+    ):
+        clients = [first, second]
+        wait_for_version(clients, "wine", 1)
+        row = {"rows": [[0.0] * 13]}
+        assert first.post("/v1/ensembles/wine/predict", json=row).json()["version"] == 1
+
+        publish_killed_at(s3_store, "_commit", "wine")  # version 2: files and manifest, no checksum
+        time.sleep(3 * POLL_S)
+        for http in clients:
+            info = http.get("/v1/ensembles/wine").json()
+            assert info["version"] == 1 and [s["version"] for s in info["versions"]] == [1]
+
+        assert train() == 3
+        waited = wait_for_version(clients, "wine", 3)
+        assert waited < POLL_S + 3, waited  # the next poll of each server, plus its load
+        for http in clients:
+            assert http.post("/v1/ensembles/wine/predict", json=row).json()["version"] == 3
+            states = {
+                s["version"]: s["state"] for s in http.get("/v1/ensembles/wine").json()["versions"]
+            }
+            assert states == {1: "loaded", 3: "loaded"}
+        body = first.get("/v1/ensembles").json()
+        assert body["store"] == {"exists": True, "ensembles": 1}
+        assert s3_store.split("/")[2] not in str(body)
+
+
+def test_refusals_on_an_object_store_name_no_url_and_retry_when_objects_change() -> None:
+    store = ModelStore(f"memory://store-{uuid.uuid4().hex[:12]}/models")
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "toy", seed=2)
+    fs, path = fsspec.core.url_to_fs(f"{store.root}/toy/2/members/m000.onnx")
+    good = fs.cat_file(path)
+    fs.pipe_file(path, b"tampered")
+    registry = EnsembleRegistry(ServingSettings(store=store.root))
+
+    async def scenario() -> None:
+        await registry.refresh()
+        assert registry.current("toy").version == 1
+        state = {s["version"]: s for s in registry.version_states("toy")}[2]
+        assert state["state"] == "refused"
+        assert state["reason"].startswith("toy/2/members/m000.onnx is corrupt: sha256")
+        fs.pipe_file(path, good)  # its fingerprint changes: tried again at the next scan
+        await registry.refresh()
+        assert registry.current("toy").version == 2
+        await registry.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("trouble", ["missing bucket", "unreachable endpoint"])
+def test_a_store_out_of_reach_is_a_warning_and_the_server_stays_up(
+    s3_endpoint: str, trouble: str, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    url = f"s3://absent-{uuid.uuid4().hex[:12]}/models"
+    if trouble == "unreachable endpoint":
+        monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": "http://127.0.0.1:9"})
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    registry = EnsembleRegistry(ServingSettings(store=url))
+
+    async def scan_twice() -> None:
+        with caplog.at_level(logging.WARNING, logger="serving.scanning"):
+            await registry.refresh()
+            await registry.refresh()
+        await registry.close()
+
+    asyncio.run(scan_twice())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings  # once, not at every poll
+    assert warnings[0].startswith(f"cannot look at the model store {url}: ")
+    expected = "there is no bucket" if trouble == "missing bucket" else "Could not connect"
+    assert expected in warnings[0]
+    assert registry.ready and registry.names() == []
+    info = registry.store_info()
+    assert info["exists"] is False and "cannot be reached right now" in info["hint"]
+
+    with LiveServer(store=url, poll_interval_s=0) as live, live.client() as http:
+        assert http.get("/v1/ensembles").json()["store"]["exists"] is False
+        assert http.get("/v2/health/live").status_code == 200
+
+
+def test_serving_from_s3_imports_no_torch(s3_store: str) -> None:
+    ModelStore(s3_store).publish("toy", toy_writer())
+    code = (
+        "import sys, asyncio\n"
+        "from serving.app import create_app\n"
+        "from serving.settings import ServingSettings\n"
+        f"app = create_app(ServingSettings(store={s3_store!r}))\n"
+        "asyncio.run(app.state.registry.refresh())\n"
+        "assert app.state.registry.names() == ['toy'], app.state.registry.names()\n"
+        "assert 's3fs' in sys.modules and 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
