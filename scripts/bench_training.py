@@ -7,6 +7,14 @@ probe's) and seconds per epoch. Without ``--epochs`` members train by the budget
 
     python scripts/bench_training.py [--members 5] [--epochs N] [--learning-rate R]
                                      [--hidden-sizes 128 64] [--repeats 1]
+
+``--engines`` prints instead the engines' tables (:mod:`ensembles.benchmark.engines`):
+member-training seconds for K = 1, 5, 32 with the loop, packed (and, with ray installed,
+ray) engines on digits with the default network and on a 20,000-row synthetic set (5
+epochs a member there), and the packed engine's quality against the loop's over
+``--repeats`` splits of digits.
+
+    python scripts/bench_training.py --engines [--repeats 5]
 """
 
 from __future__ import annotations
@@ -57,7 +65,11 @@ def main() -> None:
     )
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is shown")
+    parser.add_argument("--engines", action="store_true", help="compare the training engines")
     args = parser.parse_args()
+    if args.engines:
+        compare_engines(args.repeats)
+        return
     config = TrainConfig(
         epochs=args.epochs,
         learning_rate=args.learning_rate,
@@ -77,6 +89,28 @@ def main() -> None:
                 rows.append((strategy, jobs, epochs, total, range_test, total / epochs))
     header = ["strategy", "jobs", "epochs trained", "total s", "range test s", "s per epoch"]
     print(format_table(header, rows))
+
+
+def compare_engines(repeats: int) -> None:
+    """Print the engines' timing tables and the packed engine's quality against the loop's."""
+    import importlib.util
+
+    from ensembles.benchmark import engines as bench
+    from ensembles.data import load_builtin, split_dataset
+
+    names = ("loop", "packed") + (("ray",) if importlib.util.find_spec("ray") else ())
+    header = ["engine", "K", "member training s", "epochs (slowest)", "x one loop member"]
+    digits = split_dataset(load_builtin("digits"), 0)
+    print("digits, default network, budget rule:\n")
+    print(format_table(header, bench.timing_rows(bench.time_engines(digits, names, (1, 5, 32)))))
+    synthetic = split_dataset(bench.synthetic_dataset(), 0)
+    print("\n20,000 synthetic rows, default network, 5 epochs a member:\n")
+    timings = bench.time_engines(synthetic, names, (1, 5, 32), TrainConfig(epochs=5))
+    print(format_table(header, bench.timing_rows(timings)))
+    print(f"\nquality, digits, 5-member repeat, mean combiner, {max(repeats, 2)} splits:\n")
+    results = bench.engine_quality("digits", ("loop", "packed"), max(repeats, 2))
+    header = ["engine", "metric", "mean", "std", "minus loop (paired)", "std error"]
+    print(format_table(header, bench.quality_rows(results)))
 
 
 if __name__ == "__main__":

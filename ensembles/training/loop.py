@@ -143,9 +143,7 @@ def fit_member(
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()
-            value = (
-                loss.item() if plain else _reported(loss_fn, output, t_train[rows])
-            )
+            value = loss.item() if plain else _reported(loss_fn, output, t_train[rows])
             stopped = any([callback.on_step_end(step, value) for callback in callbacks])
             step += 1
             seen += len(rows)
