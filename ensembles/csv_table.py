@@ -15,6 +15,7 @@ import numpy as np
 
 from ensembles.errors import ConfigError, DataError
 from ensembles.tabular import (
+    MISSING_TOKENS,
     ColumnSpec,
     DroppedColumn,
     Table,
@@ -104,7 +105,14 @@ def read_csv_table(
     if not path.exists():  # a folder or an unreadable file fails below with its OSError
         raise DataError(f"CSV file not found: {path}")
     try:
-        frame = pd.read_csv(path)
+        # the same missing spellings as a request's (MISSING_TOKENS); forced categories as
+        # the file writes them ("02134" stays "02134", not the number 2134)
+        frame = pd.read_csv(
+            path,
+            keep_default_na=False,
+            na_values=sorted(MISSING_TOKENS),
+            dtype={name: str for name in categorical},
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ensembles.errors import DataError
 
@@ -40,6 +40,33 @@ MAX_LEVELS = 64
 #: so that no member meets a column it could not learn (a bootstrap sample misses a level
 #: of 5 rows with probability e^-5).
 MIN_LEVEL_ROWS = 5
+#: Cell texts that mean "missing", as in a CSV (pandas' default ``na_values``, here so that
+#: training reads the file and serving reads a request with the same list).
+MISSING_TOKENS: frozenset[str] = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
+#: Training levels remembered as rare (beyond it, a rare level counts as unseen).
+MAX_RARE_LEVELS = 10_000
 MISSING_LEVEL = "(missing)"
 OTHER_LEVEL = "(other)"
 #: Boolean-like spellings, (true, false), compared case-insensitively.
@@ -51,6 +78,7 @@ BOOLEAN_TOKENS: tuple[tuple[str, str], ...] = (
     ("1", "0"),
 )
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TRUE = frozenset(true for true, _ in BOOLEAN_TOKENS)
 _FALSE = frozenset(false for _, false in BOOLEAN_TOKENS)
 
@@ -95,6 +123,15 @@ class ColumnSpec(_Model):
         default=False, description="categorical: a (missing) column follows the levels"
     )
     other: bool = Field(default=False, description="categorical: an (other) column comes last")
+    #: (the ``levels`` list it was built from, level -> column, rare levels): a model copy
+    #: carries it along, so it is rebuilt whenever ``levels`` is another list.
+    _lookup: tuple[list[str], dict[str, int], frozenset[str]] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields (the lookup cache of :func:`_one_hot` does not count)."""
+        return isinstance(other, ColumnSpec) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # mutable-looking fields (lists): specs are compared, never hashed
     rare_levels: list[str] = Field(
         default_factory=list,
         description="categorical: training levels too rare for a column (encoded as (other); "
@@ -162,23 +199,24 @@ class TabularSpec(_Model):
             categorical column.
         """
         n_rows = _row_count(table, self.column_names)
-        values, indicators, blocks, unseen = [], [], [], {}
-        for column in self.columns:
+        X = np.zeros((n_rows, self.n_features), dtype=np.float32)
+        numeric = [c for c in self.columns if c.kind != "categorical"]
+        for position, column in enumerate(numeric):
             cells = table[column.name]
-            if column.kind == "categorical":
-                block, n_unseen = _one_hot(column, cells, n_rows)
-                blocks.append(block)
-                if n_unseen:
-                    unseen[column.name] = n_unseen
+            X[:, position] = np.where(np.isnan(cells), column.fill or 0.0, cells)
+        flagged = [c for c in numeric if c.indicator]
+        for position, column in enumerate(flagged, len(numeric)):
+            X[:, position] = np.isnan(table[column.name])
+        start, unseen = len(numeric) + len(flagged), {}
+        for column in self.columns:
+            if column.kind != "categorical":
                 continue
-            missing = np.isnan(cells)
-            fill = column.fill if column.fill is not None else 0.0
-            values.append(np.where(missing, fill, cells))
-            if column.indicator:
-                indicators.append(missing.astype(np.float64))
-        parts = [np.column_stack(values + indicators)] if values or indicators else []
-        X = np.hstack(parts + blocks) if parts or blocks else np.zeros((n_rows, 0))
-        return EncodedTable(X.astype(np.float32), unseen)
+            width = len(column.levels) + column.missing + column.other
+            count = _one_hot(column, table[column.name], X[:, start : start + width])
+            if count:
+                unseen[column.name] = count
+            start += width
+        return EncodedTable(X, unseen)
 
 
 @dataclass(frozen=True)
@@ -241,8 +279,9 @@ def coerce_table(
         different lengths.
     """
     known = set(spec.column_names)
+    ignored = {dropped.name for dropped in spec.dropped}
     for name in columns:
-        if name not in known:
+        if name not in known and name not in ignored:
             raise ColumnError(
                 f"unknown column '{name}'{_at(where)}: this ensemble takes "
                 f"{', '.join(spec.column_names)}",
@@ -271,7 +310,7 @@ def table_from_records(spec: TabularSpec, records: Sequence[Mapping[str, Any]]) 
         names the record and the column), or a value has the wrong type.
     """
     names = spec.column_names
-    known = set(names)
+    known = set(names) | {dropped.name for dropped in spec.dropped}
     for index, record in enumerate(records):
         for name in record:
             if name not in known:
@@ -288,7 +327,7 @@ def table_from_records(spec: TabularSpec, records: Sequence[Mapping[str, Any]]) 
                     name,
                 )
     columns = {name: [record[name] for record in records] for name in names}
-    return coerce_table(spec, columns, "records")
+    return coerce_table(spec, columns, "records")  # columns dropped in training are ignored
 
 
 def level_text(value: Any) -> str:
@@ -313,7 +352,7 @@ def _fit_levels(column: ColumnSpec, cells: np.ndarray) -> ColumnSpec:
     counts = Counter(cell for cell in cells if cell is not None)
     frequent = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:MAX_LEVELS]
     kept = [level for level, count in frequent if count >= MIN_LEVEL_ROWS]
-    rare = sorted(set(counts) - set(kept))
+    rare = sorted(set(counts) - set(kept))[:MAX_RARE_LEVELS]
     missing = n_missing >= MIN_LEVEL_ROWS
     other = bool(rare) or (0 < n_missing < MIN_LEVEL_ROWS)
     update = {"levels": kept, "missing": missing, "other": other, "rare_levels": rare}
@@ -328,21 +367,21 @@ def _one_hot_names(column: ColumnSpec) -> list[str]:
     return names + ([f"{column.name}:{OTHER_LEVEL}"] if column.other else [])
 
 
-def _one_hot(column: ColumnSpec, cells: np.ndarray, n_rows: int) -> tuple[np.ndarray, int]:
-    """The one-hot block of a categorical column, and how many cells held unseen levels."""
-    width = len(column.levels) + column.missing + column.other
-    other = width - 1 if column.other else -1
+def _one_hot(column: ColumnSpec, cells: np.ndarray, block: np.ndarray) -> int:
+    """Write a categorical column's one-hot block; return how many cells were unseen levels."""
+    if column._lookup is None or column._lookup[0] is not column.levels:  # once per spec
+        index = {level: k for k, level in enumerate(column.levels)}
+        column._lookup = (column.levels, index, frozenset(column.rare_levels))
+    _, index, rare = column._lookup
+    other = block.shape[1] - 1 if column.other else -1
     missing = len(column.levels) if column.missing else other
-    index = {level: k for k, level in enumerate(column.levels)}
     positions = np.array(
         [missing if cell is None else index.get(cell, other) for cell in cells], dtype=np.int64
     )
-    known = set(column.rare_levels)
-    unseen = sum(cell is not None and cell not in index and cell not in known for cell in cells)
-    block = np.zeros((n_rows, width))
+    unseen = sum(cell is not None and cell not in index and cell not in rare for cell in cells)
     rows = np.flatnonzero(positions >= 0)
     block[rows, positions[rows]] = 1.0
-    return block, unseen
+    return unseen
 
 
 def _coerce(column: ColumnSpec, values: Sequence[Any] | np.ndarray, where: str) -> np.ndarray:
@@ -350,7 +389,9 @@ def _coerce(column: ColumnSpec, values: Sequence[Any] | np.ndarray, where: str) 
         if column.kind == "categorical":
             return np.array([_category(column, v, where) for v in values.tolist()], dtype=object)
         cells = values.astype(np.float64).reshape(-1)
-        odd = ~np.isfinite(cells) if column.fill is None else np.isinf(cells)
+        odd = ~(np.abs(cells) <= _FLOAT32_MAX)  # infinite, too large for float32, or NaN
+        if column.fill is not None:
+            odd &= ~np.isnan(cells)  # missing: filled
         if column.kind == "boolean":
             odd |= ~np.isin(cells, (0.0, 1.0)) & ~np.isnan(cells)
         if odd.any():  # convert_cell refuses the first odd value, naming it
@@ -388,7 +429,7 @@ def _category(column: ColumnSpec, cell: Any, where: str) -> str | None:
     if isinstance(cell, bytes):
         cell = cell.decode("utf-8", errors="replace")
     if isinstance(cell, str):
-        return cell if cell != "" else None
+        return None if cell in MISSING_TOKENS else cell
     if isinstance(cell, bool) or not isinstance(cell, int | float):
         raise _type_error(column, cell, "a string", where)
     return level_text(cell)
@@ -397,11 +438,13 @@ def _category(column: ColumnSpec, cell: Any, where: str) -> str | None:
 def _number(column: ColumnSpec, cell: Any, where: str) -> float:
     if cell is None or (isinstance(cell, float) and math.isnan(cell)):
         return math.nan
+    if isinstance(cell, str) and cell in MISSING_TOKENS:  # "NA" in a CSV is missing
+        return math.nan
     if isinstance(cell, bool) or not isinstance(cell, int | float):
         raise _type_error(column, cell, "a number or null", where)
     value = float(cell)
-    if math.isinf(value):
-        raise _type_error(column, cell, "a finite number or null", where)
+    if not abs(value) <= _FLOAT32_MAX:  # members compute in float32
+        raise _type_error(column, cell, "a finite float32 number or null", where)
     return value
 
 
@@ -416,7 +459,7 @@ def _boolean(column: ColumnSpec, cell: Any, where: str) -> float:
         return float(cell)
     if isinstance(cell, str):
         text = cell.strip().lower()
-        if text == "":
+        if cell in MISSING_TOKENS or text == "":
             return math.nan
         if text in _TRUE or text == column.true_token:
             return 1.0

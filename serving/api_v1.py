@@ -22,6 +22,7 @@ from starlette.routing import Route
 from ensembles.errors import NotFoundError, StoreError
 from ensembles.manifest import StrategyInfo, Task
 from ensembles.store import validate_name
+from serving.columns import encode_off_loop
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -321,13 +322,13 @@ async def describe(name: EnsembleName, registry: Registry) -> Response:
     return json_response(ensemble_info(registry, name))
 
 
-def _features(runtime: EnsembleRuntime, body: PredictRequest, request: Request) -> np.ndarray:
+async def _features(runtime: EnsembleRuntime, body: PredictRequest, request: Request) -> np.ndarray:
     """The member input of a request: its ``rows``, or its ``records`` encoded."""
     table = runtime.table_input
     if (body.rows is None) == (body.records is None):
         raise InvalidRequestError("give either 'rows' or 'records'", field="body")
     if body.records is not None:
-        encoded = table.from_records(body.records)
+        encoded = await encode_off_loop(table.from_records, body.records)
         request.app.state.metrics.count_unseen(runtime.name, encoded.unseen)
         return encoded.X
     if table.is_table:
@@ -406,7 +407,7 @@ async def _predict(
 ) -> Response:
     runtime = await registry.get(name, body.version)
     mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
-    X = _features(runtime, body, request)
+    X = await _features(runtime, body, request)
     prediction = await runtime.predict_async(
         X, combiner=body.combiner, members=body.members, uncertainty=body.uncertainty
     )

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ensembles.store import VERSION_PATTERN
+from serving.columns import encode_off_loop
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -265,7 +266,9 @@ async def _infer(
         name,
         runtime.input_meta,
         specs.keys(),
-        max_elements=_DECODE_HEADROOM * settings.max_batch_rows * runtime.n_features,
+        max_elements=_DECODE_HEADROOM
+        * settings.max_batch_rows
+        * (1 if runtime.table_input.is_table else runtime.n_features),
     )
     if parsed.id is not None and request.headers.get("x-request-id") is None:
         mark_served(request, runtime.name, runtime.version, parsed.id)
@@ -278,7 +281,7 @@ async def _infer(
         wanted = [(o.name, o.binary) for o in parsed.outputs]
     names = {n for n, _ in wanted}
     if runtime.table_input.is_table:
-        encoded = runtime.table_input.from_tensors(parsed.inputs)
+        encoded = await encode_off_loop(runtime.table_input.from_tensors, parsed.inputs)
         request.app.state.metrics.count_unseen(runtime.name, encoded.unseen)
         X = encoded.X
     else:

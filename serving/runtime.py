@@ -131,7 +131,7 @@ class EnsembleRuntime:
             name for name in self.output_specs if name not in (MEMBER_OUTPUTS, MEMBER_VARIANCES)
         )
         #: The raw columns a table ensemble takes (``/v1`` records, ``/v2`` column inputs).
-        self.table_input = TableInput(manifest)
+        self.table_input = TableInput(manifest, max_batch_rows)
         #: The inputs as the V2 codec checks them: one per column of a table, else the matrix.
         self.input_meta: dict[str, TensorMeta] = (
             self.table_input.tensor_meta

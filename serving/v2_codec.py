@@ -335,9 +335,11 @@ def _decode_bytes(
             f"{len(binary) - offset} remain after the JSON header"
         )
     data, position, cells = binary[offset : offset + size], 0, []
-    while position < size:
+    for _ in range(count):  # never more elements than the shape says
         if position + 4 > size:
-            raise InvalidRequestError(f"binary BYTES of input '{name}' end inside a length prefix")
+            raise InvalidRequestError(
+                f"binary BYTES of input '{name}' end after {len(cells)} of {count} elements"
+            )
         length = int.from_bytes(data[position : position + 4], "little")
         start, position = position + 4, position + 4 + length
         if position > size:
@@ -346,9 +348,10 @@ def _decode_bytes(
             cells.append(bytes(data[start:position]).decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise InvalidRequestError(f"input '{name}' holds bytes that are not UTF-8") from exc
-    if len(cells) != count:
+    if position != size:
         raise InvalidRequestError(
-            f"input '{name}' has {len(cells)} BYTES elements but shape {list(shape)} needs {count}"
+            f"input '{name}' has {size - position} bytes after its {count} BYTES elements "
+            "(check binary_data_size)"
         )
     return np.array(cells, dtype=object).reshape(shape), offset + size
 

@@ -377,3 +377,9 @@ def test_split_rows_match_the_split(mixed: Path) -> None:
         for name, cells in split.table.items():
             np.testing.assert_array_equal(cells, dataset.table[name][rows[part]])
     assert sorted(np.concatenate(list(rows.values())).tolist()) == list(range(len(dataset.y)))
+
+
+def test_a_column_forced_categorical_keeps_the_file_s_text(tmp_path: Path) -> None:
+    lines = ["zip,label", *[f"0213{i % 3},{'a' if i % 2 else 'b'}" for i in range(30)]]
+    dataset = load_csv(write(tmp_path / "zips.csv", lines), "label", categorical=("zip",))
+    assert sorted(dataset.tabular.column("zip").levels) == ["02130", "02131", "02132"]

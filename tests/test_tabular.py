@@ -11,8 +11,10 @@ from ensembles.errors import DataError
 from ensembles.manifest import InputSpec, Manifest
 from ensembles.tabular import (
     MAX_LEVELS,
+    MAX_RARE_LEVELS,
     MIN_LEVEL_ROWS,
     MISSING_LEVEL,
+    MISSING_TOKENS,
     OTHER_LEVEL,
     ColumnError,
     ColumnSpec,
@@ -213,7 +215,7 @@ def good_columns(**changes: list) -> dict[str, list]:
         (
             good_columns(age=[math.inf, 1.0]),
             "age",
-            "column 'age' is numeric and takes a finite number or null; got inf",
+            "column 'age' is numeric and takes a finite float32 number or null; got inf",
         ),
         (
             good_columns(flag=[2, "no"]),
@@ -256,7 +258,7 @@ def test_numeric_arrays_are_checked_like_lists() -> None:
     columns = {**good_columns(), "age": np.array([1, 2], dtype=np.int64)}
     np.testing.assert_array_equal(coerce_table(fitted(), columns)["age"], [1.0, 2.0])
     columns["age"] = np.array([1.0, np.inf])
-    message = "^column 'age' is numeric and takes a finite number or null; got inf$"
+    message = "^column 'age' is numeric and takes a finite float32 number or null; got inf$"
     with pytest.raises(ColumnError, match=message):
         coerce_table(fitted(), columns)
 
@@ -401,3 +403,37 @@ def test_spec_round_trips_through_the_manifest_json() -> None:
     assert loaded.preprocessing.dropped[0].name == "id"
     table = coerce_table(loaded.preprocessing, good_columns())
     np.testing.assert_array_equal(loaded.preprocessing.encode(table).X, spec.encode(table).X)
+
+
+def test_a_csv_missing_spelling_in_a_request_is_missing_as_in_training() -> None:
+    # read_csv_table reads "NA", "null", ... as missing (MISSING_TOKENS); a client sending
+    # the same raw cell must get the same encoding, not an unseen level or a 400
+    spec = fitted()
+    raw = spec.encode(coerce_table(spec, good_columns(color=["NA", None], flag=["N/A", None])))
+    clean = spec.encode(coerce_table(spec, good_columns(color=[None, None], flag=[None, None])))
+    np.testing.assert_array_equal(raw.X, clean.X)
+    assert raw.unseen == {}
+    assert {"NA", "null", "", "NaN"} <= MISSING_TOKENS
+
+
+def test_a_number_too_large_for_float32_is_refused_naming_the_column() -> None:
+    with pytest.raises(ColumnError, match="^column 'age' is numeric and takes a finite float32"):
+        coerce_table(fitted(), good_columns(age=[1e39, None]))
+    with pytest.raises(ColumnError, match="^column 'age' is numeric"):
+        coerce_table(fitted(), good_columns(age=np.array([1e39, 1.0])))
+
+
+def test_columns_dropped_in_training_are_accepted_and_ignored() -> None:
+    spec = fitted().model_copy(update={"dropped": [DroppedColumn(name="id", reason="an id")]})
+    record = {"color": "red", "age": 31.0, "flag": "yes", "x": 1, "id": "C00001"}
+    with_id = spec.encode(table_from_records(spec, [record]))
+    without = spec.encode(
+        table_from_records(spec, [{k: v for k, v in record.items() if k != "id"}])
+    )
+    np.testing.assert_array_equal(with_id.X, without.X)
+
+
+def test_rare_levels_kept_are_capped() -> None:
+    cells = [f"L{i:05d}" for i in range(MAX_RARE_LEVELS + 50)] + ["big"] * MIN_LEVEL_ROWS
+    column = categorical(cells).columns[0]
+    assert column.levels == ["big"] and len(column.rare_levels) == MAX_RARE_LEVELS

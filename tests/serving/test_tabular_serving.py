@@ -7,6 +7,7 @@ predictions training computed for them.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -229,3 +230,46 @@ def test_records_work_for_a_numeric_ensemble_keyed_by_feature_name(trained_store
     assert refused.status_code == 400
     assert refused.json()["field"] == f"records.{names[3]}"
     assert "cannot be missing" in refused.json()["error"]
+
+
+def test_too_many_records_are_refused_before_they_are_encoded(mixed, http):
+    record = _records(mixed["test"], mixed["manifest"].preprocessing.column_names)[0]
+    answer = _predict(http, {"records": [record] * 4097})  # the default limit: 4,096 rows
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "batch of 4097 rows is over the limit of 4096 rows; split it into smaller "
+        "requests",
+        "field": "records",
+    }
+
+
+def test_binary_bytes_beyond_the_shape_are_refused(mixed, http):
+    names = mixed["manifest"].preprocessing.column_names
+    extra = b"\x00\x00\x00\x00" * 1000  # a thousand empty elements for a shape of one
+    header = {
+        "inputs": [
+            {
+                "name": STATE,
+                "datatype": "BYTES",
+                "shape": [1, 1],
+                "parameters": {"binary_data_size": 6 + len(extra)},
+            },
+            *[
+                {"name": n, "datatype": "FP64", "shape": [1, 1], "data": [1.0]}
+                for n in names
+                if n not in (STATE, PLAN)
+            ],
+            {"name": PLAN, "datatype": "BYTES", "shape": [1, 1], "data": ["yes"]},
+        ]
+    }
+    text = json.dumps(header).encode()
+    body = text + b"\x02\x00\x00\x00KS" + extra
+    answer = http.post(
+        f"/v2/models/{NAME}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(len(text))},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == (
+        f"input '{STATE}' has 4000 bytes after its 1 BYTES elements (check binary_data_size)"
+    )
