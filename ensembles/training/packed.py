@@ -112,7 +112,7 @@ class PackedNetwork(nn.Module):
                     norm.bias.copy_(torch.cat([m.bias for m in stacked]))
                 self.norms.append(norm)
                 self._plan.append(("norm", len(self.norms) - 1))
-            elif isinstance(module, nn.Dropout):
+            elif isinstance(module, nn.Dropout):  # (MemberNetwork adds it only when p > 0)
                 self._plan.append(("dropout", _dropout_threshold(module.p)))
             else:  # an activation: elementwise, so independent per member
                 self.add_module(f"layer{position}", module)
@@ -238,6 +238,7 @@ def _fit_packed(
     x_train = torch.stack([_padded(x, n_rows) for x, _ in train])  # (K, n_rows, F)
     t_train = torch.stack([_padded(t, n_rows) for _, t in train])
     every = torch.arange(n_members)[:, None]
+    counts = torch.tensor(sizes)[:, None]
     val = [training_tensors(network, data.X_val, data.y_val) for network in networks]
     x_val, t_val = torch.stack([x for x, _ in val]), torch.stack([t for _, t in val])
     packed = PackedNetwork(networks)
@@ -254,7 +255,8 @@ def _fit_packed(
     for epoch in range(1, max(b.max_epochs for b in budgets) + 1):
         packed.train()
         # each member's own permutation of its own rows; a member with fewer rows wraps
-        # around to the start of its permutation, so no one ever reads a padding row
+        # around to the start of its permutation for the batch's shape, and the rows past
+        # its own count are masked out of its loss (a fold one row short: the loop's epoch)
         orders = torch.stack(
             [
                 torch.randperm(size, generator=generator)[torch.arange(n_rows) % size]
@@ -264,6 +266,7 @@ def _fit_packed(
         losses, metrics = torch.zeros(n_members), torch.zeros(n_members)
         for begin, end in zip(starts, stops, strict=True):
             picks = orders[:, begin:end]
+            own = (torch.arange(begin, end) < counts).float()  # (K, batch): not wrapped
             inputs, targets = x_train[every, picks], t_train[every, picks]
             if config.input_noise > 0:
                 inputs = inputs + config.input_noise * torch.randn(inputs.shape)
@@ -271,13 +274,14 @@ def _fit_packed(
             terms = objective.terms(output, targets)
             optimizer.zero_grad(set_to_none=True)
             # each member's gradient is its own loss's; a stopped member's is zero
-            (terms.mean(dim=1) * learning).sum().backward()
+            member_loss = (terms * own).sum(dim=1) / own.sum(dim=1).clamp(min=1)
+            (member_loss * learning).sum().backward()
             if config.grad_clip is not None:
                 _clip_per_member(packed, config.grad_clip)
             optimizer.step()
             with torch.no_grad():
-                losses += objective.reported(output, targets, terms).sum(dim=1)
-                metrics += objective.metric(output, targets)
+                losses += (objective.reported(output, targets, terms) * own).sum(dim=1)
+                metrics += objective.metric(output, targets, own)
         val_output = _evaluate(packed, x_val)
         val_losses = objective.reported(val_output, t_val).mean(dim=1)
         val_metrics = objective.metric(val_output, t_val)
@@ -285,8 +289,8 @@ def _fit_packed(
             packed.unpack(k, networks[k])
             log = {
                 "epoch": epoch,
-                "train_loss": float(losses[k]) / n_rows,
-                "train_metric": finish_metric(networks[k], float(metrics[k]), n_rows),
+                "train_loss": float(losses[k]) / sizes[k],
+                "train_metric": finish_metric(networks[k], float(metrics[k]), sizes[k]),
                 "val_loss": float(val_losses[k]),
                 "val_metric": finish_metric(networks[k], float(val_metrics[k]), len(data.y_val)),
                 "learning_rate": float(optimizer.param_groups[0]["lr"]),
@@ -349,12 +353,17 @@ class _PackedObjective:
             return terms.detach()
         return _by_member(self.row_losses, output, targets)
 
-    def metric(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per member: correct predictions, or summed squared error in target units (K,)."""
+    def metric(
+        self, output: torch.Tensor, targets: torch.Tensor, own: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per member: correct predictions, or summed squared error in target units (K,),
+        over the rows ``own`` marks (every row when None)."""
         if self.classification:
-            return (output.argmax(dim=-1) == targets).sum(dim=1).float()
-        error = (output[..., : self.n_outputs] - targets) * self.target_scale[:, None, :]
-        return (error**2).mean(dim=-1).sum(dim=1)
+            rows = (output.argmax(dim=-1) == targets).float()
+        else:
+            error = (output[..., : self.n_outputs] - targets) * self.target_scale[:, None, :]
+            rows = (error**2).mean(dim=-1)
+        return (rows if own is None else rows * own).sum(dim=1)
 
 
 def _by_member(rows: RowLoss, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -364,8 +373,11 @@ def _by_member(rows: RowLoss, output: torch.Tensor, targets: torch.Tensor) -> to
 
 
 def _dropout_threshold(p: float) -> int:
-    """``p`` in 256ths: the byte values below it drop a unit (0.2 -> 51, a rate of 0.1992)."""
-    return round(p * 256)
+    """``p`` in 256ths: the byte values below it drop a unit (0.2 -> 51, a rate of 0.1992).
+
+    Any rate above 0 drops at least one value in 256 and keeps at least one.
+    """
+    return 0 if p == 0 else min(max(round(p * 256), 1), 255)
 
 
 def _dropout(h: torch.Tensor, threshold: int) -> torch.Tensor:

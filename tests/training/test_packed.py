@@ -27,21 +27,23 @@ def _data(name: str) -> TrainingData:
 
 
 @pytest.mark.parametrize(
-    ("dataset", "settings"),
+    ("dataset", "strategy", "settings"),
     [
-        ("wine", {}),
-        ("wine", {"batch_norm": True}),
-        ("diabetes", {}),  # Gaussian head: beta-NLL trained, plain NLL reported
+        ("wine", "repeat", {}),
+        ("wine", "repeat", {"batch_norm": True}),
+        ("wine", "kfold", {}),  # folds of 70, 71 and 71 rows: the short one's extra is masked
+        ("wine", "repeat", {"class_weight": "balanced", "grad_clip": 0.5}),
+        ("diabetes", "repeat", {}),  # Gaussian head: beta-NLL trained, plain NLL reported
     ],
 )
 def test_without_dropout_packed_members_follow_the_loop_members(
-    dataset: str, settings: dict
+    dataset: str, strategy: str, settings: dict
 ) -> None:
     data = _data(dataset)
     config = TrainConfig(hidden_sizes=(16,), dropout=0.0, learning_rate=3e-3, epochs=5, **settings)
     curves = {}
     for engine in ("loop", "packed"):
-        members, params = train_members("repeat", 3, data, config, 0, engine=engine, progress=False)
+        members, params = train_members(strategy, 3, data, config, 0, engine=engine, progress=False)
         assert params["engine"]["used"] == engine
         curves[engine] = [[log["val_loss"] for log in m.curves] for m in members]
     np.testing.assert_allclose(curves["packed"], curves["loop"], rtol=CURVE_TOLERANCE)
@@ -83,6 +85,7 @@ def test_dropout_draws_independent_masks_at_the_rounded_rate() -> None:
     torch.manual_seed(0)
     threshold = _dropout_threshold(0.2)
     assert threshold == 51  # 0.2 in 256ths: a rate of 0.1992
+    assert (_dropout_threshold(0.999), _dropout_threshold(0.001)) == (255, 1)  # never 0 or all
     h = torch.ones(2, 400, 256)
     dropped = _dropout(h, threshold)
     kept = dropped > 0
