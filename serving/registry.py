@@ -285,7 +285,8 @@ class EnsembleRegistry:
                 break
             state = entry.states.get(version)
             if state is not None and state.state == "refused":
-                if scan.fingerprints.get(version) == state.fingerprint:
+                current = scan.fingerprints.get(version)
+                if current is None or current == state.fingerprint:  # None: cannot tell now
                     skipped.append(_why_not_served(state))
                     continue
                 logger.info(

@@ -7,6 +7,7 @@ A version counts only once its manifest and checksum are there and verify; a kil
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from ensembles.cli.store import main
 from ensembles.errors import IntegrityError, StoreError
 from ensembles.manifest import Manifest
-from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore
+from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, _object
 from tests.store_toys import toy_manifest, toy_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,12 @@ def publish_killed_at(url: str, point: str, name: str = "toy") -> None:
     ],
 )
 def test_a_killed_publish_is_no_version_and_store_check_reports_it(
-    s3_store: str, point: str, left: list[str], refusal: str, capsys: pytest.CaptureFixture
+    s3_store: str,
+    point: str,
+    left: list[str],
+    refusal: str,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = ModelStore(s3_store)
     store.publish("toy", toy_writer())
@@ -174,6 +180,11 @@ def test_a_killed_publish_is_no_version_and_store_check_reports_it(
     assert store.publish("toy", toy_writer(b"next")).version == 3
     assert store.versions("toy") == [1, 3] and store.latest("toy") == 3
 
+    # a claim of a moment ago may be a publish still running: left alone
+    assert main(["check", "--store", s3_store, "--remove-leftovers"]) == 1
+    assert "toy: leftover 2" in capsys.readouterr().out
+    assert [p.name for p in store.leftovers("toy")] == ["2"]
+    monkeypatch.setattr(_object, "LEFTOVER_AGE", dt.timedelta(0))  # an hour later
     assert main(["check", "--store", s3_store, "--remove-leftovers"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "toy: removed 2 (left by a killed publish)"
     assert store.leftovers("toy") == [] and objects(store, "toy", 2) == []
@@ -256,3 +267,17 @@ def test_unknown_protocols_mangled_urls_and_local_urls(tmp_path: Path) -> None:
     assert local.is_local and local.root == tmp_path / "store"
     local.publish("toy", toy_writer())
     assert ModelStore(tmp_path / "store").versions("toy") == [1]
+
+
+def test_training_refuses_a_store_it_cannot_open_before_any_member_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ensembles.training import pipeline
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("members trained before the store was checked")
+
+    monkeypatch.setattr(pipeline, "train_members", no_training)
+    request = pipeline.TrainRequest(dataset="wine", store="s4://bucket/prefix", progress=False)
+    with pytest.raises(StoreError, match="^cannot open the model store s4://bucket/prefix"):
+        pipeline.run_training(request)

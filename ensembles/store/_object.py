@@ -40,6 +40,9 @@ from ensembles.store._layout import (
 
 logger = logging.getLogger(__name__)
 
+#: A claim younger than this may be a publish still running (writing a version takes
+#: seconds to minutes): ``remove_leftovers`` leaves it alone.
+LEFTOVER_AGE = dt.timedelta(hours=1)
 #: Claims a publish tries before it gives up (each lost claim means another publish took
 #: that number between the listing and the claim).
 _CLAIM_TRIES = 20
@@ -165,10 +168,19 @@ class ObjectBackend:
         return False
 
     def remove_leftovers(self, name: str) -> list[PurePosixPath]:
-        """Remove every incomplete version prefix of ``name``; return what was removed."""
+        """Remove the incomplete version prefixes of ``name`` claimed over
+        :data:`LEFTOVER_AGE` ago (younger ones may be running publishes); return them."""
         removed = []
         for leftover in self.leftovers(name):
             url = self.location(name, leftover.name)
+            claimed = self._claimed_at(name, int(leftover.name))
+            if claimed is not None and dt.datetime.now(dt.UTC) - claimed < LEFTOVER_AGE:
+                logger.warning(
+                    "left %s alone: claimed at %s, it may be a publish still running",
+                    url,
+                    claimed.isoformat(timespec="seconds"),
+                )
+                continue
             try:
                 with self._translated(name, leftover.name):
                     self.fs.rm(str(leftover), recursive=True)
@@ -178,6 +190,19 @@ class ObjectBackend:
             logger.warning("removed %s, left by a publish that was killed", url)
             removed.append(leftover)
         return removed
+
+    def _claimed_at(self, name: str, version: int) -> dt.datetime | None:
+        """When the version's claim was written; None without a readable claim."""
+        try:
+            text = self.read(name, version, CHECKSUM_FILE).decode("utf-8", errors="replace")
+        except OSError:
+            return None
+        if not text.startswith(CLAIM_PREFIX):
+            return None
+        try:
+            return dt.datetime.fromisoformat(text[len(CLAIM_PREFIX) :].split(" ", 1)[0])
+        except ValueError:
+            return None
 
     # -- writing -----------------------------------------------------------------
     def publish(self, name: str, write: Callable[[Path, int], Manifest]) -> Manifest:
@@ -198,7 +223,8 @@ class ObjectBackend:
             self._upload(name, version, {**files, MANIFEST_FILE: data})
             self._commit(name, version, data)
         except BaseException:
-            self._abandon(name, version)
+            if not self._landed(name, version):  # a commit whose answer was lost still counts
+                self._abandon(name, version)
             raise
         self._check_published(name, version, data, set(files))
         self._move_latest(name, version)
@@ -241,6 +267,13 @@ class ObjectBackend:
         checksum = f"{sha256_bytes(manifest)}\n".encode()
         with self._translated(name, version, CHECKSUM_FILE):
             self.fs.pipe_file(self._key(name, version, CHECKSUM_FILE), checksum)
+
+    def _landed(self, name: str, version: int) -> bool:
+        """Whether the version verifies after all (False when that cannot be known)."""
+        try:
+            return self._is_complete(name, version)
+        except Exception:  # out of reach: it cannot be removed either
+            return False
 
     def _abandon(self, name: str, version: int) -> None:
         """Remove a version prefix whose publish failed before its commit (best effort)."""

@@ -170,6 +170,9 @@ def run_training(request: TrainRequest) -> TrainReport:
     """
     start = time.perf_counter()
     config = validated_config(request)
+    store = ModelStore(request.store)  # a bad URL or an unreachable bucket: before training
+    if not store.is_local:
+        store.exists()
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
@@ -191,7 +194,6 @@ def run_training(request: TrainRequest) -> TrainReport:
     networks = [member.network(data) for member in members]
     heldout = predict_heldout(request, splits, members, networks)
     averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
-    store = ModelStore(request.store)
 
     def write(folder: Path, version: int) -> Manifest:
         parity = [
