@@ -7,9 +7,9 @@ Each member keeps everything that makes it a member: its own seed and initialisa
 network is built as the loop engine builds it, then packed), its own rows (every step it
 draws its mini-batch from its own permutation of its own rows: bootstrap, fold or
 subsample), its own standardization and imputation, its own dropout masks and batch-norm
-statistics, and its own early stopping: a member that stops keeps its best weights, and
-from then on its loss is masked out (its slice rides along until the last member stops,
-and is discarded). Members are unpacked into
+statistics, and its own early stopping: a member that stops keeps its best weights and
+leaves the pack (its slices, and its optimizer state, are cut out), so the members still
+learning no longer pay for it. Members are unpacked into
 ordinary :class:`~ensembles.training.network.MemberNetwork` states, so export, combiners
 and serving do not know which engine trained them.
 
@@ -137,6 +137,22 @@ class PackedNetwork(nn.Module):
         mean, log_variance = h[..., : self.n_outputs], h[..., self.n_outputs :]
         return torch.cat([mean, log_variance.clamp(*LOG_VARIANCE_RANGE)], dim=-1)
 
+    def keep(self, slots: list[int]) -> None:
+        """Keep only the members in ``slots`` (new parameters: rebuild the optimizer)."""
+        with torch.no_grad():
+            for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+                self.weights[i] = nn.Parameter(weight.data[slots].clone())
+                self.biases[i] = nn.Parameter(bias.data[slots].clone())
+            for i, norm in enumerate(self.norms):
+                kept = nn.BatchNorm1d(norm.num_features // self.n_members * len(slots))
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    value = getattr(norm, name).data
+                    getattr(kept, name).data.copy_(_member_rows(value, slots, self.n_members))
+                kept.num_batches_tracked.copy_(norm.num_batches_tracked)
+                kept.train(norm.training)
+                self.norms[i] = kept
+        self.n_members = len(slots)
+
     def unpack(self, k: int, network: MemberNetwork) -> None:
         """Write member ``k``'s weights (and batch-norm statistics) into ``network``."""
         linears = [m for m in [*network.body, network.head] if isinstance(m, nn.Linear)]
@@ -250,8 +266,7 @@ def _fit_packed(
         EarlyStopping(b.patience, b.min_epochs) if b.patience is not None else None for b in budgets
     ]
     results = [FitResult() for _ in networks]
-    active = list(range(n_members))
-    learning = torch.ones(n_members)
+    members = list(range(n_members))  # the member in each packed slot
     for epoch in range(1, max(b.max_epochs for b in budgets) + 1):
         packed.train()
         # each member's own permutation of its own rows; a member with fewer rows wraps
@@ -259,11 +274,11 @@ def _fit_packed(
         # its own count are masked out of its loss (a fold one row short: the loop's epoch)
         orders = torch.stack(
             [
-                torch.randperm(size, generator=generator)[torch.arange(n_rows) % size]
-                for size, generator in zip(sizes, generators, strict=True)
+                torch.randperm(sizes[k], generator=generators[k])[torch.arange(n_rows) % sizes[k]]
+                for k in members
             ]
         )
-        losses, metrics = torch.zeros(n_members), torch.zeros(n_members)
+        losses, metrics = torch.zeros(len(members)), torch.zeros(len(members))
         for begin, end in zip(starts, stops, strict=True):
             picks = orders[:, begin:end]
             own = (torch.arange(begin, end) < counts).float()  # (K, batch): not wrapped
@@ -273,9 +288,8 @@ def _fit_packed(
             output = packed(inputs)
             terms = objective.terms(output, targets)
             optimizer.zero_grad(set_to_none=True)
-            # each member's gradient is its own loss's; a stopped member's is zero
-            member_loss = (terms * own).sum(dim=1) / own.sum(dim=1).clamp(min=1)
-            (member_loss * learning).sum().backward()
+            # each member's gradient is its own loss's (the mean over its own rows)
+            (terms * own).sum(dim=1).div(own.sum(dim=1).clamp(min=1)).sum().backward()
             if config.grad_clip is not None:
                 _clip_per_member(packed, config.grad_clip)
             optimizer.step()
@@ -285,14 +299,15 @@ def _fit_packed(
         val_output = _evaluate(packed, x_val)
         val_losses = objective.reported(val_output, t_val).mean(dim=1)
         val_metrics = objective.metric(val_output, t_val)
-        for k in list(active):
-            packed.unpack(k, networks[k])
+        kept = []
+        for slot, k in enumerate(members):
+            packed.unpack(slot, networks[k])
             log = {
                 "epoch": epoch,
-                "train_loss": float(losses[k]) / sizes[k],
-                "train_metric": finish_metric(networks[k], float(metrics[k]), sizes[k]),
-                "val_loss": float(val_losses[k]),
-                "val_metric": finish_metric(networks[k], float(val_metrics[k]), len(data.y_val)),
+                "train_loss": float(losses[slot]) / sizes[k],
+                "train_metric": finish_metric(networks[k], float(metrics[slot]), sizes[k]),
+                "val_loss": float(val_losses[slot]),
+                "val_metric": finish_metric(networks[k], float(val_metrics[slot]), len(data.y_val)),
                 "learning_rate": float(optimizer.param_groups[0]["lr"]),
             }
             results[k].curves.append(log)
@@ -300,11 +315,21 @@ def _fit_packed(
             results[k].diverged = not math.isfinite(log["train_loss"])
             stopper = stoppers[k]
             stop = stopper is not None and stopper.on_epoch_end(epoch, networks[k], log)
-            if results[k].diverged or stop or epoch >= budgets[k].max_epochs:
-                active.remove(k)
-                learning[k] = 0.0
-        if not active:
+            if not (results[k].diverged or stop or epoch >= budgets[k].max_epochs):
+                kept.append(slot)
+        if not kept:
             break
+        if len(kept) < len(members):  # stopped members leave the pack: no work on them
+            old_params = list(packed.parameters())
+            packed.keep(kept)
+            optimizer = _compacted_optimizer(
+                packed, optimizer, old_params, kept, len(members), config
+            )
+            members = [members[slot] for slot in kept]
+            x_train, t_train, counts = x_train[kept], t_train[kept], counts[kept]
+            x_val, t_val = x_val[kept], t_val[kept]
+            objective.keep(kept)
+            every = torch.arange(len(members))[:, None]
     outcome = []
     for network, stopper, result in zip(networks, stoppers, results, strict=True):
         best = result.epochs_run
@@ -338,6 +363,11 @@ class _PackedObjective:
         self.classification = first.task == "classification"
         self.n_outputs = first.n_outputs
         self.target_scale = torch.stack([network.target_scale for network in networks])
+
+    def keep(self, slots: list[int]) -> None:
+        """Keep the objectives of the members in ``slots`` only."""
+        self.objectives = [self.objectives[slot] for slot in slots]
+        self.target_scale = self.target_scale[slots]
 
     def terms(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """What the optimizer minimizes, ``(K, batch)``."""
@@ -389,6 +419,34 @@ def _dropout(h: torch.Tensor, threshold: int) -> torch.Tensor:
     """
     keep = torch.empty(h.shape, dtype=torch.uint8).random_() >= threshold
     return h * keep.to(h.dtype).mul_(256 / (256 - threshold))
+
+
+def _member_rows(values: torch.Tensor, slots: list[int], n_members: int) -> torch.Tensor:
+    """Members ``slots`` of a packed tensor: members first, or ``K * width`` in a row."""
+    if values.dim() == 1:
+        return values.reshape(n_members, -1)[slots].reshape(-1).clone()
+    return values[slots].clone()
+
+
+def _compacted_optimizer(
+    packed: PackedNetwork,
+    old: torch.optim.Optimizer,
+    old_params: list[torch.Tensor],
+    slots: list[int],
+    n_members: int,
+    config: TrainConfig,
+) -> torch.optim.Optimizer:
+    """A fresh optimizer over ``packed``'s new parameters holding ``old``'s state of the
+    members kept: moments sliced like their parameters, step counts carried over."""
+    optimizer = make_optimizer(packed, config, fused=True)
+    for before, after in zip(old_params, packed.parameters(), strict=True):
+        optimizer.state[after] = {
+            key: _member_rows(value, slots, n_members)
+            if torch.is_tensor(value) and value.shape == before.shape
+            else (value.clone() if torch.is_tensor(value) else value)
+            for key, value in old.state.get(before, {}).items()
+        }
+    return optimizer
 
 
 def _padded(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
