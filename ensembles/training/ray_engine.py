@@ -199,7 +199,12 @@ def _member_error(ray: ModuleType, plan: MemberPlan, exc: Exception) -> Exceptio
         cause = exc.cause
         if isinstance(cause, EnsembleError):
             message = str(cause)
-            return cause if message.startswith(who) else type(cause)(f"{who}: {message}")
+            if message.startswith(who):
+                return cause
+            try:  # the same type, when it takes a message alone (most of ours do)
+                return type(cause)(f"{who}: {message}")
+            except TypeError:
+                return EnsembleError(f"{who}: {message}")
         cause.add_note(f"raised while {who} trained on Ray")
         return cause
     return EnsembleError(
