@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from ensembles.errors import DataError
 
@@ -123,15 +123,6 @@ class ColumnSpec(_Model):
         default=False, description="categorical: a (missing) column follows the levels"
     )
     other: bool = Field(default=False, description="categorical: an (other) column comes last")
-    #: (the ``levels`` list it was built from, level -> column, rare levels): a model copy
-    #: carries it along, so it is rebuilt whenever ``levels`` is another list.
-    _lookup: tuple[list[str], dict[str, int], frozenset[str]] | None = PrivateAttr(default=None)
-
-    def __eq__(self, other: object) -> bool:
-        """Equal fields (the lookup cache of :func:`_one_hot` does not count)."""
-        return isinstance(other, ColumnSpec) and self.model_dump() == other.model_dump()
-
-    __hash__ = None  # mutable-looking fields (lists): specs are compared, never hashed
     rare_levels: list[str] = Field(
         default_factory=list,
         description="categorical: training levels too rare for a column (encoded as (other); "
@@ -190,33 +181,8 @@ class TabularSpec(_Model):
         return [(index[name], len(values) + k) for k, name in enumerate(flagged)]
 
     def encode(self, table: Mapping[str, np.ndarray]) -> EncodedTable:
-        """Encode a coerced table (see :func:`coerce_table`).
-
-        Returns
-        -------
-        EncodedTable
-            ``X`` (n_samples, n_features) float32, and the count of unseen levels per
-            categorical column.
-        """
-        n_rows = _row_count(table, self.column_names)
-        X = np.zeros((n_rows, self.n_features), dtype=np.float32)
-        numeric = [c for c in self.columns if c.kind != "categorical"]
-        for position, column in enumerate(numeric):
-            cells = table[column.name]
-            X[:, position] = np.where(np.isnan(cells), column.fill or 0.0, cells)
-        flagged = [c for c in numeric if c.indicator]
-        for position, column in enumerate(flagged, len(numeric)):
-            X[:, position] = np.isnan(table[column.name])
-        start, unseen = len(numeric) + len(flagged), {}
-        for column in self.columns:
-            if column.kind != "categorical":
-                continue
-            width = len(column.levels) + column.missing + column.other
-            count = _one_hot(column, table[column.name], X[:, start : start + width])
-            if count:
-                unseen[column.name] = count
-            start += width
-        return EncodedTable(X, unseen)
+        """Encode a coerced table (see :func:`coerce_table` and :class:`TableEncoder`)."""
+        return TableEncoder(self).encode(table)
 
 
 @dataclass(frozen=True)
@@ -367,21 +333,66 @@ def _one_hot_names(column: ColumnSpec) -> list[str]:
     return names + ([f"{column.name}:{OTHER_LEVEL}"] if column.other else [])
 
 
-def _one_hot(column: ColumnSpec, cells: np.ndarray, block: np.ndarray) -> int:
-    """Write a categorical column's one-hot block; return how many cells were unseen levels."""
-    if column._lookup is None or column._lookup[0] is not column.levels:  # once per spec
-        index = {level: k for k, level in enumerate(column.levels)}
-        column._lookup = (column.levels, index, frozenset(column.rare_levels))
-    _, index, rare = column._lookup
-    other = block.shape[1] - 1 if column.other else -1
-    missing = len(column.levels) if column.missing else other
-    positions = np.array(
-        [missing if cell is None else index.get(cell, other) for cell in cells], dtype=np.int64
-    )
-    unseen = sum(cell is not None and cell not in index and cell not in rare for cell in cells)
-    rows = np.flatnonzero(positions >= 0)
-    block[rows, positions[rows]] = 1.0
-    return unseen
+class TableEncoder:
+    """:meth:`TabularSpec.encode`, with the layout and the level lookups worked out once.
+
+    Serving keeps one per loaded version, so a request does not rebuild the lookups (for a
+    column of thousands of rare levels that took milliseconds).
+
+    Parameters
+    ----------
+    spec : TabularSpec
+    """
+
+    def __init__(self, spec: TabularSpec) -> None:
+        self.spec = spec
+        self._numeric = [c for c in spec.columns if c.kind != "categorical"]
+        self._flagged = [c for c in self._numeric if c.indicator]
+        start = len(self._numeric) + len(self._flagged)
+        #: per categorical column: (column, first one-hot column, width, level -> column,
+        #: rare training levels)
+        self._blocks: list[tuple[ColumnSpec, int, int, dict[str, int], frozenset[str]]] = []
+        for column in spec.columns:
+            if column.kind != "categorical":
+                continue
+            width = len(column.levels) + column.missing + column.other
+            index = {level: k for k, level in enumerate(column.levels)}
+            self._blocks.append((column, start, width, index, frozenset(column.rare_levels)))
+            start += width
+        #: Width of the encoded matrix.
+        self.n_features = start
+
+    def encode(self, table: Mapping[str, np.ndarray]) -> EncodedTable:
+        """Encode a coerced table (see :func:`coerce_table`).
+
+        Returns
+        -------
+        EncodedTable
+            ``X`` (n_samples, n_features) float32, and the count of unseen levels per
+            categorical column.
+        """
+        n_rows = _row_count(table, self.spec.column_names)
+        X = np.zeros((n_rows, self.n_features), dtype=np.float32)
+        for position, column in enumerate(self._numeric):
+            cells = table[column.name]
+            X[:, position] = np.where(np.isnan(cells), column.fill or 0.0, cells)
+        for position, column in enumerate(self._flagged, len(self._numeric)):
+            X[:, position] = np.isnan(table[column.name])
+        unseen = {}
+        for column, start, width, index, rare in self._blocks:
+            cells = table[column.name]
+            other = width - 1 if column.other else -1
+            missing = len(column.levels) if column.missing else other
+            positions = np.array(
+                [missing if cell is None else index.get(cell, other) for cell in cells],
+                dtype=np.int64,
+            )
+            rows = np.flatnonzero(positions >= 0)
+            X[rows, start + positions[rows]] = 1.0
+            count = sum(c is not None and c not in index and c not in rare for c in cells)
+            if count:
+                unseen[column.name] = count
+        return EncodedTable(X, unseen)
 
 
 def _coerce(column: ColumnSpec, values: Sequence[Any] | np.ndarray, where: str) -> np.ndarray:

@@ -19,6 +19,7 @@ from ensembles.tabular import (
     ColumnError,
     ColumnSpec,
     EncodedTable,
+    TableEncoder,
     TabularSpec,
     coerce_table,
     table_from_records,
@@ -68,6 +69,7 @@ class TableInput:
         self.spec = preprocessing or TabularSpec(
             columns=[ColumnSpec(name=name, kind="numeric") for name in manifest.input.feature_names]
         )
+        self.encoder = TableEncoder(self.spec)  # built once per version, used per request
 
     @property
     def tensor_meta(self) -> dict[str, TensorMeta]:
@@ -98,7 +100,7 @@ class TableInput:
             raise InvalidRequestError("empty batch: send at least one record", field="records")
         self._check_rows(len(records), "records")
         try:
-            return self.spec.encode(table_from_records(self.spec, records))
+            return self.encoder.encode(table_from_records(self.spec, records))
         except ColumnError as exc:
             raise InvalidRequestError(str(exc), field=f"records.{exc.column}") from exc
 
@@ -114,7 +116,7 @@ class TableInput:
         for name, values in columns.items():
             self._check_rows(len(values), name)
         try:
-            return self.spec.encode(coerce_table(self.spec, columns))
+            return self.encoder.encode(coerce_table(self.spec, columns))
         except ColumnError as exc:
             raise InvalidRequestError(str(exc), field=exc.column) from exc
 

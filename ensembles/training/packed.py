@@ -14,7 +14,7 @@ ordinary :class:`~ensembles.training.network.MemberNetwork` states, so export, c
 and serving do not know which engine trained them.
 
 It runs on one torch thread, as each member of the loop engine does: two threads made a
-32-member digits run 1.6x faster on an idle machine but small data 10x slower while the
+32-member digits run 1.5x faster on an idle machine but small data 10x slower while the
 other core was busy (every batched operation waits for both threads).
 
 Deterministic from the plans' seeds on a given machine, but not bit-equal to the loop
