@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import api_v1, api_v2, v2_schema
 from serving.errors import drop_framework_errors, install_error_handlers
+from serving.lane import ServingApp
 from serving.metrics import ServingMetrics
 from serving.registry import EnsembleRegistry
 from serving.routing import SERVED_KEY
@@ -49,6 +50,9 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        #: (route, method, status) -> its request counter and latency histogram: a label
+        #: lookup costs as much as the observation.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,8 +73,15 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - start
-            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(path).observe(elapsed)
+            key = (path, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    self.metrics.requests.labels(path, scope["method"], str(status)),
+                    self.metrics.latency.labels(path),
+                )
+            children[0].inc()
+            children[1].observe(elapsed)
             if self.access_log:
                 self._log(scope, path, status, elapsed)
 
@@ -130,7 +141,7 @@ def install_openapi(app: FastAPI, settings: ServingSettings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: ServingSettings | None = None) -> FastAPI:
+def create_app(settings: ServingSettings | None = None) -> ServingApp:
     """Build the server.
 
     Parameters
@@ -140,9 +151,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     Returns
     -------
-    FastAPI
-        With ``state.settings``, ``state.metrics`` and ``state.registry``; the store is
-        loaded when the app starts (lifespan) and polled every ``poll_interval_s``.
+    ServingApp
+        A FastAPI app whose predict and infer routes take the hot lane
+        (``serving.lane``), with ``state.settings``, ``state.metrics`` and
+        ``state.registry``; the store is loaded when the app starts (lifespan) and polled
+        every ``poll_interval_s``.
     """
     settings = settings or get_settings()
     metrics = ServingMetrics()
@@ -163,20 +176,20 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             settings.store,
             extra={"ensembles": registry.names()},
         )
-        poller = None
+        background = [asyncio.create_task(metrics.fold_forever())]
         if settings.poll_interval_s > 0:
-            poller = asyncio.create_task(registry.poll_forever())
+            background.append(asyncio.create_task(registry.poll_forever()))
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+                    await task
             await registry.close()
             metrics.close()
 
-    app = FastAPI(
+    app = ServingApp(
         title="Ensemble serving",
         version=api_v2.SERVER_VERSION,
         description=DESCRIPTION,
@@ -188,7 +201,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api_v1.router)
     app.include_router(api_v2.router)
-    app.router.routes[:0] = [*api_v1.lean_routes(), *api_v2.lean_routes()]
     install_openapi(app, settings)
 
     @app.get("/metrics", include_in_schema=False)
@@ -197,4 +209,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
+    app.open_lane(
+        [*api_v1.lean_routes(), *api_v2.lean_routes()],
+        lambda lane: MetricsMiddleware(
+            BodyLimitMiddleware(lane, max_bytes=settings.max_body_bytes),
+            metrics=metrics,
+            access_log=settings.access_log,
+        ),
+    )
     return app

@@ -42,8 +42,11 @@ class MicroBatcher:
     runner is free; under steady load the batcher also holds a batch back for at most
     ``max_wait_ms`` (counted from the arrival of its oldest request) until it has as many
     requests as recent batches had, so batches do not shrink to single stragglers.
-    ``run_spans`` executes in one worker thread, so the event loop keeps parsing and
-    answering requests meanwhile (onnxruntime releases the GIL).
+    A batch of more than ``inline_rows`` rows runs in one worker thread, so the event loop
+    keeps parsing and answering requests meanwhile (onnxruntime releases the GIL); a smaller
+    one runs on the event loop itself, which saves the hop into the thread and back (tens of
+    microseconds, as much as a small batch's own work) when every core already has a
+    worker process of its own to keep busy.
 
     Parameters
     ----------
@@ -60,6 +63,9 @@ class MicroBatcher:
         Most rows per ``run_spans`` call. A single request with more rows runs alone.
     max_wait_ms : float
         Longest extra wait for company under load; 0 dispatches whenever the runner is free.
+    inline_rows : int, default 0
+        Batches of at most this many rows run on the event loop; 0 runs every batch in the
+        worker thread.
 
     The batcher has no queue limit of its own: its caller bounds the rows in flight
     (``EnsembleRuntime.max_queue_rows``, one limit for batched and unbatched requests).
@@ -74,14 +80,23 @@ class MicroBatcher:
     >>> await batcher.close()
     """
 
-    def __init__(self, run_spans: SpansFunction, max_batch_rows: int, max_wait_ms: float) -> None:
+    def __init__(
+        self,
+        run_spans: SpansFunction,
+        max_batch_rows: int,
+        max_wait_ms: float,
+        inline_rows: int = 0,
+    ) -> None:
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be at least 1; got {max_batch_rows}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be non-negative; got {max_wait_ms}")
+        if inline_rows < 0:
+            raise ValueError(f"inline_rows must be non-negative; got {inline_rows}")
         self.run_spans = run_spans
         self.max_batch_rows = int(max_batch_rows)
         self.max_wait_ms = float(max_wait_ms)
+        self.inline_rows = int(inline_rows)
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._in_flight = 0
@@ -196,37 +211,75 @@ class MicroBatcher:
                 runner.release()
                 continue
             self._in_flight += 1
-            task = loop.create_task(self._run_batch(loop, batch, runner))
+            X, spans = self._assemble(batch)
+            if len(X) <= self.inline_rows:
+                try:
+                    self._run_inline(batch, X, spans)
+                finally:
+                    self._batch_done(runner)
+                continue
+            task = loop.create_task(self._run_batch(loop, batch, X, spans, runner))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
 
-    async def _run_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Request], runner: asyncio.Semaphore
-    ) -> None:
+    def _assemble(self, batch: list[_Request]) -> tuple[np.ndarray, list[tuple[Any, int, int]]]:
+        """The batch's rows, concatenated, and each request's ``(key, start, stop)``."""
         X = batch[0].X if len(batch) == 1 else np.concatenate([request.X for request in batch])
         self._expected += _EXPECTED_ALPHA * (len(batch) - self._expected)
         spans, start = [], 0
         for request in batch:
             spans.append((request.key, start, start + len(request.X)))
             start += len(request.X)
+        return X, spans
+
+    async def _run_batch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Request],
+        X: np.ndarray,
+        spans: list[tuple[Any, int, int]],
+        runner: asyncio.Semaphore,
+    ) -> None:
         try:
             parts = await loop.run_in_executor(self._executor, self.run_spans, X, spans)
         except BaseException as exc:
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(exc)
+            self._fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for request, part in zip(batch, parts, strict=True):
-                if request.future.done():
-                    continue
-                if isinstance(part, BaseException):
-                    request.future.set_exception(part)
-                else:
-                    request.future.set_result(part)
+            self._deliver(batch, parts)
         finally:
-            self._in_flight -= 1
-            self._last_done = time.perf_counter()
-            runner.release()
-            self._wakeup.set()
+            self._batch_done(runner)
+
+    def _run_inline(
+        self, batch: list[_Request], X: np.ndarray, spans: list[tuple[Any, int, int]]
+    ) -> None:
+        """Run a small batch here, on the event loop, and hand each request its part."""
+        try:
+            parts = self.run_spans(X, spans)
+        except Exception as exc:
+            self._fail(batch, exc)
+        else:
+            self._deliver(batch, parts)
+
+    @staticmethod
+    def _fail(batch: list[_Request], exc: BaseException) -> None:
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(exc)
+
+    @staticmethod
+    def _deliver(batch: list[_Request], parts: list[Any]) -> None:
+        for request, part in zip(batch, parts, strict=True):
+            if request.future.done():
+                continue
+            if isinstance(part, BaseException):
+                request.future.set_exception(part)
+            else:
+                request.future.set_result(part)
+
+    def _batch_done(self, runner: asyncio.Semaphore) -> None:
+        self._in_flight -= 1
+        self._last_done = time.perf_counter()
+        runner.release()
+        self._wakeup.set()

@@ -238,28 +238,30 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     return f"invalid field '{field}': {first.get('msg')}", field
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that turn every error into ``{"error": ...}`` JSON."""
+def response_for_request(path: str, exc: Exception) -> Response:
+    """The error response of a request to ``path`` that raised ``exc``, whatever it is.
 
-    async def on_ensemble_error(request: Request, exc: Exception) -> Response:
-        return response_for(exc, with_field=not request.url.path.startswith("/v2"))
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        return error_response(str(exc.detail), exc.status_code, headers=exc.headers)
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+    ``/v2`` bodies hold only ``error``; ``/v1`` bodies also name the ``field``. A client
+    that went away gets status 499 and nothing is logged but a debug line.
+    """
+    if isinstance(exc, ClientDisconnect):
+        # Not a server error: every load test ends this way. No traceback, not a 500.
+        logger.debug("client disconnected before the request was read: %s", path)
+        return Response(status_code=CLIENT_CLOSED)
+    if isinstance(exc, RequestValidationError):
         message, field = _validation_message(exc)
         return error_response(message, status_for(exc), field=field)
+    if isinstance(exc, StarletteHTTPException):
+        return error_response(str(exc.detail), exc.status_code, headers=exc.headers)
+    return response_for(exc, with_field=not path.startswith("/v2"))
 
-    async def on_disconnect(request: Request, exc: Exception) -> Response:
-        # Not a server error: every load test ends this way. No traceback, not a 500.
-        logger.debug("client disconnected before the request was read: %s", request.url.path)
-        return Response(status_code=CLIENT_CLOSED)
 
-    app.add_exception_handler(ClientDisconnect, on_disconnect)
-    app.add_exception_handler(EnsembleError, on_ensemble_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_ensemble_error)
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handler that turns every error into ``{"error": ...}`` JSON."""
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return response_for_request(request.url.path, exc)
+
+    for error in (ClientDisconnect, EnsembleError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(error, on_error)
+    app.add_exception_handler(Exception, on_error)

@@ -103,7 +103,7 @@ class Prediction:
     member_variances : np.ndarray, shape (n_members, n_samples, n_outputs), or None
     finite : np.ndarray of bool, shape (n_samples,), or None
         Whether every output computed for the row (the members' included, whether or not
-        they are returned) is finite; None when not checked.
+        they are returned) is finite; None when every row is (or when not checked).
     """
 
     combiner: str
@@ -137,9 +137,22 @@ class Prediction:
 
 def finite_rows(
     combined: np.ndarray, measures: dict[str, np.ndarray], *member_arrays: np.ndarray | None
-) -> np.ndarray:
-    """``(n_samples,)`` bool: the combined output, every measure and every member array
-    ``(n_members, n_samples, n_outputs)`` given are finite on the row."""
+) -> np.ndarray | None:
+    """Whether the combined output, every measure and every member array
+    ``(n_members, n_samples, n_outputs)`` given are finite on each row.
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_samples,), or None
+        None when every value is finite: the common case, found from one float64 sum per
+        array (a NaN or infinity makes it non-finite). When a sum is not finite, every
+        row is checked, so a sum that merely overflows costs that check, not a refusal.
+    """
+    arrays = [combined, *measures.values(), *(a for a in member_arrays if a is not None)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = [np.add.reduce(a, axis=None, dtype=np.float64) for a in arrays]
+    if np.isfinite(sums).all():
+        return None
     n_samples = len(combined)
     finite = np.isfinite(combined).reshape(n_samples, -1).all(axis=1)
     for array in measures.values():

@@ -450,6 +450,7 @@ class EnsembleRegistry:
             "max_batch_rows": s.max_batch_rows,
             "max_microbatch_rows": s.max_microbatch_rows,
             "max_queue_rows": s.max_queue_rows,
+            "inline_rows": s.inline_rows,
             "on_batch": self.metrics.batch_hook(name) if self.metrics else None,
             "on_prediction": self.metrics.observe_batch if self.metrics else None,
         }

@@ -53,6 +53,9 @@ class EnsembleRuntime:
         with more rows (up to ``max_batch_rows``) runs alone.
     max_queue_rows : int
         Rows in flight before :meth:`predict_async` refuses with ``OverloadedError``.
+    inline_rows : int
+        Micro-batches of at most this many rows run on the event loop rather than in the
+        batcher's worker thread (``serving.batching``); 0 for never.
     on_batch : callable, optional
         Called with the row count of every onnxruntime call (for metrics).
     on_prediction : callable, optional
@@ -86,6 +89,7 @@ class EnsembleRuntime:
         max_batch_rows: int = 4096,
         max_microbatch_rows: int = 512,
         max_queue_rows: int = 65536,
+        inline_rows: int = 0,
         on_batch: Callable[[int], None] | None = None,
         on_prediction: PredictionHook | None = None,
     ) -> None:
@@ -102,6 +106,7 @@ class EnsembleRuntime:
         self.max_batch_rows = max_batch_rows
         self.max_microbatch_rows = max_microbatch_rows
         self.max_queue_rows = max_queue_rows
+        self.inline_rows = inline_rows
         self._on_batch = on_batch
         self._on_prediction = on_prediction
         self._options = session_options(intra_op_threads)
@@ -397,7 +402,7 @@ class EnsembleRuntime:
     def _get_batcher(self) -> Any:
         if self._batcher is None and self.batching:
             self._batcher = MicroBatcher(
-                self._run_micro_batch, self.max_microbatch_rows, self.max_wait_ms
+                self._run_micro_batch, self.max_microbatch_rows, self.max_wait_ms, self.inline_rows
             )
         return self._batcher
 

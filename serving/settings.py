@@ -11,12 +11,22 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ensembles.errors import StoreError
+from ensembles.machine import usable_cores
 from ensembles.store import ModelStore
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 #: The environment variable prometheus_client reads (at import) to share metrics across
 #: worker processes through files in that folder (set by ``python -m serving --workers N``).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The most worker processes started by default: each holds every ensemble in memory and
+#: polls the store, which a large machine should ask for explicitly.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """One worker process per usable core (affinity and cgroup quota), at most
+    :data:`MAX_DEFAULT_WORKERS`."""
+    return min(usable_cores(), MAX_DEFAULT_WORKERS)
 
 
 class ServingSettings(BaseSettings):
@@ -35,8 +45,9 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """TCP port."""
 
-    workers: int = Field(default=1, ge=1)
-    """Uvicorn worker processes; each loads every ensemble."""
+    workers: int = Field(default_factory=default_workers, ge=1)
+    """Uvicorn worker processes, each with every ensemble loaded; by default one per usable
+    core (:func:`default_workers`), since one process keeps about one core busy."""
 
     token: SecretStr | None = None
     """Bearer token required by predict and admin routes when set (``ENSEMBLES_TOKEN``)."""
@@ -56,6 +67,12 @@ class ServingSettings(BaseSettings):
 
     max_wait_ms: float = Field(default=1.0, ge=0.0)
     """Micro-batching: longest extra wait for more requests under load."""
+
+    inline_rows: int = Field(default=128, ge=0)
+    """Micro-batches of at most this many rows run on the event loop instead of the
+    batcher's worker thread: with a worker process per core there is no idle core for the
+    thread to use, and the hop into it and back costs as much as a small batch's own work.
+    0 runs every batch in the thread."""
 
     max_queue_rows: int = Field(default=65536, ge=1)
     """Rows allowed in flight per ensemble (queued or running) before requests are refused

@@ -36,4 +36,5 @@ class MeanCombiner(Combiner):
         """Nothing to learn: the mean has no parameters."""
 
     def _combine_rule(self, member_preds: np.ndarray, X: np.ndarray | None) -> np.ndarray:
-        return member_preds.mean(axis=0)
+        # ``mean(axis=0)``'s arithmetic without its per-call overhead (small served batches).
+        return np.add.reduce(member_preds, axis=0) / len(member_preds)

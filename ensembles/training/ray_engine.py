@@ -9,7 +9,6 @@ history; the training data go to the object store once. Ray is an optional extra
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ensembles.errors import ConfigError, EnsembleError
+from ensembles.machine import usable_cores
 from ensembles.training.config import TrainConfig
 from ensembles.training.members import TrainedMember, TrainingData, train_planned_member
 from ensembles.training.plans import MemberPlan
@@ -107,7 +107,7 @@ def _connect(ray: ModuleType, address: str | None, n_members: int) -> bool:
         return False
     if address is None:
         # "local" starts a cluster even when RAY_ADDRESS or a `ray start` cluster exists.
-        cpus = min(n_members, os.cpu_count() or 1)
+        cpus = min(n_members, usable_cores())
         ray.init(address="local", num_cpus=cpus, include_dashboard=False)
         return True
     try:

@@ -244,3 +244,82 @@ def test_run_spans_gets_each_request_key_and_can_fail_one_request_alone():
         assert result[0] == key
         np.testing.assert_array_equal(result[1], _model(X)[0])
     assert isinstance(results[4], ValueError) and str(results[4]) == "bad key"
+
+
+class _ThreadRecorder:
+    """``run_spans`` of :func:`_model` that records the thread each call ran in."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def __call__(self, X: np.ndarray, spans: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        self.threads.append(threading.get_ident())
+        return _slices(X, spans)
+
+
+def test_small_batches_run_on_the_event_loop_and_large_ones_in_the_worker_thread():
+    run = _ThreadRecorder()
+    small, large = _requests([2, 5])
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0, inline_rows=4)
+        results = [await batcher.submit(small), await batcher.submit(large)]
+        await batcher.close()
+        return results
+
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop in this thread
+    results = asyncio.run(main())
+    assert run.threads[0] == loop_thread
+    assert run.threads[1] != loop_thread
+    for X, (values, _) in zip((small, large), results, strict=True):
+        np.testing.assert_array_equal(values, _model(X)[0])
+
+
+def test_inline_batches_still_coalesce_a_burst():
+    calls: list[int] = []
+
+    def run(X: np.ndarray, spans: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        calls.append(len(X))
+        return _slices(X, spans)
+
+    requests = _requests([1] * 6)
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0, inline_rows=8)
+        # Submitted in one step of the loop: they reach the dispatcher together.
+        results = await asyncio.gather(*(batcher.submit(X) for X in requests))
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert calls == [6]
+    for X, (values, _) in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(values, _model(X)[0])
+
+
+def test_an_inline_batch_that_raises_fails_its_requests_and_the_batcher_goes_on():
+    calls: list[int] = []
+
+    def run(X: np.ndarray, spans: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        calls.append(len(X))
+        if len(calls) == 1:
+            raise RuntimeError("member session failed")
+        return _slices(X, spans)
+
+    first, second = _requests([1, 1])
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0, inline_rows=8)
+        failed = await asyncio.gather(batcher.submit(first), return_exceptions=True)
+        after = await batcher.submit(second)
+        await batcher.close()
+        return failed[0], after
+
+    failed, after = asyncio.run(main())
+    assert isinstance(failed, RuntimeError) and "member session failed" in str(failed)
+    np.testing.assert_array_equal(after[0], _model(second)[0])
+
+
+def test_negative_inline_rows_are_refused():
+    with pytest.raises(ValueError, match="inline_rows must be non-negative"):
+        MicroBatcher(_slices, max_batch_rows=4, max_wait_ms=0.0, inline_rows=-1)

@@ -13,8 +13,9 @@ import pytest
 from pydantic import ValidationError
 from serving_fixtures import free_port
 
+from ensembles.machine import usable_cores
 from serving.__main__ import SettingsError, main, parse_args, settings_problems
-from serving.settings import ServingSettings
+from serving.settings import MAX_DEFAULT_WORKERS, ServingSettings
 
 
 def test_server_import_pulls_no_torch(synthetic_store):
@@ -35,6 +36,11 @@ def test_flags_override_environment(monkeypatch):
     assert settings.port == 9123 and settings.workers == 2 and settings.host == "127.0.0.1"
     assert settings.token.get_secret_value() == "abc"
     assert str(settings.store) == "/tmp/s"
+
+
+def test_default_workers_are_one_per_usable_core(monkeypatch):
+    monkeypatch.delenv("ENSEMBLES_WORKERS", raising=False)
+    assert parse_args(["--store", "/tmp/s"]).workers == min(usable_cores(), MAX_DEFAULT_WORKERS)
 
 
 def test_python_m_serving_serves_the_store(synthetic_store):
@@ -170,15 +176,17 @@ def test_metrics_aggregate_every_worker(synthetic_store, tmp_path):
                 f"{url}/v1/ensembles/toy/predict", json={"rows": [[0.0] * 4]}, timeout=30
             )
             assert response.status_code == 200
+        variance_count = 'ensembles_prediction_variance_count{ensemble="toy"} 24.0'
         deadline = time.monotonic() + 30
-        while True:
+        while True:  # each worker records its rows' variance within FOLD_INTERVAL_S
             text = httpx.get(f"{url}/metrics", timeout=10).text
-            if _requests_total(text, route) >= sent or time.monotonic() > deadline:
+            done = _requests_total(text, route) >= sent and variance_count in text
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert _requests_total(text, route) == sent
         assert 'ensembles_loaded_version{ensemble="toy"} 1.0' in text
-        assert 'ensembles_prediction_variance_count{ensemble="toy"} 24.0' in text
+        assert variance_count in text
         pids = {path.name.rsplit("_", 1)[-1] for path in tmp_path.glob("counter_*.db")}
         assert len(pids) == 2, f"expected files from 2 workers, found {sorted(pids)}"
     finally:

@@ -494,8 +494,12 @@ def test_readiness_before_the_store_is_loaded(synthetic_store):
 def test_full_queue_answers_503_and_the_server_stays_live(synthetic_store):
     rows = {"rows": [[0.1, 0.2, 0.3, 0.4]] * 8}
     with (
-        LiveServer(
-            store=synthetic_store.root, poll_interval_s=0, max_batch_rows=8, max_queue_rows=8
+        LiveServer(  # batches in the worker thread, so the held one leaves the loop free
+            store=synthetic_store.root,
+            poll_interval_s=0,
+            max_batch_rows=8,
+            max_queue_rows=8,
+            inline_rows=0,
         ) as live,
         live.client() as http,
     ):
