@@ -9,7 +9,7 @@ Markdown table. Every response carries the variance.
 
 Example::
 
-    .venv/bin/python scripts/bench_serving.py --workers 2 --duration 5
+    .venv/bin/python scripts/bench_serving.py --duration 5
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def thread_setting_rows(store: Path, name: str, duration: float) -> list[Row]:
 # -- server --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -243,21 +243,16 @@ def process_group_cpu_s(pgid: int) -> float:
     return total / tick
 
 
-def start_server(store: Path, port: int, workers: int, extra: list[str]) -> subprocess.Popen:
-    """Start ``python -m serving`` and wait until ``/v2/health/ready`` answers 200."""
+def start_server(store: Path, port: int, workers: int | None, extra: list[str]) -> subprocess.Popen:
+    """Start ``python -m serving`` and wait until ``/v2/health/ready`` answers 200.
+
+    ``workers`` None leaves the worker count to the server (one per usable core).
+    """
     env = {**os.environ, "ENSEMBLES_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
-    command = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--store",
-        str(store),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        *extra,
-    ]
+    command = [sys.executable, "-m", "serving", "--store", str(store), "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    command += extra
     server = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -548,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, help="existing store (default: a temporary one)")
     parser.add_argument("--name", default="bench", help="ensemble name")
-    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument(
+        "--workers", type=int, help="server worker processes (default: the server's own)"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per HTTP run")
     parser.add_argument("--inprocess-duration", type=float, default=1.5)
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell (median kept)")
@@ -575,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ensemble: {N_MEMBERS} members {N_FEATURES} -> {' -> '.join(map(str, HIDDEN))} -> "
             f"{N_CLASSES}; cpus: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f}; "
-            f"load generator: {loadgen}; server workers: {args.workers}"
+            f"load generator: {loadgen}; server workers: {args.workers or 'default'}"
         )
         limit = in_process_rows(store, args.name, args.inprocess_duration, args.intra_op_threads)
         print_table(limit, "In-process limit (one thread, no HTTP; requests/s = 1 / p50)")
@@ -584,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(threads, "onnxruntime thread settings (fused graph; requests/s = 1 / p50)")
         if args.no_http:
             return 0
-        port = _free_port()
+        port = free_port()
         server = start_server(store, port, args.workers, args.server_arg)
         rows = []
         try:
@@ -618,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(server)
         print_table(
             rows,
-            f"HTTP on loopback ({loadgen}, {args.workers} workers, 2 shared cores, "
+            f"HTTP on loopback ({loadgen}, workers: {args.workers or 'default'}, "
             f"load average {os.getloadavg()[0]:.1f})",
             http=True,
         )

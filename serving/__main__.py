@@ -124,9 +124,14 @@ def _share_metrics_across_workers(workers: int) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Start uvicorn (uvloop + httptools) with the app factory and these settings.
 
+    Several workers each listen on their own socket (``serving.workers``), so the kernel
+    spreads connections evenly over them.
+
     Invalid settings print one line per problem to stderr and exit with status 2.
     """
     import uvicorn
+
+    from serving.workers import SPREADS_CONNECTIONS, run_workers
 
     try:
         settings = parse_args(argv)
@@ -140,20 +145,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             str(value).lower() if isinstance(value, bool) else str(value)
         )
     metrics_dir = _share_metrics_across_workers(settings.workers)
+    options = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_config": logging_config(settings.log_level, settings.log_json),
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": 10,
+    }
     try:
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_config=logging_config(settings.log_level, settings.log_json),
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=10,
-        )
+        if settings.workers > 1 and SPREADS_CONNECTIONS:
+            run_workers(uvicorn.Config(APP_FACTORY, **options))
+        else:
+            uvicorn.run(APP_FACTORY, **options)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from pydantic import ValidationError
 from serving_fixtures import free_port
 
 from ensembles.machine import usable_cores
 from serving.__main__ import SettingsError, main, parse_args, settings_problems
 from serving.settings import MAX_DEFAULT_WORKERS, ServingSettings
+from serving.workers import SPREADS_CONNECTIONS
 
 
 def test_server_import_pulls_no_torch(synthetic_store):
@@ -189,6 +192,57 @@ def test_metrics_aggregate_every_worker(synthetic_store, tmp_path):
         assert variance_count in text
         pids = {path.name.rsplit("_", 1)[-1] for path in tmp_path.glob("counter_*.db")}
         assert len(pids) == 2, f"expected files from 2 workers, found {sorted(pids)}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _requests_per_worker(folder) -> dict[str, float]:
+    """Requests each worker counted: its own counter file in the multiprocess folder."""
+    counts = {}
+    for path in folder.glob("counter_*.db"):
+        values = MmapedDict.read_all_values_from_file(str(path))
+        counts[path.stem.rsplit("_", 1)[-1]] = sum(
+            value for key, value, *_ in values if "\"ensembles_requests_total\"" in key
+        )
+    return counts
+
+
+@pytest.mark.skipif(not SPREADS_CONNECTIONS, reason="the kernel spreads SO_REUSEPORT on Linux")
+def test_connections_opened_in_a_burst_spread_over_the_workers(synthetic_store, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "serving", "--store", str(synthetic_store.root)),
+            *("--port", str(port), "--workers", "2", "--log-level", "warning"),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    n_connections = 64
+    try:
+        _wait_until_up(process, f"{url}/v2/health/ready")
+        # All connections open before any request, as a pool or a load generator opens them.
+        sockets = [
+            socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(n_connections)
+        ]
+        request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        for sock in sockets:
+            sock.sendall(request)
+        for sock in sockets:
+            with sock:
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 30
+        while sum(_requests_per_worker(tmp_path).values()) < n_connections + 1:
+            assert time.monotonic() < deadline, _requests_per_worker(tmp_path)
+            time.sleep(0.1)
+        counts = _requests_per_worker(tmp_path)
+        # Each connection lands on a worker by a hash of its addresses: both get a fair
+        # share (below 20% of 64 has odds of about one in a million for an even split).
+        assert len(counts) == 2 and min(counts.values()) >= 0.2 * n_connections, counts
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
