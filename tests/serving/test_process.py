@@ -203,7 +203,7 @@ def _requests_per_worker(folder) -> dict[str, float]:
     for path in folder.glob("counter_*.db"):
         values = MmapedDict.read_all_values_from_file(str(path))
         counts[path.stem.rsplit("_", 1)[-1]] = sum(
-            value for key, value, *_ in values if "\"ensembles_requests_total\"" in key
+            value for key, value, *_ in values if '"ensembles_requests_total"' in key
         )
     return counts
 
