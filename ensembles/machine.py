@@ -6,9 +6,10 @@ import math
 import os
 from pathlib import Path
 
-#: cgroup v2's CPU limit of the process's group: "QUOTA PERIOD" in microseconds, or
-#: "max PERIOD" without a limit.
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+#: Where the cgroup hierarchies are mounted; ``/proc/self/cgroup`` names the process's
+#: group in each.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def usable_cores() -> int:
@@ -16,6 +17,8 @@ def usable_cores() -> int:
 
     A container started with ``--cpus 2`` on a 64-core host sees 64 cores in its affinity
     mask but is throttled to two; this returns 2 there (a quota of 1.5 cores counts as 2).
+    The quota is the smallest on the way from the process's own group up to the root, in
+    cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``).
 
     Returns
     -------
@@ -26,10 +29,50 @@ def usable_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
     return max(1, cores)
+
+
+def cgroup_cpu_quota() -> float | None:
+    """The tightest cgroup CPU quota over this process's groups, in cores (None without)."""
+    quotas = [q for folder in _cpu_groups() for q in [_quota_in(folder)] if q is not None]
+    return min(quotas) if quotas else None
+
+
+def _cpu_groups() -> list[Path]:
+    """The folders of this process's CPU cgroups and of every group above them."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    folders = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            base = CGROUP_ROOT
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy
+            base = CGROUP_ROOT / controllers
+        else:
+            continue
+        group = base / path.lstrip("/")
+        while True:
+            folders.append(group)
+            if group == base:
+                break
+            group = group.parent
+    return folders
+
+
+def _quota_in(folder: Path) -> float | None:
+    """The CPU quota set in one cgroup folder, in cores (None when unlimited or unreadable)."""
+    try:
+        if (folder / "cpu.max").exists():
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 else quota / period

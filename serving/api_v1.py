@@ -472,8 +472,8 @@ def lean_routes() -> list[Route]:
 
     FastAPI parses JSON bodies with ``json.loads`` and then validates the Python objects
     (about 4x the CPU of :meth:`PredictRequest.model_validate_json` for 64 rows); this
-    route, mounted ahead of the documented one, reads the raw body and validates it in
-    one pass; it also honours ``Content-Encoding: gzip | deflate``. OpenAPI still
+    route, served on the app's lane (``serving.lane``), reads the raw body and validates it
+    in one pass; it also honours ``Content-Encoding: gzip | deflate``. OpenAPI still
     documents the FastAPI route.
     """
     return [LeanRoute("/v1/ensembles/{name}/predict", _lean_predict, methods=["POST"])]

@@ -339,10 +339,10 @@ async def _lean_infer(request: Request) -> Response:
 
 
 def lean_routes() -> list[Route]:
-    """The infer routes without FastAPI's per-request dependency machinery.
+    """The infer routes without FastAPI's per-request machinery.
 
-    Mounted ahead of the documented routes above (same paths, same code), they halve the
-    framework overhead of the hottest path; OpenAPI still documents the FastAPI versions.
+    Served on the app's lane (``serving.lane``) in place of the documented routes above
+    (same paths, same code); OpenAPI still documents the FastAPI versions.
     """
     return [
         LeanRoute(path, _lean_infer, methods=["POST"])

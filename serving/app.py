@@ -209,12 +209,5 @@ def create_app(settings: ServingSettings | None = None) -> ServingApp:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
-    app.open_lane(
-        [*api_v1.lean_routes(), *api_v2.lean_routes()],
-        lambda lane: MetricsMiddleware(
-            BodyLimitMiddleware(lane, max_bytes=settings.max_body_bytes),
-            metrics=metrics,
-            access_log=settings.access_log,
-        ),
-    )
+    app.open_lane([*api_v1.lean_routes(), *api_v2.lean_routes()], after_answer=metrics.fold_soon)
     return app

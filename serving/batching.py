@@ -44,9 +44,8 @@ class MicroBatcher:
     requests as recent batches had, so batches do not shrink to single stragglers.
     A batch of more than ``inline_rows`` rows runs in one worker thread, so the event loop
     keeps parsing and answering requests meanwhile (onnxruntime releases the GIL); a smaller
-    one runs on the event loop itself, which saves the hop into the thread and back (tens of
-    microseconds, as much as a small batch's own work) when every core already has a
-    worker process of its own to keep busy.
+    one runs on the event loop itself, which saves the hop into the thread and back (more
+    than a small batch's own work on the machines measured, docs/performance.md).
 
     Parameters
     ----------
@@ -242,25 +241,27 @@ class MicroBatcher:
     ) -> None:
         try:
             parts = await loop.run_in_executor(self._executor, self.run_spans, X, spans)
+            self._deliver(batch, parts)
         except BaseException as exc:
             self._fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
-        else:
-            self._deliver(batch, parts)
         finally:
             self._batch_done(runner)
 
     def _run_inline(
         self, batch: list[_Request], X: np.ndarray, spans: list[tuple[Any, int, int]]
     ) -> None:
-        """Run a small batch here, on the event loop, and hand each request its part."""
+        """Run a small batch here, on the event loop, and hand each request its part.
+
+        Whatever goes wrong fails this batch's requests alone: the dispatcher goes on.
+        """
         try:
-            parts = self.run_spans(X, spans)
-        except Exception as exc:
+            self._deliver(batch, self.run_spans(X, spans))
+        except BaseException as exc:
             self._fail(batch, exc)
-        else:
-            self._deliver(batch, parts)
+            if not isinstance(exc, Exception):
+                raise
 
     @staticmethod
     def _fail(batch: list[_Request], exc: BaseException) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 from serving.prediction import Baseline, Prediction
 from serving.runtime import EnsembleRuntime
 from serving.settings import MULTIPROC_ENV
+
+logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
@@ -36,9 +38,9 @@ N_DRIFT_FEATURES = 5
 #: distribution lies that far out, so such rows are extrapolation, not bad luck.
 OUT_OF_RANGE_Z = 10.0
 #: A worker folds the batches it served into its request-size, variance and drift metrics
-#: once they hold this many rows, :data:`FOLD_INTERVAL_S` after the first of them, or when
-#: it is scraped: one vectorised pass per few hundred rows, after the answers have gone,
-#: instead of a dozen numpy calls per request before them.
+#: once they hold this many rows (after the answer that crossed it has gone), every
+#: :data:`FOLD_INTERVAL_S`, or when it is scraped: one vectorised pass per few hundred rows
+#: instead of a dozen numpy calls per request before its answer.
 FOLD_ROWS = 256
 #: Longest time served rows wait to be folded into the variance and drift metrics.
 FOLD_INTERVAL_S = 1.0
@@ -182,7 +184,7 @@ class ServingMetrics:
     held-out standard deviations out are served and counted in
     ``ensembles_out_of_range_rows``. These four and ``ensembles_request_rows`` are
     recorded after the answers have gone, a few hundred rows at a time
-    (:meth:`observe_batch`), so they trail the traffic by at most
+    (:meth:`observe_batch`, :meth:`fold_soon`), so they trail the traffic by at most
     :data:`FOLD_INTERVAL_S`; a scrape folds in the answering worker's rows first.
 
     With several workers (``PROMETHEUS_MULTIPROC_DIR`` set, as ``python -m serving
@@ -281,15 +283,11 @@ class ServingMetrics:
         self._latest: dict[str, _DriftWindow] = {}
         self._feature_drift = _FeatureDriftCollector(self)
         self.registry.register(self._feature_drift)
-        #: Served batches not yet folded in, their rows, and when the first was served.
+        #: Served batches not yet folded in, and their rows.
         self._fold_lock = threading.Lock()
         self._unfolded: list[_Served] = []
         self._unfolded_rows = 0
-        self._unfolded_since = 0.0
-        self._fold_pending = False
-        #: The event loop (and its thread) folds run on, once :meth:`fold_forever` runs.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
+        self._fold_scheduled = False
 
     def count_unseen(self, ensemble: str, unseen: dict[str, int]) -> None:
         """Count the unseen categorical levels of one request, per column."""
@@ -311,10 +309,10 @@ class ServingMetrics:
         """Keep one combined batch for the request-size, variance and drift metrics.
 
         The runtime calls it (as its ``on_prediction`` hook) once per micro-batch group,
-        before the answers go out, so it only queues the batch: :meth:`fold` records it
-        with the batches served since, on the event loop once the answers have gone
-        (when :data:`FOLD_ROWS` rows or :data:`FOLD_INTERVAL_S` seconds have gathered), or
-        when a scrape or an info request reads the metrics.
+        before the answers go out, so it only queues the batch. :meth:`fold` records it
+        with the batches served since: through :meth:`fold_soon` once :data:`FOLD_ROWS`
+        rows have gathered, within :data:`FOLD_INTERVAL_S` otherwise
+        (:meth:`fold_forever`), or when a scrape or an info request reads the metrics.
 
         Parameters
         ----------
@@ -327,59 +325,54 @@ class ServingMetrics:
             Row count of each request in the batch (``sum(request_rows) == len(X)``).
         """
         served = _Served(runtime, X, prediction.uncertainty.get("variance"), request_rows)
-        now = time.monotonic()
         with self._fold_lock:
-            if not self._unfolded:
-                self._unfolded_since = now
             self._unfolded.append(served)
             self._unfolded_rows += len(X)
-            due = not self._fold_pending and (
-                self._unfolded_rows >= FOLD_ROWS or now - self._unfolded_since >= FOLD_INTERVAL_S
-            )
-            if due:
-                self._fold_pending = True
-        if due:
-            self._fold_after_answers()
 
-    def _fold_after_answers(self) -> None:
-        """Fold on the event loop, after the callbacks that send the answers already queued."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            self.fold()
-        elif threading.get_ident() == self._loop_thread:
-            loop.call_soon(self.fold)
-        else:
-            loop.call_soon_threadsafe(self.fold)
+    def fold_soon(self) -> None:
+        """Fold on the next turn of the event loop when :data:`FOLD_ROWS` rows are waiting.
+
+        The app calls it, on the loop, once it has sent an answer: the answers of the same
+        batch, woken together, are sent before the fold runs.
+        """
+        if self._fold_scheduled or self._unfolded_rows < FOLD_ROWS:
+            return
+        self._fold_scheduled = True
+        asyncio.get_running_loop().call_soon(self.fold)
 
     def fold(self) -> None:
-        """Record the batches served since the last fold: sizes, variance and drift."""
+        """Record the batches served since the last fold: sizes, variance and drift.
+
+        A failure is logged and costs those batches' metrics, never a request.
+        """
         with self._fold_lock:
             unfolded, self._unfolded, self._unfolded_rows = self._unfolded, [], 0
-            self._fold_pending = False
+            self._fold_scheduled = False
         by_runtime: dict[EnsembleRuntime, list[_Served]] = {}
         for served in unfolded:
             by_runtime.setdefault(served.runtime, []).append(served)
         for runtime, batches in by_runtime.items():
-            rows_histogram = self.request_rows.labels(runtime.name)
-            for n_rows in (n for batch in batches for n in batch.request_rows):
-                rows_histogram.observe(n_rows)
-            if runtime.baseline is None:
-                continue
-            X = np.concatenate([batch.X for batch in batches])
-            variances = [batch.row_variance() for batch in batches if batch.variance is not None]
-            self._fold_rows(runtime, X, np.concatenate(variances) if variances else None)
+            try:
+                self._fold_batches(runtime, batches)
+            except Exception:  # metrics must never fail a request or a scrape
+                logger.exception("recording the metrics of %d batches failed", len(batches))
 
     async def fold_forever(self) -> None:
-        """Fold served rows every :data:`FOLD_INTERVAL_S` (the app runs it while it serves).
-
-        Also makes this loop the one :meth:`observe_batch` schedules its folds on.
-        """
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        """Fold served rows every :data:`FOLD_INTERVAL_S` (the app runs it while it serves)."""
         while True:
             await asyncio.sleep(FOLD_INTERVAL_S)
             if self._unfolded:
                 self.fold()
+
+    def _fold_batches(self, runtime: EnsembleRuntime, batches: list[_Served]) -> None:
+        rows_histogram = self.request_rows.labels(runtime.name)
+        for n_rows in (n for batch in batches for n in batch.request_rows):
+            rows_histogram.observe(n_rows)
+        if runtime.baseline is None:
+            return
+        X = np.concatenate([batch.X for batch in batches])
+        variances = [batch.row_variance() for batch in batches if batch.variance is not None]
+        self._fold_rows(runtime, X, np.concatenate(variances) if variances else None)
 
     def _fold_rows(
         self, runtime: EnsembleRuntime, X: np.ndarray, row_variance: np.ndarray | None
@@ -408,9 +401,8 @@ class ServingMetrics:
                 self._windows[runtime] = window
             window.add(z_scores.mean(axis=1), row_variance, counts)
             self._latest[name] = window
-            ratios = window.ratios()
-        for signal, value in ratios.items():
-            self.drift.labels(name, signal).set(value)
+            for signal, value in window.ratios().items():
+                self.drift.labels(name, signal).set(value)
 
     def feature_drift(self, runtime: EnsembleRuntime) -> dict[str, float] | None:
         """The worst features of the traffic ``runtime`` served (name -> PSI, largest first).
@@ -434,6 +426,7 @@ class ServingMetrics:
         Every version has its own window (a new version has a new baseline), so nothing of
         the old version's traffic enters the new one's signals.
         """
+        self.fold()  # the old version's queued rows go to its own window, now
         with self._drift_lock:
             self._latest.pop(ensemble, None)
 
@@ -448,6 +441,8 @@ class ServingMetrics:
         return generate_latest(registry)
 
     def close(self) -> None:
-        """Mark this worker dead so the ``live*`` gauges of the other workers stay exact."""
+        """Record the rows still queued, then mark this worker dead so the ``live*`` gauges
+        of the other workers stay exact."""
+        self.fold()
         if self.multiprocess_dir is not None:
             prometheus_multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)

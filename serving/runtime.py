@@ -60,15 +60,16 @@ class EnsembleRuntime:
         Called with the row count of every onnxruntime call (for metrics).
     on_prediction : callable, optional
         ``on_prediction(runtime, X, prediction, request_rows)``, called by
-        :meth:`predict_async` once per combined batch (in the batch's worker thread) with
+        :meth:`predict_async` once per combined batch (where the batch runs) with
         the rows, the combined prediction and the row count of each request in it (for
         metrics: request sizes, variance histogram, drift). Not called by :meth:`predict`.
 
     Notes
     -----
     Members run in one fused onnxruntime graph (``serving.fused``). With batching on,
-    :meth:`predict_async` requests are coalesced into micro-batches; in the batch's worker
-    thread the members run once over all rows, then requests that ask for the same
+    :meth:`predict_async` requests are coalesced into micro-batches; for each batch (on the
+    event loop up to ``inline_rows`` rows, else in the batcher's worker thread) the
+    members run once over all rows, then requests that ask for the same
     combiner and uncertainty share one combine + uncertainty computation over their
     concatenated rows, and each request gets its slice. Use :meth:`load` to build a runtime
     from the store; it verifies checksums and signatures. Building one re-runs every
@@ -412,7 +413,8 @@ class EnsembleRuntime:
         """Members once over the whole micro-batch, then one combine per (combiner, uncertainty).
 
         ``spans`` holds ``((combiner, uncertainty, members), start, stop)`` per request.
-        Runs in the batcher's worker thread; a failing group fails only its requests.
+        Runs where the batcher runs the batch (the event loop for small batches, else its
+        worker thread); a failing group fails only its requests.
         """
         outputs, variances = self.run_members(X)
         groups: dict[tuple[str, bool], list[int]] = {}

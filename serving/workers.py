@@ -7,32 +7,47 @@ keep-alive connections, one of two workers at 1.06 cores, the other at 0). With
 ``SO_REUSEPORT`` every worker binds its own socket to the same address and the kernel
 assigns each new connection to one of them by a hash of its addresses, evenly.
 
-The parent process reserves the address (bound, never listening, so it is never handed a
-connection) and gives uvicorn's supervisor a :class:`ReusePortSocket`; each worker process
-receives it as a fresh socket bound to the same address, which uvicorn then listens on. A
-worker that the supervisor restarts binds anew the same way.
+The parent process claims the address (:func:`claim_address`: refused while anything else
+holds it; then bound, never listening, so it is never handed a connection) and gives
+uvicorn's supervisor a :class:`ReusePortSocket`; each worker process receives it as a
+fresh socket bound to the same address, which uvicorn then listens on. A worker that the
+supervisor restarts binds anew the same way. Two costs of one queue per worker: when a
+worker restarts, the connections waiting in its queue are reset (Linux can hand them to
+another worker with ``net.ipv4.tcp_migrate_req=1``), and a worker that hangs keeps getting
+its share of new connections until the supervisor's health check replaces it.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+logger = logging.getLogger("uvicorn.error")
+SocketT = TypeVar("SocketT", bound=socket.socket)
+
 #: Whether this platform spreads connections over ``SO_REUSEPORT`` sockets (Linux does).
 SPREADS_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def reuse_port_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
-    """A TCP socket bound to ``address`` with ``SO_REUSEPORT`` (not yet listening)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+def reuse_port_socket(
+    family: int, address: tuple[Any, ...], kind: type[SocketT] = socket.socket
+) -> SocketT:
+    """A TCP socket of class ``kind`` bound to ``address`` with ``SO_REUSEPORT`` (not
+    listening)."""
+    sock = kind(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -41,6 +56,25 @@ class ReusePortSocket(socket.socket):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return reuse_port_socket, (self.family, self.getsockname())
+
+
+def claim_address(family: int, host: str, port: int) -> ReusePortSocket:
+    """Reserve ``(host, port)`` for this server's workers alone.
+
+    A plain socket binds first: it fails while anything else holds the address, another
+    ``SO_REUSEPORT`` group included, which would otherwise share the connections without a
+    word (a forgotten old instance of the server, say). Port 0 takes the free port it got.
+
+    Raises
+    ------
+    OSError
+        When the address is taken or cannot be bound.
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        address = probe.getsockname()
+    return reuse_port_socket(family, address, ReusePortSocket)
 
 
 def run_workers(config: uvicorn.Config) -> None:
@@ -55,22 +89,29 @@ def run_workers(config: uvicorn.Config) -> None:
     Raises
     ------
     SystemExit
-        With uvicorn's startup-failure status when the address cannot be bound (the error
-        is logged first, as uvicorn does).
+        With uvicorn's startup-failure status when the address cannot be bound or a worker
+        fails to start (the error is logged first, as uvicorn does).
     """
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    reserved = ReusePortSocket(family, socket.SOCK_STREAM)
     try:
-        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        reserved.bind((config.host, config.port))
+        reserved = claim_address(family, config.host, config.port)
     except OSError as exc:
-        reserved.close()
-        uvicorn.config.logger.error(exc)
+        logger.error("%s", exc)
         raise SystemExit(STARTUP_FAILURE) from None
+    host, port = reserved.getsockname()[:2]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    logger.info(
+        "Uvicorn running on http://%s:%d with %d workers, one socket each (Press CTRL+C to quit)",
+        shown,
+        port,
+        config.workers,
+    )
+    supervisor = Multiprocess(config, sockets=[reserved])
     try:
-        Multiprocess(config, sockets=[reserved]).run()
+        supervisor.run()
     except KeyboardInterrupt:  # as uvicorn.run: the supervisor has stopped the workers
         pass
     finally:
         reserved.close()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise SystemExit(STARTUP_FAILURE)

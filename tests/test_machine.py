@@ -1,4 +1,4 @@
-"""ensembles.machine.usable_cores: the affinity mask, capped by a cgroup CPU quota."""
+"""ensembles.machine.usable_cores: the affinity mask, capped by the tightest cgroup quota."""
 
 from __future__ import annotations
 
@@ -14,18 +14,57 @@ def affinity() -> int:
     return len(os.sched_getaffinity(0))
 
 
+@pytest.fixture
+def cgroups(tmp_path, monkeypatch):
+    """A fake cgroup mount and ``/proc/self/cgroup``: write files, then read the cores."""
+    root, proc = tmp_path / "cgroup", tmp_path / "proc_self_cgroup"
+    monkeypatch.setattr(machine, "CGROUP_ROOT", root)
+    monkeypatch.setattr(machine, "PROC_CGROUP", proc)
+
+    def write(membership: str, files: dict[str, str]) -> None:
+        proc.write_text(membership)
+        for relative, text in files.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+    return write
+
+
+def test_the_tightest_v2_quota_from_the_group_up_counts(cgroups, affinity):
+    cgroups(
+        "0::/app/web\n",
+        {"cpu.max": "max 100000\n", "app/cpu.max": "150000 100000\n", "app/web/cpu.max": "max"},
+    )
+    assert machine.usable_cores() == min(affinity, 2)  # 1.5 cores of quota: 2 workers
+
+
+def test_a_v1_quota_counts_and_an_unlimited_one_does_not(cgroups, affinity):
+    cgroups(
+        "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n",
+        {
+            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+            "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        },
+    )
+    assert machine.usable_cores() == 1
+
+
 @pytest.mark.parametrize(
-    ("cpu_max", "cap"),
-    [("max 100000\n", None), ("100000 100000\n", 1), ("150000 100000\n", 2), ("garbage", None)],
+    ("membership", "files"),
+    [
+        ("0::/\n", {"cpu.max": "max 100000\n"}),
+        ("0::/\n", {"cpu.max": "garbage"}),
+        ("0::/\n", {}),
+    ],
 )
-def test_a_cgroup_quota_caps_the_affinity_mask(tmp_path, monkeypatch, affinity, cpu_max, cap):
-    limit = tmp_path / "cpu.max"
-    limit.write_text(cpu_max)
-    monkeypatch.setattr(machine, "CGROUP_CPU_MAX", limit)
-    expected = affinity if cap is None else min(affinity, cap)
-    assert machine.usable_cores() == expected
+def test_without_a_quota_the_affinity_mask_counts(cgroups, affinity, membership, files):
+    cgroups(membership, files)
+    assert machine.usable_cores() == affinity
 
 
-def test_without_a_cgroup_file_the_affinity_mask_counts(tmp_path, monkeypatch, affinity):
-    monkeypatch.setattr(machine, "CGROUP_CPU_MAX", tmp_path / "absent")
+def test_without_cgroups_the_affinity_mask_counts(tmp_path, monkeypatch, affinity):
+    monkeypatch.setattr(machine, "PROC_CGROUP", tmp_path / "absent")
     assert machine.usable_cores() == affinity

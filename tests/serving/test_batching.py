@@ -323,3 +323,25 @@ def test_an_inline_batch_that_raises_fails_its_requests_and_the_batcher_goes_on(
 def test_negative_inline_rows_are_refused():
     with pytest.raises(ValueError, match="inline_rows must be non-negative"):
         MicroBatcher(_slices, max_batch_rows=4, max_wait_ms=0.0, inline_rows=-1)
+
+
+@pytest.mark.parametrize("inline_rows", [0, 8])
+def test_a_run_that_breaks_its_contract_fails_its_batch_alone(inline_rows):
+    calls: list[int] = []
+
+    def run(X: np.ndarray, spans: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        calls.append(len(X))
+        return [] if len(calls) == 1 else _slices(X, spans)  # first: no part per request
+
+    first, second = _requests([1, 1])
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch_rows=8, max_wait_ms=0.0, inline_rows=inline_rows)
+        failed = await asyncio.gather(batcher.submit(first), return_exceptions=True)
+        after = await asyncio.wait_for(batcher.submit(second), timeout=30)
+        await batcher.close()
+        return failed[0], after
+
+    failed, after = asyncio.run(main())
+    assert isinstance(failed, ValueError)  # zip(strict=True): parts and requests differ
+    np.testing.assert_array_equal(after[0], _model(second)[0])

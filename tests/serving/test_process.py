@@ -225,6 +225,11 @@ def test_connections_opened_in_a_burst_spread_over_the_workers(synthetic_store, 
     n_connections = 64
     try:
         _wait_until_up(process, f"{url}/v2/health/ready")
+        deadline = time.monotonic() + 60
+        while len(_requests_per_worker(tmp_path)) < 2:  # until both workers listen
+            assert time.monotonic() < deadline, "the second worker did not start"
+            httpx.get(f"{url}/v2/health/live", timeout=10)  # a new connection each time
+        before = _requests_per_worker(tmp_path)
         # All connections open before any request, as a pool or a load generator opens them.
         sockets = [
             socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(n_connections)
@@ -235,14 +240,37 @@ def test_connections_opened_in_a_burst_spread_over_the_workers(synthetic_store, 
         for sock in sockets:
             with sock:
                 assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+        def served() -> dict[str, float]:
+            now = _requests_per_worker(tmp_path)
+            return {pid: now[pid] - before.get(pid, 0.0) for pid in now}
+
         deadline = time.monotonic() + 30
-        while sum(_requests_per_worker(tmp_path).values()) < n_connections + 1:
-            assert time.monotonic() < deadline, _requests_per_worker(tmp_path)
+        while sum(served().values()) < n_connections:
+            assert time.monotonic() < deadline, served()
             time.sleep(0.1)
-        counts = _requests_per_worker(tmp_path)
+        counts = served()
         # Each connection lands on a worker by a hash of its addresses: both get a fair
         # share (below 20% of 64 has odds of about one in a million for an even split).
         assert len(counts) == 2 and min(counts.values()) >= 0.2 * n_connections, counts
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.mark.skipif(not SPREADS_CONNECTIONS, reason="SO_REUSEPORT sockets are Linux's")
+def test_a_second_server_on_a_taken_port_is_refused(synthetic_store):
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "serving", "--store", str(synthetic_store.root)),
+        *("--port", str(port), "--workers", "2", "--log-level", "warning"),
+    ]
+    first = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_until_up(first, f"http://127.0.0.1:{port}/v2/health/ready")
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "in use" in second.stderr.lower()
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(timeout=30)
