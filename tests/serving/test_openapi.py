@@ -156,3 +156,28 @@ def test_path_versions_follow_the_documented_pattern(client, version):
     assert response.status_code == 400
     message = f"model version must be a positive integer without leading zeros; got '{version}'"
     assert response.json() == {"error": message}
+
+
+class _StampMiddleware:
+    """A deployment's own pure-ASGI middleware: stamps a header on every answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def stamped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-stamp", b"1")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+def test_middleware_added_to_the_app_wraps_the_lane_too(synthetic_store):
+    live = LiveServer(store=synthetic_store.root, poll_interval_s=0)
+    live.app.add_middleware(_StampMiddleware)
+    with live, live.client() as http:
+        lane = http.post("/v1/ensembles/toy/predict", json={"rows": [[0.0] * 4]})
+        other = http.get("/v2/health/live")
+    assert lane.status_code == 200 and lane.headers["x-stamp"] == "1"
+    assert other.headers["x-stamp"] == "1"
