@@ -3,8 +3,8 @@
 At concurrency 1 a server waits between requests and runs Python around every model call;
 this measures what that does to the call itself, in-process, with nothing else running:
 back to back, after a short sleep in ``select`` (as a server waits on its sockets), after
-touching some memory between calls (as a request's Python does), and on the caller's thread
-against a hop into a worker thread and back.
+touching some memory between calls (as a request's Python does), on the caller's thread
+against a hop into a worker thread and back, and split in halves over both threads.
 
 Example::
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     store = ModelStore(args.store)
     runtime = EnsembleRuntime.load(store, args.name, store.latest(args.name))
-    members = runtime._members
+    members = runtime.run_members
     pool = ThreadPoolExecutor(1)
     print("| batch | condition | µs per call (median) |\n|---|---|---|")
     for batch in args.batches:
@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"after touching {kib} KiB", median_us(lambda X=X: members(X), stir)))
         hop = median_us(lambda X=X: pool.submit(members, X).result())
         rows.append(("through a worker thread and back", hop))
+        if batch > 1:
+            half = batch // 2
+
+            def split(X=X, half=half) -> None:
+                other = pool.submit(members, X[:half])
+                members(X[half:])
+                other.result()
+
+            rows.append(("split in halves, caller and worker thread at once", median_us(split)))
         for condition, us in rows:
             print(f"| {batch} | {condition} | {us:.1f} |")
     pool.shutdown()

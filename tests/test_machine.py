@@ -31,12 +31,21 @@ def cgroups(tmp_path, monkeypatch):
     return write
 
 
-def test_the_tightest_v2_quota_from_the_group_up_counts(cgroups, affinity):
+def test_the_tightest_v2_quota_from_the_group_up_counts(cgroups):
     cgroups(
         "0::/app/web\n",
-        {"cpu.max": "max 100000\n", "app/cpu.max": "150000 100000\n", "app/web/cpu.max": "max"},
+        {
+            "cpu.max": "max 100000\n",
+            "app/cpu.max": "50000 100000\n",  # half a core, the tightest: one worker
+            "app/web/cpu.max": "300000 100000\n",
+        },
     )
-    assert machine.usable_cores() == min(affinity, 2)  # 1.5 cores of quota: 2 workers
+    assert machine.usable_cores() == 1
+
+
+def test_a_fraction_of_a_core_rounds_up(cgroups, affinity):
+    cgroups("0::/\n", {"cpu.max": "150000 100000\n"})
+    assert machine.usable_cores() == min(affinity, 2)
 
 
 def test_a_v1_quota_counts_and_an_unlimited_one_does_not(cgroups, affinity):
