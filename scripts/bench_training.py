@@ -53,6 +53,8 @@ def time_run(
         epochs = len(report.members[-1].curves) + params.get("probe_epochs_run", 0)
     else:
         epochs = sum(len(member.curves) for member in report.members)
+    if params["refit"].get("used"):
+        epochs += params["refit"]["epochs"] * len(report.members)
     return seconds, range_test, epochs
 
 

@@ -246,8 +246,9 @@ def training_time(report: TrainReport, jobs: int = 1) -> dict[str, float]:
     Parameters
     ----------
     report : TrainReport
-        The finished run: ``seconds`` (wall clock of :func:`run_training`) and ``members``
-        (each with its own training ``seconds``; one-run strategies split the run evenly).
+        The finished run: ``seconds`` (wall clock of :func:`run_training`) and its
+        manifest's members (each with its own ``train_seconds``, a refit's included;
+        one-run strategies split the run evenly).
     jobs : int
         Processes the members trained in; with more than one, members overlap in time and
         the rest cannot be separated from the wall clock (NaN).
@@ -260,7 +261,9 @@ def training_time(report: TrainReport, jobs: int = 1) -> dict[str, float]:
         ``assemble_seconds``: the rest (data, held-out predictions, ONNX export and parity
         checks, weight averaging, combiner fits, publishing).
     """
-    member_seconds = float(sum(member.seconds for member in report.members))
+    member_seconds = float(
+        sum(info.val_metrics["train_seconds"] for info in report.manifest.members)
+    )
     rest = report.seconds - member_seconds if jobs <= 1 else math.nan
     return {
         "wall_seconds": float(report.seconds),

@@ -19,6 +19,7 @@ from ensembles.training.members import (
 )
 from ensembles.training.pipeline import TrainRequest, load_dataset
 from ensembles.training.plans import MemberPlan, member_seed
+from ensembles.training.refit import refit_data, refit_members, refit_problem
 from ensembles.uncertainty import fit_variance_scale
 
 
@@ -48,7 +49,9 @@ def train_single_network(
     The split, network settings, learning rate and seed rule are those of
     :func:`run_training` with the same request, so the network sees exactly the training
     rows the ensemble saw. ``epochs`` None trains by the budget rule, as a member does (the
-    network stops when its validation loss stops improving, whatever the ensemble spent).
+    network stops when its validation loss stops improving, whatever the ensemble spent),
+    and refits on training + validation rows when the request's members would
+    (:mod:`ensembles.training.refit`).
     Its ``train_seconds`` covers building and fitting the network, as a member's does.
 
     Returns
@@ -69,10 +72,20 @@ def train_single_network(
     train, validation, test = splits.train, splits.validation, splits.test
     data = TrainingData.from_splits(splits)
     config, _ = resolve_learning_rate(data, request.config, request.seed)
+    config = config.with_overrides({"epochs": epochs})
     plan = MemberPlan(0, member_seed(request.seed, 0))
-    member = train_planned_member(plan, data, config.with_overrides({"epochs": epochs}))
+    member = train_planned_member(plan, data, config)
     network = member.network(data)
     scale = _variance_scale(network, validation.X, validation.y)
+    seconds = member.seconds
+    n_rows = len(data.y_train) + len(data.y_val)
+    if refit_problem(request.refit, "repeat", config, n_rows, averaging=False) is None:
+        # as the ensemble's members are: trained again on training + validation rows, the
+        # variance calibrated on the first network's held-out errors
+        (refit,), _ = refit_members(
+            [member], data, config, config.learning_rate, "loop", progress=False
+        )
+        network, seconds = refit.network(refit_data(data)), seconds + refit.seconds
 
     def predict(X: np.ndarray) -> tuple[np.ndarray, ...]:
         """Its outputs, the variance head calibrated on validation as the combiners' are."""
@@ -88,7 +101,7 @@ def train_single_network(
     scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
     variance = single_uncertainty(train.task, outputs[0], own_variance)
     record_model(scores, "single_network", metrics, train.task, outputs[0], test.y, variance, None)
-    scores["models"]["single_network"]["train_seconds"] = member.seconds
+    scores["models"]["single_network"]["train_seconds"] = seconds
     scores["models"]["single_network"]["epochs"] = float(len(member.curves))
     return scores, predict
 

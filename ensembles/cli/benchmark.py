@@ -23,6 +23,7 @@ from ensembles.cli.options import (
     add_split_options,
     config_from_args,
 )
+from ensembles.training.config import REFITS
 
 if TYPE_CHECKING:
     from ensembles.benchmark import BenchmarkRequest
@@ -92,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--jobs", type=int, default=1, help="processes for independent members")
     bench.add_argument(
+        "--refit",
+        default="auto",
+        choices=REFITS,
+        help="independent members (and the same-budget network) trained again on training + "
+        "validation rows, as ensembles-train --refit",
+    )
+    bench.add_argument(
         "--store",
         default=None,
         help="keep the trained versions in this model store (default: a temporary one)",
@@ -144,6 +152,7 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         members=args.members,
         seed=args.seed,
         jobs=args.jobs,
+        refit=args.refit,
         config=config_from_args(args),
         validation_fraction=args.validation_fraction,
         test_fraction=args.test_fraction,

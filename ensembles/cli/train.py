@@ -31,7 +31,7 @@ from ensembles.manifest import (
 )
 from ensembles.markdown import format_table
 from ensembles.tabular import MISSING_LEVEL, OTHER_LEVEL
-from ensembles.training.config import ENGINES
+from ensembles.training.config import ENGINES, REFITS
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from ensembles.training.pipeline import TrainReport, TrainRequest
@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENGINES,
         help="where independent members train: auto (packed when they share one layout), "
         "loop (one after another, --jobs processes), packed (one batched network), ray",
+    )
+    ensemble.add_argument(
+        "--refit",
+        default="auto",
+        choices=REFITS,
+        help="train independent members again on training + validation rows for the epochs "
+        f"the validation rows found: auto (under the budget rule, up to "
+        f"{defaults.REFIT_MAX_ROWS} rows), on, off",
     )
     ensemble.add_argument(
         "--ray-address",
@@ -183,6 +191,7 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         jobs=args.jobs,
         engine=args.engine,
         ray_address=args.ray_address,
+        refit=args.refit,
         config=config,
         options=options,
         validation_fraction=args.validation_fraction,
@@ -256,6 +265,12 @@ def _learning_line(manifest: Manifest) -> str:
         )
     elif budget:
         words += f"; budget: {budget['max_epochs']} epochs (given)"
+    refit = manifest.strategy.params.get("refit") or {}
+    if refit.get("used"):
+        words += (
+            f"; refit on training + validation rows ({refit['rows']} rows, "
+            f"{refit['epochs']} epochs: {refit['rule']}, {refit['seconds']:.1f} s)"
+        )
     return words
 
 

@@ -30,6 +30,11 @@ _OPTIONAL = ("grad_clip", "patience", "epochs", "learning_rate")
 #: (all members as one batched network) or ``ray`` (tasks on a Ray cluster).
 Engine = Literal["auto", "loop", "packed", "ray"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+#: Whether independent members are trained again on training + validation rows for the
+#: epochs the validation rows found (:mod:`ensembles.training.refit`): ``auto`` on small
+#: data under the budget rule, ``on`` always, ``off`` never.
+Refit = Literal["auto", "on", "off"]
+REFITS: tuple[str, ...] = get_args(Refit)
 
 
 @dataclass(frozen=True)

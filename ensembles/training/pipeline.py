@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -44,7 +44,7 @@ from ensembles.reproduction import (
     save_test_outputs,
 )
 from ensembles.store import ModelStore
-from ensembles.training.config import Engine, TrainConfig
+from ensembles.training.config import Engine, Refit, TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.network import MemberNetwork
@@ -54,6 +54,7 @@ from ensembles.training.preflight import (
     validated_config,
     wants_weight_averaging,
 )
+from ensembles.training.refit import refit_data, refit_members, refit_problem
 from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
@@ -90,6 +91,9 @@ class TrainRequest:
     jobs : processes for independent members (loop engine).
     engine : where independent members train (``auto``, ``loop``, ``packed``, ``ray``).
     ray_address : the Ray cluster of ``engine="ray"`` (None: a local one).
+    refit : train independent members again on training + validation rows for the epochs
+        the validation rows found (``auto``: on small data under the budget rule; see
+        :mod:`ensembles.training.refit`).
     config : TrainConfig of each member.
     options : StrategyOptions.
     combiners : names of the combiners to fit (None: every one that applies).
@@ -120,6 +124,7 @@ class TrainRequest:
     jobs: int = 1
     engine: Engine = "auto"
     ray_address: str | None = None
+    refit: Refit = "auto"
     config: TrainConfig = field(default_factory=TrainConfig)
     options: StrategyOptions = field(default_factory=StrategyOptions)
     validation_fraction: float | None = None
@@ -194,13 +199,18 @@ def run_training(request: TrainRequest) -> TrainReport:
     networks = [member.network(data) for member in members]
     heldout = predict_heldout(request, splits, members, networks)
     averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
+    served, served_networks, params["refit"] = _refit(
+        request, config, data, members, networks, params, wants_averaging
+    )
+    if served is not members:  # the test rows are the served members' to score
+        heldout = replace(heldout, test=split_predictions(splits.test, served_networks))
 
     def write(folder: Path, version: int) -> Manifest:
         parity = [
             export_member(
                 network, folder / f"members/{member.plan.member_id}.onnx", splits.validation.X
             )
-            for member, network in zip(members, networks, strict=True)
+            for member, network in zip(served, served_networks, strict=True)
         ]
         if averaged is not None:
             export_member(averaged[0], folder / AVERAGED_FILE, splits.validation.X)
@@ -208,7 +218,17 @@ def run_training(request: TrainRequest) -> TrainReport:
         curves = {member.plan.member_id: member.curves for member in members}
         (folder / CURVES_FILE).write_text(json.dumps(curves, indent=1, allow_nan=True))
         manifest = _manifest(
-            request, config, version, splits, members, params, networks, heldout, averaged, parity
+            request,
+            config,
+            version,
+            splits,
+            members,
+            served,
+            params,
+            served_networks,
+            heldout,
+            averaged,
+            parity,
         )
         outputs = combiner_test_outputs(manifest.combiners, heldout.test)
         if averaged is not None:
@@ -245,14 +265,8 @@ def predict_heldout(
     split with NaN wherever the member trained on the row.
     """
 
-    def predict(X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = [member_outputs(network, X) for network in networks]
-        preds = np.stack([output[0] for output in outputs])
-        variances = np.stack([output[1] for output in outputs]) if len(outputs[0]) > 1 else None
-        return preds, variances
-
     def split(dataset: Dataset) -> SplitPredictions:
-        return SplitPredictions(dataset.X, dataset.y, *predict(dataset.X))
+        return split_predictions(dataset, networks)
 
     train = None
     n_train = len(splits.train.y)
@@ -269,18 +283,66 @@ def predict_heldout(
     return HeldoutPredictions(split(splits.validation), split(splits.test), train)
 
 
+def split_predictions(dataset: Dataset, networks: list[MemberNetwork]) -> SplitPredictions:
+    """Every member's predictions (and variances) on the rows of ``dataset``."""
+    outputs = [member_outputs(network, dataset.X) for network in networks]
+    preds = np.stack([output[0] for output in outputs])
+    variances = np.stack([output[1] for output in outputs]) if len(outputs[0]) > 1 else None
+    return SplitPredictions(dataset.X, dataset.y, preds, variances)
+
+
+def _refit(
+    request: TrainRequest,
+    config: TrainConfig,
+    data: TrainingData,
+    members: list[TrainedMember],
+    networks: list[MemberNetwork],
+    params: dict[str, Any],
+    averaging: bool,
+) -> tuple[list[TrainedMember], list[MemberNetwork], dict[str, Any]]:
+    """The members to serve, their networks and the manifest's refit record.
+
+    The members themselves when the run does not refit (the record says why), else the
+    members trained again on training + validation rows (:mod:`ensembles.training.refit`).
+    """
+    n_rows = len(data.y_train) + len(data.y_val)
+    problem = refit_problem(request.refit, request.strategy, config, n_rows, averaging)
+    if problem is not None:
+        return members, networks, {"asked": request.refit, "used": False, "reason": problem}
+    refit, record = refit_members(
+        members,
+        data,
+        config,
+        params["learning_rate"]["rate"],
+        request.engine,
+        request.jobs,
+        request.ray_address,
+        request.progress,
+    )
+    union = refit_data(data)
+    return refit, [member.network(union) for member in refit], {"asked": request.refit, **record}
+
+
 def _manifest(
     request: TrainRequest,
     config: TrainConfig,
     version: int,
     splits: Splits,
     members: list[TrainedMember],
+    served: list[TrainedMember],
     params: dict[str, Any],
     networks: list[MemberNetwork],
     heldout: HeldoutPredictions,
     averaged: tuple[MemberNetwork, list[int]] | None,
     parity: list[float],
 ) -> Manifest:
+    """The version's manifest.
+
+    ``members`` trained on the training rows, and their curves, best epochs, budgets and
+    validation scores describe the run; ``served`` are the members exported, with
+    ``networks`` (the same ones, or their refit on training + validation rows: their rows
+    and training seconds are recorded).
+    """
     task = splits.train.task
     fit_set = combiner_fit_set(heldout)
     results, losses = fit_combiners(
@@ -300,16 +362,17 @@ def _manifest(
         results, losses, ranking_loss(fit_set.data), len(members), request.default_combiner
     )
     member_oob, ensemble_oob = _out_of_sample(request, task, heldout, len(members))
-    n_train = len(splits.train.y)
+    n_rows = len(splits.train.y) + (len(splits.validation.y) if served is not members else 0)
     member_infos = []
-    for member, difference, oob in zip(members, parity, member_oob, strict=True):
+    for member, server, difference, oob in zip(members, served, parity, member_oob, strict=True):
         final = member.curves[member.epoch - 1] if member.curves else {}
+        seconds = member.seconds + (server.seconds if server is not member else 0.0)
         member_infos.append(
             MemberInfo(
                 id=member.plan.member_id,
                 file=f"members/{member.plan.member_id}.onnx",
                 seed=member.plan.seed,
-                rows={**member.plan.rows, "n_rows": len(training_rows(member.plan.rows, n_train))},
+                rows={**member.plan.rows, "n_rows": len(training_rows(member.plan.rows, n_rows))},
                 epoch=member.epoch,
                 cycle=member.cycle,
                 settings=member.plan.settings,
@@ -317,7 +380,7 @@ def _manifest(
                     "val_loss": float(final.get("val_loss", float("nan"))),
                     "val_metric": float(final.get("val_metric", float("nan"))),
                     "onnx_max_diff": difference,
-                    "train_seconds": member.seconds,
+                    "train_seconds": seconds,
                 },
                 budget=member.budget or None,
                 out_of_sample=oob,

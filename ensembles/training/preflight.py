@@ -18,6 +18,7 @@ from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit
 from ensembles.manifest import Task
 from ensembles.store import validate_name
 from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
+from ensembles.training.refit import refit_option_problem
 from ensembles.training.strategies import INDEPENDENT_STRATEGIES, STRATEGIES, variant_problems
 from ensembles.training.weight_averaging import check_weight_averaging
 
@@ -81,6 +82,8 @@ def validated_config(request: TrainRequest) -> TrainConfig:
     if not 0 < request.interval_level < 1:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
     problems += _variant_problems(request)
+    if refit := refit_option_problem(request.refit, request.strategy):
+        problems.append(refit)
     if problems:
         raise ConfigError("; ".join(problems))
     validate_name(request.ensemble_name)

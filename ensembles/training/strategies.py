@@ -202,9 +202,44 @@ def train_members(
         params["subsample_fraction"] = options.subsample_fraction
     if strategy == "repeat" and options.variants:
         params["variants"] = options.variants
+    members, params["engine"] = train_plans(
+        plans, data, config, engine, jobs, ray_address, progress, f"{strategy} members"
+    )
+    return members, params
+
+
+def train_plans(
+    plans: list[MemberPlan],
+    data: TrainingData,
+    config: TrainConfig,
+    engine: Engine = "auto",
+    jobs: int = 1,
+    ray_address: str | None = None,
+    progress: bool = True,
+    description: str = "members",
+) -> tuple[list[TrainedMember], dict[str, Any]]:
+    """Train independent members of given plans on the engine :func:`resolve_engine` picks.
+
+    Parameters
+    ----------
+    plans : list of MemberPlan
+    data : TrainingData
+    config : TrainConfig
+        With a numeric learning rate; each plan's settings apply on top.
+    engine, jobs, ray_address, progress
+        As :func:`train_members`.
+    description : str
+        The progress bar's label.
+
+    Returns
+    -------
+    members : list of TrainedMember, in plan order
+    engine : dict
+        ``{"asked", "used", "reason"?}``, for the manifest.
+    """
     chosen, reason = resolve_engine(engine, plans, config, jobs)
-    params["engine"] = {"asked": engine, "used": chosen, **({"reason": reason} if reason else {})}
-    bar = tqdm(total=len(plans), desc=f"{strategy} members", unit="member", disable=not progress)
+    record = {"asked": engine, "used": chosen, **({"reason": reason} if reason else {})}
+    bar = tqdm(total=len(plans), desc=description, unit="member", disable=not progress)
     with bar:
         if chosen == "ray":
             from ensembles.training.ray_engine import train_on_ray
@@ -214,7 +249,7 @@ def train_members(
             members = train_packed(plans, data, config, lambda: bar.update())
         else:
             members = _train_in_loop(plans, data, config, jobs, bar)
-    return members, params
+    return members, record
 
 
 def resolve_engine(

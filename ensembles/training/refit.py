@@ -1,0 +1,160 @@
+"""Refitting: the served members trained again on the training and validation rows.
+
+The validation rows stop each member's training, fit the combiners and calibrate the
+variance, so no member learns from them: on small data that is a fifth of the rows. A refit
+trains every independent member again, with its own seed and its own row rule (a bootstrap
+sample, fold or subsample, now drawn over training + validation rows), for the epochs the
+validation rows found (the members' mean best epoch) at the rate the range test chose, and
+those are the members exported and served.
+
+What was fitted on the validation rows (the combiners, the temperature, the variance
+scales, the default choice, the drift baselines) was fitted on the first members'
+predictions there, rows those members never saw, and it carries over to the refit members,
+which differ from them by the rows they gained. The test split is never touched, and every
+test figure is the served members'. The design and its figures are in ``docs/training.md``
+("Using the rows").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ensembles import defaults
+from ensembles.training.config import REFITS, Engine, Refit, TrainConfig
+from ensembles.training.members import TrainedMember, TrainingData
+from ensembles.training.strategies import ONE_RUN_STRATEGIES, train_plans
+
+#: How the refit's epochs are chosen, as the manifest records it.
+EPOCH_RULE = "the members' mean best epoch on the validation rows"
+
+
+def refit_option_problem(refit: str, strategy: str) -> str | None:
+    """What is wrong with asking for ``refit`` under ``strategy`` (None when nothing)."""
+    if refit not in REFITS:
+        return f"unknown --refit '{refit}': choose one of {', '.join(REFITS)}"
+    if refit == "on" and strategy in ONE_RUN_STRATEGIES:
+        return (
+            f"--refit on applies to independent members, not --strategy {strategy} "
+            "(its members are one run's checkpoints)"
+        )
+    return None
+
+
+def refit_problem(
+    refit: Refit, strategy: str, config: TrainConfig, n_rows: int, averaging: bool
+) -> str | None:
+    """Why this run does not refit its members (None when it does).
+
+    Parameters
+    ----------
+    refit : {"auto", "on", "off"}
+    strategy : str
+    config : TrainConfig
+        The run's settings (``epochs`` None: the budget rule).
+    n_rows : int
+        Training + validation rows.
+    averaging : bool
+        Whether the run publishes a weight-averaged model, which chooses and is scored on
+        the validation rows, so they must stay out of its members.
+    """
+    if refit == "off":
+        return "--refit off"
+    if strategy in ONE_RUN_STRATEGIES:
+        return f"{strategy} members are checkpoints of one run"
+    if averaging:
+        return "the weight-averaged model is chosen and scored on the validation rows"
+    if refit == "on":
+        return None
+    if config.epochs is not None:
+        return "--epochs given: the members train exactly that, on the training rows"
+    if n_rows > defaults.REFIT_MAX_ROWS:
+        return (
+            f"{n_rows} training + validation rows (auto refits up to "
+            f"{defaults.REFIT_MAX_ROWS}: above, the validation rows are a tenth of the data)"
+        )
+    return None
+
+
+def refit_data(data: TrainingData) -> TrainingData:
+    """Training + validation rows to learn from; the validation rows also fill the curves.
+
+    Those curves measure nothing held out (the members learn from the rows), and nothing
+    reads them: the refit trains a fixed number of epochs.
+    """
+    return TrainingData(
+        np.concatenate([data.X_train, data.X_val]),
+        np.concatenate([data.y_train, data.y_val]),
+        data.X_val,
+        data.y_val,
+        data.task,
+        data.n_outputs,
+        data.imputed,
+    )
+
+
+def refit_members(
+    members: list[TrainedMember],
+    data: TrainingData,
+    config: TrainConfig,
+    learning_rate: float,
+    engine: Engine = "auto",
+    jobs: int = 1,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> tuple[list[TrainedMember], dict[str, Any]]:
+    """Train ``members`` again on training + validation rows (see the module docstring).
+
+    Parameters
+    ----------
+    members : list of TrainedMember
+        The members trained on the training rows; their plans and best epochs are reused.
+    data : TrainingData
+        The run's training and validation rows.
+    config : TrainConfig
+        The run's settings; the refit trains :func:`refit_epochs` epochs at
+        ``learning_rate``, without early stopping.
+    learning_rate : float
+        The rate the members trained at (the range test's choice, or the given one).
+    engine, jobs, ray_address, progress
+        As :func:`~ensembles.training.strategies.train_members`.
+
+    Returns
+    -------
+    members : list of TrainedMember
+        The refit members, in the same order.
+    record : dict
+        For the manifest: ``used``, ``rows``, ``epochs``, ``rule``, ``seconds``, ``engine``.
+    """
+    start = time.perf_counter()
+    epochs = refit_epochs(members)
+    run = config.with_overrides(
+        {"learning_rate": learning_rate, "epochs": epochs, "patience": None}
+    )
+    union = refit_data(data)
+    refit, engine_record = train_plans(
+        [member.plan for member in members],
+        union,
+        run,
+        engine,
+        jobs,
+        ray_address,
+        progress,
+        "refit on training + validation rows",
+    )
+    record = {
+        "used": True,
+        "rows": len(union.y_train),
+        "epochs": epochs,
+        "rule": EPOCH_RULE,
+        "seconds": time.perf_counter() - start,
+        "engine": engine_record,
+    }
+    return refit, record
+
+
+def refit_epochs(members: list[TrainedMember]) -> int:
+    """The epochs a refit trains: the members' mean best epoch, rounded (at least 1)."""
+    return max(1, round(float(np.mean([member.epoch for member in members]))))
