@@ -5,6 +5,10 @@ every member's predictions ``(n_members, n_samples, n_outputs)``; for resampling
 strategies also every member's predictions on the training rows, with NaN wherever the
 member trained on the row (so only out-of-bag / out-of-fold entries remain). Gaussian-head
 members add ``*_variances`` arrays of the same shape. It loads with ``allow_pickle=False``.
+
+After a refit (:mod:`ensembles.training.refit`) the validation and training predictions
+are those of the members trained on the training rows, held out where the combiners learn
+from them, and the test predictions are the served members'.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ SCHEMA_VERSION = 2
 Task = Literal["classification", "regression"]
 Strategy = Literal["bagging", "kfold", "subsample", "repeat", "horizontal", "snapshot"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+#: Strategies whose members are checkpoints of one training run.
+ONE_RUN_STRATEGIES = frozenset({"horizontal", "snapshot"})
 #: The per-row loss the default choice compares: log loss, Gaussian NLL (Gaussian-head
 #: regression members), squared error (other regression members; RMSE ranks the same).
 RankingLoss = Literal["nll", "gaussian_nll", "squared_error"]
@@ -78,7 +80,10 @@ class MemberInfo(_Model):
     id: str
     file: str
     seed: int
-    rows: dict[str, Any] = Field(description="the rule that regenerates the rows it trained on")
+    rows: dict[str, Any] = Field(
+        description="the rule that regenerates the rows it trained on, drawn from the "
+        '"of" rows: the training split, or training + validation after a refit'
+    )
     epoch: int | None = None
     cycle: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)

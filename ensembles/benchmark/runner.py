@@ -25,7 +25,7 @@ from ensembles.benchmark.shift import SHIFT_STRENGTHS, shift_scores
 from ensembles.default_choice import MIN_EFFECTIVE_MEMBERS
 from ensembles.errors import ConfigError
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
-from ensembles.manifest import Manifest
+from ensembles.manifest import ONE_RUN_STRATEGIES, Manifest
 from ensembles.store import ModelStore
 
 if TYPE_CHECKING:  # the training modules import torch; this module stays torch-free
@@ -107,6 +107,12 @@ def check_request(request: BenchmarkRequest) -> None:
         problems.append("--from-store NAME needs --store DIR naming the model store")
     if request.from_store is not None and request.holdout_classes:
         problems.append("--holdout-classes trains on the other classes: drop --from-store")
+    one_run = [s for s in request.strategies if s in ONE_RUN_STRATEGIES]
+    if request.train.refit == "on" and one_run:
+        problems.append(
+            f"--refit on applies to independent members, not {', '.join(one_run)}: pick "
+            "--strategies bagging kfold subsample repeat, or --refit auto"
+        )
     bad = [k for k in request.shift_strengths if not (math.isfinite(k) and k >= 0)]
     if bad:
         problems.append(
@@ -413,6 +419,7 @@ def _settings(request: BenchmarkRequest) -> dict[str, Any]:
         "epochs": train.epochs or train.config.epochs,
         "seed": train.seed,
         "jobs": train.jobs,
+        "refit": train.refit,
         "config": train.config.to_dict(),
         "validation_fraction": train.validation_fraction,
         "test_fraction": train.test_fraction,

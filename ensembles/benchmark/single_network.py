@@ -47,11 +47,13 @@ def train_single_network(
     """Train one member network on the request's split for ``epochs`` epochs and score it.
 
     The split, network settings, learning rate and seed rule are those of
-    :func:`run_training` with the same request, so the network sees exactly the training
-    rows the ensemble saw. ``epochs`` None trains by the budget rule, as a member does (the
-    network stops when its validation loss stops improving, whatever the ensemble spent),
-    and refits on training + validation rows when the request's members would
-    (:mod:`ensembles.training.refit`).
+    :func:`run_training` with the same request. ``epochs`` None trains by the budget rule,
+    as a member does (the network stops when its validation loss stops improving, whatever
+    the ensemble spent). It is one independent network, so it refits on training +
+    validation rows whenever the request would refit independent members
+    (:mod:`ensembles.training.refit`), for every strategy it is compared with: against
+    horizontal and snapshot ensembles, which never refit, it has learned from the
+    validation rows and they have not.
     Its ``train_seconds`` covers building and fitting the network, as a member's does.
 
     Returns

@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--refit",
         default="auto",
         choices=REFITS,
-        help="independent members (and the same-budget network) trained again on training + "
-        "validation rows, as ensembles-train --refit",
+        help="independent members trained again on training + validation rows, as "
+        "ensembles-train --refit; the single network refits when an independent member would",
     )
     bench.add_argument(
         "--store",

@@ -300,7 +300,13 @@ def _member_table(manifest: Manifest) -> str:
             scores = info.out_of_sample
             row += [None, None] if scores is None else [scores.n_rows, scores.metrics[metric]]
         rows.append(row)
-    return format_table(header, rows)
+    table = format_table(header, rows)
+    if (manifest.strategy.params.get("refit") or {}).get("used"):
+        table += (
+            "\n\nepoch, of, stopped, val_*: the members trained on the training rows; rows, "
+            "seconds: the served members, refit on training + validation rows"
+        )
+    return table
 
 
 def _combiner_table(manifest: Manifest) -> str:

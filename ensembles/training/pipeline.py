@@ -149,7 +149,12 @@ class TrainRequest:
 
 @dataclass
 class TrainReport:
-    """What a finished run published, for summaries."""
+    """What a finished run published, for summaries.
+
+    ``members`` are the members trained on the training rows (their curves, best epochs
+    and seconds); after a refit the published ones are their retraining on training +
+    validation rows, recorded in the manifest (``strategy.params.refit``).
+    """
 
     manifest: Manifest
     members: list[TrainedMember]
@@ -284,7 +289,14 @@ def predict_heldout(
 
 
 def split_predictions(dataset: Dataset, networks: list[MemberNetwork]) -> SplitPredictions:
-    """Every member's predictions (and variances) on the rows of ``dataset``."""
+    """Every member's predictions on the rows of ``dataset``.
+
+    Returns
+    -------
+    SplitPredictions
+        ``member_preds`` (and, for Gaussian heads, ``member_variances``) of shape
+        (n_members, n_samples, n_outputs).
+    """
     outputs = [member_outputs(network, dataset.X) for network in networks]
     preds = np.stack([output[0] for output in outputs])
     variances = np.stack([output[1] for output in outputs]) if len(outputs[0]) > 1 else None
@@ -306,7 +318,8 @@ def _refit(
     members trained again on training + validation rows (:mod:`ensembles.training.refit`).
     """
     n_rows = len(data.y_train) + len(data.y_val)
-    problem = refit_problem(request.refit, request.strategy, config, n_rows, averaging)
+    variants = request.options.variants
+    problem = refit_problem(request.refit, request.strategy, config, n_rows, averaging, variants)
     if problem is not None:
         return members, networks, {"asked": request.refit, "used": False, "reason": problem}
     refit, record = refit_members(
@@ -372,7 +385,11 @@ def _manifest(
                 id=member.plan.member_id,
                 file=f"members/{member.plan.member_id}.onnx",
                 seed=member.plan.seed,
-                rows={**member.plan.rows, "n_rows": len(training_rows(member.plan.rows, n_rows))},
+                rows={
+                    **member.plan.rows,
+                    "n_rows": len(training_rows(member.plan.rows, n_rows)),
+                    "of": "training + validation" if served is not members else "training",
+                },
                 epoch=member.epoch,
                 cycle=member.cycle,
                 settings=member.plan.settings,

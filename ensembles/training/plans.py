@@ -58,12 +58,13 @@ def training_rows(rule: dict[str, Any], n_rows: int) -> np.ndarray:
     rule : dict
         A plan's row rule (see :class:`MemberPlan`), as stored in the manifest.
     n_rows : int
-        Rows in the training split.
+        Rows the rule draws from: the training split, or after a refit the training and
+        then the validation rows (a manifest member's ``rows["of"]`` says which).
 
     Returns
     -------
     ndarray (n_selected,) of int
-        Sorted indices into the training split; bootstrap rules repeat indices.
+        Sorted indices into those rows; bootstrap rules repeat indices.
 
     Raises
     ------

@@ -58,11 +58,16 @@ def placeholder_heldout(splits: Splits, n_members: int) -> HeldoutPredictions:
 
 def wants_weight_averaging(request: TrainRequest) -> bool:
     """Whether the run publishes a weight-averaged model (refusing one that cannot be)."""
-    asked = request.combiners is not None and "weight_average" in request.combiners
-    if asked or request.force_weight_averaging:
+    if _asks_weight_averaging(request):
         check_weight_averaging(request.strategy, request.force_weight_averaging)
         return True
     return request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES
+
+
+def _asks_weight_averaging(request: TrainRequest) -> bool:
+    """Whether the options ask for a weight-averaged model (``--combiners``, forced)."""
+    named = request.combiners is not None and "weight_average" in request.combiners
+    return named or request.force_weight_averaging
 
 
 def validated_config(request: TrainRequest) -> TrainConfig:
@@ -82,7 +87,8 @@ def validated_config(request: TrainRequest) -> TrainConfig:
     if not 0 < request.interval_level < 1:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
     problems += _variant_problems(request)
-    if refit := refit_option_problem(request.refit, request.strategy):
+    averaging = _asks_weight_averaging(request)
+    if refit := refit_option_problem(request.refit, request.strategy, averaging):
         problems.append(refit)
     if problems:
         raise ConfigError("; ".join(problems))

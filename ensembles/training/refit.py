@@ -18,6 +18,8 @@ test figure is the served members'. The design and its figures are in ``docs/tra
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,10 +31,24 @@ from ensembles.training.strategies import ONE_RUN_STRATEGIES, train_plans
 
 #: How the refit's epochs are chosen, as the manifest records it.
 EPOCH_RULE = "the members' mean best epoch on the validation rows"
+#: Settings the refit decides itself: a fixed number of epochs, no early stopping (a
+#: ``--variants`` item giving either is overridden for the refit).
+_REFIT_SETTINGS = ("epochs", "patience")
+_AVERAGING = "the weight-averaged model is chosen and scored on the validation rows"
 
 
-def refit_option_problem(refit: str, strategy: str) -> str | None:
-    """What is wrong with asking for ``refit`` under ``strategy`` (None when nothing)."""
+def refit_option_problem(refit: str, strategy: str, averaging: bool) -> str | None:
+    """What is wrong with asking for ``refit`` (None when nothing).
+
+    Parameters
+    ----------
+    refit : str
+        The ``--refit`` value as given.
+    strategy : str
+        The run's strategy.
+    averaging : bool
+        Whether the run publishes a weight-averaged model.
+    """
     if refit not in REFITS:
         return f"unknown --refit '{refit}': choose one of {', '.join(REFITS)}"
     if refit == "on" and strategy in ONE_RUN_STRATEGIES:
@@ -40,18 +56,28 @@ def refit_option_problem(refit: str, strategy: str) -> str | None:
             f"--refit on applies to independent members, not --strategy {strategy} "
             "(its members are one run's checkpoints)"
         )
+    if refit == "on" and averaging:
+        return f"--refit on contradicts weight averaging: {_AVERAGING}"
     return None
 
 
 def refit_problem(
-    refit: Refit, strategy: str, config: TrainConfig, n_rows: int, averaging: bool
+    refit: Refit,
+    strategy: str,
+    config: TrainConfig,
+    n_rows: int,
+    averaging: bool,
+    variants: Sequence[Mapping[str, Any]] = (),
 ) -> str | None:
     """Why this run does not refit its members (None when it does).
 
     Parameters
     ----------
     refit : {"auto", "on", "off"}
+        ``auto`` refits independent members trained by the budget rule on at most
+        :data:`~ensembles.defaults.REFIT_MAX_ROWS` rows; ``on`` any independent members.
     strategy : str
+        The run's strategy; one-run strategies never refit.
     config : TrainConfig
         The run's settings (``epochs`` None: the budget rule).
     n_rows : int
@@ -59,16 +85,19 @@ def refit_problem(
     averaging : bool
         Whether the run publishes a weight-averaged model, which chooses and is scored on
         the validation rows, so they must stay out of its members.
+    variants : sequence of dict
+        ``repeat`` setting variants; one giving ``epochs`` leaves the budget rule as
+        ``--epochs`` does.
     """
     if refit == "off":
         return "--refit off"
     if strategy in ONE_RUN_STRATEGIES:
         return f"{strategy} members are checkpoints of one run"
     if averaging:
-        return "the weight-averaged model is chosen and scored on the validation rows"
+        return _AVERAGING
     if refit == "on":
         return None
-    if config.epochs is not None:
+    if config.epochs is not None or any("epochs" in variant for variant in variants):
         return "--epochs given: the members train exactly that, on the training rows"
     if n_rows > defaults.REFIT_MAX_ROWS:
         return (
@@ -115,7 +144,8 @@ def refit_members(
         The run's training and validation rows.
     config : TrainConfig
         The run's settings; the refit trains :func:`refit_epochs` epochs at
-        ``learning_rate``, without early stopping.
+        ``learning_rate``, without early stopping, whatever a member's setting variant
+        says about epochs or patience.
     learning_rate : float
         The rate the members trained at (the range test's choice, or the given one).
     engine, jobs, ray_address, progress
@@ -134,8 +164,12 @@ def refit_members(
         {"learning_rate": learning_rate, "epochs": epochs, "patience": None}
     )
     union = refit_data(data)
+    plans = [
+        replace(plan, settings={k: v for k, v in plan.settings.items() if k not in _REFIT_SETTINGS})
+        for plan in (member.plan for member in members)
+    ]
     refit, engine_record = train_plans(
-        [member.plan for member in members],
+        plans,
         union,
         run,
         engine,

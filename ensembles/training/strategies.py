@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ensembles.errors import ConfigError
-from ensembles.manifest import STRATEGIES, Strategy
+from ensembles.manifest import ONE_RUN_STRATEGIES, STRATEGIES, Strategy
 from ensembles.training.config import ENGINES, Engine, TrainConfig
 from ensembles.training.members import (
     TrainedMember,
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 INDEPENDENT_STRATEGIES = frozenset({"bagging", "kfold", "subsample", "repeat"})
 RESAMPLING_STRATEGIES = frozenset({"bagging", "kfold", "subsample"})
-ONE_RUN_STRATEGIES = frozenset({"horizontal", "snapshot"})
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Combiners must learn from held-out member outputs: in-sample outputs leak the targets.
 
 The textbook case first (memorizing trees), then the pipeline's own fit set: the rows every
-published combiner and temperature learned from are rows no member trained on.
+published combiner and temperature learned from are rows no member trained on. (After a
+refit the served members learned those rows too; the fit set then holds the first members'
+predictions, which did not: ``tests/training/test_refit.py``.)
 """
 
 from __future__ import annotations
