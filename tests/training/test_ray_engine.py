@@ -131,14 +131,22 @@ def test_progress_advances_once_per_member(ray_cluster: ModuleType, digits: Trai
     assert [member.plan.member_id for member in members] == ["m000", "m001", "m002"]
 
 
+@pytest.mark.parametrize("refit", ["off", "on"])
 def test_the_pipeline_publishes_what_the_loop_publishes(
-    ray_cluster: ModuleType, tmp_path: Path
+    ray_cluster: ModuleType, tmp_path: Path, refit: str
 ) -> None:
+    """Also when the members are refit on training + validation rows: the second pass
+    runs on the same engine."""
     runtimes = {}
     for engine in ("loop", "ray"):
-        request = tiny_request(tmp_path / engine, dataset="wine", strategy="bagging", engine=engine)
+        request = tiny_request(
+            tmp_path / engine, dataset="wine", strategy="bagging", engine=engine, refit=refit
+        )
         manifest = train_ensemble(request)
         assert manifest.strategy.params["engine"]["used"] == engine
+        record = manifest.strategy.params["refit"]
+        assert record["used"] is (refit == "on")
+        assert record.get("engine", {"used": engine})["used"] == engine
         runtimes[engine] = (manifest, EnsembleRuntime.load(ModelStore(request.store), "wine", 1))
     (loop, loop_runtime), (ray, ray_runtime) = runtimes["loop"], runtimes["ray"]
     for name, combiner in loop.combiners.items():
