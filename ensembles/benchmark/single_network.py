@@ -81,7 +81,7 @@ def train_single_network(
     scale = _variance_scale(network, validation.X, validation.y)
     seconds = member.seconds
     n_rows = len(data.y_train) + len(data.y_val)
-    if refit_problem(request.refit, "repeat", config, n_rows, averaging=False) is None:
+    if refit_problem(request.refit, "repeat", config, n_rows, False, [member]) is None:
         # as the ensemble's members are: trained again on training + validation rows, the
         # variance calibrated on the first network's held-out errors
         (refit,), _ = refit_members(

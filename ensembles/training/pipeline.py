@@ -319,7 +319,9 @@ def _refit(
     """
     n_rows = len(data.y_train) + len(data.y_val)
     variants = request.options.variants
-    problem = refit_problem(request.refit, request.strategy, config, n_rows, averaging, variants)
+    problem = refit_problem(
+        request.refit, request.strategy, config, n_rows, averaging, members, variants
+    )
     if problem is not None:
         return members, networks, {"asked": request.refit, "used": False, "reason": problem}
     refit, record = refit_members(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ensembles import defaults
+from ensembles.training.budget import MIN_STEPS
 from ensembles.training.config import REFITS, Engine, Refit, TrainConfig
 from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.strategies import ONE_RUN_STRATEGIES, train_plans
@@ -67,6 +68,7 @@ def refit_problem(
     config: TrainConfig,
     n_rows: int,
     averaging: bool,
+    members: Sequence[TrainedMember],
     variants: Sequence[Mapping[str, Any]] = (),
 ) -> str | None:
     """Why this run does not refit its members (None when it does).
@@ -75,7 +77,9 @@ def refit_problem(
     ----------
     refit : {"auto", "on", "off"}
         ``auto`` refits independent members trained by the budget rule on at most
-        :data:`~ensembles.defaults.REFIT_MAX_ROWS` rows; ``on`` any independent members.
+        :data:`~ensembles.defaults.REFIT_MAX_ROWS` rows whose validation loss was lowest,
+        on average, no earlier than the rule's :data:`~ensembles.training.budget.MIN_STEPS`
+        optimizer steps; ``on`` any independent members.
     strategy : str
         The run's strategy; one-run strategies never refit.
     config : TrainConfig
@@ -85,9 +89,21 @@ def refit_problem(
     averaging : bool
         Whether the run publishes a weight-averaged model, which chooses and is scored on
         the validation rows, so they must stay out of its members.
+    members : sequence of TrainedMember
+        The members trained on the training rows (their best epochs and budgets).
     variants : sequence of dict
         ``repeat`` setting variants; one giving ``epochs`` leaves the budget rule as
         ``--epochs`` does.
+
+    Notes
+    -----
+    The best epoch of a member whose validation loss bottomed out before ``MIN_STEPS``
+    steps is the luckiest of a few noisy epochs (the budget rule refuses to stop that
+    early for the same reason); a fresh network trained for that many epochs does not land
+    on an equally good one. On diabetes and breast cancer, whose members peak after 50-400
+    steps, refitting made every independent strategy's RMSE or NLL worse; on Boston,
+    Concrete, digits and the regression generator (peaks after 800-4,000 steps) better
+    (``docs/training.md``, "Using the rows").
     """
     if refit == "off":
         return "--refit off"
@@ -103,6 +119,13 @@ def refit_problem(
         return (
             f"{n_rows} training + validation rows (auto refits up to "
             f"{defaults.REFIT_MAX_ROWS}: above, the validation rows are a tenth of the data)"
+        )
+    steps = float(np.mean([m.epoch * m.budget["steps_per_epoch"] for m in members]))
+    if steps < MIN_STEPS:
+        return (
+            f"the members' validation loss was lowest after {steps:.0f} optimizer steps on "
+            f"average, before the budget rule's minimum of {MIN_STEPS}: an early best epoch "
+            "on a noisy curve, which a retraining of that length does not reproduce"
         )
     return None
 

@@ -15,11 +15,12 @@ from ensembles.data import split_dataset
 from ensembles.errors import ConfigError
 from ensembles.heldout import HeldoutPredictions
 from ensembles.store import ModelStore
+from ensembles.training.budget import MIN_STEPS
 from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
-from ensembles.training.members import TrainingData, train_planned_member
+from ensembles.training.members import TrainedMember, TrainingData, train_planned_member
 from ensembles.training.pipeline import load_dataset, run_training
-from ensembles.training.plans import training_rows
+from ensembles.training.plans import MemberPlan, training_rows
 from ensembles.training.refit import refit_data, refit_epochs, refit_members, refit_problem
 from ensembles.training.strategies import StrategyOptions, train_members
 from tests.conftest import tiny_request
@@ -27,6 +28,18 @@ from tests.training.test_pipeline import verify_version
 
 BUDGET_RULE = TrainConfig()
 GIVEN_EPOCHS = TrainConfig(epochs=20)
+
+
+def peaked_after(steps: int, n_members: int = 3) -> list[TrainedMember]:
+    """Members (weights left out) whose validation loss was lowest after ``steps`` steps."""
+    budget = {"steps_per_epoch": 10, "min_epochs": MIN_STEPS // 10}
+    return [
+        TrainedMember(MemberPlan(i, i), BUDGET_RULE, {}, [], steps // 10, budget=budget)
+        for i in range(n_members)
+    ]
+
+
+LATE = peaked_after(2 * MIN_STEPS)
 
 
 @pytest.mark.parametrize(
@@ -45,14 +58,23 @@ GIVEN_EPOCHS = TrainConfig(epochs=20)
 def test_when_a_run_refits(
     refit: str, strategy: str, config: TrainConfig, n_rows: int, averaging: bool, refits: bool
 ) -> None:
-    problem = refit_problem(refit, strategy, config, n_rows, averaging)  # type: ignore[arg-type]
+    problem = refit_problem(refit, strategy, config, n_rows, averaging, LATE)  # type: ignore[arg-type]
     assert (problem is None) is refits, problem
 
 
 def test_a_variant_giving_epochs_leaves_the_budget_rule_so_auto_does_not_refit() -> None:
     variants = [{"epochs": 7}, {}]
-    assert refit_problem("auto", "repeat", BUDGET_RULE, 500, False, variants) is not None
-    assert refit_problem("on", "repeat", BUDGET_RULE, 500, False, variants) is None
+    assert refit_problem("auto", "repeat", BUDGET_RULE, 500, False, LATE, variants) is not None
+    assert refit_problem("on", "repeat", BUDGET_RULE, 500, False, LATE, variants) is None
+
+
+def test_members_that_peaked_before_the_budget_minimum_are_not_refit_by_auto() -> None:
+    """Their best epoch is the luckiest of a few noisy ones (diabetes, breast cancer)."""
+    early = peaked_after(MIN_STEPS // 2)
+    problem = refit_problem("auto", "repeat", BUDGET_RULE, 500, False, early)
+    assert problem is not None and f"after {MIN_STEPS // 2} optimizer steps" in problem
+    assert refit_problem("auto", "repeat", BUDGET_RULE, 500, False, peaked_after(MIN_STEPS)) is None
+    assert refit_problem("on", "repeat", BUDGET_RULE, 500, False, early) is None
 
 
 @pytest.mark.parametrize(
@@ -168,10 +190,11 @@ def test_served_members_are_refit_and_combiners_keep_held_out_rows(
 
 def test_the_default_path_refits_small_data(tmp_path: Path) -> None:
     """No --epochs: the budget rule stops the members, and the refit trains their mean
-    best epoch on training + validation rows; the summary says so."""
+    best epoch on training + validation rows; the summary says so. (The generator's
+    members peak late: thousands of steps, far above the budget rule's minimum.)"""
     from ensembles.cli.train import summary
 
-    request = tiny_request(tmp_path, dataset="diabetes", config={"epochs": None})
+    request = tiny_request(tmp_path, dataset="regression", config={"epochs": None})
     report = run_training(request)
     refit = report.manifest.strategy.params["refit"]
     assert refit["asked"] == "auto" and refit["used"]
