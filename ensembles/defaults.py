@@ -10,7 +10,7 @@
 - ``TEST_FRACTION``: 20% of the rows are never trained or fitted on.
 - ``REFIT_MAX_ROWS``: independent members trained by the budget rule on at most this many
   training + validation rows are trained again on both, for the epochs the validation rows
-  found (:mod:`ensembles.training.refit`; Boston RMSE 3.02 -> 2.91 in ``docs/training.md``,
+  found (:mod:`ensembles.training.refit`; Concrete RMSE 4.74 -> 4.50 in ``docs/training.md``,
   "Using the rows"); above it the validation rows are a tenth of the data and a second
   training run costs more than they add.
 """

@@ -100,10 +100,10 @@ def refit_problem(
     The best epoch of a member whose validation loss bottomed out before ``MIN_STEPS``
     steps is the luckiest of a few noisy epochs (the budget rule refuses to stop that
     early for the same reason); a fresh network trained for that many epochs does not land
-    on an equally good one. On diabetes and breast cancer, whose members peak after 50-400
-    steps, refitting made every independent strategy's RMSE or NLL worse; on Boston,
-    Concrete, digits and the regression generator (peaks after 800-4,000 steps) better
-    (``docs/training.md``, "Using the rows").
+    on an equally good one. On diabetes and breast cancer, whose members peak after 25-540
+    steps, refitting made the RMSE or NLL of three or four of the four independent
+    strategies worse; on Concrete, digits and the regression generator (mostly after
+    400-4,000 steps) better (``docs/training.md``, "Using the rows").
     """
     if refit == "off":
         return "--refit off"
