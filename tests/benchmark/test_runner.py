@@ -9,10 +9,20 @@ import pytest
 
 from ensembles.benchmark.runner import BenchmarkRequest, check_request, training_time
 from ensembles.errors import ConfigError
+from ensembles.training.pipeline import TrainRequest
+
+TRAIN = TrainRequest(progress=False)
+
+
+def finished(seconds: float, member_seconds: list[float]) -> SimpleNamespace:
+    """A finished run as ``training_time`` reads it: its wall clock and its manifest's
+    members' training seconds (a refit's included)."""
+    members = [SimpleNamespace(val_metrics={"train_seconds": s}) for s in member_seconds]
+    return SimpleNamespace(seconds=seconds, manifest=SimpleNamespace(members=members))
 
 
 def test_training_time_splits_member_training_from_the_rest() -> None:
-    report = SimpleNamespace(seconds=10.0, members=[SimpleNamespace(seconds=s) for s in (2, 3, 2)])
+    report = finished(10.0, [2, 3, 2])
     assert training_time(report) == {
         "wall_seconds": 10.0,
         "member_seconds": 7.0,
@@ -21,7 +31,7 @@ def test_training_time_splits_member_training_from_the_rest() -> None:
 
 
 def test_parallel_members_leave_the_rest_unknown() -> None:
-    report = SimpleNamespace(seconds=4.0, members=[SimpleNamespace(seconds=3.0)] * 2)
+    report = finished(4.0, [3.0, 3.0])
     timing = training_time(report, jobs=2)
     assert timing["member_seconds"] == 6.0 and math.isnan(timing["assemble_seconds"])
 
@@ -42,20 +52,30 @@ def test_parallel_members_leave_the_rest_unknown() -> None:
             {"shift_strengths": (0.5, -1.0, math.inf)},
             "--shift-strengths must be finite and at least 0, got -1.0, inf",
         ),
+        (
+            {"train": TrainRequest(refit="on")},  # every strategy, one-run ones included
+            "--refit on applies to independent members, not horizontal, snapshot: pick "
+            "--strategies bagging kfold subsample repeat, or --refit auto",
+        ),
     ],
 )
 def test_bad_requests_are_refused(changes: dict, message: str) -> None:
+    request = BenchmarkRequest(**{"train": TRAIN, **changes})
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
-        check_request(BenchmarkRequest(train=None, **changes))
+        check_request(request)
+
+
+def test_refit_on_is_accepted_for_independent_strategies() -> None:
+    check_request(BenchmarkRequest(TrainRequest(refit="on"), strategies=("repeat", "kfold")))
 
 
 def test_five_repeats_by_default() -> None:
-    assert BenchmarkRequest(train=None).repeats == 5
+    assert BenchmarkRequest(train=TRAIN).repeats == 5
 
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError, match="--repeats must be .*; --timing-repeats must be"):
-        check_request(BenchmarkRequest(train=None, repeats=0, timing_repeats=0))
+        check_request(BenchmarkRequest(train=TRAIN, repeats=0, timing_repeats=0))
 
 
 def test_scoring_and_reporting_modules_stay_torch_free() -> None:
