@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -168,14 +167,15 @@ def test_the_first_failed_member_cancels_the_others(
     # epochs, about 15 s each.
     long = {"epochs": 2000, "patience": None}
     plans = make_plans("repeat", 3, 0, StrategyOptions(variants=[DIVERGING, long, long]))
-    start = time.perf_counter()
     with pytest.raises(ConfigError, match=r"^m000 diverged at epoch 1 "):
         train_on_ray(plans, digits, EARLY_STOPPED, None, lambda: None)
-    assert time.perf_counter() - start < 10
     assert len(set(cancelled)) == 2  # Ray may miss a task being handed over: asked again
-    for ref in set(cancelled):  # and by the time the run fails, every one is cancelled
+    for ref in set(cancelled):  # and every one is cancelled, not left to train: a task that
+        # ran on would return its member (or time out) here instead of raising. The wait is
+        # long because a loaded machine is slow to deliver a cancellation, not because the
+        # run waited: it failed as soon as m000 did (a wall-clock limit would be flaky).
         with pytest.raises(ray_cluster.exceptions.TaskCancelledError):
-            ray_cluster.get(ref, timeout=1)
+            ray_cluster.get(ref, timeout=60)
 
 
 def test_a_task_the_cluster_lost_names_its_member(ray_module: ModuleType) -> None:
