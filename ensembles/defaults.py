@@ -9,8 +9,9 @@
   ``docs/training.md``, "Using the rows").
 - ``TEST_FRACTION``: 20% of the rows are never trained or fitted on.
 - ``REFIT_MAX_ROWS``: independent members trained by the budget rule on at most this many
-  training + validation rows are trained again on both, for the epochs the validation rows
-  found (:mod:`ensembles.training.refit`; Concrete RMSE 4.74 -> 4.50 in ``docs/training.md``,
+  training + validation rows (and peaking after its minimum steps) are trained again on
+  both, for the epochs the validation rows found (:mod:`ensembles.training.refit`;
+  Concrete RMSE 4.74 -> 4.50 in ``docs/training.md``,
   "Using the rows"); above it the validation rows are a tenth of the data and a second
   training run costs more than they add.
 """

@@ -2,11 +2,12 @@
 
 Prints a Markdown table: total seconds (range test, training, export, combiners, publish),
 the learning-rate range test's seconds, epochs trained (every member's, plus the snapshot
-probe's) and seconds per epoch. Without ``--epochs`` members train by the budget rule and
-``--learning-rate`` is chosen by the range test, as a user's run does by default.
+probe's, plus a refit's) and seconds per epoch. Without ``--epochs`` members train by the
+budget rule and ``--learning-rate`` is chosen by the range test, as a user's run does by
+default; independent members are refit as ``--refit`` says (``auto``: as a user's run).
 
     python scripts/bench_training.py [--members 5] [--epochs N] [--learning-rate R]
-                                     [--hidden-sizes 128 64] [--repeats 1]
+                                     [--hidden-sizes 128 64] [--repeats 1] [--refit auto]
 
 ``--engines`` prints instead the engines' tables (:mod:`ensembles.benchmark.engines`):
 member-training seconds for K = 1, 5, 32 with the loop, packed (and, with ray installed,
@@ -26,18 +27,19 @@ import time
 from pathlib import Path
 
 from ensembles.markdown import format_table
-from ensembles.training.config import TrainConfig
+from ensembles.training.config import REFITS, TrainConfig
 from ensembles.training.pipeline import TrainRequest, run_training
 from ensembles.training.strategies import ONE_RUN_STRATEGIES, STRATEGIES
 
 
 def time_run(
-    strategy: str, jobs: int, store: Path, members: int, config: TrainConfig
+    strategy: str, jobs: int, store: Path, members: int, config: TrainConfig, refit: str
 ) -> tuple[float, float, int]:
     """Seconds of one whole run, of its range test, and the epochs it trained."""
     request = TrainRequest(
         dataset="digits",
         strategy=strategy,
+        refit=refit,
         members=members,
         store=store,
         jobs=jobs,
@@ -67,6 +69,9 @@ def main() -> None:
     )
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is shown")
+    parser.add_argument(
+        "--refit", default="auto", choices=REFITS, help="as ensembles-train --refit"
+    )
     parser.add_argument("--engines", action="store_true", help="compare the training engines")
     args = parser.parse_args()
     if args.engines:
@@ -82,7 +87,7 @@ def main() -> None:
         for strategy in STRATEGIES:
             for jobs in (1,) if strategy in ONE_RUN_STRATEGIES else (1, 2):
                 runs = [
-                    time_run(strategy, jobs, Path(folder), args.members, config)
+                    time_run(strategy, jobs, Path(folder), args.members, config, args.refit)
                     for _ in range(args.repeats)
                 ]
                 total = statistics.median(run[0] for run in runs)

@@ -50,10 +50,11 @@ def train_single_network(
     :func:`run_training` with the same request. ``epochs`` None trains by the budget rule,
     as a member does (the network stops when its validation loss stops improving, whatever
     the ensemble spent). It is one independent network, so it refits on training +
-    validation rows whenever the request would refit independent members
-    (:mod:`ensembles.training.refit`), for every strategy it is compared with: against
-    horizontal and snapshot ensembles, which never refit, it has learned from the
-    validation rows and they have not.
+    validation rows when its own run passes the rule an independent member's would
+    (:func:`~ensembles.training.refit.refit_problem`), whatever strategy it is compared
+    with: against horizontal and snapshot ensembles, which never refit, it may have learned
+    from the validation rows when they have not, and near the rule's step threshold it may
+    refit when an ensemble's members do not (or the other way round).
     Its ``train_seconds`` covers building and fitting the network, as a member's does.
 
     Returns

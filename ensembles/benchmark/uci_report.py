@@ -59,14 +59,15 @@ TARGETS: dict[str, dict[str, float]] = {
 
 
 NOTES = (
-    "*one network*: the average member of the repeat run (each member's variance calibrated "
-    "on its validation rows, as the ensemble's is), no extra training; its seconds are one "
-    "member's training. *HistGradientBoosting*: scikit-learn's defaults with early stopping; "
+    "*one network*: the average served member of the repeat run (each member's variance "
+    "calibrated on the validation rows, as the ensemble's is), no extra training; its "
+    "seconds are one member's training, both runs when refit. *HistGradientBoosting*: scikit-learn's defaults with early stopping; "
     "Gaussian NLL with a constant variance, the mean squared out-of-fold residual of 5-fold "
     "cross-validation on the 90% train part; coverage of the interval between two quantile "
     "models (5% and 95%); its seconds cover all eight fits. *epochs*: the epoch each member's "
     "kept weights come from (mean; under the budget rule the member trained on past it by its "
-    "patience), or the last member's epoch for snapshot and horizontal."
+    "patience; a refit trains this many on training + validation rows), or the last "
+    "member's epoch for snapshot and horizontal."
 )
 
 

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=REFITS,
         help="independent members trained again on training + validation rows, as "
-        "ensembles-train --refit; the single network refits when an independent member would",
+        "ensembles-train --refit; the single network refits when its own run passes the rule",
     )
     bench.add_argument(
         "--store",

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REFITS,
         help="train independent members again on training + validation rows for the epochs "
         f"the validation rows found: auto (under the budget rule, up to "
-        f"{defaults.REFIT_MAX_ROWS} rows), on, off",
+        f"{defaults.REFIT_MAX_ROWS} rows, members that peaked after 500 steps), on, off",
     )
     ensemble.add_argument(
         "--ray-address",
@@ -303,8 +303,8 @@ def _member_table(manifest: Manifest) -> str:
     table = format_table(header, rows)
     if (manifest.strategy.params.get("refit") or {}).get("used"):
         table += (
-            "\n\nepoch, of, stopped, val_*: the members trained on the training rows; rows, "
-            "seconds: the served members, refit on training + validation rows"
+            "\n\nepoch, of, stopped, val_*, oob_*: the members trained on the training rows; "
+            "rows: the served members, refit on training + validation rows; seconds: both runs"
         )
     return table
 

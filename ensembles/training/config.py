@@ -32,7 +32,8 @@ Engine = Literal["auto", "loop", "packed", "ray"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 #: Whether independent members are trained again on training + validation rows for the
 #: epochs the validation rows found (:mod:`ensembles.training.refit`): ``auto`` on small
-#: data under the budget rule, ``on`` always, ``off`` never.
+#: data under the budget rule when the members peaked after its 500-step minimum, ``on``
+#: for any independent members (not with weight averaging), ``off`` never.
 Refit = Literal["auto", "on", "off"]
 REFITS: tuple[str, ...] = get_args(Refit)
 

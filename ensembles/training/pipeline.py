@@ -92,8 +92,9 @@ class TrainRequest:
     engine : where independent members train (``auto``, ``loop``, ``packed``, ``ray``).
     ray_address : the Ray cluster of ``engine="ray"`` (None: a local one).
     refit : train independent members again on training + validation rows for the epochs
-        the validation rows found (``auto``: on small data under the budget rule; see
-        :mod:`ensembles.training.refit`).
+        the validation rows found (``auto``: on small data under the budget rule, members
+        that peaked after its minimum steps; see
+        :func:`~ensembles.training.refit.refit_problem`).
     config : TrainConfig of each member.
     options : StrategyOptions.
     combiners : names of the combiners to fit (None: every one that applies).

@@ -1,8 +1,9 @@
 """Refitting: the served members trained again on the training and validation rows.
 
 The validation rows stop each member's training, fit the combiners and calibrate the
-variance, so no member learns from them: on small data that is a fifth of the rows. A refit
-trains every independent member again, with its own seed and its own row rule (a bootstrap
+variance, so no member learns from them: on small data that is 10-20% of the rows. A refit
+(when :func:`refit_problem` finds nothing against it) trains every independent member
+again, with its own seed and its own row rule (a bootstrap
 sample, fold or subsample, now drawn over training + validation rows), for the epochs the
 validation rows found (the members' mean best epoch) at the rate the range test chose, and
 those are the members exported and served.
@@ -49,16 +50,25 @@ def refit_option_problem(refit: str, strategy: str, averaging: bool) -> str | No
         The run's strategy.
     averaging : bool
         Whether the run publishes a weight-averaged model.
+
+    Returns
+    -------
+    str or None
+        One line naming the problem and what to do instead.
     """
     if refit not in REFITS:
         return f"unknown --refit '{refit}': choose one of {', '.join(REFITS)}"
     if refit == "on" and strategy in ONE_RUN_STRATEGIES:
         return (
             f"--refit on applies to independent members, not --strategy {strategy} "
-            "(its members are one run's checkpoints)"
+            "(its members are one run's checkpoints): drop --refit or pick bagging, kfold, "
+            "subsample or repeat"
         )
     if refit == "on" and averaging:
-        return f"--refit on contradicts weight averaging: {_AVERAGING}"
+        return (
+            f"--refit on contradicts weight averaging: {_AVERAGING}; drop weight_average "
+            "from --combiners (or --force-weight-averaging), or --refit"
+        )
     return None
 
 
@@ -113,13 +123,17 @@ def refit_problem(
         return _AVERAGING
     if refit == "on":
         return None
-    if config.epochs is not None or any("epochs" in variant for variant in variants):
+    if config.epochs is not None:
         return "--epochs given: the members train exactly that, on the training rows"
+    if any("epochs" in variant for variant in variants):
+        return "a --variants item gives epochs: those members train exactly that"
     if n_rows > defaults.REFIT_MAX_ROWS:
         return (
             f"{n_rows} training + validation rows (auto refits up to "
             f"{defaults.REFIT_MAX_ROWS}: above, the validation rows are a tenth of the data)"
         )
+    if any("steps_per_epoch" not in member.budget for member in members):
+        return "the members' budgets were not recorded"
     steps = float(np.mean([m.epoch * m.budget["steps_per_epoch"] for m in members]))
     if steps < MIN_STEPS:
         return (
@@ -135,6 +149,12 @@ def refit_data(data: TrainingData) -> TrainingData:
 
     Those curves measure nothing held out (the members learn from the rows), and nothing
     reads them: the refit trains a fixed number of epochs.
+
+    Returns
+    -------
+    TrainingData
+        ``X_train`` (n_train + n_val, n_features): the training rows, then the validation
+        rows (``y_train`` likewise); ``X_val`` and ``y_val`` as in ``data``.
     """
     return TrainingData(
         np.concatenate([data.X_train, data.X_val]),
@@ -213,5 +233,10 @@ def refit_members(
 
 
 def refit_epochs(members: list[TrainedMember]) -> int:
-    """The epochs a refit trains: the members' mean best epoch, rounded (at least 1)."""
+    """The epochs a refit trains: the members' mean best epoch, rounded (at least 1).
+
+    The count of epochs, not of optimizer steps, carries over: on training + validation
+    rows an epoch has 1 / (1 - validation share) times the steps, about 1.25 times on small
+    data, so a refit member takes that many more steps than its first run took to its best.
+    """
     return max(1, round(float(np.mean([member.epoch for member in members]))))

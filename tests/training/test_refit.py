@@ -62,6 +62,98 @@ def test_when_a_run_refits(
     assert (problem is None) is refits, problem
 
 
+@pytest.mark.parametrize(
+    ("refit", "strategy", "config", "n_rows", "averaging", "members", "variants", "reason"),
+    [
+        ("off", "repeat", BUDGET_RULE, 500, False, LATE, [], "--refit off"),
+        (
+            "auto",
+            "snapshot",
+            BUDGET_RULE,
+            500,
+            False,
+            LATE,
+            [],
+            "snapshot members are checkpoints of one run",
+        ),
+        (
+            "auto",
+            "repeat",
+            BUDGET_RULE,
+            500,
+            True,
+            LATE,
+            [],
+            "the weight-averaged model is chosen and scored on the validation rows",
+        ),
+        (
+            "auto",
+            "repeat",
+            GIVEN_EPOCHS,
+            500,
+            False,
+            LATE,
+            [],
+            "--epochs given: the members train exactly that, on the training rows",
+        ),
+        (
+            "auto",
+            "repeat",
+            BUDGET_RULE,
+            500,
+            False,
+            LATE,
+            [{"epochs": 7}],
+            "a --variants item gives epochs: those members train exactly that",
+        ),
+        (
+            "auto",
+            "repeat",
+            BUDGET_RULE,
+            10_001,
+            False,
+            LATE,
+            [],
+            "10001 training + validation rows (auto refits up to 10000: above, the validation "
+            "rows are a tenth of the data)",
+        ),
+        (
+            "auto",
+            "repeat",
+            BUDGET_RULE,
+            500,
+            False,
+            peaked_after(120),
+            [],
+            "the members' validation loss was lowest after 120 optimizer steps on average, "
+            "before the budget rule's minimum of 500: an early best epoch on a noisy curve, "
+            "which a retraining of that length does not reproduce",
+        ),
+        (
+            "auto",
+            "repeat",
+            BUDGET_RULE,
+            500,
+            False,
+            [TrainedMember(MemberPlan(0, 0), BUDGET_RULE, {}, [], 9)],
+            [],
+            "the members' budgets were not recorded",
+        ),
+    ],
+)
+def test_the_manifest_says_why_a_run_was_not_refit(
+    refit: str,
+    strategy: str,
+    config: TrainConfig,
+    n_rows: int,
+    averaging: bool,
+    members: list[TrainedMember],
+    variants: list[dict],
+    reason: str,
+) -> None:
+    assert refit_problem(refit, strategy, config, n_rows, averaging, members, variants) == reason  # type: ignore[arg-type]
+
+
 def test_a_variant_giving_epochs_leaves_the_budget_rule_so_auto_does_not_refit() -> None:
     variants = [{"epochs": 7}, {}]
     assert refit_problem("auto", "repeat", BUDGET_RULE, 500, False, LATE, variants) is not None
@@ -83,11 +175,15 @@ def test_members_that_peaked_before_the_budget_minimum_are_not_refit_by_auto() -
         ({"refit": "maybe"}, "unknown --refit 'maybe': choose one of auto, on, off"),
         (
             {"refit": "on", "strategy": "snapshot"},
-            "--refit on applies to independent members, not --strategy snapshot",
+            "--refit on applies to independent members, not --strategy snapshot (its members "
+            "are one run's checkpoints): drop --refit or pick bagging, kfold, subsample or "
+            "repeat",
         ),
         (
             {"refit": "on", "force_weight_averaging": True},
-            "--refit on contradicts weight averaging",
+            "--refit on contradicts weight averaging: the weight-averaged model is chosen and "
+            "scored on the validation rows; drop weight_average from --combiners (or "
+            "--force-weight-averaging), or --refit",
         ),
     ],
 )
@@ -95,7 +191,7 @@ def test_refit_options_are_refused_before_training(
     tmp_path: Path, changes: dict, message: str
 ) -> None:
     request = tiny_request(tmp_path, dataset="diabetes", **changes)
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
         run_training(request)
     assert not (tmp_path / "store").exists()  # refused before anything trained
 
