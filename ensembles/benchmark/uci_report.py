@@ -61,7 +61,8 @@ TARGETS: dict[str, dict[str, float]] = {
 NOTES = (
     "*one network*: the average served member of the repeat run (each member's variance "
     "calibrated on the validation rows, as the ensemble's is), no extra training; its "
-    "seconds are one member's training, both runs when refit. *HistGradientBoosting*: scikit-learn's defaults with early stopping; "
+    "seconds are one member's training, both runs when refit. *HistGradientBoosting*: "
+    "scikit-learn's defaults with early stopping; "
     "Gaussian NLL with a constant variance, the mean squared out-of-fold residual of 5-fold "
     "cross-validation on the 90% train part; coverage of the interval between two quantile "
     "models (5% and 95%); its seconds cover all eight fits. *epochs*: the epoch each member's "
