@@ -54,7 +54,7 @@ from ensembles.training.preflight import (
     validated_config,
     wants_weight_averaging,
 )
-from ensembles.training.refit import refit_data, refit_members, refit_problem
+from ensembles.training.refit import served_members
 from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
@@ -205,8 +205,8 @@ def run_training(request: TrainRequest) -> TrainReport:
     networks = [member.network(data) for member in members]
     heldout = predict_heldout(request, splits, members, networks)
     averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
-    served, served_networks, params["refit"] = _refit(
-        request, config, data, members, networks, params, wants_averaging
+    served, served_networks, params["refit"] = served_members(
+        request, config, data, members, networks, params["learning_rate"]["rate"], wants_averaging
     )
     if served is not members:  # the test rows are the served members' to score
         heldout = replace(heldout, test=split_predictions(splits.test, served_networks))
@@ -302,41 +302,6 @@ def split_predictions(dataset: Dataset, networks: list[MemberNetwork]) -> SplitP
     preds = np.stack([output[0] for output in outputs])
     variances = np.stack([output[1] for output in outputs]) if len(outputs[0]) > 1 else None
     return SplitPredictions(dataset.X, dataset.y, preds, variances)
-
-
-def _refit(
-    request: TrainRequest,
-    config: TrainConfig,
-    data: TrainingData,
-    members: list[TrainedMember],
-    networks: list[MemberNetwork],
-    params: dict[str, Any],
-    averaging: bool,
-) -> tuple[list[TrainedMember], list[MemberNetwork], dict[str, Any]]:
-    """The members to serve, their networks and the manifest's refit record.
-
-    The members themselves when the run does not refit (the record says why), else the
-    members trained again on training + validation rows (:mod:`ensembles.training.refit`).
-    """
-    n_rows = len(data.y_train) + len(data.y_val)
-    variants = request.options.variants
-    problem = refit_problem(
-        request.refit, request.strategy, config, n_rows, averaging, members, variants
-    )
-    if problem is not None:
-        return members, networks, {"asked": request.refit, "used": False, "reason": problem}
-    refit, record = refit_members(
-        members,
-        data,
-        config,
-        params["learning_rate"]["rate"],
-        request.engine,
-        request.jobs,
-        request.ray_address,
-        request.progress,
-    )
-    union = refit_data(data)
-    return refit, [member.network(union) for member in refit], {"asked": request.refit, **record}
 
 
 def _manifest(

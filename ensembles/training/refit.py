@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +29,11 @@ from ensembles import defaults
 from ensembles.training.budget import MIN_STEPS
 from ensembles.training.config import REFITS, Engine, Refit, TrainConfig
 from ensembles.training.members import TrainedMember, TrainingData
+from ensembles.training.network import MemberNetwork
 from ensembles.training.strategies import ONE_RUN_STRATEGIES, train_plans
+
+if TYPE_CHECKING:  # the pipeline imports this module
+    from ensembles.training.pipeline import TrainRequest
 
 #: How the refit's epochs are chosen, as the manifest records it.
 EPOCH_RULE = "the members' mean best epoch on the validation rows"
@@ -142,6 +146,62 @@ def refit_problem(
             "on a noisy curve, which a retraining of that length does not reproduce"
         )
     return None
+
+
+def served_members(
+    request: TrainRequest,
+    config: TrainConfig,
+    data: TrainingData,
+    members: list[TrainedMember],
+    networks: list[MemberNetwork],
+    learning_rate: float,
+    averaging: bool,
+) -> tuple[list[TrainedMember], list[MemberNetwork], dict[str, Any]]:
+    """The members a run serves, their networks, and the manifest's refit record.
+
+    Parameters
+    ----------
+    request : TrainRequest
+        The run (its ``refit``, strategy, variants and engine options).
+    config : TrainConfig
+        The run's settings.
+    data : TrainingData
+        The training and validation rows.
+    members, networks : list
+        The members trained on the training rows, and their networks.
+    learning_rate : float
+        The rate they trained at.
+    averaging : bool
+        Whether the run publishes a weight-averaged model.
+
+    Returns
+    -------
+    members, networks : list
+        ``members`` and ``networks`` themselves when the run does not refit, else the
+        members trained again on training + validation rows (:func:`refit_members`) and
+        their networks.
+    record : dict
+        ``asked``, ``used`` and either ``reason`` or what the refit did.
+    """
+    n_rows = len(data.y_train) + len(data.y_val)
+    variants = request.options.variants
+    problem = refit_problem(
+        request.refit, request.strategy, config, n_rows, averaging, members, variants
+    )
+    if problem is not None:
+        return members, networks, {"asked": request.refit, "used": False, "reason": problem}
+    refit, record = refit_members(
+        members,
+        data,
+        config,
+        learning_rate,
+        request.engine,
+        request.jobs,
+        request.ray_address,
+        request.progress,
+    )
+    union = refit_data(data)
+    return refit, [member.network(union) for member in refit], {"asked": request.refit, **record}
 
 
 def refit_data(data: TrainingData) -> TrainingData:
