@@ -153,14 +153,16 @@ def _run_tasks(
 def _cancel(ray: ModuleType, refs: list[Any]) -> None:
     """Cancel the tasks of ``refs`` and wait (briefly) until each is cancelled or done.
 
-    Ray can miss the cancellation of a task that is being handed to a worker (the task then
-    trains to the end), so tasks still unfinished are cancelled again.
+    Ray can miss the cancellation of a task that is being handed to a worker, and on a
+    loaded machine a polite cancellation (an interrupt raised in the task) was still not
+    delivered after five rounds, so the task trained to the end; tasks still unfinished
+    after the first round are cancelled again by stopping their worker (``force=True``).
     """
-    for _ in range(CANCEL_ROUNDS):
+    for round_ in range(CANCEL_ROUNDS):
         if not refs:
             return
         for ref in refs:
-            ray.cancel(ref)
+            ray.cancel(ref, force=round_ > 0)
         _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
     if refs:
         logger.warning("%d cancelled Ray tasks are still running", len(refs))
