@@ -3,10 +3,10 @@
 The validation rows stop each member's training, fit the combiners and calibrate the
 variance, so no member learns from them: on small data that is 10-20% of the rows. A refit
 (when :func:`refit_problem` finds nothing against it) trains every independent member
-again, with its own seed and its own row rule (a bootstrap
-sample, fold or subsample, now drawn over training + validation rows), for the epochs the
-validation rows found (the members' mean best epoch) at the rate the range test chose, and
-those are the members exported and served.
+again, with its own seed and its own row rule (a bootstrap sample, fold or subsample, now
+drawn over training + validation rows), for the epochs the validation rows found (the
+members' mean best epoch) at the rate the run chose, and those are the members exported
+and served.
 
 What was fitted on the validation rows (the combiners, the temperature, the variance
 scales, the default choice, the drift baselines) was fitted on the first members'
