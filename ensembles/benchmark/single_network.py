@@ -19,7 +19,7 @@ from ensembles.training.members import (
 )
 from ensembles.training.pipeline import TrainRequest, load_dataset
 from ensembles.training.plans import MemberPlan, member_seed
-from ensembles.training.refit import refit_data, refit_members, refit_problem
+from ensembles.training.refit import refit_members, refit_problem
 from ensembles.uncertainty import fit_variance_scale
 
 
@@ -85,10 +85,10 @@ def train_single_network(
     if refit_problem(request.refit, "repeat", config, n_rows, False, [member]) is None:
         # as the ensemble's members are: trained again on training + validation rows, the
         # variance calibrated on the first network's held-out errors
-        (refit,), _ = refit_members(
+        (refit,), (network,), _ = refit_members(
             [member], data, config, config.learning_rate, "loop", progress=False
         )
-        network, seconds = refit.network(refit_data(data)), seconds + refit.seconds
+        seconds += refit.seconds
 
     def predict(X: np.ndarray) -> tuple[np.ndarray, ...]:
         """Its outputs, the variance head calibrated on validation as the combiners' are."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -203,13 +203,11 @@ def run_training(request: TrainRequest) -> TrainReport:
         request.ray_address,
     )
     networks = [member.network(data) for member in members]
-    heldout = predict_heldout(request, splits, members, networks)
     averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
     served, served_networks, params["refit"] = served_members(
         request, config, data, members, networks, params["learning_rate"]["rate"], wants_averaging
     )
-    if served is not members:  # the test rows are the served members' to score
-        heldout = replace(heldout, test=split_predictions(splits.test, served_networks))
+    heldout = predict_heldout(request, splits, members, networks, served_networks)
 
     def write(folder: Path, version: int) -> Manifest:
         parity = [
@@ -264,11 +262,14 @@ def predict_heldout(
     splits: Splits,
     members: list[TrainedMember],
     networks: list[MemberNetwork],
+    served_networks: list[MemberNetwork],
 ) -> HeldoutPredictions:
     """Member predictions on validation and test, and out-of-sample ones on training rows.
 
-    For resampling strategies ``train`` holds every member's predictions on the training
-    split with NaN wherever the member trained on the row.
+    Validation and training rows are predicted by ``networks`` (the members trained on the
+    training rows), test rows by ``served_networks`` (the same, or their refit). For
+    resampling strategies ``train`` holds every member's predictions on the training split
+    with NaN wherever the member trained on the row.
     """
 
     def split(dataset: Dataset) -> SplitPredictions:
@@ -286,7 +287,8 @@ def predict_heldout(
         if full.member_variances is not None:
             variances = np.where(mask[:, :, None], np.nan, full.member_variances)
         train = SplitPredictions(full.X, full.y, preds, variances)
-    return HeldoutPredictions(split(splits.validation), split(splits.test), train)
+    test = split_predictions(splits.test, served_networks)
+    return HeldoutPredictions(split(splits.validation), test, train)
 
 
 def split_predictions(dataset: Dataset, networks: list[MemberNetwork]) -> SplitPredictions:

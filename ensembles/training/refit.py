@@ -190,7 +190,7 @@ def served_members(
     )
     if problem is not None:
         return members, networks, {"asked": request.refit, "used": False, "reason": problem}
-    refit, record = refit_members(
+    refit, refit_networks, record = refit_members(
         members,
         data,
         config,
@@ -200,8 +200,7 @@ def served_members(
         request.ray_address,
         request.progress,
     )
-    union = refit_data(data)
-    return refit, [member.network(union) for member in refit], {"asked": request.refit, **record}
+    return refit, refit_networks, {"asked": request.refit, **record}
 
 
 def refit_data(data: TrainingData) -> TrainingData:
@@ -236,7 +235,7 @@ def refit_members(
     jobs: int = 1,
     ray_address: str | None = None,
     progress: bool = True,
-) -> tuple[list[TrainedMember], dict[str, Any]]:
+) -> tuple[list[TrainedMember], list[MemberNetwork], dict[str, Any]]:
     """Train ``members`` again on training + validation rows (see the module docstring).
 
     Parameters
@@ -258,6 +257,8 @@ def refit_members(
     -------
     members : list of TrainedMember
         The refit members, in the same order.
+    networks : list of MemberNetwork
+        Their networks (standardized on their own rows of the union).
     record : dict
         For the manifest: ``used``, ``rows``, ``epochs``, ``rule``, ``seconds``, ``engine``.
     """
@@ -289,7 +290,7 @@ def refit_members(
         "seconds": time.perf_counter() - start,
         "engine": engine_record,
     }
-    return refit, record
+    return refit, [member.network(union) for member in refit], record
 
 
 def refit_epochs(members: list[TrainedMember]) -> int:

@@ -211,7 +211,7 @@ def test_a_refit_trains_every_member_its_epochs_whatever_its_variant_says(
     data = TrainingData.from_splits(split_dataset(load_dataset(request), request.seed))
     options = StrategyOptions(variants=[{"patience": 1}, {"epochs": 2}, {}])
     members, _ = train_members("repeat", 3, data, request.config, 0, options, progress=False)
-    refit, record = refit_members(members, data, request.config, 1e-3, progress=False)
+    refit, _, record = refit_members(members, data, request.config, 1e-3, progress=False)
     assert record["epochs"] == refit_epochs(members)
     assert [len(member.curves) for member in refit] == [record["epochs"]] * 3
 
