@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 
 from ensembles.errors import ConfigError
@@ -12,6 +14,9 @@ from ensembles.manifest import CombinerInfo, ComparisonInfo, DefaultChoiceInfo, 
 REFERENCE = "mean"
 #: Fewest effective members (1 / sum of squared weights) a default may keep.
 MIN_EFFECTIVE_MEMBERS = 2.0
+#: The chance that noise alone replaces mean when no eligible combiner is truly better: each
+#: eligible combiner is tested one-sided at this level divided by their number (Bonferroni).
+FAMILY_ERROR = 0.05
 #: A mean difference below this share of mean's loss is rounding, not a difference: a
 #: blend whose weights fell back to uniform computes mean's outputs in another order.
 ROUNDING = 1e-9
@@ -64,8 +69,10 @@ def choose_default(
     """The default combiner and the comparison behind it.
 
     ``mean`` is the default unless an eligible combiner has a lower held-out loss by more
-    than one standard error of the paired per-row differences (and by more than rounding,
-    :data:`ROUNDING`); among those, the lowest mean loss wins. A combiner is not eligible
+    than :func:`required_standard_errors` standard errors of the paired per-row differences
+    (and by more than rounding, :data:`ROUNDING`); among those, the lowest mean loss wins.
+    The bar grows with the number of eligible combiners, so that trying more of them does
+    not make noise likelier to win (:data:`FAMILY_ERROR`). A combiner is not eligible
     when it is ``vote`` (hard votes are not a proper probability forecast), when its
     members were chosen on the compared rows (a greedy soup), or when it keeps fewer than 2
     effective members of an ensemble of 2 or more (it would not keep the ensemble).
@@ -97,56 +104,89 @@ def choose_default(
         )
     if override is None and REFERENCE not in losses:
         raise ConfigError(MEAN_MISSING)
+    exclusions = {
+        name: _exclusion(info, float(info.effective_members), n_members)
+        for name, info in results.items()
+    }
+    n_eligible = sum(excluded is None for name, excluded in exclusions.items() if name != REFERENCE)
+    bar = required_standard_errors(n_eligible)
     comparisons = {}
     if REFERENCE in losses:
         comparisons = {
-            name: _compare(info, losses[name], losses[REFERENCE], n_members)
+            name: _compare(info, losses[name], losses[REFERENCE], exclusions[name], bar)
             for name, info in results.items()
         }
     name, reason = override, f"{override} was named by --default-combiner"
     if override is None:
-        name, reason = _automatic_choice(comparisons, loss)
+        name, reason = _automatic_choice(comparisons, loss, bar, n_eligible)
     record = DefaultChoiceInfo(
         loss=loss,
         n_rows=len(next(iter(losses.values()))),
         forced=override is not None,
         reason=reason,
+        standard_errors=bar,
         comparisons=comparisons,
     )
     return name, record
 
 
-def _automatic_choice(comparisons: dict[str, ComparisonInfo], loss: RankingLoss) -> tuple[str, str]:
+def required_standard_errors(n_eligible: int) -> float:
+    """How many standard errors an eligible combiner must beat mean by to replace it.
+
+    The one-sided normal quantile at ``FAMILY_ERROR / n_eligible``: 1.64 for one eligible
+    combiner, 2.13 for three, 2.24 for four.
+
+    Parameters
+    ----------
+    n_eligible : int
+        Combiners other than mean that could be the default.
+
+    Returns
+    -------
+    float
+    """
+    return NormalDist().inv_cdf(1 - FAMILY_ERROR / max(n_eligible, 1))
+
+
+def _automatic_choice(
+    comparisons: dict[str, ComparisonInfo], loss: RankingLoss, bar: float, n_eligible: int
+) -> tuple[str, str]:
     """The default without an override, and the one-line reason."""
+    if not n_eligible:
+        return REFERENCE, "no combiner besides mean is eligible"
     better = [name for name, info in comparisons.items() if info.beats_mean and not info.excluded]
     if not better:
         return REFERENCE, (
-            f"no eligible combiner has a lower held-out {loss} than mean by more than one "
-            "standard error"
+            f"no eligible combiner has a lower held-out {loss} than mean by more than "
+            f"{bar:.2f} standard errors (a one-sided {FAMILY_ERROR:.0%} test shared by "
+            f"{n_eligible} eligible)"
         )
     best = min(better, key=lambda name: comparisons[name].mean_difference)
     chosen = comparisons[best]
     return best, (
         f"{best} has a lower held-out {loss} than mean by {-chosen.mean_difference:.4g} per "
-        f"row, more than one standard error ({chosen.standard_error:.4g})"
+        f"row, more than {bar:.2f} standard errors ({chosen.standard_error:.4g} each)"
     )
 
 
 def _compare(
-    info: CombinerInfo, losses: np.ndarray, reference: np.ndarray, n_members: int
+    info: CombinerInfo,
+    losses: np.ndarray,
+    reference: np.ndarray,
+    excluded: str | None,
+    bar: float,
 ) -> ComparisonInfo:
     differences = losses - reference
     standard_error = float(np.std(differences, ddof=1) / np.sqrt(len(differences)))
     mean_difference = float(np.mean(differences))
-    margin = max(standard_error, ROUNDING * float(np.mean(np.abs(reference))))
-    effective = float(info.effective_members)
+    margin = max(bar * standard_error, ROUNDING * float(np.mean(np.abs(reference))))
     return ComparisonInfo(
         mean_loss=float(np.mean(losses)),
         mean_difference=mean_difference,
         standard_error=standard_error,
         beats_mean=mean_difference < -margin,
-        effective_members=effective,
-        excluded=_exclusion(info, effective, n_members),
+        effective_members=float(info.effective_members),
+        excluded=excluded,
     )
 
 

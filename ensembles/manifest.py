@@ -128,7 +128,10 @@ class ComparisonInfo(_Model):
     mean_loss: float
     mean_difference: float
     standard_error: float = Field(ge=0, description="std of the row differences / sqrt(n_rows)")
-    beats_mean: bool = Field(description="mean_difference < -standard_error, beyond rounding")
+    beats_mean: bool = Field(
+        description="mean_difference < -standard_errors * standard_error (the choice's "
+        "bar), beyond rounding"
+    )
     effective_members: float
     excluded: str | None = Field(description="why it can never be the default; None if it can")
 
@@ -140,6 +143,12 @@ class DefaultChoiceInfo(_Model):
     n_rows: int = Field(ge=1, description="fit rows compared (two-fold cross-fitted)")
     forced: bool = Field(description="named by --default-combiner")
     reason: str
+    standard_errors: float = Field(
+        default=1.0,
+        gt=0,
+        description="standard errors a combiner had to beat mean by: a one-sided 5% test "
+        "shared by the eligible combiners (1 in versions published before that rule)",
+    )
     comparisons: dict[str, ComparisonInfo] = Field(default_factory=dict)
 
 

@@ -2,7 +2,8 @@
 
 Real small ensembles trained by the pipeline. The seeds are ones where the former rule (the
 bare minimum of held-out loss) published a one-member blend or hard votes; each test first
-asserts that this is still what the lowest loss would pick.
+asserts that this is still what the lowest loss would pick. The bar itself is checked on
+constructed per-row losses.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from ensembles.default_choice import effective_members, ranking_loss
+from ensembles.default_choice import (
+    choose_default,
+    effective_members,
+    ranking_loss,
+    required_standard_errors,
+)
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
-from ensembles.manifest import Manifest
+from ensembles.manifest import CombinerInfo, Manifest
 from ensembles.store import ModelStore
 from ensembles.training.pipeline import TrainRequest, train_ensemble
 from tests.conftest import tiny_request
 
 ONE_MEMBER = "1.00 effective members (fewer than 2) would not keep the ensemble"
 VOTES = "hard votes are not a proper probability forecast"
-NO_WINNER = (
-    "no eligible combiner has a lower held-out nll than mean by more than one standard error"
-)
+NONE_ELIGIBLE = "no combiner besides mean is eligible"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +103,7 @@ def test_mean_stays_the_default_when_no_eligible_combiner_beats_it(
     )
     manifest = train_ensemble(request)
     assert manifest.default_combiner == "mean"
-    assert manifest.default_choice.reason == NO_WINNER
+    assert manifest.default_choice.reason == NONE_ELIGIBLE
     assert manifest.default_choice.comparisons["mean"].mean_difference == 0
 
 
@@ -111,11 +115,63 @@ def test_a_learned_combiner_that_beats_mean_beyond_noise_is_the_default(
     choice = manifest.default_choice
     stack = choice.comparisons["stack"]
     assert manifest.default_combiner == "stack"
-    assert stack.mean_difference < -3 * stack.standard_error
+    # blend, caruana and stack are eligible: the bar is shared by three
+    assert choice.standard_errors == pytest.approx(required_standard_errors(3))
+    assert stack.mean_difference < -choice.standard_errors * stack.standard_error
     assert choice.reason == (
         f"stack has a lower held-out nll than mean by {-stack.mean_difference:.4g} per row, "
-        f"more than one standard error ({stack.standard_error:.4g})"
+        f"more than {choice.standard_errors:.2f} standard errors ({stack.standard_error:.4g} "
+        "each)"
     )
+
+
+def learned(effective: float = 5.0) -> CombinerInfo:
+    return CombinerInfo(kind="blend", state={}, fitted_on={}, effective_members=effective)
+
+
+def losses_beating_mean_by(z: float, n_rows: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Mean's per-row losses and a combiner's, lower by exactly ``z`` standard errors."""
+    rng = np.random.default_rng(0)
+    reference = rng.exponential(size=n_rows)
+    noise = rng.normal(size=n_rows)
+    noise = (noise - noise.mean()) / noise.std(ddof=1)  # the differences' std is exactly 1
+    return reference, reference + noise - z / np.sqrt(n_rows)
+
+
+@pytest.mark.parametrize(
+    ("z", "n_eligible", "default"),
+    [
+        (1.5, 1, "mean"),  # beyond one standard error, short of the one-sided 5% bar (1.64)
+        (2.0, 1, "c0"),
+        (2.0, 3, "mean"),  # three eligible combiners share the 5%: the bar is 2.13
+        (2.3, 3, "c0"),
+    ],
+)
+def test_the_bar_is_a_one_sided_5_percent_test_shared_by_the_eligible_combiners(
+    z: float, n_eligible: int, default: str
+) -> None:
+    reference, better = losses_beating_mean_by(z)
+    results = {"mean": learned(), **{f"c{k}": learned() for k in range(n_eligible)}}
+    results["one_member"] = learned(effective=1.0)  # not eligible: it does not raise the bar
+    losses = {"mean": reference, "c0": better, "one_member": better - 1.0}
+    losses |= {f"c{k}": reference + 0.01 for k in range(1, n_eligible)}  # worse than mean
+    name, choice = choose_default(results, losses, "nll", n_members=5)
+    assert name == default
+    assert choice.standard_errors == pytest.approx(required_standard_errors(n_eligible))
+    assert choice.comparisons["c0"].mean_difference == pytest.approx(-z / np.sqrt(400))
+    assert choice.comparisons["c0"].beats_mean == (default == "c0")
+    if default == "mean":
+        assert choice.reason == (
+            f"no eligible combiner has a lower held-out nll than mean by more than "
+            f"{choice.standard_errors:.2f} standard errors (a one-sided 5% test shared by "
+            f"{n_eligible} eligible)"
+        )
+
+
+def test_the_bar_is_the_normal_quantile_of_the_shared_level() -> None:
+    assert required_standard_errors(1) == pytest.approx(1.6449, abs=1e-4)
+    assert required_standard_errors(3) == pytest.approx(2.1280, abs=1e-4)
+    assert required_standard_errors(0) == required_standard_errors(1)
 
 
 def test_the_paired_comparison_is_computed_row_by_row(wine_repeat: tuple[Manifest, Path]) -> None:

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-combiner",
         default=None,
         help="the combiner served by default (default: mean, unless a learned combiner keeping "
-        "2+ effective members beats it on held-out rows by more than one standard error)",
+        "2+ effective members beats it on held-out rows beyond noise: a one-sided 5%% test "
+        "shared by the eligible combiners)",
     )
     combining.add_argument("--calibrate", action="store_true", help="temperature scaling")
     combining.add_argument(
