@@ -134,12 +134,14 @@ def required_standard_errors(n_eligible: int) -> float:
     """How many standard errors an eligible combiner must beat mean by to replace it.
 
     The one-sided normal quantile at ``FAMILY_ERROR / n_eligible``: 1.64 for one eligible
-    combiner, 2.13 for three, 2.24 for four.
+    combiner, 1.96 for two, 2.13 for three (blend, Caruana and stack, the most there are:
+    a weight average is one network, never eligible).
 
     Parameters
     ----------
     n_eligible : int
-        Combiners other than mean that could be the default.
+        Combiners other than mean that could be the default; 0 is counted as 1 (the bar is
+        then recorded but never applied).
 
     Returns
     -------

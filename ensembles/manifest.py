@@ -146,8 +146,10 @@ class DefaultChoiceInfo(_Model):
     standard_errors: float = Field(
         default=1.0,
         gt=0,
-        description="standard errors a combiner had to beat mean by: a one-sided 5% test "
-        "shared by the eligible combiners (1 in versions published before that rule)",
+        description="the bar of the automatic rule, in standard errors a combiner must beat "
+        "mean by (ensembles.default_choice.required_standard_errors: a one-sided test at "
+        "FAMILY_ERROR shared by the eligible combiners); recorded with a named default too; "
+        "1 in versions published before that rule",
     )
     comparisons: dict[str, ComparisonInfo] = Field(default_factory=dict)
 

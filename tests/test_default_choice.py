@@ -21,7 +21,7 @@ from ensembles.default_choice import (
     required_standard_errors,
 )
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
-from ensembles.manifest import CombinerInfo, Manifest
+from ensembles.manifest import CombinerInfo, DefaultChoiceInfo, Manifest
 from ensembles.store import ModelStore
 from ensembles.training.pipeline import TrainRequest, train_ensemble
 from tests.conftest import tiny_request
@@ -90,7 +90,7 @@ def test_hard_votes_are_never_the_default(wine_repeat: tuple[Manifest, Path]) ->
     assert manifest.default_combiner != "vote"
 
 
-def test_mean_stays_the_default_when_no_eligible_combiner_beats_it(
+def test_mean_stays_the_default_when_no_other_combiner_is_eligible(
     tmp_path: Path, five_digits: Path
 ) -> None:
     request = csv_request(
@@ -117,7 +117,7 @@ def test_a_learned_combiner_that_beats_mean_beyond_noise_is_the_default(
     assert manifest.default_combiner == "stack"
     # blend, caruana and stack are eligible: the bar is shared by three
     assert choice.standard_errors == pytest.approx(required_standard_errors(3))
-    assert stack.mean_difference < -choice.standard_errors * stack.standard_error
+    assert stack.mean_difference < -3 * stack.standard_error
     assert choice.reason == (
         f"stack has a lower held-out nll than mean by {-stack.mean_difference:.4g} per row, "
         f"more than {choice.standard_errors:.2f} standard errors ({stack.standard_error:.4g} "
@@ -142,9 +142,9 @@ def losses_beating_mean_by(z: float, n_rows: int = 400) -> tuple[np.ndarray, np.
     ("z", "n_eligible", "default"),
     [
         (1.5, 1, "mean"),  # beyond one standard error, short of the one-sided 5% bar (1.64)
-        (2.0, 1, "c0"),
+        (1.8, 1, "c0"),  # clears 1.64, not the 1.96 of two (were the one-member one counted)
         (2.0, 3, "mean"),  # three eligible combiners share the 5%: the bar is 2.13
-        (2.3, 3, "c0"),
+        (2.2, 3, "c0"),  # clears 2.13, not the 2.24 of four (were mean or one_member counted)
     ],
 )
 def test_the_bar_is_a_one_sided_5_percent_test_shared_by_the_eligible_combiners(
@@ -160,11 +160,17 @@ def test_the_bar_is_a_one_sided_5_percent_test_shared_by_the_eligible_combiners(
     assert choice.standard_errors == pytest.approx(required_standard_errors(n_eligible))
     assert choice.comparisons["c0"].mean_difference == pytest.approx(-z / np.sqrt(400))
     assert choice.comparisons["c0"].beats_mean == (default == "c0")
+    assert choice.comparisons["one_member"].beats_mean  # far better, and still excluded
     if default == "mean":
         assert choice.reason == (
             f"no eligible combiner has a lower held-out nll than mean by more than "
             f"{choice.standard_errors:.2f} standard errors (a one-sided 5% test shared by "
             f"{n_eligible} eligible)"
+        )
+    else:
+        assert choice.reason == (
+            f"c0 has a lower held-out nll than mean by {z / 20:.4g} per row, more than "
+            f"{choice.standard_errors:.2f} standard errors (0.05 each)"
         )
 
 
@@ -172,6 +178,11 @@ def test_the_bar_is_the_normal_quantile_of_the_shared_level() -> None:
     assert required_standard_errors(1) == pytest.approx(1.6449, abs=1e-4)
     assert required_standard_errors(3) == pytest.approx(2.1280, abs=1e-4)
     assert required_standard_errors(0) == required_standard_errors(1)
+
+
+def test_a_choice_recorded_before_the_bar_reads_one_standard_error() -> None:
+    recorded = {"loss": "nll", "n_rows": 100, "forced": False, "reason": "older wording"}
+    assert DefaultChoiceInfo.model_validate(recorded).standard_errors == 1.0
 
 
 def test_the_paired_comparison_is_computed_row_by_row(wine_repeat: tuple[Manifest, Path]) -> None:

@@ -22,6 +22,7 @@ from ensembles.cli.options import (
     add_split_options,
     config_from_args,
 )
+from ensembles.default_choice import FAMILY_ERROR
 from ensembles.errors import ConfigError
 from ensembles.manifest import (
     STRATEGIES,
@@ -125,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-combiner",
         default=None,
         help="the combiner served by default (default: mean, unless a learned combiner keeping "
-        "2+ effective members beats it on held-out rows beyond noise: a one-sided 5%% test "
-        "shared by the eligible combiners)",
+        "2+ effective members beats it on held-out rows beyond noise: a one-sided "
+        f"{FAMILY_ERROR * 100:g}%% test shared by the eligible combiners)",
     )
     combining.add_argument("--calibrate", action="store_true", help="temperature scaling")
     combining.add_argument(
@@ -343,7 +344,8 @@ def _choice_table(choice: DefaultChoiceInfo) -> str:
             info.mean_difference,
             info.standard_error,
             info.effective_members,
-            info.excluded or ("beats mean" if info.beats_mean else None),
+            info.excluded
+            or (f"beats mean by > {choice.standard_errors:.2f} se" if info.beats_mean else None),
         )
         for name, info in choice.comparisons.items()
     ]
