@@ -209,6 +209,41 @@ def test_temperature_recovers_planted_temperature():
     assert temperature == pytest.approx(2.0, rel=0.1)
 
 
+def test_temperature_stops_at_the_rule_of_succession_on_rows_without_a_mistake():
+    # Every row's top class is right: the log loss falls for ever as T falls, and a search
+    # free to follow it would serve probabilities within 1e-40 of 1 (T at its floor).
+    rng = np.random.default_rng(5)
+    n = 200
+    y = rng.integers(0, 3, size=n)
+    probs = np.full((n, 3), 0.0)
+    top = rng.uniform(0.5, 0.9, size=n)
+    probs[:] = ((1 - top) / 2)[:, None]
+    probs[np.arange(n), y] = top
+    temperature = fit_temperature(probs, y)
+    calibrated = apply_temperature(probs, temperature)
+    assert calibrated.max(axis=1).mean() == pytest.approx((n + 1) / (n + 2), abs=1e-8)
+
+    def log_loss(t: float) -> float:
+        return -np.mean(np.log(apply_temperature(probs, t)[np.arange(n), y]))
+
+    assert log_loss(0.01) < log_loss(temperature)  # the likelihood alone wants the floor
+    assert 0.05 < temperature < 1  # sharpened, but not to the floor
+
+
+def test_temperature_is_raised_to_the_accuracy_the_rows_support():
+    # Confident and right 97 times in 100, wrong on 3 rows with p_true = 0.3: the log-loss
+    # optimum (T = 1.16) keeps a mean confidence of 0.988, above the 98 / 102 that
+    # Laplace's rule allows; the temperature rises to meet it.
+    n = 100
+    y = np.zeros(n, dtype=int)
+    probs = np.tile([0.999, 0.001], (n, 1))
+    probs[:3] = [0.3, 0.7]
+    temperature = fit_temperature(probs, y)
+    confidence = apply_temperature(probs, temperature).max(axis=1).mean()
+    assert confidence == pytest.approx(98 / 102, abs=1e-8)
+    assert temperature > 1.5
+
+
 def test_apply_temperature_by_hand():
     probs = np.array([[0.2, 0.8], [0.5, 0.5]])
     expected = np.array([[0.2**0.5, 0.8**0.5], [1.0, 1.0]])
