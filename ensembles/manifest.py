@@ -151,6 +151,12 @@ class DefaultChoiceInfo(_Model):
         "FAMILY_ERROR shared by the eligible combiners); recorded with a named default too; "
         "1 in versions published before that rule",
     )
+    mean_mistakes: int | None = Field(
+        default=None,
+        ge=0,
+        description="classification: compared rows mean classifies wrongly; with none, "
+        "mean stays the default (None for regression and in versions published before)",
+    )
     comparisons: dict[str, ComparisonInfo] = Field(default_factory=dict)
 
 

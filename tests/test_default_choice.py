@@ -17,10 +17,11 @@ from sklearn.datasets import load_digits
 from ensembles.default_choice import (
     choose_default,
     effective_members,
+    mean_mistakes,
     ranking_loss,
     required_standard_errors,
 )
-from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import CombinerInfo, DefaultChoiceInfo, Manifest
 from ensembles.store import ModelStore
 from ensembles.training.pipeline import TrainRequest, train_ensemble
@@ -174,6 +175,40 @@ def test_the_bar_is_a_one_sided_5_percent_test_shared_by_the_eligible_combiners(
         )
 
 
+@pytest.mark.parametrize(("mistakes", "default"), [(0, "mean"), (1, "c0"), (None, "c0")])
+def test_mean_stays_when_it_classifies_every_compared_row_right(
+    mistakes: int | None, default: str
+) -> None:
+    # Four standard errors better, as a stack sharpening error-free rows is (breast cancer
+    # bagging, 114 rows: test NLL +0.066 against mean)
+    reference, better = losses_beating_mean_by(4.0)
+    results = {"mean": learned(), "c0": learned()}
+    name, choice = choose_default(
+        results, {"mean": reference, "c0": better}, "nll", 5, mistakes=mistakes
+    )
+    assert name == default
+    assert choice.comparisons["c0"].beats_mean  # recorded as it is
+    assert choice.mean_mistakes == mistakes
+    if default == "mean":
+        assert choice.reason == (
+            "mean classifies all 400 compared rows right: any sharper combiner would score "
+            "better on them, and none of them shows what sharpening costs when wrong"
+        )
+
+
+def test_the_mistakes_of_mean_are_counted_on_the_plain_member_mean() -> None:
+    members = np.array(
+        [
+            [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]],
+            [[0.8, 0.2], [0.7, 0.3], [0.6, 0.4]],
+        ]
+    )  # mean: [0.85, 0.15], [0.55, 0.45], [0.4, 0.6] -> classes 0, 0, 1
+    split = SplitPredictions(np.zeros((3, 1)), np.array([0, 1, 1]), members)
+    assert mean_mistakes(split) == 1
+    regression = SplitPredictions(np.zeros((3, 1)), np.zeros((3, 1)), members[..., :1])
+    assert mean_mistakes(regression) is None
+
+
 def test_the_bar_is_the_normal_quantile_of_the_shared_level() -> None:
     assert required_standard_errors(1) == pytest.approx(1.6449, abs=1e-4)
     assert required_standard_errors(3) == pytest.approx(2.1280, abs=1e-4)
@@ -195,6 +230,8 @@ def test_the_paired_comparison_is_computed_row_by_row(wine_repeat: tuple[Manifes
     differences = -np.log(np.clip(votes, 1e-15, None)) + np.log(mean)
     vote = manifest.default_choice.comparisons["vote"]
     assert manifest.default_choice.n_rows == len(rows)
+    wrong = validation.member_preds.mean(axis=0).argmax(axis=1) != validation.y
+    assert manifest.default_choice.mean_mistakes == wrong.sum()
     assert vote.mean_loss == pytest.approx(-np.mean(np.log(np.clip(votes, 1e-15, None))))
     assert vote.mean_difference == pytest.approx(differences.mean(), rel=1e-9)
     expected_se = differences.std(ddof=1) / np.sqrt(len(rows))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ensembles import defaults
 from ensembles.data import Dataset, Splits, load_data, split_dataset
-from ensembles.default_choice import choose_default, ranking_loss
+from ensembles.default_choice import choose_default, mean_mistakes, ranking_loss
 from ensembles.evaluation import (
     baseline_metrics,
     evaluate_predictions,
@@ -342,7 +342,12 @@ def _manifest(
             request, averaged, heldout, members
         )
     default, choice = choose_default(
-        results, losses, ranking_loss(fit_set.data), len(members), request.default_combiner
+        results,
+        losses,
+        ranking_loss(fit_set.data),
+        len(members),
+        request.default_combiner,
+        mean_mistakes(fit_set.data),
     )
     member_oob, ensemble_oob = _out_of_sample(request, task, heldout, len(members))
     n_rows = len(splits.train.y) + (len(splits.validation.y) if served is not members else 0)
