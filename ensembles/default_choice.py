@@ -60,9 +60,21 @@ def effective_members(weights: np.ndarray | None, n_members: int) -> float:
 
 
 def mean_mistakes(split: SplitPredictions) -> int | None:
-    """Rows whose class the members' plain mean gets wrong; None for regression.
+    """Rows whose class the members' plain mean gets wrong.
 
     Mean learns nothing, so these are its mistakes on the compared rows as well.
+
+    Parameters
+    ----------
+    split : SplitPredictions
+        The compared rows: ``y`` of shape (n_samples,) for classification and
+        ``member_preds`` of shape (n_members, n_samples, n_classes).
+
+    Returns
+    -------
+    int or None
+        The count of rows whose mean probabilities' top class is not ``y``; None for
+        regression (``y`` of shape (n_samples, n_outputs)).
     """
     if split.y.ndim != 1:
         return None
@@ -87,10 +99,10 @@ def choose_default(
     compared row right, mean stays whatever the comparison says: log loss then rewards any
     combiner for being sharper, and no row shows what sharpening costs when it is wrong
     (a stack at 4 standard errors on 114 such rows lost 0.066 NLL on test). A combiner is
-    not eligible
-    when it is ``vote`` (hard votes are not a proper probability forecast), when its
-    members were chosen on the compared rows (a greedy soup), or when it keeps fewer than 2
-    effective members of an ensemble of 2 or more (it would not keep the ensemble).
+    not eligible when it is ``vote`` (hard votes are not a proper probability forecast),
+    when its members were chosen on the compared rows (a greedy soup), or when it keeps
+    fewer than 2 effective members of an ensemble of 2 or more (it would not keep the
+    ensemble).
 
     Parameters
     ----------

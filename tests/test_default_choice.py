@@ -199,12 +199,15 @@ def test_mean_stays_when_it_classifies_every_compared_row_right(
 def test_the_mistakes_of_mean_are_counted_on_the_plain_member_mean() -> None:
     members = np.array(
         [
-            [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]],
-            [[0.8, 0.2], [0.7, 0.3], [0.6, 0.4]],
+            [[0.9, 0.1], [0.4, 0.6], [0.45, 0.55]],
+            [[0.8, 0.2], [0.45, 0.55], [0.45, 0.55]],
+            [[0.4, 0.6], [0.95, 0.05], [0.45, 0.55]],
         ]
-    )  # mean: [0.85, 0.15], [0.55, 0.45], [0.4, 0.6] -> classes 0, 0, 1
-    split = SplitPredictions(np.zeros((3, 1)), np.array([0, 1, 1]), members)
-    assert mean_mistakes(split) == 1
+    )  # mean: [0.70, 0.30], [0.60, 0.40], [0.45, 0.55] -> classes 0, 0, 1
+    split = SplitPredictions(np.zeros((3, 1)), np.array([0, 1, 0]), members)
+    # the members err 1, 1 and 3 times and their majority vote once (row 2); their mean
+    # probabilities err on rows 1 and 2
+    assert mean_mistakes(split) == 2
     regression = SplitPredictions(np.zeros((3, 1)), np.zeros((3, 1)), members[..., :1])
     assert mean_mistakes(regression) is None
 
@@ -217,7 +220,17 @@ def test_the_bar_is_the_normal_quantile_of_the_shared_level() -> None:
 
 def test_a_choice_recorded_before_the_bar_reads_one_standard_error() -> None:
     recorded = {"loss": "nll", "n_rows": 100, "forced": False, "reason": "older wording"}
-    assert DefaultChoiceInfo.model_validate(recorded).standard_errors == 1.0
+    choice = DefaultChoiceInfo.model_validate(recorded)
+    assert choice.standard_errors == 1.0
+    assert choice.mean_mistakes is None
+
+
+def test_a_named_default_is_kept_on_rows_mean_classifies_without_a_mistake() -> None:
+    reference, better = losses_beating_mean_by(4.0)
+    results = {"mean": learned(), "c0": learned()}
+    losses = {"mean": reference, "c0": better}
+    name, choice = choose_default(results, losses, "nll", 5, override="c0", mistakes=0)
+    assert name == "c0" and choice.forced and choice.mean_mistakes == 0
 
 
 def test_the_paired_comparison_is_computed_row_by_row(wine_repeat: tuple[Manifest, Path]) -> None:

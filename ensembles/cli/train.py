@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the combiner served by default (default: mean, unless a learned combiner keeping "
         "2+ effective members beats it on held-out rows beyond noise: a one-sided "
-        f"{FAMILY_ERROR * 100:g}%% test shared by the eligible combiners)",
+        f"{FAMILY_ERROR * 100:g}%% test shared by the eligible combiners; mean stays when it "
+        "classifies every held-out row right)",
     )
     combining.add_argument("--calibrate", action="store_true", help="temperature scaling")
     combining.add_argument(

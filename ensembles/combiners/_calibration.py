@@ -34,18 +34,23 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
-    """Learn the temperature that minimizes the log loss of held-out probabilities, never
-    more confident than the rows can vouch for.
+    """Learn the log-loss temperature of held-out probabilities, capped at what they support.
 
-    A bounded scalar search over ``log T`` (scipy, imported here only). On rows the
-    probabilities classify without a mistake that loss falls for ever as ``T`` falls, so
-    the search ends at its floor (0.01) and serves probabilities within 1e-40 of 1: one
+    A bounded scalar search over ``log T`` (scipy, imported here only). On rows classified
+    without a mistake that loss falls for ever as ``T`` falls, so the search would end at
+    its floor (``1 / TEMPERATURE_RANGE``) and serve probabilities within 1e-40 of 1; one
     mistake on new rows then costs about 34 nats (digits, 200 validation rows, none wrong:
-    test log loss 0.54 against 0.09 uncalibrated). So the temperature is then raised until
-    the mean top-class probability is the accuracy the rows support by Laplace's rule of
-    succession, ``(n_correct + 1) / (n + 2)``, the correction Platt (1999) applies to his
-    targets for the same reason. A temperature whose mean confidence is at or below that
-    stands.
+    test log loss 0.54 against 0.09 uncalibrated). With one or two mistakes the optimum is
+    finite but still sharp (T 0.2-0.4 on digits, test log loss up to 0.10 against 0.07).
+    So whenever the mean top-class probability at the log-loss ``T`` exceeds the accuracy
+    Laplace's rule of succession gives the rows, ``(n_correct + 1) / (n + 2)`` (the
+    correction Platt (1999) applies to his targets for the same reason), ``T`` is raised
+    until they are equal. On calibrated rows the ceiling also binds when their accuracy
+    falls below their confidence by chance, softening by a few per cent (a calibrated
+    10-class model, logits of scale 3, 200 rows: in 97 of 200 draws, by a median of 4% of
+    ``T`` and at most 25%). Where even the
+    softest ``T`` stays above the ceiling (an accuracy near or below chance), the softest
+    ``T`` is returned.
 
     Parameters
     ----------
@@ -79,8 +84,9 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     result = minimize_scalar(
         loss, bounds=(-bound, bound), method="bounded", options={"xatol": 1e-8}
     )
-    # the ceiling is out of reach only near zero accuracy: the likelihood's T stands
-    if excess_confidence(result.x) <= 0 or excess_confidence(bound) > 0:
+    if excess_confidence(result.x) <= 0:
         return float(np.exp(result.x))
+    if excess_confidence(bound) >= 0:  # near or below chance: as unsure as the range allows
+        return TEMPERATURE_RANGE
     # the top-class probability falls as T rises, so the ceiling is met once above result.x
     return float(np.exp(brentq(excess_confidence, result.x, bound, xtol=1e-10)))

@@ -10,7 +10,11 @@ from sklearn.ensemble import VotingClassifier, VotingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from ensembles.combiners import BlendingCombiner, MeanCombiner, StackingCombiner, VotingCombiner
-from ensembles.combiners._calibration import apply_temperature, fit_temperature
+from ensembles.combiners._calibration import (
+    TEMPERATURE_RANGE,
+    apply_temperature,
+    fit_temperature,
+)
 
 
 class FixedClassifier(ClassifierMixin, BaseEstimator):
@@ -242,6 +246,16 @@ def test_temperature_is_raised_to_the_accuracy_the_rows_support():
     confidence = apply_temperature(probs, temperature).max(axis=1).mean()
     assert confidence == pytest.approx(98 / 102, abs=1e-8)
     assert temperature > 1.5
+
+
+def test_a_ceiling_below_chance_gets_the_softest_temperature():
+    # Two classes, 40 of 100 right: no temperature brings the mean top-class probability
+    # (at least 0.5) down to 41 / 102; the log loss alone would stop at T = 1.84.
+    n = 100
+    y = np.zeros(n, dtype=int)
+    probs = np.tile([0.999, 0.001], (n, 1))
+    probs[40:] = [0.45, 0.55]
+    assert fit_temperature(probs, y) == TEMPERATURE_RANGE
 
 
 def test_apply_temperature_by_hand():
