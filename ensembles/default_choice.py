@@ -202,7 +202,7 @@ def _automatic_choice(
         return REFERENCE, (
             f"no eligible combiner has a lower held-out {loss} than mean by more than "
             f"{bar:.2f} standard errors (a one-sided {FAMILY_ERROR:.0%} test shared by "
-            f"{n_eligible} eligible)"
+            f"{n_eligible} eligible combiner{'s' if n_eligible > 1 else ''})"
         )
     best = min(better, key=lambda name: comparisons[name].mean_difference)
     chosen = comparisons[best]

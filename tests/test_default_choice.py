@@ -166,7 +166,7 @@ def test_the_bar_is_a_one_sided_5_percent_test_shared_by_the_eligible_combiners(
         assert choice.reason == (
             f"no eligible combiner has a lower held-out nll than mean by more than "
             f"{choice.standard_errors:.2f} standard errors (a one-sided 5% test shared by "
-            f"{n_eligible} eligible)"
+            f"{n_eligible} eligible combiner{'s' if n_eligible > 1 else ''})"
         )
     else:
         assert choice.reason == (
