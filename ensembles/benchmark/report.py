@@ -175,8 +175,9 @@ def markdown_report(results: dict[str, Any], plots: list[str] | None = None) -> 
         + _budget_words(settings["epochs"])
         + "; "
         f"{settings['repeats']} repeat(s) with seeds {settings['seed']}.."
-        f"{settings['seed'] + settings['repeats'] - 1} (split and members). Cells are "
-        "mean ± standard deviation over repeats, on the test split.",
+        f"{settings['seed'] + settings['repeats'] - 1} (split and members)"
+        + ("; every combiner temperature-scaled (--calibrate)" if settings.get("calibrate") else "")
+        + ". Cells are mean ± standard deviation over repeats, on the test split.",
         "",
         "## What users get: the default combiner against the baselines",
         "",

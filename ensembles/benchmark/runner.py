@@ -420,6 +420,7 @@ def _settings(request: BenchmarkRequest) -> dict[str, Any]:
         "seed": train.seed,
         "jobs": train.jobs,
         "refit": train.refit,
+        "calibrate": train.calibrate,
         "config": train.config.to_dict(),
         "validation_fraction": train.validation_fraction,
         "test_fraction": train.test_fraction,

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ensembles-train --refit; the single network refits when its own run passes the rule",
     )
     bench.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="temperature-scale every classification combiner, as ensembles-train --calibrate",
+    )
+    bench.add_argument(
         "--store",
         default=None,
         help="keep the trained versions in this model store (default: a temporary one)",
@@ -153,6 +158,7 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         seed=args.seed,
         jobs=args.jobs,
         refit=args.refit,
+        calibrate=args.calibrate,
         config=config_from_args(args),
         validation_fraction=args.validation_fraction,
         test_fraction=args.test_fraction,

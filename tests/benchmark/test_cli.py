@@ -220,6 +220,8 @@ def test_defaults_and_shared_training_options() -> None:
     config = request.train.config
     assert (config.learning_rate, config.dropout, config.epochs) == (0.01, 0.0, 7)
     assert request.train.validation_fraction == 0.3
+    assert not request.train.calibrate
+    assert request_from_args(build_parser().parse_args(["--calibrate"])).train.calibrate
 
 
 def test_every_option_has_help_and_states_its_default_once() -> None:
