@@ -48,9 +48,8 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     until they are equal. On calibrated rows the ceiling also binds when their accuracy
     falls below their confidence by chance, softening by a few per cent (a calibrated
     10-class model, logits of scale 3, 200 rows: in 97 of 200 draws, by a median of 4% of
-    ``T`` and at most 25%). Where even the
-    softest ``T`` stays above the ceiling (an accuracy near or below chance), the softest
-    ``T`` is returned.
+    ``T`` and at most 25%). Where even the softest ``T`` stays above the ceiling (an
+    accuracy near or below chance), the softest ``T`` is returned.
 
     Parameters
     ----------
