@@ -13,8 +13,8 @@ from ensembles.combiners._base import (
     param_problem,
     split_rows,
 )
-from ensembles.combiners._calibration import PROB_FLOOR
 from ensembles.errors import DataError
+from ensembles.metrics import PROB_FLOOR
 
 #: Fewest fit rows that leave both halves of the held-out check non-empty.
 _MIN_ROWS = 4

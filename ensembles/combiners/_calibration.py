@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Probabilities are clipped at this floor before taking logs, as log loss does.
-PROB_FLOOR = 1e-15
+from ensembles.metrics import PROB_FLOOR
 
 #: The temperature is searched in ``[1 / TEMPERATURE_RANGE, TEMPERATURE_RANGE]``.
 TEMPERATURE_RANGE = 100.0
