@@ -32,6 +32,7 @@ from ensembles.manifest import (
 )
 from ensembles.markdown import format_table
 from ensembles.tabular import MISSING_LEVEL, OTHER_LEVEL
+from ensembles.training.budget import MIN_STEPS
 from ensembles.training.config import ENGINES, REFITS
 
 if TYPE_CHECKING:  # torch is imported only when training runs
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REFITS,
         help="train independent members again on training + validation rows for the epochs "
         f"the validation rows found: auto (under the budget rule, up to "
-        f"{defaults.REFIT_MAX_ROWS} rows, members that peaked after 500 steps), on, off",
+        f"{defaults.REFIT_MAX_ROWS} rows, members that peaked after {MIN_STEPS} steps), on, off",
     )
     ensemble.add_argument(
         "--ray-address",

@@ -271,14 +271,10 @@ def predict_heldout(
     resampling strategies ``train`` holds every member's predictions on the training split
     with NaN wherever the member trained on the row.
     """
-
-    def split(dataset: Dataset) -> SplitPredictions:
-        return split_predictions(dataset, networks)
-
     train = None
     n_train = len(splits.train.y)
     if request.strategy in RESAMPLING_STRATEGIES:
-        full = split(splits.train)
+        full = split_predictions(splits.train, networks)
         mask = np.ones((len(members), n_train), dtype=bool)
         for index, member in enumerate(members):
             mask[index, out_of_sample_rows(member.plan.rows, n_train)] = False
@@ -287,8 +283,8 @@ def predict_heldout(
         if full.member_variances is not None:
             variances = np.where(mask[:, :, None], np.nan, full.member_variances)
         train = SplitPredictions(full.X, full.y, preds, variances)
-    test = split_predictions(splits.test, served_networks)
-    return HeldoutPredictions(split(splits.validation), test, train)
+    validation = split_predictions(splits.validation, networks)
+    return HeldoutPredictions(validation, split_predictions(splits.test, served_networks), train)
 
 
 def split_predictions(dataset: Dataset, networks: list[MemberNetwork]) -> SplitPredictions:
