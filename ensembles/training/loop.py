@@ -17,7 +17,8 @@ from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
 from ensembles.training.network import MemberNetwork
 
 State = dict[str, torch.Tensor]
-#: ``(output, target) -> (n_rows,)`` per-row loss terms of a batch.
+#: ``(output, target) -> (..., n_rows)`` per-row loss terms of a batch (outputs ``(...,
+#: n_rows, n_outputs)``: one network's, or every packed member's at once).
 RowLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -234,22 +235,29 @@ def row_losses(network: MemberNetwork) -> RowLoss:
     """Per-row terms of the loss every curve reports (its mean over the rows).
 
     Cross-entropy, squared error (averaged over the outputs) or the plain Gaussian NLL
-    (averaged over the outputs) of ``(output, target)`` batches.
+    (averaged over the outputs) of ``(output, target)`` batches. Outputs are ``(..., rows,
+    outputs)`` and the terms ``(..., rows)``: one network's batch, or every packed member's.
     """
     if network.task == "classification":
-        return lambda output, target: nn.functional.cross_entropy(output, target, reduction="none")
+        return _cross_entropy
     if not network.gaussian:
-        return lambda output, target: ((output - target) ** 2).mean(dim=1)
+        return lambda output, target: ((output - target) ** 2).mean(dim=-1)
     n = network.n_outputs
 
     def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        variance = torch.exp(output[:, n:])
+        variance = torch.exp(output[..., n:])
         nll = nn.functional.gaussian_nll_loss(
-            output[:, :n], target, variance, full=True, reduction="none"
+            output[..., :n], target, variance, full=True, reduction="none"
         )
-        return nll.mean(dim=1)
+        return nll.mean(dim=-1)
 
     return rows
+
+
+def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy of logits ``(..., rows, classes)``: torch takes the classes in
+    dimension 1 (the identity for one batch)."""
+    return nn.functional.cross_entropy(output.movedim(-1, 1), target, reduction="none")
 
 
 def loss_function(network: MemberNetwork) -> Any:
@@ -308,8 +316,7 @@ def _weighted_cross_entropy(class_weights: torch.Tensor) -> RowLoss:
     """
 
     def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        plain = nn.functional.cross_entropy(output, target, reduction="none")
-        return class_weights[target] * plain
+        return class_weights[target] * _cross_entropy(output, target)
 
     return rows
 
@@ -326,10 +333,10 @@ def _beta_nll(network: MemberNetwork, beta: float) -> RowLoss:
     half_log_two_pi = 0.5 * math.log(2 * math.pi)
 
     def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mean, log_variance = output[:, :n], output[:, n:]
+        mean, log_variance = output[..., :n], output[..., n:]
         variance = torch.exp(log_variance)
         nll = 0.5 * (log_variance + (mean - target) ** 2 / variance) + half_log_two_pi
-        return (nll * variance.detach() ** beta).mean(dim=1)
+        return (nll * variance.detach() ** beta).mean(dim=-1)
 
     return rows
 
