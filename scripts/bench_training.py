@@ -12,10 +12,11 @@ default; independent members are refit as ``--refit`` says (``auto``: as a user'
 ``--engines`` prints instead the engines' tables (:mod:`ensembles.benchmark.engines`):
 member-training seconds for K = 1, 5, 32 with the loop, packed (and, with ray installed,
 ray) engines on digits with the default network and on a 20,000-row synthetic set (5
-epochs a member there), and the packed engine's quality against the loop's over
-``--repeats`` splits of digits.
+epochs a member there), each the median of ``--repeats`` runs with the engines taking
+turns, and the packed engine's quality against the loop's over ``--splits`` splits of
+digits.
 
-    python scripts/bench_training.py --engines [--repeats 5]
+    python scripts/bench_training.py --engines [--repeats 3] [--splits 5]
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ def main() -> None:
         "--refit", default="auto", choices=REFITS, help="as ensembles-train --refit"
     )
     parser.add_argument("--engines", action="store_true", help="compare the training engines")
+    parser.add_argument(
+        "--splits", type=int, default=5, help="with --engines: digits splits of the quality table"
+    )
     args = parser.parse_args()
     if args.engines:
-        compare_engines(args.repeats)
+        compare_engines(args.repeats, args.splits)
         return
     config = TrainConfig(
         epochs=args.epochs,
@@ -98,7 +102,7 @@ def main() -> None:
     print(format_table(header, rows))
 
 
-def compare_engines(repeats: int) -> None:
+def compare_engines(repeats: int, splits: int) -> None:
     """Print the engines' timing tables and the packed engine's quality against the loop's."""
     import importlib.util
 
@@ -106,16 +110,19 @@ def compare_engines(repeats: int) -> None:
     from ensembles.data import load_builtin, split_dataset
 
     names = ("loop", "packed") + (("ray",) if importlib.util.find_spec("ray") else ())
-    header = ["engine", "K", "member training s", "epochs (slowest)", "x one loop member"]
+    header = ["engine", "K", "member training s (median)", "epochs (slowest)", "x one loop member"]
     digits = split_dataset(load_builtin("digits"), 0)
     print("digits, default network, budget rule:\n")
-    print(format_table(header, bench.timing_rows(bench.time_engines(digits, names, (1, 5, 32)))))
+    timings = bench.time_engines(digits, names, (1, 5, 32), repeats=repeats)
+    print(format_table(header, bench.timing_rows(timings)))
     synthetic = split_dataset(bench.synthetic_dataset(), 0)
     print("\n20,000 synthetic rows, default network, 5 epochs a member:\n")
-    timings = bench.time_engines(synthetic, names, (1, 5, 32), TrainConfig(epochs=5))
+    timings = bench.time_engines(
+        synthetic, names, (1, 5, 32), TrainConfig(epochs=5), repeats=repeats
+    )
     print(format_table(header, bench.timing_rows(timings)))
-    print(f"\nquality, digits, 5-member repeat, mean combiner, {max(repeats, 2)} splits:\n")
-    results = bench.engine_quality("digits", ("loop", "packed"), max(repeats, 2))
+    print(f"\nquality, digits, 5-member repeat, mean combiner, {max(splits, 2)} splits:\n")
+    results = bench.engine_quality("digits", ("loop", "packed"), max(splits, 2))
     header = ["engine", "metric", "mean", "std", "minus loop (paired)", "std error"]
     print(format_table(header, bench.quality_rows(results)))
 

@@ -26,7 +26,8 @@ from ensembles.training.strategies import train_members
 
 @dataclass(frozen=True)
 class EngineTiming:
-    """Seconds of one engine training K members, and the epochs its slowest member ran."""
+    """Seconds of one engine training K members (the median over repeats), and the
+    epochs its slowest member ran (the same in every repeat: one seed)."""
 
     engine: str
     n_members: int
@@ -58,20 +59,31 @@ def time_engines(
     sizes: tuple[int, ...],
     config: TrainConfig | None = None,
     seed: int = 0,
+    repeats: int = 1,
 ) -> list[EngineTiming]:
-    """Member-training seconds of every engine for every K, the rate chosen once."""
+    """Member-training seconds of every engine for every K, the rate chosen once.
+
+    Each cell is the median of ``repeats`` runs, the engines taking turns within each
+    repeat, so that a machine slowing down or speeding up weighs on every engine alike.
+    """
     data = TrainingData.from_splits(splits)
     config, _ = resolve_learning_rate(data, config or TrainConfig(), seed)
     timings = []
     for n_members in sizes:
-        for engine in engines:
-            start = time.perf_counter()
-            members, _ = train_members(
-                "repeat", n_members, data, config, seed, engine=engine, progress=False
-            )
-            seconds = time.perf_counter() - start
-            epochs = max(member.budget["epochs_run"] for member in members)
-            timings.append(EngineTiming(engine, n_members, seconds, epochs))
+        runs: dict[str, list[float]] = {engine: [] for engine in engines}
+        epochs = {}
+        for _ in range(repeats):
+            for engine in engines:
+                start = time.perf_counter()
+                members, _ = train_members(
+                    "repeat", n_members, data, config, seed, engine=engine, progress=False
+                )
+                runs[engine].append(time.perf_counter() - start)
+                epochs[engine] = max(member.budget["epochs_run"] for member in members)
+        timings.extend(
+            EngineTiming(engine, n_members, statistics.median(runs[engine]), epochs[engine])
+            for engine in engines
+        )
     return timings
 
 
