@@ -417,9 +417,10 @@ def _dropout(h: torch.Tensor, threshold: int) -> torch.Tensor:
     ``torch.dropout`` draws a float per unit, which at K members is K times the random
     numbers of one and took a third of a packed step on digits; the price of bytes is a
     rate rounded to 1/256. The bytes are drawn eight at a time, as 64-bit integers over
-    their whole range (a 64-bit draw costs what a byte's does), and compared straight into
-    a float mask (a boolean one, and its conversion, cost four times as much): the mask is
-    a fifth of its cost as one byte draw per unit and a comparison into booleans.
+    their whole range (a 64-bit draw costs about twice a byte's), and compared straight
+    into a float mask (comparing into booleans and converting costs about seven times as
+    much): a 5 x 64 x 128 layer's dropout takes about 40 us, against 128 us with one byte
+    drawn per unit and a boolean mask.
     """
     words = torch.empty(-(-h.numel() // 8), dtype=torch.int64).random_(*_INT64_RANGE)
     units = words.view(torch.uint8)[: h.numel()].view(h.shape)
