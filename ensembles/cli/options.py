@@ -5,23 +5,33 @@ from __future__ import annotations
 import argparse
 
 from ensembles import defaults
-from ensembles.training.config import CLASS_WEIGHTS, TrainConfig
+from ensembles.training.config import ACTIVATIONS, CLASS_WEIGHTS, OPTIMIZERS, TrainConfig
+
+#: The settings a flag left out stands for: the one place they are defined.
+_DEFAULT = TrainConfig()
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     """The member network's options (group "member network")."""
     network = parser.add_argument_group("member network")
     network.add_argument(
-        "--hidden-sizes", type=int, nargs="+", default=[128, 64], help="width of each hidden layer"
+        "--hidden-sizes",
+        type=int,
+        nargs="+",
+        default=list(_DEFAULT.hidden_sizes),
+        help="width of each hidden layer",
     )
     network.add_argument(
         "--activation",
-        default="relu",
-        choices=["relu", "tanh", "gelu", "elu", "leaky_relu"],
+        default=_DEFAULT.activation,
+        choices=ACTIVATIONS,
         help="hidden-layer activation",
     )
     network.add_argument(
-        "--dropout", type=float, default=0.2, help="dropout after each hidden layer (0: none)"
+        "--dropout",
+        type=float,
+        default=_DEFAULT.dropout,
+        help="dropout after each hidden layer (0: none)",
     )
     network.add_argument("--batch-norm", action="store_true", help="batch norm after each layer")
     network.add_argument(
@@ -33,13 +43,13 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     network.add_argument(
         "--gaussian-head",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=_DEFAULT.gaussian_head,
         help="regression: predict mean and variance (Gaussian NLL) for aleatoric uncertainty",
     )
     network.add_argument(
         "--nll-beta",
         type=float,
-        default=0.5,
+        default=_DEFAULT.nll_beta,
         help="Gaussian head: train on beta-NLL, each row's NLL weighted by its predicted "
         "variance to this power (0: plain NLL; 0.5 keeps the mean from neglecting noisy rows)",
     )
@@ -50,8 +60,8 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
     learning = parser.add_argument_group("learning")
     learning.add_argument(
         "--optimizer",
-        default="adam",
-        choices=["adam", "sgd"],
+        default=_DEFAULT.optimizer,
+        choices=OPTIMIZERS,
         help="adam is AdamW (decoupled --weight-decay); sgd uses --momentum",
     )
     learning.add_argument(
@@ -62,8 +72,10 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         help="optimizer step size, or auto: one tenth of the rate at the lowest loss of a "
         "learning-rate range test run before training (default: auto)",
     )
-    learning.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    learning.add_argument("--batch-size", type=int, default=64, help="rows per optimizer step")
+    learning.add_argument("--momentum", type=float, default=_DEFAULT.momentum, help="SGD momentum")
+    learning.add_argument(
+        "--batch-size", type=int, default=_DEFAULT.batch_size, help="rows per optimizer step"
+    )
     learning.add_argument(
         "--epochs",
         type=int,
@@ -72,7 +84,10 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         "improving, with patience and a cap counted in optimizer steps; see docs/training.md)",
     )
     learning.add_argument(
-        "--weight-decay", type=float, default=0.0, help="L2 penalty on the weights (0: none)"
+        "--weight-decay",
+        type=float,
+        default=_DEFAULT.weight_decay,
+        help="L2 penalty on the weights (0: none)",
     )
     learning.add_argument("--grad-clip", type=float, default=None, help="max gradient norm")
     learning.add_argument(
@@ -82,10 +97,15 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
         help="early stopping patience in epochs; keeps the best weights (not with --strategy "
         "horizontal or snapshot)",
     )
-    learning.add_argument("--input-noise", type=float, default=0.0, help="Gaussian input noise")
+    learning.add_argument(
+        "--input-noise",
+        type=float,
+        default=_DEFAULT.input_noise,
+        help="standard deviation of Gaussian noise on the standardized inputs while training",
+    )
     learning.add_argument(
         "--class-weight",
-        default="none",
+        default=_DEFAULT.class_weight,
         choices=CLASS_WEIGHTS,
         help="classification: balanced weights each row's training loss by n_rows / "
         "(n_classes x its class's count) on the member's own rows, for imbalanced targets "
