@@ -218,10 +218,15 @@ def run_setup(
         "epochs": float(max(epochs) if one_run else np.mean(epochs)),
         "config": manifest.training.get("config"),
     }
-    metrics = manifest.combiners[manifest.default_combiner].test_metrics
+    default = manifest.combiners[manifest.default_combiner]
+    # The cross-fitted scores on the validation rows: what a choice between setups may read.
+    validation = {
+        f"validation_{key}": value for key, value in _metrics(default.heldout_metrics).items()
+    }
     records = [
-        {"setup": setup.name, **_metrics(metrics), "seconds": seconds, **common}
+        {"setup": setup.name, **_metrics(default.test_metrics), "seconds": seconds, **common}
         | {"combiner": manifest.default_combiner, "strategy": manifest.strategy.name}
+        | validation
     ]
     if setup.single_network:
         member_seconds = [member.val_metrics["train_seconds"] for member in manifest.members]

@@ -141,6 +141,16 @@ def test_output_writes_the_markdown_and_every_figure_as_json(results: dict, tmp_
     assert loaded[0]["runs"][-1]["epochs"] is None  # HGB has no epochs: NaN is written as null
 
 
+def test_an_ensemble_run_records_its_cross_fitted_validation_scores(results: dict) -> None:
+    quick = [r for r in results["runs"] if r["setup"] == "quick"]
+    for run in quick:
+        assert {"validation_rmse", "validation_gaussian_nll", "validation_coverage"} <= set(run)
+        assert run["validation_rmse"] > 0 and np.isfinite(run["validation_gaussian_nll"])
+        assert 0 <= run["validation_coverage"] <= 1
+    # two splits, two validation sets: the scores are of each run's own rows
+    assert quick[0]["validation_rmse"] != pytest.approx(quick[1]["validation_rmse"], rel=1e-6)
+
+
 def test_the_pipeline_must_score_the_protocols_test_rows(tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "toy.csv")
     wrong = np.zeros((15, 3), dtype=np.float32)
