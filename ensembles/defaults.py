@@ -14,6 +14,10 @@
   Concrete RMSE 4.74 -> 4.50 in ``docs/training.md``,
   "Using the rows"); above it the validation rows are a tenth of the data and a second
   training run costs more than they add.
+- ``REGULARIZATION_MAX_ROWS``: runs on at most this many training + validation rows also
+  train their members with stronger regularization and keep the ensemble with the lower
+  validation loss (:mod:`ensembles.training.regularization`); above it a second ensemble
+  costs more than the regularization is likely to add.
 """
 
 from __future__ import annotations
@@ -26,3 +30,4 @@ MIN_VALIDATION_ROWS: Final = 200
 MAX_VALIDATION_FRACTION: Final = 0.2
 TEST_FRACTION: Final = 0.2
 REFIT_MAX_ROWS: Final = 10_000
+REGULARIZATION_MAX_ROWS: Final = 10_000

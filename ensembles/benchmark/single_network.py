@@ -11,8 +11,10 @@ from ensembles.benchmark.scoring import record_model, single_uncertainty
 from ensembles.data import split_dataset
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import SplitPredictions
+from ensembles.training.config import TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import (
+    TrainedMember,
     TrainingData,
     resolve_learning_rate,
     train_planned_member,
@@ -20,6 +22,11 @@ from ensembles.training.members import (
 from ensembles.training.pipeline import TrainRequest, load_dataset
 from ensembles.training.plans import MemberPlan, member_seed
 from ensembles.training.refit import refit_members, refit_problem
+from ensembles.training.regularization import (
+    choose_regularization,
+    members_validation_losses,
+    regularization_problem,
+)
 from ensembles.uncertainty import fit_variance_scale
 
 
@@ -47,7 +54,9 @@ def train_single_network(
     """Train one member network on the request's split for ``epochs`` epochs and score it.
 
     The split, network settings, learning rate and seed rule are those of
-    :func:`run_training` with the same request. ``epochs`` None trains by the budget rule,
+    :func:`run_training` with the same request; like the ensemble, it also tries stronger
+    regularization and keeps the better network on validation
+    (:mod:`ensembles.training.regularization`). ``epochs`` None trains by the budget rule,
     as a member does (the network stops when its validation loss stops improving, whatever
     the ensemble spent). It is one independent network, so it refits on training +
     validation rows when its own run passes the rule an independent member's would
@@ -74,14 +83,22 @@ def train_single_network(
     )
     train, validation, test = splits.train, splits.validation, splits.test
     data = TrainingData.from_splits(splits)
-    config, _ = resolve_learning_rate(data, request.config, request.seed)
-    config = config.with_overrides({"epochs": epochs})
     plan = MemberPlan(0, member_seed(request.seed, 0))
-    member = train_planned_member(plan, data, config)
+    n_rows = len(data.y_train) + len(data.y_val)
+
+    def train_with(settings: TrainConfig) -> TrainedMember:
+        resolved, _ = resolve_learning_rate(data, settings, request.seed)
+        return train_planned_member(plan, data, resolved)
+
+    given = request.config.with_overrides({"epochs": epochs})
+    problem = regularization_problem(request.regularization, given, [], n_rows)
+    member, chosen, _ = choose_regularization(
+        given, problem, train_with, lambda trained: members_validation_losses([trained], data)
+    )
+    config = chosen.with_overrides({"learning_rate": member.config.learning_rate})
     network = member.network(data)
     scale = _variance_scale(network, validation.X, validation.y)
     seconds = member.seconds
-    n_rows = len(data.y_train) + len(data.y_val)
     if refit_problem(request.refit, "repeat", config, n_rows, False, [member]) is None:
         # as the ensemble's members are: trained again on training + validation rows, the
         # variance calibrated on the first network's held-out errors

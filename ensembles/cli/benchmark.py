@@ -20,6 +20,7 @@ from ensembles.cli.common import (
 from ensembles.cli.options import (
     add_learning_options,
     add_network_options,
+    add_regularization_option,
     add_split_options,
     config_from_args,
 )
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="independent members trained again on training + validation rows, as "
         "ensembles-train --refit; the single network refits when its own run passes the rule",
     )
+    add_regularization_option(bench)
     bench.add_argument(
         "--calibrate",
         action="store_true",
@@ -158,6 +160,7 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         seed=args.seed,
         jobs=args.jobs,
         refit=args.refit,
+        regularization=args.regularization,
         calibrate=args.calibrate,
         config=config_from_args(args),
         validation_fraction=args.validation_fraction,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ensembles import defaults
-from ensembles.training.config import ACTIVATIONS, CLASS_WEIGHTS, OPTIMIZERS, TrainConfig
+from ensembles.training.config import (
+    ACTIVATIONS,
+    CLASS_WEIGHTS,
+    OPTIMIZERS,
+    REGULARIZATIONS,
+    STRONGER_REGULARIZATION,
+    TrainConfig,
+    settings_words,
+)
 
 #: The settings a flag left out stands for: the one place they are defined.
 _DEFAULT = TrainConfig()
@@ -52,6 +60,19 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULT.nll_beta,
         help="Gaussian head: train on beta-NLL, each row's NLL weighted by its predicted "
         "variance to this power (0: plain NLL; 0.5 keeps the mean from neglecting noisy rows)",
+    )
+
+
+def add_regularization_option(group: argparse._ActionsContainer) -> None:
+    """``--regularization``, for the commands that train whole ensembles."""
+    group.add_argument(
+        "--regularization",
+        default="auto",
+        choices=REGULARIZATIONS,
+        help=f"auto: on up to {defaults.REGULARIZATION_MAX_ROWS} rows, under the budget rule, "
+        "with activation, dropout and input noise at their defaults, also train the members "
+        f"with {settings_words(STRONGER_REGULARIZATION)} and keep the ensemble with the lower "
+        "validation loss; off: train the settings as given",
     )
 
 

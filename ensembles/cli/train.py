@@ -19,6 +19,7 @@ from ensembles.cli.common import (
 from ensembles.cli.options import (
     add_learning_options,
     add_network_options,
+    add_regularization_option,
     add_split_options,
     config_from_args,
 )
@@ -33,7 +34,7 @@ from ensembles.manifest import (
 from ensembles.markdown import format_table
 from ensembles.tabular import MISSING_LEVEL, OTHER_LEVEL
 from ensembles.training.budget import MIN_STEPS
-from ensembles.training.config import ENGINES, REFITS
+from ensembles.training.config import ENGINES, REFITS, settings_words
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from ensembles.training.pipeline import TrainReport, TrainRequest
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"the validation rows found: auto (under the budget rule, up to "
         f"{defaults.REFIT_MAX_ROWS} rows, members that peaked after {MIN_STEPS} steps), on, off",
     )
+    add_regularization_option(ensemble)
     ensemble.add_argument(
         "--ray-address",
         default=None,
@@ -196,6 +198,7 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         engine=args.engine,
         ray_address=args.ray_address,
         refit=args.refit,
+        regularization=args.regularization,
         config=config,
         options=options,
         validation_fraction=args.validation_fraction,
@@ -269,6 +272,14 @@ def _learning_line(manifest: Manifest) -> str:
         )
     elif budget:
         words += f"; budget: {budget['max_epochs']} epochs (given)"
+    choice = manifest.strategy.params.get("regularization") or {}
+    if choice.get("tried"):
+        losses = choice["validation_loss"]
+        words += (
+            f"; regularization: {choice['chosen']} kept (validation loss "
+            f"{losses['as given']:.4g} as given, {losses['stronger']:.4g} with "
+            f"{settings_words(choice['stronger'])}; {choice['seconds']:.1f} s)"
+        )
     refit = manifest.strategy.params.get("refit") or {}
     if refit.get("used"):
         words += (

@@ -44,7 +44,7 @@ from ensembles.reproduction import (
     save_test_outputs,
 )
 from ensembles.store import ModelStore
-from ensembles.training.config import Engine, Refit, TrainConfig
+from ensembles.training.config import Engine, Refit, Regularization, TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.network import MemberNetwork
@@ -55,6 +55,11 @@ from ensembles.training.preflight import (
     wants_weight_averaging,
 )
 from ensembles.training.refit import served_members
+from ensembles.training.regularization import (
+    choose_regularization,
+    members_validation_losses,
+    regularization_problem,
+)
 from ensembles.training.strategies import (
     INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
@@ -95,7 +100,11 @@ class TrainRequest:
         the validation rows found (``auto``: on small data under the budget rule, members
         that peaked after its minimum steps; see
         :func:`~ensembles.training.refit.refit_problem`).
-    config : TrainConfig of each member.
+    regularization : also train the members with stronger regularization and keep the
+        ensemble with the lower validation loss (``auto``: on small data under the budget
+        rule with activation, dropout and input noise at their defaults; see
+        :func:`~ensembles.training.regularization.regularization_problem`).
+    config : TrainConfig of each member (as given; the manifest records the one trained).
     options : StrategyOptions.
     combiners : names of the combiners to fit (None: every one that applies).
     default_combiner : overrides the automatic choice (mean unless a learned combiner beats
@@ -126,6 +135,7 @@ class TrainRequest:
     engine: Engine = "auto"
     ray_address: str | None = None
     refit: Refit = "auto"
+    regularization: Regularization = "auto"
     config: TrainConfig = field(default_factory=TrainConfig)
     options: StrategyOptions = field(default_factory=StrategyOptions)
     validation_fraction: float | None = None
@@ -190,18 +200,28 @@ def run_training(request: TrainRequest) -> TrainReport:
     check_before_training(request, splits)
     data = TrainingData.from_splits(splits)
     wants_averaging = wants_weight_averaging(request)
-    members, params = train_members(
-        request.strategy,
-        request.members,
-        data,
-        config,
-        request.seed,
-        request.options,
-        request.jobs,
-        request.progress,
-        request.engine,
-        request.ray_address,
+    n_rows = len(data.y_train) + len(data.y_val)
+    problem = regularization_problem(
+        request.regularization, config, request.options.variants, n_rows
     )
+    (members, params), config, regularization = choose_regularization(
+        config,
+        problem,
+        lambda settings: train_members(
+            request.strategy,
+            request.members,
+            data,
+            settings,
+            request.seed,
+            request.options,
+            request.jobs,
+            request.progress,
+            request.engine,
+            request.ray_address,
+        ),
+        lambda trained: members_validation_losses(trained[0], data),
+    )
+    params["regularization"] = regularization
     networks = [member.network(data) for member in members]
     averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
     served, served_networks, params["refit"] = served_members(
