@@ -357,6 +357,7 @@ def _score(folder: Path, manifest: Manifest, timing_repeats: int) -> dict[str, A
         "version": manifest.version,
         "n_members": manifest.n_members,
         "default_combiner": manifest.default_combiner,
+        "regularization": manifest.strategy.params.get("regularization"),
         "cost": cost,
         **scores,
     }

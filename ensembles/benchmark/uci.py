@@ -217,6 +217,7 @@ def run_setup(
         "validation_fraction": manifest.split.get("validation_fraction"),
         "epochs": float(max(epochs) if one_run else np.mean(epochs)),
         "config": manifest.training.get("config"),
+        "regularization": manifest.strategy.params.get("regularization"),
     }
     default = manifest.combiners[manifest.default_combiner]
     # The cross-fitted scores on the validation rows: what a choice between setups may read.
