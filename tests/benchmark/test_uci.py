@@ -147,6 +147,9 @@ def test_an_ensemble_run_records_its_cross_fitted_validation_scores(results: dic
         assert {"validation_rmse", "validation_gaussian_nll", "validation_coverage"} <= set(run)
         assert run["validation_rmse"] > 0 and np.isfinite(run["validation_gaussian_nll"])
         assert 0 <= run["validation_coverage"] <= 1
+        # the manifest's record of the regularization choice: this setup gives its epochs
+        assert run["regularization"]["tried"] is False
+        assert run["regularization"]["reason"].startswith("--epochs given")
         # the validation rows' scores, not the test rows' copied under another name
         assert run["validation_rmse"] != pytest.approx(run["rmse"], rel=1e-6)
     # two splits, two validation sets: the scores are of each run's own rows
