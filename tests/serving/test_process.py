@@ -201,6 +201,8 @@ def _requests_per_worker(folder) -> dict[str, float]:
     """Requests each worker counted: its own counter file in the multiprocess folder."""
     counts = {}
     for path in folder.glob("counter_*.db"):
+        if path.stat().st_size < 4:  # a worker has created its file but not sized it yet
+            continue
         values = MmapedDict.read_all_values_from_file(str(path))
         counts[path.stem.rsplit("_", 1)[-1]] = sum(
             value for key, value, *_ in values if '"ensembles_requests_total"' in key
