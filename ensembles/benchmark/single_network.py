@@ -91,7 +91,9 @@ def train_single_network(
         return train_planned_member(plan, data, resolved)
 
     given = request.config.with_overrides({"epochs": epochs})
-    problem = regularization_problem(request.regularization, given, [], n_rows)
+    problem = regularization_problem(
+        request.regularization, given, [], n_rows, request.pinned_settings
+    )
     member, chosen, _ = choose_regularization(
         given, problem, train_with, lambda trained: members_validation_losses([trained], data)
     )

@@ -23,6 +23,7 @@ from ensembles.cli.options import (
     add_regularization_option,
     add_split_options,
     config_from_args,
+    pinned_settings,
 )
 from ensembles.training.config import REFITS
 
@@ -161,6 +162,7 @@ def request_from_args(args: argparse.Namespace) -> BenchmarkRequest:
         jobs=args.jobs,
         refit=args.refit,
         regularization=args.regularization,
+        pinned_settings=pinned_settings(args),
         calibrate=args.calibrate,
         config=config_from_args(args),
         validation_fraction=args.validation_fraction,

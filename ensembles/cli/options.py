@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ensembles import defaults
 from ensembles.training.config import (
@@ -29,17 +30,19 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
         default=list(_DEFAULT.hidden_sizes),
         help="width of each hidden layer",
     )
+    # The three settings --regularization auto may strengthen default to None, so that a
+    # value given (even the default's) is told from one left out: see pinned_settings.
     network.add_argument(
         "--activation",
-        default=_DEFAULT.activation,
+        default=None,
         choices=ACTIVATIONS,
-        help="hidden-layer activation",
+        help=f"hidden-layer activation (default: {_DEFAULT.activation})",
     )
     network.add_argument(
         "--dropout",
         type=float,
-        default=_DEFAULT.dropout,
-        help="dropout after each hidden layer (0: none)",
+        default=None,
+        help=f"dropout after each hidden layer (0: none; default: {_DEFAULT.dropout})",
     )
     network.add_argument("--batch-norm", action="store_true", help="batch norm after each layer")
     network.add_argument(
@@ -70,7 +73,7 @@ def add_regularization_option(group: argparse._ActionsContainer) -> None:
         default="auto",
         choices=REGULARIZATIONS,
         help=f"auto: on up to {defaults.REGULARIZATION_MAX_ROWS} rows, under the budget rule, "
-        "with activation, dropout and input noise at their defaults, also train the members "
+        "with none of --activation, --dropout and --input-noise given, also train the members "
         f"with {settings_words(STRONGER_REGULARIZATION)} and keep the ensemble with the lower "
         "validation loss; off: train the settings as given",
     )
@@ -121,8 +124,9 @@ def add_learning_options(parser: argparse.ArgumentParser) -> None:
     learning.add_argument(
         "--input-noise",
         type=float,
-        default=_DEFAULT.input_noise,
-        help="standard deviation of Gaussian noise on the standardized inputs while training",
+        default=None,
+        help="standard deviation of Gaussian noise on the standardized inputs while training "
+        f"(default: {_DEFAULT.input_noise})",
     )
     learning.add_argument(
         "--class-weight",
@@ -168,8 +172,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` the network and learning options describe."""
     return TrainConfig(
         hidden_sizes=tuple(args.hidden_sizes),
-        activation=args.activation,
-        dropout=args.dropout,
+        activation=_given_or_default(args, "activation"),
+        dropout=_given_or_default(args, "dropout"),
         batch_norm=args.batch_norm,
         standardize=args.standardize,
         gaussian_head=args.gaussian_head,
@@ -182,6 +186,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         grad_clip=args.grad_clip,
         patience=args.patience,
-        input_noise=args.input_noise,
+        input_noise=_given_or_default(args, "input_noise"),
         class_weight=args.class_weight,
     )
+
+
+def pinned_settings(args: argparse.Namespace) -> tuple[str, ...]:
+    """The settings of :data:`STRONGER_REGULARIZATION` the user gave, at any value.
+
+    ``--regularization auto`` leaves them as given: ``--dropout 0.2`` pins the dropout as
+    much as ``--dropout 0.1`` does, though 0.2 is the default.
+    """
+    return tuple(name for name in STRONGER_REGULARIZATION if getattr(args, name) is not None)
+
+
+def _given_or_default(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name)
+    return getattr(_DEFAULT, name) if value is None else value

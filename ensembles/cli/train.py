@@ -22,6 +22,7 @@ from ensembles.cli.options import (
     add_regularization_option,
     add_split_options,
     config_from_args,
+    pinned_settings,
 )
 from ensembles.default_choice import FAMILY_ERROR
 from ensembles.errors import ConfigError
@@ -199,6 +200,7 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         ray_address=args.ray_address,
         refit=args.refit,
         regularization=args.regularization,
+        pinned_settings=pinned_settings(args),
         config=config,
         options=options,
         validation_fraction=args.validation_fraction,

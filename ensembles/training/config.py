@@ -40,7 +40,7 @@ REFITS: tuple[str, ...] = get_args(Refit)
 #: Whether a run on small data also trains its members with :data:`STRONGER_REGULARIZATION`
 #: and keeps whichever ensemble has the lower validation loss
 #: (:mod:`ensembles.training.regularization`): ``auto`` under the budget rule when
-#: activation, dropout and input noise are at their defaults, ``off`` never.
+#: none of activation, dropout and input noise is given, ``off`` never.
 Regularization = Literal["auto", "off"]
 REGULARIZATIONS: tuple[str, ...] = get_args(Regularization)
 #: The stronger settings ``--regularization auto`` tries: what Boston housing wants and

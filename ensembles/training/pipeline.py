@@ -102,8 +102,10 @@ class TrainRequest:
         :func:`~ensembles.training.refit.refit_problem`).
     regularization : also train the members with stronger regularization and keep the
         ensemble with the lower validation loss (``auto``: on small data under the budget
-        rule with activation, dropout and input noise at their defaults; see
+        rule with none of activation, dropout and input noise given; see
         :func:`~ensembles.training.regularization.regularization_problem`).
+    pinned_settings : names of those three settings the user gave, whatever their value:
+        ``auto`` leaves the members' settings as given when there is any.
     config : TrainConfig of each member (as given; the manifest records the one trained).
     options : StrategyOptions.
     combiners : names of the combiners to fit (None: every one that applies).
@@ -136,6 +138,7 @@ class TrainRequest:
     ray_address: str | None = None
     refit: Refit = "auto"
     regularization: Regularization = "auto"
+    pinned_settings: tuple[str, ...] = ()
     config: TrainConfig = field(default_factory=TrainConfig)
     options: StrategyOptions = field(default_factory=StrategyOptions)
     validation_fraction: float | None = None
@@ -202,7 +205,11 @@ def run_training(request: TrainRequest) -> TrainReport:
     wants_averaging = wants_weight_averaging(request)
     n_rows = len(data.y_train) + len(data.y_val)
     problem = regularization_problem(
-        request.regularization, config, request.options.variants, n_rows
+        request.regularization,
+        config,
+        request.options.variants,
+        n_rows,
+        request.pinned_settings,
     )
     (members, params), config, regularization = choose_regularization(
         config,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,7 +38,11 @@ RULE = "the lower cross-fitted validation loss of the members' equal-weight mean
 
 
 def regularization_problem(
-    rule: Regularization, config: TrainConfig, variants: list[dict[str, Any]], n_rows: int
+    rule: Regularization,
+    config: TrainConfig,
+    variants: list[dict[str, Any]],
+    n_rows: int,
+    pinned: Collection[str] = (),
 ) -> str | None:
     """Why a run trains only the settings as given; None when ``auto`` tries stronger ones.
 
@@ -52,6 +56,9 @@ def regularization_problem(
         ``repeat`` setting variants (each member trains as its variant says).
     n_rows : int
         Training + validation rows.
+    pinned : collection of str
+        Settings of :data:`~ensembles.training.config.STRONGER_REGULARIZATION` the user
+        gave, whatever their value (a setting away from its default counts as given too).
     """
     if rule == "off":
         return "--regularization off"
@@ -61,7 +68,9 @@ def regularization_problem(
         return "setting variants given: each member trains as its variant says"
     default = TrainConfig()
     given = [
-        name for name in STRONGER_REGULARIZATION if getattr(config, name) != getattr(default, name)
+        name
+        for name in STRONGER_REGULARIZATION
+        if name in pinned or getattr(config, name) != getattr(default, name)
     ]
     if given:
         words = ", ".join(name.replace("_", " ") for name in given)

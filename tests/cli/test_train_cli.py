@@ -262,3 +262,19 @@ def test_learning_rate_and_epochs_default_to_auto_and_take_numbers() -> None:
     assert request_from_args(build_parser().parse_args(["--learning-rate", "AUTO"])).config == (
         defaults.config
     )
+
+
+def test_a_regularization_setting_given_at_its_default_value_is_still_pinned() -> None:
+    from ensembles.cli.train import build_parser, request_from_args
+    from ensembles.training.regularization import regularization_problem
+
+    left_out = request_from_args(build_parser().parse_args([]))
+    given = ["--dropout", "0.2", "--activation", "relu", "--input-noise", "0"]
+    pinned = request_from_args(build_parser().parse_args(given))
+    assert pinned.config == left_out.config  # the values are the defaults ...
+    assert left_out.pinned_settings == ()
+    assert set(pinned.pinned_settings) == {"dropout", "activation", "input_noise"}
+    # ... and still the stronger settings are not tried over them.
+    assert regularization_problem("auto", left_out.config, [], 500) is None
+    problem = regularization_problem("auto", pinned.config, [], 500, pinned.pinned_settings)
+    assert problem is not None and "dropout" in problem and "given" in problem
