@@ -133,20 +133,42 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         raise UnsupportedEncodingError(
             f"unsupported Content-Encoding '{encoding}'; use gzip, deflate or none"
         )
-    attempts = [16 + zlib.MAX_WBITS] if encoding == "gzip" else [zlib.MAX_WBITS, -zlib.MAX_WBITS]
-    for wbits in attempts:
+    if encoding == "gzip":
+        return _inflate(body, 16 + zlib.MAX_WBITS, max_bytes, encoding)
+    try:
+        return _inflate(body, zlib.MAX_WBITS, max_bytes, encoding)
+    except InvalidRequestError:
+        return _inflate(body, -zlib.MAX_WBITS, max_bytes, encoding)  # raw deflate
+
+
+def _inflate(body: bytes, wbits: int, max_bytes: int, encoding: str) -> bytes:
+    """``body`` inflated, every stream of it (gzip allows several members) to its end."""
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
         inflater = zlib.decompressobj(wbits)
         try:
-            data = inflater.decompress(body, max_bytes + 1)
+            part = inflater.decompress(rest, max_bytes - size + 1)
         except zlib.error as exc:
-            error = exc
-            continue
-        if len(data) > max_bytes or inflater.unconsumed_tail:
+            raise InvalidRequestError(f"request body is not valid {encoding} data: {exc}") from None
+        size += len(part)
+        if size > max_bytes or inflater.unconsumed_tail:
             raise BodyTooLargeError(
                 f"decompressed request body is larger than the limit of {max_bytes} bytes"
             )
-        return data
-    raise InvalidRequestError(f"request body is not valid {encoding} data: {error}")
+        if not inflater.eof:
+            raise InvalidRequestError(
+                f"request body is not valid {encoding} data: the stream is cut short"
+            )
+        parts.append(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if encoding != "gzip":
+            raise InvalidRequestError(
+                f"request body is not valid {encoding} data: bytes after the end of the stream"
+            )
 
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
@@ -177,7 +199,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
     text = header_length.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() also takes '²'.
         raise InvalidRequestError(
             f"Inference-Header-Content-Length must be a non-negative integer; got {text!r}"
         )

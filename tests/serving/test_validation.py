@@ -129,6 +129,15 @@ def test_unsupported_content_encoding_is_415_naming_it(client, path):
     assert client.get("/v2/health/live").status_code == 200
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(client):
+    body = v2([json_input([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], (2, 4))])
+    half = len(body) // 2  # RFC 1952: a gzip file is one or more members, one after another
+    content = gzip.compress(body[:half]) + gzip.compress(body[half:])
+    response = client.post(INFER, content=content, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"][0] == 2
+
+
 def test_v1_bad_gzip_is_400(client):
     response = client.post(
         "/v1/ensembles/toy/predict", content=b"nope", headers={"Content-Encoding": "gzip"}
@@ -266,6 +275,38 @@ V2_CASES = [
         {HEADER: "-5"},
         400,
         "must be a non-negative integer",
+    ),
+    (
+        "superscript digit as header length",  # str.isdigit() is true for it; int() is not
+        INFER,
+        binary_body(X2)[0],
+        {HEADER: b"\xb2"},
+        400,
+        "must be a non-negative integer",
+    ),
+    (
+        "gzip cut short",
+        INFER,
+        gzip.compress(v2())[:-8],
+        {"Content-Encoding": "gzip"},
+        400,
+        "not valid gzip data: the stream is cut short",
+    ),
+    (
+        "bytes after the gzip stream",
+        INFER,
+        gzip.compress(v2()) + b"GARBAGE",
+        {"Content-Encoding": "gzip"},
+        400,
+        "not valid gzip data",
+    ),
+    (
+        "bytes after the deflate stream",
+        INFER,
+        zlib.compress(v2()) + b"GARBAGE",
+        {"Content-Encoding": "deflate"},
+        400,
+        "not valid deflate data",
     ),
     (
         "binary size mismatch",
