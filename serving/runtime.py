@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 LABEL = "label"
 
-#: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch.
+#: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch
+#: of answered requests (refused ones are left out).
 PredictionHook = Callable[["EnsembleRuntime", np.ndarray, "Prediction", list[int]], None]
 
 
@@ -62,7 +63,8 @@ class EnsembleRuntime:
         ``on_prediction(runtime, X, prediction, request_rows)``, called by
         :meth:`predict_async` once per combined batch (where the batch runs) with
         the rows, the combined prediction and the row count of each request in it (for
-        metrics: request sizes, variance histogram, drift). Not called by :meth:`predict`.
+        metrics: request sizes, variance histogram, drift); a request refused for
+        non-finite outputs is not reported. Not called by :meth:`predict`.
 
     Notes
     -----
@@ -374,9 +376,9 @@ class EnsembleRuntime:
     ) -> Prediction:
         """One request without micro-batching (worker thread), reported to the hook."""
         prediction = self._run_one(X, name, members, uncertainty)
-        self._report(X, prediction, [len(X)])
         if bad := prediction.nonfinite_rows():
-            raise _nonfinite_error(bad)
+            raise _nonfinite_error(bad)  # refused rows stay out of the metrics and drift
+        self._report(X, prediction, [len(X)])
         return prediction
 
     def _run_one(
@@ -399,6 +401,26 @@ class EnsembleRuntime:
             self._on_prediction(self, X, prediction, request_rows)
         except Exception:  # metrics must never fail a prediction
             logger.exception("on_prediction hook failed")
+
+    def _report_served(
+        self,
+        X: np.ndarray,
+        combined: Prediction,
+        spans: list[tuple[int, int]],
+        results: list[Prediction | Exception],
+        refused: bool,
+    ) -> None:
+        """Report the requests of one combine that are answered, not the refused ones.
+
+        A refused row (its outputs not finite, e.g. inputs near float32's limit) would
+        otherwise stay in the drift windows for tens of thousands of rows.
+        """
+        if not refused:  # the common case: one report for the whole combine
+            self._report(X, combined, [stop - start for start, stop in spans])
+            return
+        for (start, stop), result in zip(spans, results, strict=True):
+            if not isinstance(result, Exception):
+                self._report(X[start:stop], combined.rows(start, stop), [stop - start])
 
     def _get_batcher(self) -> Any:
         if self._batcher is None and self.batching:
@@ -437,7 +459,7 @@ class EnsembleRuntime:
                 rule = self.combiners[name]
                 averaged = self._run_averaged(rule, Xg)
                 combined = self._finish(Xg, name, og, vg, averaged, False, uncertainty)
-                self._report(Xg, combined, [stop - start for start, stop in local])
+                refused = False
                 for i, (start, stop) in zip(indices, local, strict=True):
                     part = combined.rows(start, stop)
                     if spans[i][0][2]:  # per-member outputs asked for
@@ -446,6 +468,8 @@ class EnsembleRuntime:
                         part.member_variances = None if variances is None else variances[:, a:b]
                     bad = part.nonfinite_rows()
                     results[i] = _nonfinite_error(bad) if bad else part
+                    refused = refused or bool(bad)
+                self._report_served(Xg, combined, local, [results[i] for i in indices], refused)
             except Exception as exc:
                 for i in indices:
                     results[i] = exc

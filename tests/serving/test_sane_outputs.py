@@ -73,6 +73,33 @@ def test_one_bad_request_in_a_micro_batch_fails_alone(synthetic_store: ModelStor
         assert np.isfinite(results[index].combined).all()
 
 
+@pytest.mark.parametrize("batching", [True, False])  # in a micro-batch, and alone
+def test_refused_requests_stay_out_of_the_metrics(synthetic_store: ModelStore, batching):
+    """A refused row's z-score of ~1e38 would hold the drift signal up for ~1e5 rows."""
+    reported: list[tuple[np.ndarray, list[int]]] = []
+    runtime = EnsembleRuntime.load(
+        synthetic_store,
+        "reg",
+        1,
+        batching=batching,
+        max_wait_ms=20.0,
+        on_prediction=lambda _, X, __, request_rows: reported.append((X, request_rows)),
+    )
+
+    async def burst() -> list[object]:
+        requests = [np.array(_rows(4, (0,) if i == 2 else ()), dtype=np.float32) for i in range(5)]
+        results = await asyncio.gather(
+            *(runtime.predict_async(X) for X in requests), return_exceptions=True
+        )
+        await runtime.aclose()
+        return results
+
+    results = asyncio.run(burst())
+    assert isinstance(results[2], InvalidRequestError)
+    assert sorted(n for _, rows in reported for n in rows) == [4, 4, 4, 4]
+    assert max(float(np.abs(X).max()) for X, _ in reported) < HUGE
+
+
 def test_rows_far_outside_the_training_range_are_served_and_counted(client):
     def counted() -> float:
         prefix = 'ensembles_out_of_range_rows_total{ensemble="toy"}'
