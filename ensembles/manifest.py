@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ensembles.errors import IntegrityError
 from ensembles.tabular import TabularSpec
@@ -36,6 +43,15 @@ class InputSpec(_Model):
     name: str = "input"
     dtype: Literal["float32"] = "float32"
     feature_names: list[str]
+
+    @field_validator("feature_names")
+    @classmethod
+    def _names_differ(cls, names: list[str]) -> list[str]:
+        """Each feature has its own name (a record's columns are matched by name)."""
+        if len(set(names)) != len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"feature names must differ; {', '.join(map(repr, twice))} repeat")
+        return names
 
     @property
     def n_features(self) -> int:
@@ -207,6 +223,21 @@ class Manifest(_Model):
     split: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_label_per_output(self) -> Manifest:
+        """``classes`` names every output once (the label served for each class index)."""
+        if self.classes is not None:
+            if self.task != "classification":
+                raise ValueError("classes are for classification; this task is regression")
+            if len(self.classes) != self.output.n_outputs:
+                raise ValueError(
+                    f"classes has {len(self.classes)} labels for {self.output.n_outputs} "
+                    "outputs; it needs one per output"
+                )
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("class labels must differ")
+        return self
 
     @property
     def n_members(self) -> int:

@@ -40,6 +40,15 @@ def _list_a_file_outside(folder: Path, manifest: dict[str, Any]) -> None:
     manifest["files"]["../../../etc/hostname"] = "0" * 64
 
 
+def _one_label_short(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest["classes"] = manifest["classes"][:-1]
+
+
+def _repeated_feature_name(folder: Path, manifest: dict[str, Any]) -> None:
+    names = manifest["input"]["feature_names"]
+    manifest["input"]["feature_names"] = [names[0]] * len(names)
+
+
 def _member_as_a_link(folder: Path, manifest: dict[str, Any]) -> None:
     member = folder / manifest["members"][0]["file"]
     member.unlink()
@@ -106,6 +115,18 @@ FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
         1,
         "toy/2/manifest.json is invalid at 'files': Value error, '../../../etc/hostname' is "
         "not a relative path inside the version folder",
+    ),
+    "a class label short": (
+        lambda store: publish_copy(store, "toy", _one_label_short),
+        1,
+        "toy/2/manifest.json is invalid at '(root)': Value error, classes has 2 labels for 3 "
+        "outputs; it needs one per output",
+    ),
+    "a repeated feature name": (
+        lambda store: publish_copy(store, "toy", _repeated_feature_name),
+        1,
+        "toy/2/manifest.json is invalid at 'input.feature_names': Value error, feature names "
+        "must differ; 'x0' repeat",
     ),
     "member replaced by a link": (
         lambda store: publish_copy(store, "toy", _member_as_a_link),
