@@ -178,10 +178,16 @@ def verify_combiners(
     Raises
     ------
     IntegrityError
-        Naming the first combiner that does not reproduce.
+        Naming the first combiner that does not reproduce, or cannot run.
     """
     for name, combiner in combiners.items():
-        check_reproduction(name, combiner.combine(test.member_preds, test.X), expected)
+        try:
+            outputs = combiner.combine(test.member_preds, test.X)
+        except (TypeError, ValueError, IndexError) as exc:  # a state of the wrong shape
+            raise IntegrityError(
+                f"combiner '{name}' cannot run on the stored test rows: {exc}"
+            ) from exc
+        check_reproduction(name, outputs, expected)
 
 
 def stored_test_data(stored: StoredVersion) -> tuple[HeldoutPredictions, dict[str, np.ndarray]]:

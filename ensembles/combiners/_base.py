@@ -314,6 +314,11 @@ class Combiner:
                     f"The fitted state of {name} is missing the key {exc.args[0]!r}; "
                     "save it again with to_state()."
                 ) from exc
+            except (TypeError, ValueError) as exc:  # e.g. a weight that is not a number
+                raise ConfigError(
+                    f"The fitted state of {name} is malformed ({exc}); save it again with "
+                    "to_state()."
+                ) from exc
         return combiner
 
     # -- checks ------------------------------------------------------------------------

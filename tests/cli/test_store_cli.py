@@ -57,22 +57,36 @@ def test_a_missing_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err == f"error: {tmp_path / 'nowhere'} is not a folder: there is no model store there\n"
 
 
+def _swap_ends(weights: list) -> list:
+    return [weights[-1], *weights[1:-1], weights[0]]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "words"),
+    [
+        (_swap_ends, "combiner 'blend' does not reproduce its stored test"),
+        (lambda weights: "abc", "combiner 'blend' cannot be rebuilt: The fitted state of"),
+        (lambda weights: weights[:-1], "combiner 'blend' cannot run on the stored test rows"),
+    ],
+    ids=["other weights", "not numbers", "one weight short"],
+)
 def test_a_tampered_combiner_with_a_consistent_checksum_fails_the_check(
-    trained_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper, words
 ) -> None:
-    """Checksums agree after a careful edit; only re-running the combiner can tell."""
+    """Checksums agree after a careful edit; only rebuilding and re-running the combiner
+    can tell, and a malformed state is one line like any other fault, not a traceback."""
     root = tmp_path / "store"
     shutil.copytree(trained_store / "diabetes", root / "diabetes")
     manifest_path = root / "diabetes" / "1" / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
-    weights = manifest["combiners"]["blend"]["state"]["fitted"]["weights"]
-    weights[0], weights[-1] = weights[-1], weights[0]
+    fitted = manifest["combiners"]["blend"]["state"]["fitted"]
+    fitted["weights"] = tamper(fitted["weights"])
     text = json.dumps(manifest)
     manifest_path.write_text(text)
     (manifest_path.parent / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
     assert main(["check", "--store", str(root)]) == 1
     line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("diabetes/1: combiner 'blend' does not reproduce its stored test")
+    assert line.startswith(f"diabetes/1: {words}"), line
 
 
 def test_a_publish_in_progress_is_not_a_leftover(
