@@ -15,6 +15,7 @@ import numpy as np
 
 from ensembles.errors import ConfigError, DataError
 from ensembles.tabular import (
+    FLOAT32_MAX,
     MISSING_TOKENS,
     ColumnSpec,
     DroppedColumn,
@@ -144,8 +145,11 @@ def read_csv_table(
             dropped.append(DroppedColumn(name=name, reason=reason))
             logger.warning("dropped column '%s' of %s: %s", name, path.name, reason)
             continue
-        if kind == "numeric" and np.isinf(cells).any():
-            raise DataError(f"infinite values in {path.name}, column '{name}'")
+        if kind == "numeric" and (np.abs(cells) > FLOAT32_MAX).any():  # NaN: an empty cell
+            raise DataError(
+                f"infinite values in {path.name}, column '{name}', or values beyond float32's "
+                f"range (±{FLOAT32_MAX:.3g}), which the members compute in"
+            )
         table[name] = cells
         true, false = tokens or (None, None)
         columns.append(ColumnSpec(name=name, kind=kind, true_token=true, false_token=false))

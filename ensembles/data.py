@@ -12,7 +12,7 @@ from ensembles import defaults
 from ensembles.csv_table import read_csv_table
 from ensembles.errors import ConfigError, DataError
 from ensembles.manifest import Task
-from ensembles.tabular import Table, TabularSpec, fit_spec
+from ensembles.tabular import FLOAT32_MAX, Table, TabularSpec, fit_spec
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "blobs", "regression")
 _MAX_CLASSES_FOR_NUMERIC_TARGET = 20
@@ -340,7 +340,14 @@ def _classification(
 def _regression(
     X: np.ndarray, y: np.ndarray, features: list[str], source: str, **table: Any
 ) -> Dataset:
-    values = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+    values = np.asarray(y, dtype=float).reshape(len(y), -1)
+    if not (np.abs(values) <= FLOAT32_MAX).all():  # infinite, NaN or too large for float32
+        bad = values[~(np.abs(values) <= FLOAT32_MAX)]
+        raise DataError(
+            f"the target of {source} has {bad.size} value(s) that are not finite numbers "
+            f"within float32's range (±{FLOAT32_MAX:.3g}), e.g. {float(bad[0]):g}"
+        )
+    values = values.astype(np.float32)
     return Dataset(X.astype(np.float32), values, "regression", features, None, source, **table)
 
 

@@ -78,7 +78,8 @@ BOOLEAN_TOKENS: tuple[tuple[str, str], ...] = (
     ("1", "0"),
 )
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The largest magnitude a member's float32 input holds; beyond it a value becomes inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TRUE = frozenset(true for true, _ in BOOLEAN_TOKENS)
 _FALSE = frozenset(false for _, false in BOOLEAN_TOKENS)
 
@@ -400,7 +401,7 @@ def _coerce(column: ColumnSpec, values: Sequence[Any] | np.ndarray, where: str) 
         if column.kind == "categorical":
             return np.array([_category(column, v, where) for v in values.tolist()], dtype=object)
         cells = values.astype(np.float64).reshape(-1)
-        odd = ~(np.abs(cells) <= _FLOAT32_MAX)  # infinite, too large for float32, or NaN
+        odd = ~(np.abs(cells) <= FLOAT32_MAX)  # infinite, too large for float32, or NaN
         if column.fill is not None:
             odd &= ~np.isnan(cells)  # missing: filled
         if column.kind == "boolean":
@@ -454,7 +455,7 @@ def _number(column: ColumnSpec, cell: Any, where: str) -> float:
     if isinstance(cell, bool) or not isinstance(cell, int | float):
         raise _type_error(column, cell, "a number or null", where)
     value = float(cell)
-    if not abs(value) <= _FLOAT32_MAX:  # members compute in float32
+    if not abs(value) <= FLOAT32_MAX:  # members compute in float32
         raise _type_error(column, cell, "a finite float32 number or null", where)
     return value
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ensembles.tabular import FLOAT32_MAX
 from serving.errors import BodyTooLargeError, InvalidRequestError, UnsupportedEncodingError
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -32,12 +33,11 @@ NUMPY_TYPES: dict[str, str] = {
     "FP64": "<f8",
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES", "BF16")
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: JSON schema of a float32 value: a JSON number that stays finite once cast to float32.
 FLOAT32_SCHEMA: dict[str, Any] = {
     "type": "number",
-    "minimum": -_FLOAT32_MAX,
-    "maximum": _FLOAT32_MAX,
+    "minimum": -FLOAT32_MAX,
+    "maximum": FLOAT32_MAX,
 }
 
 

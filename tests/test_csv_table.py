@@ -311,9 +311,19 @@ def test_one_missing_numeric_cell_needs_the_encoding(tmp_path: Path) -> None:
     np.testing.assert_array_equal(dataset.X[0], [20.0, 0.0, 1.0])
 
 
-def test_infinite_numbers_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="^infinite values in inf.csv, column 'x'$"):
-        read_csv_table(write(tmp_path / "inf.csv", ["x,label", "1,a", "inf,b"]), "label")
+@pytest.mark.parametrize("value", ["inf", "-1e300"])  # 1e300 is finite, but inf in float32
+def test_infinite_numbers_are_refused(tmp_path: Path, value: str) -> None:
+    refused = "^infinite values in inf.csv, column 'x', or values beyond float32's range"
+    with pytest.raises(DataError, match=refused):
+        read_csv_table(write(tmp_path / "inf.csv", ["x,label", "1,a", f"{value},b"]), "label")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300"])  # "nan" reads as an empty cell
+def test_a_regression_target_beyond_float32_is_refused(tmp_path: Path, value: str) -> None:
+    rows = [f"{i},{i * 0.5}" for i in range(30)] + [f"30,{value}"]
+    path = write(tmp_path / "reg.csv", ["x,y", *rows])
+    with pytest.raises(DataError, match="the target of .*reg.csv has 1 value.* within float32"):
+        load_csv(path, "y", task="regression")
 
 
 # --- statistics come from the training rows only --------------------------------------------
