@@ -22,7 +22,6 @@ from starlette.routing import Route
 from ensembles.errors import NotFoundError, StoreError
 from ensembles.manifest import StrategyInfo, Task
 from ensembles.store import validate_name
-from serving.columns import encode_off_loop
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -30,6 +29,7 @@ from serving.errors import (
     UnauthorizedError,
     error_responses,
 )
+from serving.offload import body_is_large, encode_off_loop, run_sized
 from serving.registry import EnsembleRegistry, LoadState
 from serving.routing import (
     BODY_ERRORS,
@@ -458,12 +458,12 @@ def parse_predict_body(raw: bytes) -> PredictRequest:
 
 async def _lean_predict(request: Request) -> Response:
     await require_token(request)
-    raw = decompress(
-        await request.body(),
-        request.headers.get("content-encoding"),
-        request.app.state.settings.max_body_bytes,
+    raw, encoding = await request.body(), request.headers.get("content-encoding")
+    limit = request.app.state.settings.max_body_bytes
+    body = await run_sized(
+        body_is_large(raw, encoding),
+        lambda: parse_predict_body(decompress(raw, encoding, limit)),
     )
-    body = parse_predict_body(raw)
     return await _predict(request.app.state.registry, request.path_params["name"], body, request)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ensembles.store import VERSION_PATTERN
-from serving.columns import encode_off_loop
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -19,6 +19,7 @@ from serving.errors import (
     error_responses,
 )
 from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
+from serving.offload import body_is_large, encode_off_loop, run_sized
 from serving.registry import EnsembleRegistry
 from serving.routing import (
     LOOKUP_ERRORS,
@@ -33,6 +34,7 @@ from serving.runtime import LABEL, EnsembleRuntime, Prediction
 from serving.security import require_token
 from serving.v2_codec import (
     HEADER_LENGTH,
+    InferRequest,
     decode_infer_request,
     decompress,
     encode_infer_response,
@@ -53,7 +55,8 @@ from serving.v2_schema import (
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 SERVER_NAME = "ensembles"
-SERVER_VERSION = "0.1.0"
+#: The installed distribution's version (``pyproject.toml``), not a copy of it.
+SERVER_VERSION = version(SERVER_NAME)
 EXTENSIONS = ["binary_tensor_data"]
 #: The codec decodes at most this many full requests' worth of elements per input
 #: (``max_batch_rows * n_features`` each). It bounds decoding memory while leaving
@@ -254,22 +257,24 @@ async def _infer(
     request: Request, registry: EnsembleRegistry, name: str, version: str | None
 ) -> Response:
     settings = request.app.state.settings
-    body = decompress(
-        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
-    )
+    raw, encoding = await request.body(), request.headers.get("content-encoding")
     runtime = await registry.get(name, parse_version(version))
     mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
     specs = runtime.output_specs
-    parsed = decode_infer_request(
-        body,
-        request.headers.get(HEADER_LENGTH),
-        name,
-        runtime.input_meta,
-        specs.keys(),
-        max_elements=_DECODE_HEADROOM
-        * settings.max_batch_rows
-        * (1 if runtime.table_input.is_table else runtime.n_features),
-    )
+
+    def decode() -> InferRequest:
+        return decode_infer_request(
+            decompress(raw, encoding, settings.max_body_bytes),
+            request.headers.get(HEADER_LENGTH),
+            name,
+            runtime.input_meta,
+            specs.keys(),
+            max_elements=_DECODE_HEADROOM
+            * settings.max_batch_rows
+            * (1 if runtime.table_input.is_table else runtime.n_features),
+        )
+
+    parsed = await run_sized(body_is_large(raw, encoding), decode)
     if parsed.id is not None and request.headers.get("x-request-id") is None:
         mark_served(request, runtime.name, runtime.version, parsed.id)
     combiner = parsed.parameters.get(COMBINER_PARAMETER)

@@ -8,8 +8,7 @@ encoding is :mod:`ensembles.tabular`'s, the one training used.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,19 +32,6 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "boolean": ("BYTES", ("BOOL", "INT64", "INT32", "FP64", "FP32")),
     "categorical": ("BYTES", ("INT64", "INT32")),
 }
-
-
-#: Requests of more rows are encoded in a worker thread, so the event loop keeps answering
-#: (4,096 records of 20 columns take about 60 ms); smaller ones skip the thread hop.
-INLINE_ROWS = 256
-
-
-async def encode_off_loop(encode: Callable[[Any], EncodedTable], rows: Any) -> EncodedTable:
-    """``encode(rows)``: inline for small requests, in a worker thread for large ones."""
-    size = len(rows) if isinstance(rows, list) else max((len(v) for v in rows.values()), default=0)
-    if size <= INLINE_ROWS:
-        return encode(rows)
-    return await asyncio.to_thread(encode, rows)
 
 
 class TableInput:
