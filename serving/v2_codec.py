@@ -245,7 +245,14 @@ def _decode_input(
     binary: memoryview,
     offset: int,
     max_elements: int,
+    literals: bool,
 ) -> tuple[np.ndarray, int]:
+    """One input as an array, checked against its metadata.
+
+    ``literals``: the JSON header holds ``true`` or ``false`` somewhere, so numeric
+    ``data`` is checked for booleans (numpy reads ``[true, 2.0]`` as ``[1.0, 2.0]``);
+    without, the check is skipped (it costs a pass over every value in Python).
+    """
     datatype = entry.get("datatype")
     if datatype not in DATATYPES:
         raise InvalidRequestError(
@@ -308,16 +315,30 @@ def _decode_input(
     if meta.column and datatype.startswith("FP") and array.dtype.kind == "O":
         array = _with_missing(array, name)
     kinds = "b" if datatype == "BOOL" else "iuf" if datatype.startswith("FP") else "iu"
-    if array.size and array.dtype.kind not in kinds:
+    mixed = literals and datatype != "BOOL" and _holds_booleans(entry["data"])
+    if array.size and (array.dtype.kind not in kinds or mixed):
+        got = "booleans among them" if mixed else f"{array.dtype.kind!r} values"
         raise InvalidRequestError(
-            f"'data' of input '{name}' must hold {datatype} numbers; got {array.dtype.kind!r} "
-            "values (strings, booleans or objects)"
+            f"'data' of input '{name}' must hold {datatype} numbers; got {got} "
+            "(strings, booleans or objects)"
         )
     if array.size != count:
         raise InvalidRequestError(
             f"input '{name}' has {array.size} values but shape {list(shape)} needs {count}"
         )
     return array.astype(dtype, copy=False).reshape(shape), offset
+
+
+def _holds_booleans(data: Any) -> bool:
+    """Whether JSON ``data`` (a number or nested lists of them) holds a boolean."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if type(value) is bool:
+            return True
+        if type(value) is list:
+            pending.extend(value)
+    return False
 
 
 def _with_missing(array: np.ndarray, name: str) -> np.ndarray:
@@ -423,6 +444,7 @@ def decode_infer_request(
         raise InvalidRequestError(f"'inputs' must be a non-empty list for model '{model}'")
     decoded: dict[str, np.ndarray] = {}
     offset, view = 0, memoryview(binary)
+    literals = b"true" in header or b"false" in header  # a fast scan; see _decode_input
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InvalidRequestError("every input needs a 'name' string")
@@ -432,7 +454,7 @@ def decode_infer_request(
         if name in decoded:
             raise InvalidRequestError(f"input '{name}' appears twice in the request")
         decoded[name], offset = _decode_input(
-            entry, name, inputs[name], model, view, offset, max_elements
+            entry, name, inputs[name], model, view, offset, max_elements, literals
         )
     if len(decoded) != len(inputs):
         raise InvalidRequestError(
@@ -459,7 +481,7 @@ def _requested_outputs(
     request: dict[str, Any], model: str, known: AbstractSet[str], default_binary: bool
 ) -> list[RequestedOutput] | None:
     entries = request.get("outputs")
-    if entries is None:
+    if entries is None or entries == []:  # none named: every output, as Triton answers
         return None
     if not isinstance(entries, list):
         raise InvalidRequestError("'outputs' must be a list")

@@ -201,7 +201,7 @@ INFER_BODY: dict[str, Any] = {
                     "outputs": {
                         "type": "array",
                         "description": "Outputs to return, each once; all but per-member ones "
-                        "if omitted. Model metadata lists those of each model.",
+                        "if omitted or empty. Model metadata lists those of each model.",
                         "items": {
                             "type": "object",
                             "required": ["name"],

@@ -277,6 +277,14 @@ V2_CASES = [
         "must be a non-negative integer",
     ),
     (
+        "booleans among FP32 numbers",  # numpy alone would read true as 1.0
+        INFER,
+        v2([json_input([True, 2.0, 3.0, 4.0])]),
+        None,
+        400,
+        "'data' of input 'input' must hold FP32 numbers",
+    ),
+    (
         "superscript digit as header length",  # str.isdigit() is true for it; int() is not
         INFER,
         binary_body(X2)[0],
@@ -571,3 +579,10 @@ def test_full_queue_answers_503_and_the_server_stays_live(synthetic_store):
             )
         assert http.get("/v2/health/live").status_code == 200
         assert http.post("/v1/ensembles/toy/predict", json=rows).status_code == 200
+
+
+def test_an_empty_outputs_list_asks_for_every_output_as_triton_answers(client):
+    every = client.post(INFER, content=v2()).json()["outputs"]
+    none_named = client.post(INFER, content=v2(outputs=[])).json()["outputs"]
+    assert [o["name"] for o in none_named] == [o["name"] for o in every]
+    assert len(every) > 1
