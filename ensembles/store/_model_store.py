@@ -7,6 +7,7 @@ lists against its sha256, each file read once and those very bytes handed out.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -107,6 +108,33 @@ class ModelStore:
             bucket does not exist (the message names the URL).
         """
         return self._backend.exists()
+
+    def check_can_publish(self, name: str) -> None:
+        """Fail now, not after training, where a publish under ``name`` could not write.
+
+        A local store needs its nearest existing folder on the way to ``<root>/<name>`` to
+        be a folder it may write in; an object store must be reachable.
+
+        Raises
+        ------
+        OSError
+            ``NotADirectoryError`` or ``PermissionError`` naming the path in the way; on an
+            object store, what :meth:`exists` raises.
+        """
+        if not self.is_local:
+            self.exists()
+            return
+        target = Path(self.root) / name
+        ancestry = [target, *target.parents]
+        at = next(i for i, path in enumerate(ancestry) if os.path.lexists(path))
+        existing, first_missing = ancestry[at], ancestry[max(at - 1, 0)]
+        # Each error names the path the publish's mkdir would name.
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
+        if os.statvfs(existing).f_flag & os.ST_RDONLY:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(first_missing))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(first_missing))
 
     def root_names(self) -> set[str]:
         """How messages may spell the root: as given, resolved, or as the filesystem's path."""

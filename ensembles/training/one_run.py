@@ -37,6 +37,33 @@ from ensembles.training.plans import MemberPlan, member_seed
 logger = logging.getLogger(__name__)
 
 
+def one_run_option_problems(
+    strategy: str, config: TrainConfig, spacing: int, peak_learning_rate: float | None
+) -> list[str]:
+    """What in the options rules a one-run ``strategy`` out (checked before any training).
+
+    Parameters
+    ----------
+    strategy : {"horizontal", "snapshot"}
+    config : TrainConfig
+    spacing : int
+        ``horizontal``: epochs between checkpoints.
+    peak_learning_rate : float or None
+        ``snapshot``: the rate each cycle restarts at (None: 10 x the configured rate).
+    """
+    problems = []
+    if config.patience is not None:
+        problems.append(
+            f"--patience (early stopping) contradicts --strategy {strategy}: its members are "
+            "taken at epochs the strategy chooses; drop --patience"
+        )
+    if strategy == "horizontal" and spacing < 1:
+        problems.append(f"--spacing must be at least 1, got {spacing}")
+    if strategy == "snapshot" and peak_learning_rate is not None and not peak_learning_rate > 0:
+        problems.append(f"--peak-learning-rate must be positive, got {peak_learning_rate}")
+    return problems
+
+
 def train_one_run(
     strategy: str,
     n_members: int,
@@ -73,13 +100,8 @@ def train_one_run(
     params : dict
         The strategy's parameters as applied (for the manifest).
     """
-    if config.patience is not None:
-        raise ConfigError(
-            f"--patience (early stopping) contradicts --strategy {strategy}: its members are "
-            "taken at epochs the strategy chooses; drop --patience"
-        )
-    if spacing < 1:
-        raise ConfigError(f"--spacing must be at least 1, got {spacing}")
+    if problems := one_run_option_problems(strategy, config, spacing, peak_learning_rate):
+        raise ConfigError("; ".join(problems))
     params: dict[str, Any] = {"n_members": n_members, "seed": seed}
     plan = MemberPlan(0, member_seed(seed, 0))
     budget = member_budget(config, len(data.y_train))

@@ -128,7 +128,7 @@ class TrainRequest:
     numeric: tuple[str, ...] = ()
     task: Task | None = None
     strategy: Strategy = defaults.STRATEGY
-    members: int = 5
+    members: int = defaults.MEMBERS
     epochs: int | None = None
     name: str | None = None
     store: str | Path = Path("model_store")
@@ -194,9 +194,8 @@ def run_training(request: TrainRequest) -> TrainReport:
     """
     start = time.perf_counter()
     config = validated_config(request)
-    store = ModelStore(request.store)  # a bad URL or an unreachable bucket: before training
-    if not store.is_local:
-        store.exists()
+    store = ModelStore(request.store)
+    store.check_can_publish(request.ensemble_name)  # a bad URL, a read-only folder: now
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )

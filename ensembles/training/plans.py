@@ -118,10 +118,17 @@ def kfold_plans(n_folds: int, seed: int) -> list[MemberPlan]:
     ]
 
 
+def subsample_fraction_problem(fraction: float) -> str | None:
+    """Why ``--subsample-fraction`` cannot be used (checked before any training); None if it can."""
+    if 0 < fraction < 1:
+        return None
+    return f"--subsample-fraction must be between 0 and 1, got {fraction}"
+
+
 def subsample_plans(n_members: int, seed: int, fraction: float) -> list[MemberPlan]:
     """Subsampling: each member trains on ``fraction`` of the rows drawn without replacement."""
-    if not 0 < fraction < 1:
-        raise ConfigError(f"--subsample-fraction must be between 0 and 1, got {fraction}")
+    if problem := subsample_fraction_problem(fraction):
+        raise ConfigError(problem)
     return [
         MemberPlan(
             i,

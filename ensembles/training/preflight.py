@@ -15,9 +15,11 @@ from ensembles.default_choice import MEAN_MISSING, REFERENCE
 from ensembles.errors import ConfigError, DataError
 from ensembles.evaluation import check_combiner_names, combiner_fit_problems
 from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit_set
-from ensembles.manifest import Task
+from ensembles.manifest import ONE_RUN_STRATEGIES, WEIGHT_AVERAGE, Task
 from ensembles.store import validate_name
 from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
+from ensembles.training.one_run import one_run_option_problems
+from ensembles.training.plans import subsample_fraction_problem
 from ensembles.training.refit import refit_option_problem
 from ensembles.training.strategies import INDEPENDENT_STRATEGIES, STRATEGIES, variant_problems
 from ensembles.training.weight_averaging import check_weight_averaging
@@ -66,7 +68,7 @@ def wants_weight_averaging(request: TrainRequest) -> bool:
 
 def _asks_weight_averaging(request: TrainRequest) -> bool:
     """Whether the options ask for a weight-averaged model (``--combiners``, forced)."""
-    named = request.combiners is not None and "weight_average" in request.combiners
+    named = request.combiners is not None and WEIGHT_AVERAGE in request.combiners
     return named or request.force_weight_averaging
 
 
@@ -87,6 +89,7 @@ def validated_config(request: TrainRequest) -> TrainConfig:
     if not 0 < request.interval_level < 1:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
     problems += _variant_problems(request)
+    problems += _strategy_option_problems(request)
     averaging = _asks_weight_averaging(request)
     if refit := refit_option_problem(request.refit, request.strategy, averaging):
         problems.append(refit)
@@ -96,6 +99,20 @@ def validated_config(request: TrainRequest) -> TrainConfig:
     if request.epochs is not None:
         return request.config.with_overrides({"epochs": request.epochs})
     return request.config
+
+
+def _strategy_option_problems(request: TrainRequest) -> list[str]:
+    """The problems of the strategy's own options (they would surface only mid-training)."""
+    options = request.options
+    if request.strategy in ONE_RUN_STRATEGIES:
+        config = request.config
+        return one_run_option_problems(
+            request.strategy, config, options.spacing, options.peak_learning_rate
+        )
+    if request.strategy == "subsample":
+        problem = subsample_fraction_problem(options.subsample_fraction)
+        return [problem] if problem else []
+    return []
 
 
 def _variant_problems(request: TrainRequest) -> list[str]:
@@ -159,7 +176,7 @@ def _check_combiners(request: TrainRequest, task: Task) -> None:
         if REFERENCE not in names:
             raise ConfigError(MEAN_MISSING)
         return
-    if request.default_combiner not in (*names, *(("weight_average",) if averaged else ())):
+    if request.default_combiner not in (*names, *((WEIGHT_AVERAGE,) if averaged else ())):
         raise ConfigError(
             f"--default-combiner '{request.default_combiner}' was not fitted; "
             f"fitted: {', '.join(names)}"
@@ -190,7 +207,7 @@ def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
         return
     names = check_combiner_names(request.combiners, task)
     fitting = [name for name in names if name not in found]
-    fitting += ["weight_average"] if wants_weight_averaging(request) else []
+    fitting += [WEIGHT_AVERAGE] if wants_weight_averaging(request) else []
     advice = "add rows or raise --validation-fraction"
     if fitting:
         advice += f", or fit only --combiners {' '.join(fitting)}"

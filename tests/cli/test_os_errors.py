@@ -57,6 +57,17 @@ def test_a_store_below_a_file_is_one_line(tmp_path: Path, capsys: pytest.Capture
     )
 
 
+def test_a_store_that_cannot_be_written_is_refused_before_the_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Not after every member has trained: the data (here none) come after the store."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    absent = ["--csv", str(tmp_path / "absent.csv"), "--target", "y", "--name", "wine"]
+    assert train.main([*QUICK[2:], *absent, "--store", str(blocker / "store")]) == 1
+    assert "Not a directory" in one_error_line(capsys)
+
+
 def test_a_store_where_folders_cannot_be_made_is_one_line(capsys: pytest.CaptureFixture) -> None:
     if not Path("/sys/kernel").is_dir() or os.statvfs("/sys").f_flag & os.ST_RDONLY:
         pytest.skip("no read-write sysfs at /sys (a read-only one gives EROFS, tested below)")

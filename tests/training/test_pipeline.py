@@ -18,6 +18,7 @@ from ensembles.store import ModelStore
 from ensembles.training import pipeline
 from ensembles.training.pipeline import run_training, train_ensemble
 from ensembles.training.plans import training_rows
+from ensembles.training.preflight import validated_config
 from ensembles.training.strategies import StrategyOptions
 from tests.conftest import STRATEGY_PARAMS, tiny_request
 
@@ -237,6 +238,26 @@ def test_more_option_errors(tmp_path: Path, changes: dict, message: str) -> None
     with pytest.raises(ConfigError, match=message):
         train_ensemble(request)
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "config", "message"),
+    [
+        ("horizontal", StrategyOptions(spacing=0), {}, "--spacing must be at least 1, got 0"),
+        ("horizontal", StrategyOptions(), {"patience": 3}, "--patience .* contradicts"),
+        ("snapshot", StrategyOptions(peak_learning_rate=-1.0), {}, "must be positive, got -1.0"),
+        ("subsample", StrategyOptions(subsample_fraction=1.0), {}, "between 0 and 1, got 1.0"),
+    ],
+)
+def test_strategy_options_are_checked_with_the_others_before_any_training(
+    tmp_path: Path, strategy: str, options: StrategyOptions, config: dict, message: str
+) -> None:
+    """Not after the learning-rate range test or a probe run (validated_config comes first)."""
+    request = tiny_request(
+        tmp_path, dataset="wine", strategy=strategy, options=options, config=config
+    )
+    with pytest.raises(ConfigError, match=message):
+        validated_config(request)
 
 
 @pytest.mark.parametrize("strategy", ["repeat", "snapshot"])
