@@ -12,7 +12,13 @@ from ensembles.combiners import build_combiner
 from ensembles.default_choice import effective_members, ranking_loss
 from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
-from ensembles.manifest import CombinerInfo, EnsembleOutOfSampleInfo, OutOfSampleInfo, Task
+from ensembles.manifest import (
+    WEIGHT_AVERAGE,
+    CombinerInfo,
+    EnsembleOutOfSampleInfo,
+    OutOfSampleInfo,
+    Task,
+)
 from ensembles.metrics import (
     VARIANCE_FLOOR,
     classification_metrics,
@@ -31,7 +37,7 @@ COMBINER_SPECS: dict[str, tuple[str, dict[str, Any], tuple[str, ...]]] = {
     "stack": ("stack", {}, ("classification", "regression")),
 }
 #: Every name training can publish; ``weight_average`` is a model, built on the torch side.
-COMBINER_NAMES: tuple[str, ...] = (*COMBINER_SPECS, "weight_average")
+COMBINER_NAMES: tuple[str, ...] = (*COMBINER_SPECS, WEIGHT_AVERAGE)
 
 
 def check_combiner_names(names: tuple[str, ...] | None, task: Task) -> tuple[str, ...]:

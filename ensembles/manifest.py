@@ -114,6 +114,11 @@ class MemberInfo(_Model):
     )
 
 
+#: The kind (and name) of the weight-averaged model's entry in ``combiners``: a graph, not a
+#: rule on member outputs.
+WEIGHT_AVERAGE = "weight_average"
+
+
 class CombinerInfo(_Model):
     """A fitted combiner: its JSON state, where it learned, and how it scored."""
 

@@ -19,12 +19,10 @@ import numpy as np
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
-from ensembles.manifest import CombinerInfo
+from ensembles.manifest import WEIGHT_AVERAGE, CombinerInfo
 from ensembles.store import StoredVersion
 
 TEST_OUTPUTS_FILE = "test_outputs.npz"
-#: The published model that weight averaging produces: a graph, not a rule on member outputs.
-WEIGHT_AVERAGE = "weight_average"
 #: Combiners recompute in float64 from the very same stored inputs: only BLAS kernels and
 #: summation order differ between machines, which moves the last bits (about 1e-15
 #: relative). A changed weight, temperature or coefficient moves outputs by orders more.

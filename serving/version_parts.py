@@ -17,8 +17,8 @@ import onnxruntime as ort
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
 from ensembles.heldout import SplitPredictions
+from ensembles.manifest import WEIGHT_AVERAGE
 from ensembles.reproduction import (
-    WEIGHT_AVERAGE,
     check_member_reproduction,
     check_reproduction,
     verify_combiners,

@@ -10,7 +10,7 @@ import numpy as np
 
 from ensembles.benchmark.sessions import open_session, session_outputs
 from ensembles.combiners import combiner_from_state
-from ensembles.manifest import Manifest
+from ensembles.manifest import WEIGHT_AVERAGE, Manifest
 
 #: Rows per timed batch (test rows are tiled up to this many).
 BATCH_ROWS = 256
@@ -77,7 +77,7 @@ def inference_cost(
         }
     }
     for name, info in manifest.combiners.items():
-        if info.kind == "weight_average":
+        if info.kind == WEIGHT_AVERAGE:
             path = folder / info.state["file"]
             averaged = open_session(path)
             seconds = median_seconds(lambda s=averaged: session_outputs(s, batch), repeats)

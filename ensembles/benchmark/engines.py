@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.data import Dataset, Splits, load_builtin, split_dataset
 from ensembles.metrics import classification_metrics
 from ensembles.training.config import TrainConfig
@@ -88,7 +89,7 @@ def time_engines(
 
 
 def engine_quality(
-    dataset: str, engines: tuple[str, ...], repeats: int, n_members: int = 5
+    dataset: str, engines: tuple[str, ...], repeats: int, n_members: int = defaults.MEMBERS
 ) -> dict[str, list[dict[str, float]]]:
     """Test metrics of the ``mean`` of ``n_members`` repeat members, per engine and repeat."""
     results: dict[str, list[dict[str, float]]] = {engine: [] for engine in engines}

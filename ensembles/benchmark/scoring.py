@@ -19,9 +19,8 @@ from ensembles.benchmark.uncertainty_quality import (
 from ensembles.combiners import combiner_from_state
 from ensembles.evaluation import evaluate_predictions
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
-from ensembles.manifest import CombinerInfo, Manifest
+from ensembles.manifest import WEIGHT_AVERAGE, CombinerInfo, Manifest
 from ensembles.metrics import VARIANCE_FLOOR, accuracy, rmse, row_log_loss
-from ensembles.reproduction import WEIGHT_AVERAGE
 from ensembles.uncertainty import served_uncertainty
 
 #: Share of rows kept in selective prediction (the most certain ones).

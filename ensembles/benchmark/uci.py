@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.benchmark.gradient_boosting import HGB, fit_hgb, hgb_interval
 from ensembles.errors import ConfigError
 
@@ -114,7 +115,7 @@ def run_protocol(
     target: str,
     *,
     splits: int = 20,
-    members: int = 5,
+    members: int = defaults.MEMBERS,
     jobs: int = 1,
     setups: Sequence[Setup] | None = None,
     hgb: bool = True,

@@ -9,11 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ensembles import defaults
 from ensembles.benchmark.uci_data import DEFAULT_CACHE, UCI_DATASETS
 from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
 
 DEFAULT_SPLITS = 20
-DEFAULT_MEMBERS = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--splits", type=int, default=DEFAULT_SPLITS, help="random 90/10 splits (seeds 0..N-1)"
     )
-    parser.add_argument("--members", type=int, default=DEFAULT_MEMBERS, help="members per ensemble")
+    parser.add_argument(
+        "--members", type=int, default=defaults.MEMBERS, help="members per ensemble"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="processes for independent members")
     parser.add_argument(
         "--before",

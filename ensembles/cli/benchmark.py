@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ensembles import defaults
 from ensembles.benchmark.runner import DEFAULT_REPEATS
 from ensembles.benchmark.shift import SHIFT_STRENGTHS
 from ensembles.cli.common import (
@@ -30,7 +31,6 @@ from ensembles.training.config import REFITS
 if TYPE_CHECKING:
     from ensembles.benchmark import BenchmarkRequest
 
-DEFAULT_MEMBERS = 5
 DEFAULT_TIMING_REPEATS = 15
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quality, covariate shift, out-of-distribution detection (--holdout-classes), cost, "
         "diversity. Writes report.md, results.json and "
         "PNG plots. "
-        f"Defaults ({DEFAULT_MEMBERS} members trained by the budget rule, {DEFAULT_REPEATS} "
+        f"Defaults ({defaults.MEMBERS} members trained by the budget rule, {DEFAULT_REPEATS} "
         "repeats, all strategies) finish digits in a few minutes on 2 cores (--repeats 2 "
         "for a quick look, without a usable paired interval; --epochs N for a fixed budget).",
         formatter_class=DefaultsHelpFormatter,
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--members",
         type=int,
-        default=DEFAULT_MEMBERS,
+        default=defaults.MEMBERS,
         help="members per ensemble: snapshot cycles, horizontal checkpoints, folds or runs",
     )
     bench.add_argument("--jobs", type=int, default=1, help="processes for independent members")

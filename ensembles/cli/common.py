@@ -80,7 +80,9 @@ def check_data_options(args: argparse.Namespace) -> None:
         raise ConfigError("--categorical and --numeric apply to --csv files only")
 
 
-def run_command(main: Callable[[], int], writes: Sequence[str | Path] = ()) -> int:
+def run_command(
+    main: Callable[[], int], writes: Sequence[str | Path] = (), interrupted: str = "interrupted"
+) -> int:
     """Run ``main``, turning errors into one line on stderr and a non-zero exit status.
 
     Parameters
@@ -90,6 +92,8 @@ def run_command(main: Callable[[], int], writes: Sequence[str | Path] = ()) -> i
     writes : sequence of str or Path
         Where the command writes, named when an operating-system error carries no file
         name (a full disk reports none).
+    interrupted : str
+        The line Ctrl-C prints after ``error:`` (what was, or was not, left behind).
 
     Returns
     -------
@@ -108,7 +112,7 @@ def run_command(main: Callable[[], int], writes: Sequence[str | Path] = ()) -> i
         print(f"error: {os_error_message(exc, writes)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was published", file=sys.stderr)
+        print(f"error: {interrupted}", file=sys.stderr)
         return 130
 
 

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument(
         "--members",
         type=int,
-        default=5,
+        default=defaults.MEMBERS,
         help="members: snapshot cycles, horizontal checkpoints, folds or runs",
     )
     ensemble.add_argument("--name", default=None, help="ensemble name (default: the dataset's)")
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(report))
         return 0
 
-    return run_command(train, writes=[args.store])
+    return run_command(train, writes=[args.store], interrupted="interrupted; nothing was published")
 
 
 if __name__ == "__main__":

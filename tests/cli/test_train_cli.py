@@ -246,6 +246,8 @@ def test_ctrl_c_is_one_line_and_a_distinct_status(capsys: pytest.CaptureFixture)
         raise KeyboardInterrupt
 
     assert run_command(interrupted) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+    assert run_command(interrupted, interrupted="interrupted; nothing was published") == 130
     assert capsys.readouterr().err == "error: interrupted; nothing was published\n"
 
 

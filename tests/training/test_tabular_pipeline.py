@@ -19,8 +19,8 @@ from ensembles.cli.train import main
 from ensembles.data import load_csv, split_dataset
 from ensembles.export import export_member
 from ensembles.heldout import HeldoutPredictions
-from ensembles.manifest import Manifest
-from ensembles.reproduction import TEST_OUTPUTS_FILE, WEIGHT_AVERAGE
+from ensembles.manifest import WEIGHT_AVERAGE, Manifest
+from ensembles.reproduction import TEST_OUTPUTS_FILE
 from ensembles.store import ModelStore
 from ensembles.tabular import TabularSpec, table_from_records
 from ensembles.training.config import TrainConfig
