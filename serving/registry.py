@@ -307,7 +307,7 @@ class EnsembleRegistry:
                 logger.info("%s serves its newest version %s again", name, entry.current)
             entry.fallback = None
             return
-        fallback = {"serving": entry.current, "newest": newest, "reason": "; ".join(skipped)}
+        fallback = {"serving": entry.current, "newest": newest, "reason": _reason(skipped)}
         if fallback != entry.fallback:
             logger.error(
                 "%s serves version %s instead of version %d: %s",
@@ -454,6 +454,18 @@ class EnsembleRegistry:
             "on_batch": self.metrics.batch_hook(name) if self.metrics else None,
             "on_prediction": self.metrics.observe_batch if self.metrics else None,
         }
+
+
+#: A fallback's reason names at most this many refused versions (the newest), so that it
+#: stays one readable line however many refused versions pile up in the store.
+MAX_REASONS = 3
+
+
+def _reason(skipped: list[str]) -> str:
+    """Why the newest versions are not served, newest first, the rest counted."""
+    shown = "; ".join(skipped[:MAX_REASONS])
+    rest = len(skipped) - MAX_REASONS
+    return f"{shown}; and {rest} older refused version(s)" if rest > 0 else shown
 
 
 def _why_not_served(state: VersionState) -> str:

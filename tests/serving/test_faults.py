@@ -450,3 +450,23 @@ def test_a_permission_error_refuses_that_version_alone(
         "version 2 was refused: [Errno 13] Permission denied: 'toy/2/members/m001.onnx'"
         in (fallback["reason"])
     )
+
+
+def test_a_fallback_reason_names_the_newest_refused_versions_and_counts_the_rest(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    for _ in range(5):
+        publish_copy(store, "toy", _repeated_feature_name)
+    registry = EnsembleRegistry(ServingSettings(store=store.root))
+
+    async def scenario() -> dict[str, Any] | None:
+        await registry.refresh()
+        fallback = registry.fallback("toy")
+        await registry.close()
+        return fallback
+
+    fallback = asyncio.run(scenario())
+    assert fallback is not None and (fallback["serving"], fallback["newest"]) == (1, 6)
+    named = [f"toy/{v}/manifest.json" in fallback["reason"] for v in range(2, 7)]
+    assert named == [False, False, True, True, True]  # the three newest, then a count
+    assert fallback["reason"].endswith("; and 2 older refused version(s)")
