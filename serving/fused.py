@@ -15,7 +15,6 @@ from onnx.compose import add_prefix_graph
 
 from ensembles.errors import ShapeError
 
-INPUT_NAME = "input"
 MEMBER_OUTPUTS = "member_outputs"
 MEMBER_VARIANCES = "member_variances"
 _VALUE_OUTPUTS = ("probabilities", "value")
@@ -37,21 +36,21 @@ def _default_opset(model: onnx.ModelProto) -> int:
     raise ShapeError("member has no opset import for the default ONNX domain")
 
 
-def _signature(model: onnx.ModelProto, index: int) -> tuple[int, str, bool, int]:
-    """Return ``(n_features, value_output_name, has_variance, n_outputs)`` of one member."""
+def _signature(model: onnx.ModelProto, index: int) -> tuple[str, int, str, bool, int]:
+    """``(input_name, n_features, value_output_name, has_variance, n_outputs)`` of one member."""
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [entry for entry in graph.input if entry.name not in initializers]
-    if [entry.name for entry in inputs] != [INPUT_NAME]:
+    if len(inputs) != 1:
         raise ShapeError(
-            f"member {index} must have exactly one input named '{INPUT_NAME}'; "
-            f"got {[entry.name for entry in inputs]}"
+            f"member {index} must have exactly one input; got {[entry.name for entry in inputs]}"
         )
+    input_name = inputs[0].name
     tensor = inputs[0].type.tensor_type
     dims = tensor.shape.dim
     if tensor.elem_type != TensorProto.FLOAT or len(dims) != 2 or not dims[1].HasField("dim_value"):
         raise ShapeError(
-            f"member {index} input '{INPUT_NAME}' must be float32 of shape [batch, n_features]"
+            f"member {index} input '{input_name}' must be float32 of shape [batch, n_features]"
         )
     outputs = {entry.name: entry for entry in graph.output}
     value_names = [name for name in _VALUE_OUTPUTS if name in outputs]
@@ -67,7 +66,7 @@ def _signature(model: onnx.ModelProto, index: int) -> tuple[int, str, bool, int]
             f"member {index} output '{value_names[0]}' must have shape [batch, n_outputs] "
             "with a fixed n_outputs"
         )
-    return dims[1].dim_value, value_names[0], _VARIANCE_OUTPUT in outputs, n_outputs
+    return input_name, dims[1].dim_value, value_names[0], _VARIANCE_OUTPUT in outputs, n_outputs
 
 
 def fuse_members(
@@ -82,14 +81,14 @@ def fuse_members(
     Parameters
     ----------
     members : sequence of path or onnx.ModelProto
-        Member ONNX files or loaded models, in member order. Each takes ``input`` float32
-        ``(batch, n_features)`` and returns ``probabilities`` or ``value``
+        Member ONNX files or loaded models, in member order. Each takes one float32 input
+        ``(batch, n_features)``, of one name for all, and returns ``probabilities`` or ``value``
         ``(batch, n_outputs)``, optionally with ``variance`` of the same shape.
 
     Returns
     -------
     onnx.ModelProto
-        Input ``input`` float32 ``(batch, n_features)``; output ``member_outputs``
+        The members' input, float32 ``(batch, n_features)``; output ``member_outputs``
         ``(n_members, batch, n_outputs)``, plus ``member_variances`` of the same shape when
         the members have a ``variance`` output.
 
@@ -102,11 +101,11 @@ def fuse_members(
     if not models:
         raise ShapeError("fuse_members needs at least one member; got none")
     signatures = [_signature(model, index) for index, model in enumerate(models)]
-    n_features, value_name, has_variance, n_outputs = signatures[0]
+    input_name, n_features, value_name, has_variance, n_outputs = signatures[0]
     for index, signature in enumerate(signatures[1:], start=1):
         if signature != signatures[0]:
             raise ShapeError(
-                f"member {index} has (n_features, output, has_variance, n_outputs) = "
+                f"member {index} has (input, n_features, output, has_variance, n_outputs) = "
                 f"{signature}, but member 0 has {signatures[0]}; all members must agree"
             )
     opset = max(_default_opset(model) for model in models)
@@ -152,7 +151,7 @@ def fuse_members(
             )
         )
     graph_input = helper.make_tensor_value_info(
-        INPUT_NAME, TensorProto.FLOAT, [batch_dim, n_features]
+        input_name, TensorProto.FLOAT, [batch_dim, n_features]
     )
     graph = helper.make_graph(
         nodes,
@@ -257,6 +256,7 @@ class FusedMembers:
         self.n_members = output[0].dim_value
         self.n_outputs = output[2].dim_value
         self.n_features = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+        self._input_name = model.graph.input[0].name
         self.has_variance = len(model.graph.output) == 2
         self._output_names = [entry.name for entry in model.graph.output]
         self.session = ort.InferenceSession(
@@ -280,7 +280,7 @@ class FusedMembers:
             ``(member_outputs, member_variances)`` when members report variance.
         """
         X = np.ascontiguousarray(X, dtype=np.float32)
-        results = self.session.run(self._output_names, {INPUT_NAME: X})
+        results = self.session.run(self._output_names, {self._input_name: X})
         if self.has_variance:
             return results[0], results[1]
         return results[0]

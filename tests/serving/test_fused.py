@@ -149,14 +149,28 @@ def test_members_that_disagree_are_refused(classification_members, regression_me
         fuse_members([])
 
 
-def test_member_without_the_input_name_is_refused(classification_members):
-    model = onnx.load(classification_members[0])
+def _renamed_input(path, new: str) -> onnx.ModelProto:
+    model = onnx.load(path)
     old = model.graph.input[0].name
-    model.graph.input[0].name = "x"
+    model.graph.input[0].name = new
     for node in model.graph.node:
-        node.input[:] = ["x" if name == old else name for name in node.input]
-    with pytest.raises(ShapeError, match="exactly one input named 'input'"):
-        fuse_members([model])
+        node.input[:] = [new if name == old else name for name in node.input]
+    return model
+
+
+def test_members_run_under_the_input_name_they_share(classification_members):
+    """The manifest names the input; the fused graph takes whatever name the members share."""
+    renamed = [_renamed_input(path, "features") for path in classification_members]
+    n_features = FusedMembers(classification_members).n_features
+    X = np.random.default_rng(0).normal(size=(3, n_features)).astype(np.float32)
+    # The same weights in the same process: only the input's name differs.
+    np.testing.assert_allclose(
+        FusedMembers(renamed)(X), FusedMembers(classification_members)(X), rtol=1e-6
+    )
+    with pytest.raises(
+        ShapeError, match=r"member 1 has .* = \('input'.* but member 0 has \('features'"
+    ):
+        fuse_members([renamed[0], classification_members[1]])
 
 
 @pytest.mark.parametrize(
