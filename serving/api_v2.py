@@ -172,7 +172,9 @@ def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> d
     manifest = runtime.manifest
     return {
         "name": runtime.name,
-        "versions": [str(s["version"]) for s in entry if s["state"] == "loaded"],
+        # The versions a request may name (V2: "may be explicitly requested"): loaded ones
+        # and those that load on demand; refused ones answer 409.
+        "versions": [str(s["version"]) for s in entry if s["state"] != "refused"],
         "platform": "ensemble_onnxruntime",
         "inputs": (
             runtime.table_input.metadata()

@@ -13,6 +13,7 @@ from synthetic import publish_synthetic
 
 from ensembles.store import ModelStore
 
+V2_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.1] * 4}]}
 ROWS = {"rows": [[0.5, -0.5, 1.0, 0.0]]}
 
 
@@ -69,7 +70,21 @@ def test_swap_under_load_then_refuse_a_corrupt_version(tmp_path, caplog):
         info = http.get("/v1/ensembles/hot").json()
         assert info["version"] == 2
         assert [s["state"] for s in info["versions"]] == ["loaded", "loaded", "refused"]
+        # V2 metadata lists the versions a request may name: not the refused one.
+        assert http.get("/v2/models/hot").json()["versions"] == ["1", "2"]
         assert http.post("/v1/ensembles/hot/predict", json=ROWS).json()["version"] == 2
         response = http.post("/v1/ensembles/hot/predict", json={**ROWS, "version": bad})
         assert response.status_code == 409 and "was refused" in response.json()["error"]
         assert 'ensembles_version_refusals_total{ensemble="hot"} 1.0' in http.get("/metrics").text
+
+
+def test_v2_metadata_lists_versions_that_load_on_demand(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    for seed in (1, 2, 3):
+        publish_synthetic(store, "hot", seed=seed)
+    live = LiveServer(store=store.root, poll_interval_s=0, max_versions=1)
+    with live, live.client() as http:
+        states = [s["state"] for s in http.get("/v1/ensembles/hot").json()["versions"]]
+        versions = http.get("/v2/models/hot").json()["versions"]
+        assert states == ["unloaded", "unloaded", "loaded"] and versions == ["1", "2", "3"]
+        assert http.post("/v2/models/hot/versions/1/infer", json=V2_BODY).status_code == 200
