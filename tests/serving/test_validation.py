@@ -285,6 +285,18 @@ V2_CASES = [
         "'data' of input 'input' must hold FP32 numbers",
     ),
     (
+        "booleans among FP32 numbers, beside boolean parameters",
+        INFER,
+        v2(
+            [json_input([[1.0, 2.0, 3.0, 4.0], [1.0, False, 3.0, 4.0]], (2, 4))],
+            outputs=[{"name": "label", "parameters": {"binary_data": False}}],
+            parameters={"binary_data_output": False},
+        ),
+        None,
+        400,
+        "'data' of input 'input' must hold FP32 numbers; got booleans among them",
+    ),
+    (
         "superscript digit as header length",  # str.isdigit() is true for it; int() is not
         INFER,
         binary_body(X2)[0],
