@@ -51,11 +51,8 @@ def test_rows_that_overflow_the_output_are_refused_on_v2(client):
     assert response.json()["error"].startswith("rows [2] drive the model's output")
 
 
-def test_one_bad_request_in_a_micro_batch_fails_alone(synthetic_store: ModelStore):
-    batches: list[int] = []
-    runtime = EnsembleRuntime.load(
-        synthetic_store, "reg", 1, max_wait_ms=20.0, on_batch=batches.append
-    )
+def _burst_with_one_bad_request(runtime: EnsembleRuntime) -> list[object]:
+    """Five concurrent 4-row requests; the third has one overflowing row."""
 
     async def burst() -> list[object]:
         requests = [np.array(_rows(4, (0,) if i == 2 else ()), dtype=np.float32) for i in range(5)]
@@ -65,7 +62,16 @@ def test_one_bad_request_in_a_micro_batch_fails_alone(synthetic_store: ModelStor
         await runtime.aclose()
         return results
 
-    results = asyncio.run(burst())
+    return asyncio.run(burst())
+
+
+def test_one_bad_request_in_a_micro_batch_fails_alone(synthetic_store: ModelStore):
+    batches: list[int] = []
+    runtime = EnsembleRuntime.load(
+        synthetic_store, "reg", 1, max_wait_ms=20.0, on_batch=batches.append
+    )
+
+    results = _burst_with_one_bad_request(runtime)
     assert max(batches) > 4  # the bad request shared a micro-batch with others
     assert isinstance(results[2], InvalidRequestError)
     assert str(results[2]).startswith("rows [0] drive the model's output")
@@ -86,15 +92,7 @@ def test_refused_requests_stay_out_of_the_metrics(synthetic_store: ModelStore, b
         on_prediction=lambda _, X, __, request_rows: reported.append((X, request_rows)),
     )
 
-    async def burst() -> list[object]:
-        requests = [np.array(_rows(4, (0,) if i == 2 else ()), dtype=np.float32) for i in range(5)]
-        results = await asyncio.gather(
-            *(runtime.predict_async(X) for X in requests), return_exceptions=True
-        )
-        await runtime.aclose()
-        return results
-
-    results = asyncio.run(burst())
+    results = _burst_with_one_bad_request(runtime)
     assert isinstance(results[2], InvalidRequestError)
     assert sorted(n for _, rows in reported for n in rows) == [4, 4, 4, 4]
     assert max(float(np.abs(X).max()) for X, _ in reported) < HUGE
