@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -245,14 +246,16 @@ def _decode_input(
     binary: memoryview,
     offset: int,
     max_elements: int,
-    literals: bool,
+    literals: Callable[[], bool],
 ) -> tuple[np.ndarray, int]:
     """One input as an array, checked against its metadata.
 
-    ``literals``: the JSON header holds more ``true`` and ``false`` than the booleans
-    outside the tensors' ``data`` (:func:`_unaccounted_literals`), so numeric ``data`` is
-    checked for booleans (numpy reads ``[true, 2.0]`` as ``[1.0, 2.0]``); without, the
-    check is skipped (it costs a pass over every value in Python, ~40 µs for 64 rows).
+    Numeric ``data`` is checked for JSON booleans, which numpy reads as numbers
+    (``[true, 2.0]`` as ``[1.0, 2.0]``), from the cheapest test to the dearest: only an
+    array holding a 0 or a 1 can have come from one, only then is ``literals()`` asked
+    whether the header spells a ``true`` or ``false`` the rest of the request does not
+    account for (:func:`_unaccounted_literals`), and only then are the values scanned in
+    Python (~40 µs for 64 rows).
     """
     datatype = entry.get("datatype")
     if datatype not in DATATYPES:
@@ -316,7 +319,13 @@ def _decode_input(
     if meta.column and datatype.startswith("FP") and array.dtype.kind == "O":
         array = _with_missing(array, name)
     kinds = "b" if datatype == "BOOL" else "iuf" if datatype.startswith("FP") else "iu"
-    mixed = literals and datatype != "BOOL" and _holds_booleans(entry["data"])
+    mixed = (
+        datatype != "BOOL"
+        and array.dtype.kind in "iuf"
+        and _holds_zero_or_one(entry["data"], array)
+        and literals()
+        and _holds_booleans(entry["data"])
+    )
     if array.size and (array.dtype.kind not in kinds or mixed):
         got = "booleans among them" if mixed else f"{array.dtype.kind!r} values"
         raise InvalidRequestError(
@@ -331,12 +340,16 @@ def _decode_input(
 
 
 def _unaccounted_literals(header: bytes, request: Any) -> bool:
-    """Whether ``header`` spells more ``true``/``false`` than ``request`` has booleans
-    outside its ``data`` values: then a boolean may hide among numbers (or in a string).
+    """Whether ``header`` may hold a ``true`` or ``false`` that ``request`` does not account
+    for outside its ``data`` values: then a boolean may hide among numbers.
 
-    Two byte counts and a walk over the request's small parts: a few µs.
+    ``true`` spells one ``u`` and ``false`` one ``s``; the header's bytes ``q``, ``s``,
+    ``u`` and ``w`` (the four that equal ``0x77`` once bits ``0x06`` are set: one numpy
+    pass, ~6 µs for 64 rows where ``bytes.count(b"true")`` takes ~45) are compared with
+    those of the request's keys, strings and booleans outside ``data``. JSON numbers hold
+    none of them; an escape or a string in ``data`` only makes the answer a cautious yes.
     """
-    spelled = header.count(b"true") + header.count(b"false")
+    spelled = int(np.count_nonzero((np.frombuffer(header, dtype=np.uint8) | 0x06) == 0x77))
     if not spelled:
         return False
     found, pending = 0, [request]
@@ -344,11 +357,29 @@ def _unaccounted_literals(header: bytes, request: Any) -> bool:
         value = pending.pop()
         if type(value) is bool:
             found += 1
+        elif type(value) is str:
+            found += sum(value.count(letter) for letter in "qsuw")
         elif type(value) is dict:
-            pending.extend(v for k, v in value.items() if k != "data")
+            for key, item in value.items():
+                pending.append(key)
+                if key != "data":
+                    pending.append(item)
         elif type(value) is list:
             pending.extend(value)
     return spelled > found
+
+
+#: Up to this many values the test for a 0 or a 1 runs on the Python list (``in``: ~1 µs for
+#: 32 values, where numpy's four calls take ~4 µs), above it in numpy (~5 µs for 2,048).
+_LIST_TEST_VALUES = 128
+
+
+def _holds_zero_or_one(data: Any, array: np.ndarray) -> bool:
+    """Whether the values of ``data`` (read by numpy as ``array``) include a 0 or a 1."""
+    if array.size <= _LIST_TEST_VALUES and array.ndim <= 2:
+        rows = data if array.ndim == 2 else [data]
+        return any(type(row) is not list or 0 in row or 1 in row for row in rows)
+    return bool(np.any((array == 0) | (array == 1)))
 
 
 def _holds_booleans(data: Any) -> bool:
@@ -462,7 +493,10 @@ def decode_infer_request(
         raise InvalidRequestError(f"'inputs' must be a non-empty list for model '{model}'")
     decoded: dict[str, np.ndarray] = {}
     offset, view = 0, memoryview(binary)
-    literals = _unaccounted_literals(header, request)
+
+    def literals() -> bool:
+        return _unaccounted_literals(header, request)
+
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InvalidRequestError("every input needs a 'name' string")

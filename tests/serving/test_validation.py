@@ -297,6 +297,14 @@ V2_CASES = [
         "'data' of input 'input' must hold FP32 numbers; got booleans among them",
     ),
     (
+        "a boolean among FP32 numbers of a larger batch",  # tested in numpy, not on the list
+        INFER,
+        v2([json_input([[0.5, 2.0, 3.0, 4.0]] * 39 + [[0.5, 2.0, True, 4.0]], (40, 4))]),
+        None,
+        400,
+        "'data' of input 'input' must hold FP32 numbers; got booleans among them",
+    ),
+    (
         "superscript digit as header length",  # str.isdigit() is true for it; int() is not
         INFER,
         binary_body(X2)[0],
