@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from serving.errors import (
     error_responses,
 )
 from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
-from serving.offload import body_is_large, encode_off_loop, run_sized
+from serving.offload import OFF_LOOP_BODY_BYTES, body_is_large, encode_off_loop, run_sized
 from serving.registry import EnsembleRegistry
 from serving.routing import (
     LOOKUP_ERRORS,
@@ -56,7 +56,10 @@ from serving.v2_schema import (
 router = APIRouter(prefix="/v2", tags=["v2"])
 SERVER_NAME = "ensembles"
 #: The installed distribution's version (``pyproject.toml``), not a copy of it.
-SERVER_VERSION = version(SERVER_NAME)
+try:
+    SERVER_VERSION = version(SERVER_NAME)
+except PackageNotFoundError:  # run from a source tree that was never installed
+    SERVER_VERSION = "0+unknown"
 EXTENSIONS = ["binary_tensor_data"]
 #: The codec decodes at most this many full requests' worth of elements per input
 #: (``max_batch_rows * n_features`` each). It bounds decoding memory while leaving
@@ -260,13 +263,17 @@ async def _infer(
 ) -> Response:
     settings = request.app.state.settings
     raw, encoding = await request.body(), request.headers.get("content-encoding")
+    large = body_is_large(raw, encoding)
+    # The body is inflated before the version is looked up (which may load it from disk):
+    # a body over the limit or of a bad encoding costs no load, as on /v1.
+    body = await run_sized(large, lambda: decompress(raw, encoding, settings.max_body_bytes))
     runtime = await registry.get(name, parse_version(version))
     mark_served(request, runtime.name, runtime.version, request.headers.get("x-request-id"))
     specs = runtime.output_specs
 
     def decode() -> InferRequest:
         return decode_infer_request(
-            decompress(raw, encoding, settings.max_body_bytes),
+            body,
             request.headers.get(HEADER_LENGTH),
             name,
             runtime.input_meta,
@@ -276,7 +283,7 @@ async def _infer(
             * (1 if runtime.table_input.is_table else runtime.n_features),
         )
 
-    parsed = await run_sized(body_is_large(raw, encoding), decode)
+    parsed = await run_sized(large or len(body) > OFF_LOOP_BODY_BYTES, decode)
     if parsed.id is not None and request.headers.get("x-request-id") is None:
         mark_served(request, runtime.name, runtime.version, parsed.id)
     combiner = parsed.parameters.get(COMBINER_PARAMETER)

@@ -1,6 +1,6 @@
 """Request work that could hold the event loop up: inline when small, in a thread when large.
 
-Every request is parsed on the event loop, where a thread hop would cost more than the
+Small requests are parsed on the event loop, where a thread hop would cost more than the
 work (``docs/performance.md``); a large body or table would stall every other request
 and the health probes meanwhile, so those move to a worker thread.
 """

@@ -129,6 +129,16 @@ def test_unsupported_content_encoding_is_415_naming_it(client, path):
     assert client.get("/v2/health/live").status_code == 200
 
 
+def test_raw_deflate_and_zero_padded_gzip_are_read(client):
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for content, encoding in [
+        (raw.compress(v2()) + raw.flush(), "deflate"),
+        (gzip.compress(v2()) + b"\0" * 8, "gzip"),  # gzip(1) accepts trailing zeros
+    ]:
+        response = client.post(INFER, content=content, headers={"Content-Encoding": encoding})
+        assert response.status_code == 200, response.text
+
+
 def test_a_gzip_body_of_several_members_is_read_whole(client):
     body = v2([json_input([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], (2, 4))])
     half = len(body) // 2  # RFC 1952: a gzip file is one or more members, one after another
@@ -334,7 +344,23 @@ V2_CASES = [
         zlib.compress(v2()) + b"GARBAGE",
         {"Content-Encoding": "deflate"},
         400,
-        "not valid deflate data",
+        "request body is not valid deflate data: bytes after the end of the stream",
+    ),
+    (
+        "deflate cut short",
+        INFER,
+        zlib.compress(v2())[:-6],
+        {"Content-Encoding": "deflate"},
+        400,
+        "request body is not valid deflate data: the stream is cut short",
+    ),
+    (
+        "a header length of 5,000 digits",  # int() refuses strings of over 4,300 digits
+        INFER,
+        binary_body(X2)[0],
+        {HEADER: "9" * 5000},
+        400,
+        "Inference-Header-Content-Length has 5000 digits but the body has",
     ),
     (
         "binary size mismatch",
