@@ -44,15 +44,6 @@ class InputSpec(_Model):
     dtype: Literal["float32"] = "float32"
     feature_names: list[str]
 
-    @field_validator("feature_names")
-    @classmethod
-    def _names_differ(cls, names: list[str]) -> list[str]:
-        """Each feature has its own name (a record's columns are matched by name)."""
-        if len(set(names)) != len(names):
-            twice = sorted({name for name in names if names.count(name) > 1})
-            raise ValueError(f"feature names must differ; {', '.join(map(repr, twice))} repeat")
-        return names
-
     @property
     def n_features(self) -> int:
         """Number of feature columns."""
@@ -228,6 +219,24 @@ class Manifest(_Model):
     split: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names_differ(self) -> Manifest:
+        """Each raw feature has its own name: ``/v1`` records are matched by name.
+
+        A table's encoded names (``column=level``, ``column:missing``) label the members'
+        input only, and records are matched on its columns, so only those must differ.
+        """
+        if self.preprocessing is None:
+            names = self.input.feature_names
+            where = "feature names"
+        else:
+            names = self.preprocessing.column_names
+            where = "column names"
+        if len(set(names)) != len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"{where} must differ; {', '.join(map(repr, twice))} repeat")
+        return self
 
     @model_validator(mode="after")
     def _one_label_per_output(self) -> Manifest:

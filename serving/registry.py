@@ -20,6 +20,9 @@ from serving.settings import ServingSettings
 logger = logging.getLogger(__name__)
 
 LoadState = Literal["loading", "loaded", "refused", "retrying", "unloaded"]
+#: A fallback's reason gives at most this many reasons (the newest versions first), so
+#: that it stays one readable line however many refused versions pile up in the store.
+MAX_REASONS = 3
 
 
 @dataclass
@@ -456,16 +459,12 @@ class EnsembleRegistry:
         }
 
 
-#: A fallback's reason names at most this many refused versions (the newest), so that it
-#: stays one readable line however many refused versions pile up in the store.
-MAX_REASONS = 3
-
-
 def _reason(skipped: list[str]) -> str:
-    """Why the newest versions are not served, newest first, the rest counted."""
+    """Why the newest versions are not served: the first reasons, newest first, the rest
+    counted."""
     shown = "; ".join(skipped[:MAX_REASONS])
     rest = len(skipped) - MAX_REASONS
-    return f"{shown}; and {rest} older refused version(s)" if rest > 0 else shown
+    return f"{shown}; and {rest} more" if rest > 0 else shown
 
 
 def _why_not_served(state: VersionState) -> str:

@@ -70,6 +70,11 @@ def test_missing_file_is_refused_with_its_name(tmp_path: Path) -> None:
     [
         ('"task": "regression"', '"task": "ranking"', "manifest.json is invalid at 'task'"),
         (
+            '"classes": null',
+            '"classes": ["a"]',
+            "classes are for classification; this task is regression",
+        ),
+        (
             '"schema_version": 2',
             '"schema_version": 1',
             "has schema version 1; this release reads version 2: train the ensemble again",

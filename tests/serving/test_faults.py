@@ -44,6 +44,10 @@ def _one_label_short(folder: Path, manifest: dict[str, Any]) -> None:
     manifest["classes"] = manifest["classes"][:-1]
 
 
+def _repeated_label(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest["classes"] = [manifest["classes"][0]] * len(manifest["classes"])
+
+
 def _repeated_feature_name(folder: Path, manifest: dict[str, Any]) -> None:
     names = manifest["input"]["feature_names"]
     manifest["input"]["feature_names"] = [names[0]] * len(names)
@@ -122,11 +126,16 @@ FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
         "toy/2/manifest.json is invalid at '(root)': Value error, classes has 2 labels for 3 "
         "outputs; it needs one per output",
     ),
+    "a repeated class label": (
+        lambda store: publish_copy(store, "toy", _repeated_label),
+        1,
+        "toy/2/manifest.json is invalid at '(root)': Value error, class labels must differ",
+    ),
     "a repeated feature name": (
         lambda store: publish_copy(store, "toy", _repeated_feature_name),
         1,
-        "toy/2/manifest.json is invalid at 'input.feature_names': Value error, feature names "
-        "must differ; 'x0' repeat",
+        "toy/2/manifest.json is invalid at '(root)': Value error, feature names must differ; "
+        "'x0' repeat",
     ),
     "member replaced by a link": (
         lambda store: publish_copy(store, "toy", _member_as_a_link),
@@ -453,6 +462,7 @@ def test_a_permission_error_refuses_that_version_alone(
 
 
 def test_a_fallback_reason_names_the_newest_refused_versions_and_counts_the_rest(tmp_path):
+    """It joined every refused version and grew without bound."""
     store = ModelStore(tmp_path / "store")
     publish_synthetic(store, "toy", seed=1)
     for _ in range(5):
@@ -469,4 +479,4 @@ def test_a_fallback_reason_names_the_newest_refused_versions_and_counts_the_rest
     assert fallback is not None and (fallback["serving"], fallback["newest"]) == (1, 6)
     named = [f"toy/{v}/manifest.json" in fallback["reason"] for v in range(2, 7)]
     assert named == [False, False, True, True, True]  # the three newest, then a count
-    assert fallback["reason"].endswith("; and 2 older refused version(s)")
+    assert fallback["reason"].endswith("; and 2 more")

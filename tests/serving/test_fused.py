@@ -158,6 +158,15 @@ def _renamed_input(path, new: str) -> onnx.ModelProto:
     return model
 
 
+def test_a_member_of_two_inputs_is_refused(classification_members):
+    model = onnx.load(classification_members[0])
+    model.graph.input.append(onnx.helper.make_tensor_value_info("extra", 1, ["batch", 1]))
+    with pytest.raises(
+        ShapeError, match=r"member 0 must have exactly one input; got \['input', 'extra'\]"
+    ):
+        fuse_members([model])
+
+
 def test_members_run_under_the_input_name_they_share(classification_members):
     """The manifest names the input; the fused graph takes whatever name the members share."""
     renamed = [_renamed_input(path, "features") for path in classification_members]
