@@ -9,8 +9,9 @@ training metrics, the benchmark and serving alike:
   model's own variance where it has one;
 * measures of **member disagreement** over the whole member pool with uniform weights,
   whatever the combiner: ``variance``, ``expected_entropy``, ``mutual_information``,
-  ``agreement``. A combiner that selects or weighs members still reports how much the
-  pool disagrees, and so does the weight-averaged model.
+  and ``agreement``, the share of the pool whose argmax is the served label (so the
+  combiner moves it only through that label). A combiner that selects or weighs members
+  still reports how much the pool disagrees, and so does the weight-averaged model.
 """
 
 from __future__ import annotations

@@ -308,8 +308,9 @@ class ServingMetrics:
     ) -> None:
         """Keep one combined batch for the request-size, variance and drift metrics.
 
-        The runtime calls it (as its ``on_prediction`` hook) once per micro-batch group,
-        before the answers go out, so it only queues the batch. :meth:`fold` records it
+        The runtime calls it (as its ``on_prediction`` hook) once per micro-batch group (or
+        once per answered request of a group in which one was refused), before the
+        answers go out, so it only queues the batch. :meth:`fold` records it
         with the batches served since: through :meth:`fold_soon` once :data:`FOLD_ROWS`
         rows have gathered, within :data:`FOLD_INTERVAL_S` otherwise
         (:meth:`fold_forever`), or when a scrape or an info request reads the metrics.

@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 LABEL = "label"
 
-#: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch
-#: of answered requests (refused ones are left out).
+#: ``on_prediction(runtime, X, prediction, request_rows)``: called once per combined batch,
+#: or, when a request in it is refused, once per answered request (refused ones left out).
 PredictionHook = Callable[["EnsembleRuntime", np.ndarray, "Prediction", list[int]], None]
 
 
@@ -64,7 +64,8 @@ class EnsembleRuntime:
         :meth:`predict_async` once per combined batch (where the batch runs) with
         the rows, the combined prediction and the row count of each request in it (for
         metrics: request sizes, variance histogram, drift); a request refused for
-        non-finite outputs is not reported. Not called by :meth:`predict`.
+        non-finite outputs is not reported (its batch's answered requests then are, one
+        call each). Not called by :meth:`predict`.
 
     Notes
     -----

@@ -27,6 +27,7 @@ import numpy as np
 
 from ensembles import defaults
 from ensembles.benchmark.gradient_boosting import HGB, fit_hgb, hgb_interval
+from ensembles.benchmark.uci_data import UCI_SPLITS
 from ensembles.errors import ConfigError
 
 TEST_FRACTION = 0.1
@@ -114,7 +115,7 @@ def run_protocol(
     csv: Path,
     target: str,
     *,
-    splits: int = 20,
+    splits: int = UCI_SPLITS,
     members: int = defaults.MEMBERS,
     jobs: int = 1,
     setups: Sequence[Setup] | None = None,

@@ -17,6 +17,8 @@ from ensembles.errors import ConfigError, DataError
 
 #: Where the CSVs are written unless ``--cache`` says otherwise.
 DEFAULT_CACHE = Path.home() / ".cache" / "ensembles" / "uci"
+#: The protocol's random 90/10 splits (Hernández-Lobato & Adams 2015).
+UCI_SPLITS = 20
 
 
 @dataclass(frozen=True)

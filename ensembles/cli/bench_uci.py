@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ensembles import defaults
-from ensembles.benchmark.uci_data import DEFAULT_CACHE, UCI_DATASETS
+from ensembles.benchmark.uci_data import DEFAULT_CACHE, UCI_DATASETS, UCI_SPLITS
 from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
-
-DEFAULT_SPLITS = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"datasets to run (default: {' '.join(UCI_DATASETS)})",
     )
     parser.add_argument(
-        "--splits", type=int, default=DEFAULT_SPLITS, help="random 90/10 splits (seeds 0..N-1)"
+        "--splits", type=int, default=UCI_SPLITS, help="random 90/10 splits (seeds 0..N-1)"
     )
     parser.add_argument(
         "--members", type=int, default=defaults.MEMBERS, help="members per ensemble"

@@ -110,10 +110,13 @@ class ModelStore:
         return self._backend.exists()
 
     def check_can_publish(self, name: str) -> None:
-        """Fail now, not after training, where a publish under ``name`` could not write.
+        """Fail now, not after training, where a publish under ``name`` surely could not write.
 
         A local store needs its nearest existing folder on the way to ``<root>/<name>`` to
-        be a folder it may write in; an object store must be reachable.
+        be a folder on a writable file system that ``os.access`` lets us write in; an
+        object store must be reachable. Best effort: what only the write itself can tell
+        (root on sysfs, NFS root-squash, SELinux, a bucket's write policy) still fails at
+        publish, with the same one line.
 
         Raises
         ------

@@ -17,7 +17,7 @@ from ensembles.evaluation import check_combiner_names, combiner_fit_problems
 from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit_set
 from ensembles.manifest import ONE_RUN_STRATEGIES, WEIGHT_AVERAGE, Task
 from ensembles.store import validate_name
-from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
+from ensembles.training.config import BALANCED_REGRESSION, STRONGER_REGULARIZATION, TrainConfig
 from ensembles.training.one_run import one_run_option_problems
 from ensembles.training.plans import subsample_fraction_problem
 from ensembles.training.refit import refit_option_problem
@@ -90,6 +90,10 @@ def validated_config(request: TrainRequest) -> TrainConfig:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
     problems += _variant_problems(request)
     problems += _strategy_option_problems(request)
+    if unknown := sorted(set(request.pinned_settings) - set(STRONGER_REGULARIZATION)):
+        problems.append(
+            f"pinned_settings names {unknown}; only {list(STRONGER_REGULARIZATION)} can be pinned"
+        )
     averaging = _asks_weight_averaging(request)
     if refit := refit_option_problem(request.refit, request.strategy, averaging):
         problems.append(refit)

@@ -231,6 +231,10 @@ def test_bad_options_fail_before_anything_is_written(
             {"strategy": "snapshot", "options": StrategyOptions(peak_learning_rate=0)},
             "--peak-learning-rate must be positive, got 0",
         ),
+        (
+            {"pinned_settings": ("droput",)},
+            r"pinned_settings names \['droput'\]; only \['activation', 'dropout', 'input_noise'\]",
+        ),
     ],
 )
 def test_more_option_errors(tmp_path: Path, changes: dict, message: str) -> None:
