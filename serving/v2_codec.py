@@ -631,7 +631,11 @@ def encode_infer_response(
 
 
 def choose_encoding(accept_encoding: str | None) -> str | None:
-    """``"gzip"``, ``"deflate"`` or None, as the client's ``Accept-Encoding`` allows."""
+    """``"gzip"``, ``"deflate"`` or None, as the client's ``Accept-Encoding`` prefers.
+
+    The coding of the highest ``q`` (RFC 9110, ``*`` standing for any coding not named),
+    gzip on a tie; None when neither is acceptable or ``identity`` is preferred to both.
+    """
     if not accept_encoding:
         return None
     offered = {}
@@ -642,10 +646,12 @@ def choose_encoding(accept_encoding: str | None) -> str | None:
             offered[token.strip()] = float(q) if q else 1.0
         except ValueError:
             offered[token.strip()] = 0.0
-    for candidate in ("gzip", "deflate"):
-        if offered.get(candidate, 0.0) > 0:
-            return candidate
-    return None
+    anything = offered.get("*", 0.0)
+    quality = {coding: offered.get(coding, anything) for coding in ("gzip", "deflate")}
+    best = max(quality, key=lambda coding: quality[coding])  # gzip first on a tie
+    if quality[best] <= 0 or offered.get("identity", 0.0) > quality[best]:
+        return None
+    return best
 
 
 def gzip_bytes(data: bytes) -> bytes:

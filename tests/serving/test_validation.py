@@ -17,7 +17,7 @@ from serving_fixtures import LiveServer
 from serving.app import create_app
 from serving.errors import InvalidRequestError
 from serving.settings import ServingSettings
-from serving.v2_codec import TensorMeta, decode_infer_request
+from serving.v2_codec import TensorMeta, choose_encoding, decode_infer_request
 
 INFER = "/v2/models/toy/infer"
 HEADER = "Inference-Header-Content-Length"
@@ -632,3 +632,20 @@ def test_an_empty_outputs_list_asks_for_every_output_as_triton_answers(client):
     none_named = client.post(INFER, content=v2(outputs=[])).json()["outputs"]
     assert [o["name"] for o in none_named] == [o["name"] for o in every]
     assert len(every) > 1
+
+
+@pytest.mark.parametrize(
+    ("accept", "chosen"),
+    [
+        (None, None),
+        ("gzip", "gzip"),
+        ("deflate;q=1, gzip;q=0.1", "deflate"),  # the higher q wins, not the first named
+        ("gzip;q=0, deflate;q=0.5", "deflate"),
+        ("*", "gzip"),
+        ("*;q=0.2, identity", None),  # identity preferred
+        ("br, gzip;q=0", None),
+        ("gzip, deflate, identity", "gzip"),  # a tie: gzip
+    ],
+)
+def test_the_response_coding_follows_the_client_s_preference(accept, chosen):
+    assert choose_encoding(accept) == chosen
