@@ -341,8 +341,8 @@ def _regression(
     X: np.ndarray, y: np.ndarray, features: list[str], source: str, **table: Any
 ) -> Dataset:
     values = np.asarray(y, dtype=float).reshape(len(y), -1)
-    if not (np.abs(values) <= FLOAT32_MAX).all():  # infinite, NaN or too large for float32
-        bad = values[~(np.abs(values) <= FLOAT32_MAX)]
+    bad = values[~(np.abs(values) <= FLOAT32_MAX)]  # infinite, NaN or too large for float32
+    if bad.size:
         raise DataError(
             f"the target of {source} has {bad.size} value(s) that are not finite numbers "
             f"within float32's range (±{FLOAT32_MAX:.3g}), e.g. {float(bad[0]):g}"

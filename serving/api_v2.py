@@ -19,7 +19,7 @@ from serving.errors import (
     error_responses,
 )
 from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
-from serving.offload import OFF_LOOP_BODY_BYTES, body_is_large, encode_off_loop, run_sized
+from serving.offload import body_is_large, encode_off_loop, run_sized
 from serving.registry import EnsembleRegistry
 from serving.routing import (
     LOOKUP_ERRORS,
@@ -283,7 +283,7 @@ async def _infer(
             * (1 if runtime.table_input.is_table else runtime.n_features),
         )
 
-    parsed = await run_sized(large or len(body) > OFF_LOOP_BODY_BYTES, decode)
+    parsed = await run_sized(large or body_is_large(body, None), decode)
     if parsed.id is not None and request.headers.get("x-request-id") is None:
         mark_served(request, runtime.name, runtime.version, parsed.id)
     combiner = parsed.parameters.get(COMBINER_PARAMETER)

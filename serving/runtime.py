@@ -409,14 +409,13 @@ class EnsembleRuntime:
         combined: Prediction,
         spans: list[tuple[int, int]],
         results: list[Prediction | Exception],
-        refused: bool,
     ) -> None:
         """Report the requests of one combine that are answered, not the refused ones.
 
         A refused row (its outputs not finite, e.g. inputs near float32's limit) would
         otherwise stay in the drift windows for tens of thousands of rows.
         """
-        if not refused:  # the common case: one report for the whole combine
+        if not any(isinstance(result, Exception) for result in results):  # the common case
             self._report(X, combined, [stop - start for start, stop in spans])
             return
         for (start, stop), result in zip(spans, results, strict=True):
@@ -460,7 +459,6 @@ class EnsembleRuntime:
                 rule = self.combiners[name]
                 averaged = self._run_averaged(rule, Xg)
                 combined = self._finish(Xg, name, og, vg, averaged, False, uncertainty)
-                refused = False
                 for i, (start, stop) in zip(indices, local, strict=True):
                     part = combined.rows(start, stop)
                     if spans[i][0][2]:  # per-member outputs asked for
@@ -469,8 +467,7 @@ class EnsembleRuntime:
                         part.member_variances = None if variances is None else variances[:, a:b]
                     bad = part.nonfinite_rows()
                     results[i] = _nonfinite_error(bad) if bad else part
-                    refused = refused or bool(bad)
-                self._report_served(Xg, combined, local, [results[i] for i in indices], refused)
+                self._report_served(Xg, combined, local, [results[i] for i in indices])
             except Exception as exc:
                 for i in indices:
                     results[i] = exc
