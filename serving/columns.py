@@ -32,6 +32,10 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "boolean": ("BYTES", ("BOOL", "INT64", "INT32", "FP64", "FP32")),
     "categorical": ("BYTES", ("INT64", "INT32")),
 }
+#: Every datatype some column input takes (the OpenAPI infer body lists them).
+COLUMN_DATATYPES: tuple[str, ...] = tuple(
+    sorted({datatype for first, others in _COLUMN_TYPES.values() for datatype in (first, *others)})
+)
 
 
 class TableInput:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ensembles.manifest import OutputSpec, Task
 from ensembles.uncertainty import UNCERTAINTY_NAMES
+from serving.columns import COLUMN_DATATYPES
 from serving.errors import (
     InvalidRequestError,
     OverloadedError,
@@ -133,9 +134,26 @@ class InferResponse(BaseModel):
     outputs: list[OutputTensor]
 
 
-#: JSON schema of one input tensor in a JSON body. Every model takes one ``[batch,
-#: n_features]`` FP32 input; its name and width are in the model metadata.
-_INPUT_SCHEMA: dict[str, Any] = {
+_BATCH_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1}
+_BINARY_SIZE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "binary_data_size": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Binary bodies only: the bytes of this input after the JSON "
+            "header (then `data` is absent).",
+        }
+    },
+}
+_CELL_SCHEMA: dict[str, Any] = {
+    "type": ["number", "string", "boolean", "null"],
+    "description": "A number, a category's text, a flag, or `null` for a missing cell.",
+}
+#: JSON schema of a plain ensemble's one input: the ``[batch, n_features]`` FP32 matrix.
+_MATRIX_INPUT_SCHEMA: dict[str, Any] = {
+    "title": "Matrix input",
+    "description": "A plain ensemble's one input; its name and width are in the model metadata.",
     "type": "object",
     "required": ["name", "shape", "datatype", "data"],
     "properties": {
@@ -143,27 +161,50 @@ _INPUT_SCHEMA: dict[str, Any] = {
         "shape": {
             "type": "array",
             "description": "`[batch, n_features]`; at most `max_batch_rows` rows.",
-            "prefixItems": [{"type": "integer", "minimum": 1}, {"type": "integer", "minimum": 1}],
+            "prefixItems": [_BATCH_SCHEMA, {"type": "integer", "minimum": 1}],
             "minItems": 2,
             "maxItems": 2,
         },
         "datatype": {"type": "string", "enum": ["FP32"]},
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "binary_data_size": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Binary bodies only: the bytes of this input after the "
-                    "JSON header (then `data` is absent).",
-                }
-            },
-        },
+        "parameters": _BINARY_SIZE_SCHEMA,
         "data": {
             "type": "array",
             "minItems": 1,
             "description": "Row-major values, flat or nested by row; as many as the shape says.",
             "items": {"anyOf": [FLOAT32_SCHEMA, {"type": "array", "items": FLOAT32_SCHEMA}]},
+        },
+    },
+}
+#: JSON schema of one column of a table ensemble (one input per column, the convention of
+#: MLServer's pandas codec); the model metadata lists each column's name and datatype.
+_COLUMN_INPUT_SCHEMA: dict[str, Any] = {
+    "title": "Column input",
+    "description": "One column of a table ensemble: `BYTES` for categories and flags, `FP64` "
+    "for numbers (the model metadata lists every column and its datatype; numbers may also "
+    "come as FP32 or integers, flags as BOOL).",
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string", "description": "A column (see model metadata)."},
+        "shape": {
+            "type": "array",
+            "description": "`[batch, 1]` or `[batch]`; at most `max_batch_rows` rows.",
+            "prefixItems": [_BATCH_SCHEMA, {"const": 1}],
+            "minItems": 1,
+            "maxItems": 2,
+        },
+        "datatype": {"type": "string", "enum": list(COLUMN_DATATYPES)},
+        "parameters": _BINARY_SIZE_SCHEMA,
+        "data": {
+            "type": "array",
+            "minItems": 1,
+            "description": "The column's cells, flat or one per row; as many as the shape says.",
+            "items": {
+                "anyOf": [
+                    _CELL_SCHEMA,
+                    {"type": "array", "items": _CELL_SCHEMA, "minItems": 1, "maxItems": 1},
+                ]
+            },
         },
     },
 }
@@ -195,8 +236,9 @@ INFER_BODY: dict[str, Any] = {
                     "inputs": {
                         "type": "array",
                         "minItems": 1,
-                        "maxItems": 1,
-                        "items": _INPUT_SCHEMA,
+                        "description": "A plain ensemble takes one FP32 matrix, a table "
+                        "ensemble one input per column; model metadata lists them.",
+                        "items": {"anyOf": [_MATRIX_INPUT_SCHEMA, _COLUMN_INPUT_SCHEMA]},
                     },
                     "outputs": {
                         "type": "array",
@@ -254,5 +296,5 @@ def document_limits(schema: dict[str, Any], settings: ServingSettings) -> None:
     """Write this server's row limit into the OpenAPI infer bodies, in place."""
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-        shape = body["schema"]["properties"]["inputs"]["items"]["properties"]["shape"]
-        shape["prefixItems"][0]["maximum"] = settings.max_batch_rows
+        for form in body["schema"]["properties"]["inputs"]["items"]["anyOf"]:
+            form["properties"]["shape"]["prefixItems"][0]["maximum"] = settings.max_batch_rows

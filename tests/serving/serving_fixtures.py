@@ -1,11 +1,14 @@
-"""Shared serving test helpers: a live uvicorn server in a thread, free ports, corrupt publishes."""
+"""Shared serving test helpers: live servers, free ports, corrupt publishes, schemathesis runs."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -115,3 +118,40 @@ def flip_member_byte(folder: Path, manifest: dict[str, Any]) -> None:
 def publish_corrupt(store: ModelStore, name: str) -> int:
     """Publish a copy of the latest version with one member's bytes flipped; return it."""
     return publish_copy(store, name, flip_member_byte)
+
+
+#: Per-operation settings: the answers a static schema cannot rule out (see the file).
+CONFIG = Path(__file__).with_name("openapi.toml")
+#: Every check, a fixed seed, one worker and no example database: with a bounded number
+#: of examples per operation, the same cases on every run.
+OPTIONS = (
+    "--checks=all",
+    "--seed=1",
+    "--workers=1",
+    "--generation-database=none",
+    "--request-timeout=30",
+    "--no-color",
+)
+
+
+def run_schemathesis(server: LiveServer, cwd: Path, *options: str, examples: int) -> str:
+    """Run ``schemathesis run <server>/openapi.json`` and return its report.
+
+    Fails the test, showing the report, unless every generated case passed.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        f"--config-file={CONFIG}",
+        "run",
+        f"{server.url}/openapi.json",
+        *OPTIONS,
+        f"--max-examples={examples}",
+        *options,
+    ]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report[-8000:]
+    assert re.search(r"(\d+) generated, \1 passed", report), report[-8000:]
+    return report

@@ -6,57 +6,18 @@ predict and infer, so these runs also check that the two agree.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_fixtures import TOKEN, LiveServer
+from serving_fixtures import TOKEN, LiveServer, run_schemathesis
 
 from serving import api_v1, api_v2
 from serving.app import create_app
 from serving.security import SECURITY_SCHEME, require_token
 from serving.settings import ServingSettings
 
-#: Per-operation settings: the answers a static schema cannot rule out (see the file).
-CONFIG = Path(__file__).with_name("openapi.toml")
-#: Every check, a fixed seed, one worker and no example database: with a bounded number
-#: of examples per operation, the same cases on every run.
-OPTIONS = (
-    "--checks=all",
-    "--seed=1",
-    "--workers=1",
-    "--generation-database=none",
-    "--request-timeout=30",
-    "--no-color",
-)
 INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
-
-
-def run_schemathesis(server: LiveServer, cwd: Path, *options: str, examples: int) -> str:
-    """Run ``schemathesis run <server>/openapi.json`` and return its report.
-
-    Fails the test, showing the report, unless every generated case passed.
-    """
-    command = [
-        sys.executable,
-        "-m",
-        "schemathesis.cli",
-        f"--config-file={CONFIG}",
-        "run",
-        f"{server.url}/openapi.json",
-        *OPTIONS,
-        f"--max-examples={examples}",
-        *options,
-    ]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    report = done.stdout + done.stderr
-    assert done.returncode == 0, report[-8000:]
-    assert re.search(r"(\d+) generated, \1 passed", report), report[-8000:]
-    return report
 
 
 def operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -125,8 +86,10 @@ def test_the_row_limit_is_this_servers(server, client):
     assert rows["maxItems"] == server.settings.max_batch_rows == 64
     for path in INFER_PATHS:
         body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
-        shape = body["schema"]["properties"]["inputs"]["items"]["properties"]["shape"]
-        assert shape["prefixItems"][0]["maximum"] == 64
+        forms = body["schema"]["properties"]["inputs"]["items"]["anyOf"]
+        assert [form["title"] for form in forms] == ["Matrix input", "Column input"]
+        for form in forms:
+            assert form["properties"]["shape"]["prefixItems"][0]["maximum"] == 64
 
 
 def test_lean_routes_answer_documented_operations(server, client):

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serving_fixtures import LiveServer
+from serving_fixtures import LiveServer, run_schemathesis
 
 from ensembles.data import load_csv, split_dataset
 from ensembles.heldout import HeldoutPredictions
@@ -142,6 +143,36 @@ def test_v2_json_column_inputs_take_null_and_flat_shapes(mixed, http):
     got = next(o for o in answer.json()["outputs"] if o["name"] == "probabilities")["data"]
     expected = _predict(http, {"records": records}).json()["predictions"]["probabilities"]
     np.testing.assert_allclose(np.reshape(got, (3, 2)), expected, atol=1e-6)
+
+
+def test_the_openapi_infer_body_admits_column_inputs(mixed, http):
+    # A client that validates its requests against /openapi.json must be able to send a
+    # table ensemble's columns: flat or one per row, strings, numbers and null.
+    schema = http.get("/openapi.json").json()["paths"]["/v2/models/{name}/infer"]["post"]
+    validator = jsonschema.Draft202012Validator(
+        schema["requestBody"]["content"]["application/json"]["schema"]
+    )
+    records = _records(mixed["test"], mixed["manifest"].preprocessing.column_names)[:3]
+    records[0][AGE] = None
+    metadata = http.get(f"/v2/models/{NAME}").json()["inputs"]
+    for nested in (False, True):
+        body = {
+            "inputs": [
+                {
+                    "name": entry["name"],
+                    "datatype": entry["datatype"],
+                    "shape": [3, 1] if nested else [3],
+                    "data": [[r[entry["name"]]] if nested else r[entry["name"]] for r in records],
+                }
+                for entry in metadata
+            ]
+        }
+        assert not list(validator.iter_errors(body)), body
+        assert http.post(f"/v2/models/{NAME}/infer", json=body).status_code == 200
+
+
+def test_schemathesis_finds_no_failure_on_a_table_ensemble(server, tmp_path):
+    run_schemathesis(server, tmp_path, "--include-path-regex=/infer$", examples=40)
 
 
 def test_unseen_category_is_served_and_counted_per_column(mixed, http):
