@@ -136,8 +136,8 @@ def in_process_rows(store: Path, name: str, duration: float, intra: int) -> list
     """The no-HTTP limit on one core: fused members, then the runtime's full predict."""
     import onnxruntime as ort
 
+    from ensembles.fused import FusedMembers, session_options
     from ensembles.store import ModelStore
-    from serving.fused import FusedMembers, session_options
     from serving.runtime import EnsembleRuntime
 
     model_store = ModelStore(store)
@@ -182,8 +182,8 @@ def in_process_rows(store: Path, name: str, duration: float, intra: int) -> list
 
 def thread_setting_rows(store: Path, name: str, duration: float) -> list[Row]:
     """Time the fused call under several onnxruntime thread settings (batch 1 and 64)."""
+    from ensembles.fused import FusedMembers, session_options
     from ensembles.store import ModelStore
-    from serving.fused import FusedMembers, session_options
 
     model_store = ModelStore(store)
     version = model_store.latest(name)

@@ -1,6 +1,6 @@
 """In-process serving graphs: today's fused graph against one batched-MatMul (packed) graph.
 
-The fused graph (``serving.fused``) holds every member's own Gemm chain side by side; a
+The fused graph (``ensembles.fused``) holds every member's own Gemm chain side by side; a
 packed graph holds each layer once as a ``(K, in, out)`` MatMul over the members, as the
 packed training engine does. Both take one ``(batch, n_features)`` input and return the
 member outputs ``(K, batch, n_outputs)``. Members are the default network (64 -> 128 ->
@@ -23,8 +23,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from ensembles.fused import fuse_members, session_options
 from ensembles.markdown import format_table
-from serving.fused import fuse_members, session_options
 
 N_FEATURES, HIDDEN, N_OUTPUTS = 64, (128, 64), 10
 

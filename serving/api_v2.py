@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
 from ensembles.store import VERSION_PATTERN
 from serving.errors import (
     BodyTooLargeError,
@@ -18,7 +19,6 @@ from serving.errors import (
     NotReadyError,
     error_responses,
 )
-from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
 from serving.offload import body_is_large, encode_off_loop, run_sized
 from serving.registry import EnsembleRegistry
 from serving.routing import (

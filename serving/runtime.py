@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from ensembles.errors import EnsembleError, IntegrityError
+from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, session_options
 from ensembles.reproduction import stored_test_data
 from ensembles.store import ModelStore, StoredVersion
 from ensembles.uncertainty import served_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.columns import TableInput
 from serving.errors import InvalidRequestError, OverloadedError
-from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, session_options
 from serving.prediction import Prediction, baseline_from, finite_rows
 from serving.signature import TensorSpec
 from serving.v2_codec import TensorMeta
@@ -69,7 +69,7 @@ class EnsembleRuntime:
 
     Notes
     -----
-    Members run in one fused onnxruntime graph (``serving.fused``). With batching on,
+    Members run in one fused onnxruntime graph (``ensembles.fused``). With batching on,
     :meth:`predict_async` requests are coalesced into micro-batches; for each batch (on the
     event loop up to ``inline_rows`` rows, else in the batcher's worker thread) the
     members run once over all rows, then requests that ask for the same

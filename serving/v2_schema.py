@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
 from ensembles.manifest import OutputSpec, Task
 from ensembles.uncertainty import UNCERTAINTY_NAMES
 from serving.columns import COLUMN_DATATYPES
@@ -20,7 +21,6 @@ from serving.errors import (
     UnauthorizedError,
     error_responses,
 )
-from serving.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
 from serving.routing import BODY_ERRORS, COMBINER_SCHEMA, LOOKUP_ERRORS
 from serving.runtime import LABEL
 from serving.settings import ServingSettings

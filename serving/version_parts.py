@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
+from ensembles.fused import FusedMembers
 from ensembles.heldout import SplitPredictions
 from ensembles.manifest import WEIGHT_AVERAGE
 from ensembles.reproduction import (
@@ -24,7 +25,6 @@ from ensembles.reproduction import (
     verify_combiners,
 )
 from ensembles.store import StoredVersion
-from serving.fused import FusedMembers
 from serving.signature import load_onnx
 
 #: What the weight-averaged model returns: its values, and its own variance head or None.

@@ -35,7 +35,7 @@ def inference_cost(
     """Per-row inference time and model size of every combiner and of one member.
 
     What is timed is what serving runs per batch: the fused member graph
-    (:class:`serving.fused.FusedMembers`, every member in one onnxruntime call with one
+    (:class:`ensembles.fused.FusedMembers`, every member in one onnxruntime call with one
     intra-op thread), then the combiner's ``combine`` on its float32 outputs.
     ``weight_average`` runs ``averaged.onnx`` alone, and ``single_member`` one member
     file alone. Uncertainty measures, request decoding and HTTP are not timed.
@@ -56,7 +56,7 @@ def inference_cost(
         name -> ``{"infer_us_per_row": ..., "size_kb": ...}`` for every combiner and for
         ``single_member`` (one member file, the cost of a single network).
     """
-    from serving.fused import FusedMembers
+    from ensembles.fused import FusedMembers
 
     batch = np.resize(np.asarray(X, dtype=np.float32), (BATCH_ROWS, X.shape[1]))
     files = [folder / member.file for member in manifest.members]

@@ -11,14 +11,14 @@ import numpy as np
 def open_session(path: Path, threads: int = 1) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``path`` with serving's session options.
 
-    The options are :func:`serving.fused.session_options` (full graph optimisation, no
+    The options are :func:`ensembles.fused.session_options` (full graph optimisation, no
     spinning) with ``threads`` intra-op threads, so a single model is timed as serving
     runs it. One thread is deliberate: on a small machine the benchmark measures per-call
     cost, and several sessions competing for cores would measure contention instead.
     """
     import onnxruntime
 
-    from serving.fused import session_options
+    from ensembles.fused import session_options
 
     return onnxruntime.InferenceSession(
         str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]

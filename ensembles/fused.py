@@ -167,7 +167,7 @@ def fuse_members(
     fused = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets.items()],
-        producer_name="ensembles.serving.fused",
+        producer_name="ensembles.fused",
     )
     fused.ir_version = max(model.ir_version for model in models)
     onnx.checker.check_model(fused)

@@ -1,4 +1,4 @@
-"""Tests of serving.fused: one fused graph gives exactly what the separate member sessions give."""
+"""Tests of ensembles.fused: one fused graph gives what the separate member sessions give."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from ensembles.errors import ShapeError
-from serving.fused import (
+from ensembles.fused import (
     MEMBER_OUTPUTS,
     MEMBER_VARIANCES,
     FusedMembers,
