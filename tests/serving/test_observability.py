@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import time
@@ -53,7 +54,11 @@ def test_json_log_lines_carry_extra_fields():
     record.ensemble = "toy"
     line = orjson.loads(JsonFormatter().format(record))
     assert line["message"] == "refused x" and line["ensemble"] == "toy"
-    assert line["level"] == "error" and np.isfinite(len(line["time"]))
+    assert line["level"] == "error"
+    # An ISO 8601 time with its zone, at the record's own moment (microseconds written).
+    logged = dt.datetime.fromisoformat(line["time"])
+    assert logged.tzinfo is not None
+    assert logged.timestamp() == pytest.approx(record.created, abs=1e-5)
 
 
 def _status_count(text: str, route: str, status: str) -> float:

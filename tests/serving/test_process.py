@@ -20,16 +20,57 @@ from serving.__main__ import SettingsError, main, parse_args, settings_problems
 from serving.settings import MAX_DEFAULT_WORKERS, ServingSettings
 from serving.workers import SPREADS_CONNECTIONS
 
+#: ``python -m serving`` with torch made unimportable: any ``import torch`` raises.
+WITHOUT_TORCH = (
+    "import runpy, sys\n"
+    "sys.modules['torch'] = None\n"
+    "runpy.run_module('serving', run_name='__main__', alter_sys=True)\n"
+)
 
-def test_server_import_pulls_no_torch(synthetic_store):
-    code = (
-        "import sys\n"
-        "from serving.app import create_app\n"
-        "from serving.settings import ServingSettings\n"
-        f"create_app(ServingSettings(store={str(synthetic_store.root)!r}))\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+def _start(argv: list[str], port: int) -> subprocess.Popen:
+    """Start a server process and wait (a hang guard of 60 s) until it answers."""
+    process = subprocess.Popen([*argv, "--port", str(port)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+            return process
+        except httpx.TransportError:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_serving_every_combiner_needs_no_torch(trained_store):
+    # Every request path, not only the import: /v1 with each combiner and the members'
+    # outputs, /v2 with each combiner, for a classifier and a regressor.
+    port = free_port()
+    argv = [sys.executable, "-c", WITHOUT_TORCH, "--store", str(trained_store), "--workers", "1"]
+    process = _start(argv, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            names = [e["name"] for e in http.get("/v1/ensembles").json()["ensembles"]]
+            assert len(names) == 2
+            for name in names:
+                info = http.get(f"/v1/ensembles/{name}").json()
+                width = info["n_features"]
+                rows = [[0.1 * (i + j) for j in range(width)] for i in range(3)]
+                entry = {"name": "input", "shape": [3, width], "datatype": "FP32", "data": rows}
+                for combiner in info["combiners"]:
+                    v1 = http.post(
+                        f"/v1/ensembles/{name}/predict",
+                        json={"rows": rows, "combiner": combiner, "members": True},
+                    )
+                    assert v1.status_code == 200, (name, combiner, v1.text)
+                    v2 = http.post(
+                        f"/v2/models/{name}/infer",
+                        json={"inputs": [entry], "parameters": {"combiner": combiner}},
+                    )
+                    assert v2.status_code == 200, (name, combiner, v2.text)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert b"torch" not in stderr, stderr.decode()[-4000:]
 
 
 def test_flags_override_environment(monkeypatch):

@@ -1,6 +1,9 @@
-"""The optional bearer token: required on predict and admin routes, not on metadata."""
+"""The optional bearer token (predict and admin routes, not metadata), and names that escape."""
 
 from __future__ import annotations
+
+import json
+import socket
 
 import numpy as np
 import pytest
@@ -44,8 +47,23 @@ def test_tritonclient_sends_the_token_as_a_header(guarded):
         client.close()
 
 
-def test_path_traversal_names_are_rejected(client):
-    for name in ("..", "Bad.Name", "a%2F..%2F..%2Fetc"):
-        response = client.get(f"/v1/ensembles/{name}")
-        assert response.status_code in (400, 404)
-        assert "error" in response.json()
+def _raw_get(port: int, path: str) -> tuple[int, dict]:
+    """GET ``path`` byte for byte (an HTTP client would normalise ``..`` away first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, body = answer.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("name", ["..", "%2E%2E", "Bad.Name", "TOY", "toy%00"])
+@pytest.mark.parametrize("route", ["/v1/ensembles/{}", "/v2/models/{}"])
+def test_invalid_and_traversal_names_are_refused_by_the_route(server, route, name):
+    status, body = _raw_get(server.settings.port, route.format(name))
+    assert status == 400, body
+    assert body["error"].startswith("invalid ensemble name"), body
+
+
+def test_encoded_slashes_match_no_route(server):
+    status, body = _raw_get(server.settings.port, "/v1/ensembles/..%2F..%2Fetc")
+    assert (status, body) == (404, {"error": "Not Found"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -14,13 +16,28 @@ import pytest
 from ensembles.errors import ConfigError, DataError, ExportError
 from ensembles.heldout import HeldoutPredictions
 from ensembles.metrics import classification_metrics
-from ensembles.store import ModelStore
-from ensembles.training import pipeline
+from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore
 from ensembles.training.pipeline import run_training, train_ensemble
 from ensembles.training.plans import training_rows
 from ensembles.training.preflight import validated_config
 from ensembles.training.strategies import StrategyOptions
 from tests.conftest import STRATEGY_PARAMS, tiny_request
+
+#: What a version may hold: ONNX graphs, JSON, numpy archives and the checksum file.
+STORE_SUFFIXES = {".onnx", ".json", ".npz", ".sha256"}
+
+
+def assert_no_pickles(folder: Path, files: set[str]) -> None:
+    """Every file is of a pickle-free kind, and every archive holds plain arrays only."""
+    for name in files:
+        path = folder / name
+        assert path.suffix in STORE_SUFFIXES, name
+        if path.suffix == ".npz":
+            with zipfile.ZipFile(path) as archive:  # torch.save writes a zip with data.pkl
+                assert all(entry.endswith(".npy") for entry in archive.namelist()), name
+            with np.load(path, allow_pickle=False) as arrays:  # object arrays would raise
+                for key in arrays.files:
+                    assert arrays[key].dtype.kind != "O", (name, key)
 
 
 def verify_version(store: Path, name: str) -> None:
@@ -28,12 +45,10 @@ def verify_version(store: Path, name: str) -> None:
     manifest = ModelStore(store).load_manifest(name)  # verifies every sha256
     folder = ModelStore(store).path(name, manifest.version)
     heldout = HeldoutPredictions.load(folder / "heldout.npz")
-    with zipfile.ZipFile(folder / "heldout.npz") as archive:  # plain arrays, loadable w/o pickle
-        assert all(entry.endswith(".npy") for entry in archive.namelist())
-    assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pt"))
-    assert set(manifest.files) >= {"heldout.npz", "curves.json"} | {
-        m.file for m in manifest.members
-    }
+    on_disk = {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+    assert on_disk == set(manifest.files) | {MANIFEST_FILE, CHECKSUM_FILE}
+    assert {"heldout.npz", "curves.json"} | {m.file for m in manifest.members} <= on_disk
+    assert_no_pickles(folder, on_disk)
     curves = json.loads((folder / "curves.json").read_text())
     for index, member in enumerate(manifest.members):
         session = ort.InferenceSession(
@@ -154,21 +169,45 @@ def test_parallel_jobs_give_identical_members(tmp_path: Path, strategy: str) -> 
     assert two.manifest.combiners["mean"].test_metrics == pytest.approx(metrics, rel=1e-5)
 
 
-def test_interrupted_publish_leaves_no_visible_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    request = tiny_request(tmp_path, dataset="wine", strategy="repeat")
-    train_ensemble(request)
+#: Train a second wine version with Ctrl-C arriving as the file ``argv[2]`` of the staging
+#: folder is opened for writing: an audit hook raises KeyboardInterrupt at that moment, in
+#: a process of its own (audit hooks cannot be removed).
+CTRL_C_WHILE_WRITING = """
+import sys
+from pathlib import Path
+from ensembles.training.pipeline import train_ensemble
+from tests.conftest import tiny_request
 
-    def interrupt(*args: object, **kwargs: object) -> None:
+def ctrl_c(event, args):
+    path = str(args[0]) if event == "open" else ""
+    if ".staging-" in path and path.endswith(sys.argv[2]) and args[1] not in (None, "r"):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.HeldoutPredictions, "save", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_ensemble(request)
+sys.addaudithook(ctrl_c)
+try:
+    train_ensemble(tiny_request(Path(sys.argv[1]), dataset="wine", strategy="repeat"))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("moment", ["heldout.npz", "manifest.sha256"])
+def test_interrupted_publish_leaves_no_visible_version(tmp_path: Path, moment: str) -> None:
+    request = tiny_request(tmp_path, dataset="wine", strategy="repeat")
+    train_ensemble(request)
+    root = Path(__file__).parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_WRITING, str(tmp_path), moment],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 130, done.stderr[-4000:]
     store = ModelStore(request.store)
     assert store.versions("wine") == [1] and store.latest("wine") == 1
     assert not list((request.store / "wine").glob(".staging-*"))
+    assert store.load_manifest("wine").version == 1
 
 
 def test_weight_averaging_refuses_independent_members_unless_forced(tmp_path: Path) -> None:
