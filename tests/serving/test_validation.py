@@ -536,11 +536,14 @@ def test_v2_bad_requests(client, case, path, content, headers, status, message):
 
 
 def test_v2_not_found_and_method_errors_are_json(client):
-    assert client.get("/v2/models/nope").json() == {
-        "error": client.get("/v2/models/nope").json()["error"]
+    missing = client.get("/v2/models/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "ensemble 'nope' not found in the model store (known ensembles: reg, toy)"
     }
     response = client.get(INFER)
-    assert response.status_code == 405 and "error" in response.json()
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json() == {"error": "Method Not Allowed"}
     assert client.get("/v2/models/nope/ready").status_code == 400
 
 

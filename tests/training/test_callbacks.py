@@ -69,13 +69,16 @@ def test_horizontal_members_are_exactly_the_last_epochs(wine: TrainingData) -> N
     members, _ = train_members("horizontal", 3, wine, CONFIG, seed=5, progress=False)
     assert [member.epoch for member in members] == [4, 5, 6]
     # the last member is the final state of the run: retrain the same seed and compare
-    plain = build_network(wine, CONFIG, np.arange(len(wine.y_train)))
     torch.manual_seed(members[0].plan.seed)
     plain = build_network(wine, CONFIG, np.arange(len(wine.y_train)))
-    torch.set_num_threads(1)
-    fit_member(
-        plain, wine.X_train, wine.y_train, wine.X_val, wine.y_val, CONFIG, members[0].plan.seed
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the members trained: one thread, the same kernels
+    try:
+        fit_member(
+            plain, wine.X_train, wine.y_train, wine.X_val, wine.y_val, CONFIG, members[0].plan.seed
+        )
+    finally:
+        torch.set_num_threads(threads)  # later tests keep the session's setting
     for key, value in plain.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), members[-1].state[key])
     assert not np.array_equal(members[0].state["head.weight"], members[-1].state["head.weight"])
