@@ -96,8 +96,9 @@ def read_csv_table(
     Raises
     ------
     DataError
-        With one line naming the problem: unparseable file, unknown target, no feature
-        columns, a forced-numeric column holding text, infinite values, every target empty.
+        With one line naming the problem: unparseable file, a header naming a column
+        twice, unknown target, no feature columns, a forced-numeric column holding text,
+        infinite values, every target empty.
     ConfigError
         When an override names an unknown column, the target, or the same column twice.
     """
@@ -119,6 +120,7 @@ def read_csv_table(
         raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
     if frame.empty:
         raise DataError(f"{path.name} has a header but no data rows")
+    _check_distinct_header(path)
     frame.columns = [str(column) for column in frame.columns]
     names = list(frame.columns)
     if target not in names:
@@ -218,6 +220,18 @@ def _row_labels(name: str, position: int, cells: Any) -> str | None:
     if cells.isna().any() or cells.nunique() != len(cells):
         return None
     return "the file's row labels (an unnamed or 'rownames' first column); name it to keep it"
+
+
+def _check_distinct_header(path: Path) -> None:
+    """Refuse a header that names a column twice (pandas would rename the second ``a.1``)."""
+    import pandas as pd
+
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    names = [str(name) for name in header.iloc[0]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        shown = ", ".join(f"'{name}' ({names.count(name)} times)" for name in repeated)
+        raise DataError(f"the header of {path.name} repeats {shown}: name each column once")
 
 
 def _check_overrides(

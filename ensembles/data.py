@@ -16,6 +16,9 @@ from ensembles.tabular import FLOAT32_MAX, Table, TabularSpec, fit_spec
 
 BUILTIN_DATASETS = ("digits", "breast_cancer", "wine", "diabetes", "blobs", "regression")
 _MAX_CLASSES_FOR_NUMERIC_TARGET = 20
+#: The largest split seed: the split seeds scikit-learn with ``seed`` and ``seed + 1``,
+#: each of which must be below 2**32.
+MAX_SEED = 2**32 - 2
 
 
 @dataclass(frozen=True)

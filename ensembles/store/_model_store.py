@@ -61,8 +61,9 @@ class ModelStore:
     Raises
     ------
     StoreError
-        When the URL's protocol is unknown to fsspec or its package is not installed, or
-        when ``root`` looks like a URL that went through ``Path`` (``s3:/bucket``).
+        When ``root`` is empty, when the URL's protocol is unknown to fsspec or its package
+        is not installed, or when ``root`` looks like a URL that went through ``Path``
+        (``s3:/bucket``).
 
     Notes
     -----
@@ -74,6 +75,11 @@ class ModelStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         text = os.fspath(root)
+        if not text.strip():
+            raise StoreError(
+                "the model store location is empty: give a folder or an fsspec URL such as "
+                "s3://bucket/prefix"
+            )
         if _MANGLED_URL_PATTERN.match(text):
             raise StoreError(
                 f"model store {text!r} looks like a URL that lost a '/' (Path('s3://b/p') "

@@ -208,7 +208,7 @@ def _setting_problems(values: Mapping[str, Any], spell: Callable[[str], str]) ->
             problems.append(f"{word} must be finite, got {value}")
         elif name == "nll_beta" and not 0 <= value <= 1:
             problems.append(f"{word} must be in [0, 1], got {value}")
-        elif name == "dropout" and not 0 <= value < 1:
+        elif name in ("dropout", "momentum") and not 0 <= value < 1:
             problems.append(f"{word} must be in [0, 1), got {value}")
         elif name in ("learning_rate", "grad_clip") and not value > 0:
             problems.append(f"{word} must be positive, got {value}")

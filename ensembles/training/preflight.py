@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ensembles.data import Dataset, Splits
+from ensembles.data import MAX_SEED, Dataset, Splits
 from ensembles.default_choice import MEAN_MISSING, REFERENCE
 from ensembles.errors import ConfigError, DataError
 from ensembles.evaluation import check_combiner_names, combiner_fit_problems
@@ -84,6 +84,8 @@ def validated_config(request: TrainRequest) -> TrainConfig:
         problems.append(
             f"--members must be at least {minimum} for {request.strategy}, got {request.members}"
         )
+    if not 0 <= request.seed <= MAX_SEED:
+        problems.append(f"--seed must be in [0, {MAX_SEED}], got {request.seed}")
     if request.jobs < 1:
         problems.append(f"--jobs must be at least 1, got {request.jobs}")
     if not 0 < request.interval_level < 1:

@@ -198,6 +198,18 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             ["--dataset", "wine", "--dropout", "1.5"],
             "error: dropout must be in \\[0, 1\\), got 1.5",
         ),
+        (  # momentum of 1 or more diverges: it used to publish a val loss of 1734
+            ["--dataset", "wine", "--optimizer", "sgd", "--momentum", "5"],
+            "^error: momentum must be in \\[0, 1\\), got 5.0$",
+        ),
+        (  # the split seeds scikit-learn with seed and seed + 1 (a traceback before)
+            ["--dataset", "wine", "--seed", "-1"],
+            "^error: --seed must be in \\[0, 4294967294\\], got -1$",
+        ),
+        (
+            ["--dataset", "wine", "--seed", "4294967295"],
+            "^error: --seed must be in \\[0, 4294967294\\], got 4294967295$",
+        ),
         (["--dataset", "wine", "--name", "../x"], "error: invalid ensemble name '../x'"),
         (
             ["--dataset", "wine", "--members", "many"],
@@ -237,6 +249,28 @@ def test_bad_input_gets_one_line_and_leaves_the_store_alone(
     assert len(error.strip().splitlines()) == 1, error
     assert re.search(message, error), error
     assert not store.exists() or ModelStore(store).names() == []
+
+
+def test_a_header_that_repeats_a_column_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv = tmp_path / "dup.csv"
+    csv.write_text("a,b,a,label\n" + "".join(f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(40)))
+    status = main(["--csv", str(csv), "--target", "label", "--store", str(tmp_path / "s"), *TINY])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert error == "error: the header of dup.csv repeats 'a' (2 times): name each column once\n"
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_empty_store_location_is_refused_not_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["--dataset", "wine", "--store", "", *TINY]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: the model store location is empty"), error
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_is_one_line_and_a_distinct_status(capsys: pytest.CaptureFixture) -> None:
