@@ -344,7 +344,8 @@ def _rows(rows: list[list[float]]) -> np.ndarray:
     if not rows:
         raise InvalidRequestError("empty batch: send at least one row", field="rows")
     try:
-        return np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: the runtime refuses it
+            return np.asarray(rows, dtype=np.float32)
     except ValueError as exc:
         lengths = sorted({len(row) for row in rows})
         raise InvalidRequestError(

@@ -158,6 +158,7 @@ def create_app(settings: ServingSettings | None = None) -> ServingApp:
         every ``poll_interval_s``.
     """
     settings = settings or get_settings()
+    logging.captureWarnings(True)  # a numpy or library warning is a log line like any other
     metrics = ServingMetrics()
     registry = EnsembleRegistry(settings, metrics)
 

@@ -229,12 +229,27 @@ def response_for(exc: BaseException, *, with_field: bool = True) -> Response:
     return error_response(message, status, field=field, headers=headers)
 
 
+#: How a refused cell's JSON value is named in messages.
+_JSON_KINDS = {dict: "an object", list: "a list"}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     first = exc.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    field = ".".join(location) or "body"
+    location = [part for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
         return f"malformed JSON body: {first.get('msg')}", "body"
+    if len(location) >= 3 and location[0] == "records":
+        # A cell no member of the union takes: pydantic names each member tried
+        # (records.0.age.str, .float, .bool); name the column, as the encoder does.
+        row, column = location[1], location[2]
+        value = first.get("input")
+        got = _JSON_KINDS.get(type(value), repr(value))
+        return (
+            f"column '{column}' in records[{row}] takes a string, a number, true/false or "
+            f"null; got {got}",
+            f"records.{column}",
+        )
+    field = ".".join(map(str, location)) or "body"
     return f"invalid field '{field}': {first.get('msg')}", field
 
 

@@ -14,6 +14,7 @@ from ensembles.errors import EnsembleError, IntegrityError
 from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, session_options
 from ensembles.reproduction import stored_test_data
 from ensembles.store import ModelStore, StoredVersion
+from ensembles.tabular import FLOAT32_MAX
 from ensembles.uncertainty import served_uncertainty
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.columns import TableInput
@@ -255,7 +256,9 @@ class EnsembleRuntime:
         if not finite.all():
             bad = np.flatnonzero(~finite.all(axis=1))[:5].tolist()
             raise InvalidRequestError(
-                f"input contains NaN or infinite values (rows {bad}); send finite numbers",
+                f"input contains NaN or infinite values (rows {bad}), or numbers beyond "
+                f"float32's range that became infinite; send finite numbers within "
+                f"±{FLOAT32_MAX:.2g}",
                 field="rows",
             )
         return X

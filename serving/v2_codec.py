@@ -348,7 +348,8 @@ def _decode_input(
         raise InvalidRequestError(
             f"input '{name}' has {array.size} values but shape {list(shape)} needs {count}"
         )
-    return array.astype(dtype, copy=False).reshape(shape), offset
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf: the runtime refuses it
+        return array.astype(dtype, copy=False).reshape(shape), offset
 
 
 def _unaccounted_literals(header: bytes, request: Any) -> bool:
@@ -526,8 +527,10 @@ def decode_infer_request(
             entry, name, inputs[name], model, view, offset, max_elements, literals
         )
     if len(decoded) != len(inputs):
+        missing = ", ".join(f"'{name}'" for name in inputs if name not in decoded)
         raise InvalidRequestError(
-            f"expected {len(inputs)} inputs but got {len(decoded)} inputs for model '{model}'"
+            f"expected {len(inputs)} inputs but got {len(decoded)} inputs for model '{model}': "
+            f"missing {missing}"
         )
     if offset != len(binary):
         raise InvalidRequestError(

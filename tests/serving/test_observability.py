@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import socket
 import time
+import warnings
 
 import numpy as np
 import orjson
@@ -15,9 +16,11 @@ from serving_fixtures import LiveServer
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import InputSpec, Manifest, MemberInfo, OutputSpec, StrategyInfo
 from ensembles.store import ModelStore
+from serving.app import create_app
 from serving.logs import JsonFormatter
 from serving.metrics import N_DRIFT_FEATURES
 from serving.prediction import MAX_DRIFT_BINS, PSI_FLOOR, baseline_from
+from serving.settings import ServingSettings
 
 
 def test_metrics_cover_requests_batches_versions_variance_and_drift(client, rows):
@@ -45,6 +48,16 @@ def test_metrics_cover_requests_batches_versions_variance_and_drift(client, rows
         if line.startswith('ensembles_drift_ratio{ensemble="toy",signal="feature_z"}')
     ]
     assert drift and drift[0] > 1.5  # rows far from the held-out features raise it
+
+
+def test_warnings_become_log_records_once_the_app_is_built(synthetic_store, caplog):
+    # A numpy RuntimeWarning printed to stderr would break the JSON log lines.
+    logging.captureWarnings(False)
+    create_app(ServingSettings(store=synthetic_store.root, poll_interval_s=0))
+    with caplog.at_level(logging.WARNING, logger="py.warnings"):
+        warnings.warn("overflow encountered in cast", RuntimeWarning, stacklevel=1)
+    assert [r.name for r in caplog.records] == ["py.warnings"]
+    assert "overflow encountered in cast" in caplog.records[0].getMessage()
 
 
 def test_json_log_lines_carry_extra_fields():

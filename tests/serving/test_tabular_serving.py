@@ -207,6 +207,20 @@ def test_bad_records_get_a_400_naming_the_column(mixed, http, change, column, me
     assert answer.json()["field"] == f"records.{column}"
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "got"), [(AGE, {"a": 1}, "an object"), (STATE, [1], "a list")]
+)
+def test_a_cell_no_json_kind_fits_is_named_by_its_column(mixed, http, column, value, got):
+    record = _records(mixed["test"], mixed["manifest"].preprocessing.column_names)[0]
+    answer = _predict(http, {"records": [record, {**record, column: value}]})
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "error": f"column '{column}' in records[1] takes a string, a number, true/false or "
+        f"null; got {got}",
+        "field": f"records.{column}",
+    }
+
+
 def test_a_record_without_a_column_is_refused_naming_it(mixed, http):
     record = _records(mixed["test"], mixed["manifest"].preprocessing.column_names)[0]
     del record[CALLS]
@@ -237,7 +251,10 @@ def test_v2_missing_or_mistyped_column_input_gets_a_400(mixed, http):
     inputs.append({"name": PLAN, "datatype": "BYTES", "shape": [1, 1], "data": ["yes"]})
     answer = http.post(f"/v2/models/{NAME}/infer", json={"inputs": inputs})
     assert answer.status_code == 400
-    assert f"expected {len(names)} inputs" in answer.json()["error"]
+    assert answer.json()["error"] == (
+        f"expected {len(names)} inputs but got {len(names) - 1} inputs for model '{NAME}': "
+        f"missing '{STATE}'"
+    )
     wrong = [*inputs, {"name": STATE, "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]
     answer = http.post(f"/v2/models/{NAME}/infer", json={"inputs": wrong})
     assert answer.status_code == 400

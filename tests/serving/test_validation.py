@@ -80,6 +80,13 @@ def test_v1_bad_requests(client, case, body, status, message):
     ("case", "path", "content", "status", "message"),
     [
         ("nan", "/v1/ensembles/toy/predict", b'{"rows": [[NaN, 1, 2, 3]]}', 400, "NaN or infinite"),
+        (  # finite in JSON, infinite in float32: named as such, not as NaN alone
+            "beyond float32",
+            "/v1/ensembles/toy/predict",
+            b'{"rows": [[1e39, 1, 2, 3]]}',
+            400,
+            "numbers beyond float32's range that became infinite",
+        ),
         ("malformed JSON", "/v1/ensembles/toy/predict", b'{"rows": [[1, 2', 422, "malformed JSON"),
         (
             "unknown ensemble",
@@ -205,6 +212,14 @@ V2_CASES = [
         "has 3 values but shape [1, 4] needs 4",
     ),
     ("nan in binary", INFER, *binary_body(NAN), 400, "NaN or infinite values"),
+    (
+        "beyond float32 in JSON",
+        INFER,
+        v2([json_input([1e39, 0.0, 0.0, 0.0])]),
+        None,
+        400,
+        "numbers beyond float32's range that became infinite",
+    ),
     ("empty batch", INFER, v2([json_input([], (0, 4))]), None, 400, "empty batch"),
     (
         "batch over limit",
@@ -558,7 +573,8 @@ def test_input_count_must_match_the_model():
     meta = TensorMeta("FP32", (-1, 4))
     body = v2([json_input([0.0] * 4, name="a")])
     with pytest.raises(
-        InvalidRequestError, match=r"^expected 2 inputs but got 1 inputs for model 'm'$"
+        InvalidRequestError,
+        match=r"^expected 2 inputs but got 1 inputs for model 'm': missing 'b'$",
     ):
         decode_infer_request(body, None, "m", {"a": meta, "b": meta}, set(), max_elements=100)
 
