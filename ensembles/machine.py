@@ -12,13 +12,21 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def usable_cores() -> int:
+def usable_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
     """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota.
 
     A container started with ``--cpus 2`` on a 64-core host sees 64 cores in its affinity
     mask but is throttled to two; this returns 2 there (a quota of 1.5 cores counts as 2).
     The quota is the smallest on the way from the process's own group up to the root, in
     cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``).
+
+    Parameters
+    ----------
+    cgroup_root : Path
+        Where the cgroup hierarchies are mounted (default :data:`CGROUP_ROOT`).
+    proc_cgroup : Path
+        The file naming the process's group in each hierarchy (default
+        :data:`PROC_CGROUP`).
 
     Returns
     -------
@@ -29,31 +37,48 @@ def usable_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    quota = cgroup_cpu_quota()
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
     if quota is not None:
         cores = min(cores, math.ceil(quota))
     return max(1, cores)
 
 
-def cgroup_cpu_quota() -> float | None:
-    """The tightest cgroup CPU quota over this process's groups, in cores (None without)."""
-    quotas = [q for folder in _cpu_groups() for q in [_quota_in(folder)] if q is not None]
+def cgroup_cpu_quota(
+    cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP
+) -> float | None:
+    """The tightest cgroup CPU quota over this process's groups, in cores (None without).
+
+    Parameters
+    ----------
+    cgroup_root : Path
+        Where the cgroup hierarchies are mounted (default :data:`CGROUP_ROOT`).
+    proc_cgroup : Path
+        The file naming the process's group in each hierarchy (default
+        :data:`PROC_CGROUP`).
+
+    Returns
+    -------
+    float or None
+        The quota in cores; None when no group on the way up sets one.
+    """
+    groups = _cpu_groups(cgroup_root, proc_cgroup)
+    quotas = [q for folder in groups for q in [_quota_in(folder)] if q is not None]
     return min(quotas) if quotas else None
 
 
-def _cpu_groups() -> list[Path]:
+def _cpu_groups(cgroup_root: Path, proc_cgroup: Path) -> list[Path]:
     """The folders of this process's CPU cgroups and of every group above them."""
     try:
-        lines = PROC_CGROUP.read_text().splitlines()
+        lines = proc_cgroup.read_text().splitlines()
     except OSError:
         return []
     folders = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: one unified hierarchy
-            base = CGROUP_ROOT
+            base = cgroup_root
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy
-            base = CGROUP_ROOT / controllers
+            base = cgroup_root / controllers
         else:
             continue
         group = base / path.lstrip("/")

@@ -15,24 +15,24 @@ def affinity() -> int:
 
 
 @pytest.fixture
-def cgroups(tmp_path, monkeypatch):
-    """A fake cgroup mount and ``/proc/self/cgroup``: write files, then read the cores."""
+def cgroups(tmp_path):
+    """A fake cgroup mount and ``/proc/self/cgroup`` under ``tmp_path``: write the files,
+    get the cores :func:`machine.usable_cores` reads from them."""
     root, proc = tmp_path / "cgroup", tmp_path / "proc_self_cgroup"
-    monkeypatch.setattr(machine, "CGROUP_ROOT", root)
-    monkeypatch.setattr(machine, "PROC_CGROUP", proc)
 
-    def write(membership: str, files: dict[str, str]) -> None:
+    def cores(membership: str, files: dict[str, str]) -> int:
         proc.write_text(membership)
         for relative, text in files.items():
             path = root / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        return machine.usable_cores(cgroup_root=root, proc_cgroup=proc)
 
-    return write
+    return cores
 
 
 def test_the_tightest_v2_quota_from_the_group_up_counts(cgroups):
-    cgroups(
+    cores = cgroups(
         "0::/app/web\n",
         {
             "cpu.max": "max 100000\n",
@@ -40,16 +40,15 @@ def test_the_tightest_v2_quota_from_the_group_up_counts(cgroups):
             "app/web/cpu.max": "300000 100000\n",
         },
     )
-    assert machine.usable_cores() == 1
+    assert cores == 1
 
 
 def test_a_fraction_of_a_core_rounds_up(cgroups, affinity):
-    cgroups("0::/\n", {"cpu.max": "150000 100000\n"})
-    assert machine.usable_cores() == min(affinity, 2)
+    assert cgroups("0::/\n", {"cpu.max": "150000 100000\n"}) == min(affinity, 2)
 
 
 def test_a_v1_quota_counts_and_an_unlimited_one_does_not(cgroups, affinity):
-    cgroups(
+    cores = cgroups(
         "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n",
         {
             "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
@@ -58,7 +57,7 @@ def test_a_v1_quota_counts_and_an_unlimited_one_does_not(cgroups, affinity):
             "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
         },
     )
-    assert machine.usable_cores() == 1
+    assert cores == 1
 
 
 @pytest.mark.parametrize(
@@ -70,10 +69,9 @@ def test_a_v1_quota_counts_and_an_unlimited_one_does_not(cgroups, affinity):
     ],
 )
 def test_without_a_quota_the_affinity_mask_counts(cgroups, affinity, membership, files):
-    cgroups(membership, files)
-    assert machine.usable_cores() == affinity
+    assert cgroups(membership, files) == affinity
 
 
-def test_without_cgroups_the_affinity_mask_counts(tmp_path, monkeypatch, affinity):
-    monkeypatch.setattr(machine, "PROC_CGROUP", tmp_path / "absent")
-    assert machine.usable_cores() == affinity
+def test_without_cgroups_the_affinity_mask_counts(tmp_path, affinity):
+    absent = tmp_path / "absent"
+    assert machine.usable_cores(cgroup_root=tmp_path, proc_cgroup=absent) == affinity

@@ -23,6 +23,8 @@ from ensembles.cli.store import main
 from ensembles.errors import IntegrityError, StoreError
 from ensembles.manifest import Manifest
 from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, _object
+from ensembles.store._layout import CLAIM_PREFIX
+from tests.conftest import tiny_request
 from tests.store_toys import toy_manifest, toy_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +143,17 @@ def publish_killed_at(url: str, point: str, name: str = "toy") -> None:
     assert process.returncode == -signal.SIGKILL, process.stderr
 
 
+def backdate_claim(store: ModelStore, name: str, version: int, age: dt.timedelta) -> None:
+    """Rewrite the claim of ``name/version`` as if its publish had claimed it ``age`` ago."""
+    relative = f"{name}/{version}/{CHECKSUM_FILE}"
+    fs, path = fsspec.core.url_to_fs(f"{store.root}/{relative}")
+    claim = fs.cat_file(path).decode()
+    assert claim.startswith(CLAIM_PREFIX), claim
+    stamp, rest = claim[len(CLAIM_PREFIX) :].split(" ", 1)
+    then = dt.datetime.fromisoformat(stamp) - age
+    put(store, relative, f"{CLAIM_PREFIX}{then.isoformat(timespec='seconds')} {rest}".encode())
+
+
 @pytest.mark.parametrize(
     ("point", "left", "refusal"),
     [
@@ -158,7 +171,6 @@ def test_a_killed_publish_is_no_version_and_store_check_reports_it(
     left: list[str],
     refusal: str,
     capsys: pytest.CaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = ModelStore(s3_store)
     store.publish("toy", toy_writer())
@@ -184,7 +196,7 @@ def test_a_killed_publish_is_no_version_and_store_check_reports_it(
     assert main(["check", "--store", s3_store, "--remove-leftovers"]) == 1
     assert "toy: leftover 2" in capsys.readouterr().out
     assert [p.name for p in store.leftovers("toy")] == ["2"]
-    monkeypatch.setattr(_object, "LEFTOVER_AGE", dt.timedelta(0))  # an hour later
+    backdate_claim(store, "toy", 2, _object.LEFTOVER_AGE + dt.timedelta(minutes=1))
     assert main(["check", "--store", s3_store, "--remove-leftovers"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "toy: removed 2 (left by a killed publish)"
     assert store.leftovers("toy") == [] and objects(store, "toy", 2) == []
@@ -270,14 +282,13 @@ def test_unknown_protocols_mangled_urls_and_local_urls(tmp_path: Path) -> None:
 
 
 def test_training_refuses_a_store_it_cannot_open_before_any_member_trains(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     from ensembles.training import pipeline
 
-    def no_training(*args: object, **kwargs: object) -> None:
-        raise AssertionError("members trained before the store was checked")
-
-    monkeypatch.setattr(pipeline, "train_members", no_training)
-    request = pipeline.TrainRequest(dataset="wine", store="s4://bucket/prefix", progress=False)
+    # Members that diverge at their first epoch: had any trained, the run would fail with
+    # "diverged" (a ConfigError), not with the store's error.
+    diverging = {"optimizer": "sgd", "learning_rate": 1e30}
+    request = tiny_request(tmp_path, dataset="wine", config=diverging, store="s4://bucket/prefix")
     with pytest.raises(StoreError, match="^cannot open the model store s4://bucket/prefix"):
         pipeline.run_training(request)

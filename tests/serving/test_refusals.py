@@ -7,6 +7,7 @@ import shutil
 
 import onnx
 import pytest
+from serving_fixtures import publish_copy
 
 from ensembles.errors import IntegrityError
 from ensembles.manifest import InputSpec, OutputSpec
@@ -114,15 +115,23 @@ def test_unexpected_exceptions_become_a_500_naming_their_type():
     assert response.body == b'{"error":"internal error: ValueError: boom"}'
 
 
-def test_load_wraps_other_failures_naming_the_version(synthetic_store, monkeypatch):
-    def explode(*args, **kwargs):
-        raise RuntimeError("no memory")
+def test_load_wraps_other_failures_naming_the_version(synthetic_store, tmp_path):
+    # A resealed manifest (its checksum matches) whose averaged model lists its members as
+    # a number: building the runtime fails with a TypeError no check anticipated.
+    store = ModelStore(tmp_path / "store")
+    shutil.copytree(synthetic_store.path("toy", 1).parent, store.root / "toy")
 
-    monkeypatch.setattr(EnsembleRuntime, "__init__", explode)
+    def members_as_a_number(folder, manifest):
+        manifest["combiners"]["weight_average"]["state"]["members"] = 3
+
+    version = publish_copy(store, "toy", members_as_a_number)
     with pytest.raises(
-        IntegrityError, match=r"^toy version 1 cannot be loaded: RuntimeError: no memory$"
-    ):
-        EnsembleRuntime.load(synthetic_store, "toy", 1)
+        IntegrityError,
+        match=rf"^toy version {version} cannot be loaded: TypeError: 'int' object is not "
+        "iterable$",
+    ) as caught:
+        EnsembleRuntime.load(store, "toy", version)
+    assert type(caught.value.__cause__) is TypeError
 
 
 def test_members_that_cannot_be_fused(manifest, synthetic_store, tmp_path):

@@ -6,6 +6,9 @@ cluster (``ray_cluster``) starts once, after the test of the engine's own cluste
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +40,13 @@ EARLY_STOPPED = TrainConfig(
 )
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def digits() -> TrainingData:
     """Digits' training and validation rows (1,237 and 200, 64 features, 10 classes)."""
@@ -63,22 +73,56 @@ def test_training_imports_without_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_a_cluster_that_cannot_be_reached_is_a_config_error(
-    no_ray: ModuleType, digits: TrainingData, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def unreachable(**_: object) -> None:
-        # What ray.init(address="auto") raises at once when no cluster runs (a real call
-        # could find another user's cluster on a shared machine).
-        raise ConnectionError("Could not find any running Ray instance. Please specify …")
+#: Ray's own settings (read when a process first initialises Ray) that make a connection
+#: to an address where nothing listens give up in seconds instead of about 40.
+QUICK_CONNECT = {
+    "RAY_gcs_server_port_wait_time_s": "1",  # connection attempts: 1 (default 20)
+    "RAY_gcs_rpc_server_connect_timeout_s": "1",  # default 5 s
+    "RAY_py_gcs_connect_timeout_s": "1",  # waiting for the cluster's id: default 30 s
+}
 
-    monkeypatch.setattr(no_ray, "init", unreachable)
-    with pytest.raises(ConfigError) as error:
-        train_on_ray([MemberPlan(0, 0)], digits, EARLY_STOPPED, "auto", lambda: None)
-    assert str(error.value) == (
-        "cannot connect to the Ray cluster at 'auto': Could not find any running Ray "
-        "instance. Please specify …; check --ray-address, or omit it to train on a local "
-        "cluster"
+_CONNECT_TO = """
+import sys
+from ensembles.data import load_builtin, split_dataset
+from ensembles.errors import ConfigError
+from ensembles.training.config import TrainConfig
+from ensembles.training.members import TrainingData
+from ensembles.training.plans import MemberPlan
+from ensembles.training.ray_engine import train_on_ray
+
+data = TrainingData.from_splits(split_dataset(load_builtin("wine"), 0))
+try:
+    train_on_ray([MemberPlan(0, 0)], data, TrainConfig(), sys.argv[1], lambda: None)
+except ConfigError as error:
+    print(error)
+else:
+    sys.exit("trained on a cluster that should not be there")
+"""
+
+
+def test_a_cluster_that_cannot_be_reached_is_a_config_error(ray_module: ModuleType) -> None:
+    # A real connection to a free port on loopback, where nothing listens. In a fresh
+    # process: Ray reads some of QUICK_CONNECT only when a process first initialises it
+    # (this one may have run a cluster already), and the session's cluster keeps Ray's
+    # default timeouts.
+    port = free_port()
+    env = {**os.environ, **QUICK_CONNECT}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", _CONNECT_TO, f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # a hang guard
     )
+    assert result.returncode == 0, result.stderr[-4000:]
+    # Ray names the address it tried: this machine's IP for 127.0.0.1, on the same port.
+    assert re.fullmatch(
+        rf"cannot connect to the Ray cluster at '127\.0\.0\.1:{port}': Failed to connect to "
+        rf"Ray cluster at \S+:{port}; check --ray-address, or omit it to train on a local "
+        r"cluster\n",
+        result.stdout,
+    ), result.stdout
 
 
 def test_the_engines_own_cluster_names_the_failed_member_and_is_shut_down(
