@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ensembles.combiners import Combiner, combiner_from_state
-from ensembles.errors import EnsembleError, IntegrityError
+from ensembles.errors import IntegrityError
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import WEIGHT_AVERAGE, CombinerInfo
 from ensembles.store import StoredVersion
@@ -208,33 +208,3 @@ def stored_test_data(stored: StoredVersion) -> tuple[HeldoutPredictions, dict[st
 
     heldout = HeldoutPredictions.load(data(HELDOUT_FILE), f"{label}/{HELDOUT_FILE}")
     return heldout, load_test_outputs(data(TEST_OUTPUTS_FILE), f"{label}/{TEST_OUTPUTS_FILE}")
-
-
-def verify_stored_combiners(stored: StoredVersion) -> None:
-    """Rebuild every combiner of a verified version and check that it reproduces.
-
-    Weight averaging is left out: its graph needs onnxruntime (serving checks it).
-
-    Raises
-    ------
-    IntegrityError
-        Naming the first combiner that cannot be rebuilt or does not reproduce.
-    """
-    rules = [info for info in stored.manifest.combiners.values() if info.kind != WEIGHT_AVERAGE]
-    if not rules:
-        return
-    heldout, expected = stored_test_data(stored)
-    combiners = {}
-    for name, info in stored.manifest.combiners.items():
-        if info.kind == WEIGHT_AVERAGE:
-            continue
-        try:
-            combiners[name] = combiner_from_state(info.state)
-        except EnsembleError as exc:
-            raise IntegrityError(f"combiner '{name}' cannot be rebuilt: {exc}") from exc
-    try:
-        verify_combiners(combiners, heldout.test, expected)
-    except IntegrityError:
-        raise
-    except EnsembleError as exc:
-        raise IntegrityError(f"a combiner cannot run on the stored test rows: {exc}") from exc

@@ -16,13 +16,18 @@ from ensembles.reproduction import stored_test_data
 from ensembles.store import ModelStore, StoredVersion
 from ensembles.tabular import FLOAT32_MAX
 from ensembles.uncertainty import served_uncertainty
+from ensembles.version_parts import (
+    AveragedOutputs,
+    VersionParts,
+    WeightAverage,
+    verify_reproduction,
+)
 from serving.batching import BatcherClosedError, MicroBatcher
 from serving.columns import TableInput
 from serving.errors import InvalidRequestError, OverloadedError
 from serving.prediction import Prediction, baseline_from, finite_rows
-from serving.signature import TensorSpec
+from serving.tensors import TensorSpec
 from serving.v2_codec import TensorMeta
-from serving.version_parts import AveragedOutputs, VersionParts, WeightAverage, verify_reproduction
 
 logger = logging.getLogger(__name__)
 

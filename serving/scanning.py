@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from ensembles.errors import EnsembleError
 from ensembles.store import Fingerprint, ModelStore
@@ -172,12 +173,19 @@ class StoreScanner:
                     unreachable,
                 )
         elif missing and (self.missing is not True or self.unreachable is not None):
-            logger.warning(
-                "model store folder %s does not exist; create one with "
-                "'python scripts/train.py --store %s'. Serving nothing until it appears.",
-                root,
-                root,
-            )
+            if self.store.is_local and Path(root).exists():
+                logger.warning(
+                    "model store %s is a file, not a folder: give --store the folder that "
+                    "training published into. Serving nothing until it is a folder.",
+                    root,
+                )
+            else:
+                logger.warning(
+                    "model store folder %s does not exist; create one with "
+                    "'python scripts/train.py --store %s'. Serving nothing until it appears.",
+                    root,
+                    root,
+                )
         elif not missing and self.missing:
             logger.info("model store folder %s appeared", root)
         self.missing, self.unreachable = missing, unreachable

@@ -1,10 +1,11 @@
 """``ensembles-store`` / ``python scripts/store.py``: verify a model store and tidy it.
 
 ``check`` reads every file of every version (checksums, the manifest's own checksum, files
-the manifest does not list), re-runs every combiner on the stored test member predictions
-(as a server does at load), reads every ``latest`` pointer, and lists what killed publishes
-left behind (on an object store: version prefixes without a verified checksum). It prints
-one line per version and exits 1 when anything is wrong.
+the manifest does not list), checks it as a server does at load (every member graph and
+combiner run on the stored test rows must reproduce the stored outputs,
+:func:`ensembles.version_parts.verify_version`), reads every ``latest`` pointer, and lists
+what killed publishes left behind (on an object store: version prefixes without a verified
+checksum). It prints one line per version and exits 1 when anything is wrong.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 
 from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
 from ensembles.errors import StoreError
-from ensembles.reproduction import verify_stored_combiners
-from ensembles.store import ModelStore
+from ensembles.store import MANIFEST_FILE, ModelStore
+from ensembles.version_parts import verify_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +64,13 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
         raise StoreError(f"{store.root} {what}: there is no model store there")
     lines, intact = [], True
     for name in names or store.folder_names():
-        problems = store.check_versions(name, verify=verify_stored_combiners)
-        for version, problem in problems.items():
+        problems = store.check_versions(name, verify=verify_version)
+        for version in store.unlisted_versions(name):
+            problems[version] = (
+                f"the folder has no {MANIFEST_FILE}, so it is no version (damaged or edited "
+                "by hand); remove it, or publish again"
+            )
+        for version, problem in sorted(problems.items()):
             lines.append(f"{name}/{version}: {'ok' if problem is None else problem}")
             intact &= problem is None
         if not problems:

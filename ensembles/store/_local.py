@@ -81,6 +81,17 @@ class LocalBackend:
             if VERSION_PATTERN.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
         )
 
+    def unlisted_versions(self, name: str) -> list[int]:
+        """Version folders without a manifest: damage or a hand edit (a publish brings one)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(entry.name)
+            for entry in folder.iterdir()
+            if VERSION_PATTERN.fullmatch(entry.name) and not (entry / MANIFEST_FILE).is_file()
+        )
+
     def read(self, *parts: str | int) -> bytes:
         """The bytes of ``root/part/...`` (``FileNotFoundError`` when absent)."""
         return self.root.joinpath(*map(str, parts)).read_bytes()

@@ -180,6 +180,14 @@ class ModelStore:
         """
         return self._backend.versions(validate_name(name))
 
+    def unlisted_versions(self, name: str) -> list[int]:
+        """Version folders of ``name`` that :meth:`versions` does not list.
+
+        Locally, those without a manifest (a publish always brings one: damage or a hand
+        edit); on an object store none, since an incomplete version there is a leftover.
+        """
+        return self._backend.unlisted_versions(validate_name(name))
+
     def latest(self, name: str) -> int:
         """The version the ``latest`` pointer names (the newest listed one when it has none).
 

@@ -133,6 +133,10 @@ class ObjectBackend:
         """Versions of ``name`` whose manifest and checksum are there and verify."""
         return [v for v in self._numbers(name) if self._is_complete(name, v)]
 
+    def unlisted_versions(self, name: str) -> list[int]:
+        """None: a version prefix without its verified checksum is a leftover here."""
+        return []
+
     def read(self, *parts: str | int) -> bytes:
         """The bytes of ``root/part/...`` (``FileNotFoundError`` when absent)."""
         with self._translated(*parts):

@@ -11,14 +11,15 @@ import pytest
 
 from ensembles.cli.store import main
 from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
-from tests.store_toys import toy_writer
+from tests.synthetic_ensembles import publish_synthetic
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
+    """Two versions of real ONNX members, combiners and stored test outputs."""
     store = ModelStore(tmp_path / "store")
-    store.publish("toy", toy_writer())
-    store.publish("toy", toy_writer())
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "toy", seed=2)
     return store
 
 
@@ -99,3 +100,62 @@ def test_a_publish_in_progress_is_not_a_leftover(
     assert capsys.readouterr().out.splitlines()[-1] == (
         "toy: a publish is in progress (its staging folder is no leftover)"
     )
+
+
+def _reseal(folder: Path) -> None:
+    """Make the manifest's checksums agree with the files again, as a careful edit would."""
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    for file in manifest["files"]:
+        manifest["files"][file] = sha256_bytes((folder / file).read_bytes())
+    text = json.dumps(manifest)
+    path.write_text(text)
+    (folder / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (
+            lambda folder: (folder / "members" / "m001.onnx").write_bytes(b"\x08\x07garbage"),
+            "toy/2/members/m001.onnx is not a readable ONNX model",
+        ),
+        (
+            lambda folder: shutil.copy(
+                folder / "members" / "m000.onnx", folder / "members" / "m001.onnx"
+            ),
+            "member outputs",
+        ),
+        (
+            lambda folder: (folder / "averaged.onnx").write_bytes(b"garbage"),
+            "toy/2/averaged.onnx is not a readable ONNX model",
+        ),
+    ],
+    ids=["member unreadable", "member swapped", "averaged unreadable"],
+)
+def test_graphs_a_server_would_refuse_fail_the_check(
+    store: ModelStore, capsys: pytest.CaptureFixture[str], damage, words
+) -> None:
+    # The checksums agree after the edit: only running the graphs, as a server does at
+    # load, can tell (the check used to rerun the combiners on stored predictions only).
+    folder = store.path("toy", 2)
+    damage(folder)
+    _reseal(folder)
+    assert main(["check", "--store", str(store.root)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "toy/1: ok"
+    assert lines[1].startswith("toy/2: ") and words in lines[1], lines[1]
+    assert lines[2] == "toy/latest: version 2, which is not intact"
+
+
+def test_a_version_folder_without_its_manifest_is_reported(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (store.path("toy", 1) / MANIFEST_FILE).unlink()
+    assert main(["check", "--store", str(store.root)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"toy/1: the folder has no {MANIFEST_FILE}, so it is no version (damaged or edited by "
+        "hand); remove it, or publish again",
+        "toy/2: ok",
+        "toy/latest: version 2",
+    ]

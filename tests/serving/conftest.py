@@ -9,9 +9,9 @@ import httpx
 import numpy as np
 import pytest
 from serving_fixtures import LiveServer
-from synthetic import publish_synthetic
 
 from ensembles.store import ModelStore
+from tests.synthetic_ensembles import publish_synthetic
 
 
 @pytest.fixture(scope="session")

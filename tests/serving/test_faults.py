@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 from serving_fixtures import LiveServer, flip_member_byte, publish_copy
-from synthetic import publish_synthetic
 
 from ensembles.store import CHECKSUM_FILE, LATEST_FILE, MANIFEST_FILE, ModelStore, sha256_bytes
 from serving.errors import NotReadyError
 from serving.registry import EnsembleRegistry
 from serving.scanning import is_transient
 from serving.settings import ServingSettings
+from tests.synthetic_ensembles import publish_synthetic
 
 ROWS = np.random.default_rng(0).normal(size=(3, 4)).tolist()
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from serving_fixtures import LiveServer, publish_corrupt
-from synthetic import publish_synthetic
 
 from ensembles.store import ModelStore
+from tests.synthetic_ensembles import publish_synthetic
 
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0.1] * 4}]}
 ROWS = {"rows": [[0.5, -0.5, 1.0, 0.0]]}

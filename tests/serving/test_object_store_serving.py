@@ -13,12 +13,12 @@ import fsspec
 import httpx
 import pytest
 from serving_fixtures import LiveServer, free_port
-from synthetic import publish_synthetic
 
 from ensembles.store import ModelStore
 from serving.registry import EnsembleRegistry
 from serving.settings import ServingSettings
 from tests.conftest import tiny_request
+from tests.synthetic_ensembles import publish_synthetic
 from tests.test_object_store import publish_killed_at
 
 POLL_S = 0.5

@@ -7,7 +7,6 @@ import logging
 
 import pytest
 from serving_fixtures import publish_corrupt
-from synthetic import publish_synthetic
 
 from ensembles.errors import NotFoundError, StoreError
 from ensembles.store import LATEST_FILE, ModelStore
@@ -15,6 +14,7 @@ from serving.api_v1 import ensemble_info
 from serving.errors import NotReadyError, VersionRefusedError
 from serving.registry import EnsembleRegistry
 from serving.settings import ServingSettings
+from tests.synthetic_ensembles import publish_synthetic
 
 
 def test_corrupt_version_is_refused_and_the_previous_keeps_serving(tmp_path, caplog):
@@ -169,6 +169,25 @@ def test_garbage_latest_is_logged_once_and_shown(tmp_path, caplog):
         (store.root / "ens" / LATEST_FILE).write_text("1\n")
         await registry.refresh()
         assert registry.latest_error("ens") is None
+        await registry.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_store_that_is_a_file_is_named_a_file(tmp_path, caplog):
+    root = tmp_path / "train.csv"
+    root.write_text("a,label\n1,0\n")
+    registry = EnsembleRegistry(ServingSettings(store=root))
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING, logger="serving.registry"):
+            await registry.refresh()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            f"model store {root} is a file, not a folder: give --store the folder that "
+            "training published into. Serving nothing until it is a folder."
+        ]
+        assert registry.store_info()["exists"] is False and registry.ready
         await registry.close()
 
     asyncio.run(scenario())

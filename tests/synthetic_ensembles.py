@@ -1,4 +1,4 @@
-"""Synthetic ensembles of random ONNX MLPs, published to a store for the serving tests."""
+"""Synthetic ensembles of random ONNX MLPs, published to a store (serving and store tests)."""
 
 from __future__ import annotations
 

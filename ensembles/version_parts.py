@@ -1,5 +1,6 @@
 """What a runtime is built from: one verified version's member graphs, combiners and averaged
-model, and the check that together they reproduce what was trained.
+model, and the check that together they reproduce what was trained (the server runs it at
+load, ``ensembles-store check`` on every version).
 
 Everything here reads only the verified bytes of a :class:`~ensembles.store.StoredVersion`
 (never a path) and raises :class:`~ensembles.errors.IntegrityError` naming the file or the
@@ -16,16 +17,17 @@ import onnxruntime as ort
 
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import EnsembleError, IntegrityError
-from ensembles.fused import FusedMembers
+from ensembles.fused import FusedMembers, session_options
 from ensembles.heldout import SplitPredictions
 from ensembles.manifest import WEIGHT_AVERAGE
+from ensembles.onnx_signature import load_onnx
 from ensembles.reproduction import (
     check_member_reproduction,
     check_reproduction,
+    stored_test_data,
     verify_combiners,
 )
 from ensembles.store import StoredVersion
-from serving.signature import load_onnx
 
 #: What the weight-averaged model returns: its values, and its own variance head or None.
 AveragedOutputs = tuple[np.ndarray, np.ndarray | None]
@@ -128,7 +130,7 @@ class VersionParts:
 
 
 def verify_reproduction(
-    label: str,
+    label: str | None,
     members: FusedMembers,
     combiners: dict[str, Combiner | WeightAverage],
     test: SplitPredictions,
@@ -137,10 +139,21 @@ def verify_reproduction(
     """Refuse a version unless its members reproduce their stored test predictions and every
     combiner (the averaged graph too) its stored test outputs.
 
+    Parameters
+    ----------
+    label : str or None
+        The version (``name/version``) that prefixes messages; None for none.
+    members, combiners
+        The version's parts (:class:`VersionParts`).
+    test : SplitPredictions
+        The stored test rows and member predictions.
+    expected : dict of str to np.ndarray
+        Every combiner's stored test outputs.
+
     Raises
     ------
     IntegrityError
-        Prefixed with ``label``, naming the members or the combiner that differ.
+        Naming the members or the combiner that differ.
     """
     X = np.ascontiguousarray(test.X, dtype=np.float32)
     rules = {n: c for n, c in combiners.items() if not isinstance(c, WeightAverage)}
@@ -151,4 +164,21 @@ def verify_reproduction(
             if isinstance(rule, WeightAverage):
                 check_reproduction(name, rule(X)[0], expected, model=True)
     except EnsembleError as exc:
-        raise IntegrityError(f"{label}: {exc}") from exc
+        raise IntegrityError(f"{label}: {exc}" if label else str(exc)) from exc
+
+
+def verify_version(stored: StoredVersion) -> None:
+    """Check a verified version as a server does before it serves it.
+
+    Every member graph is parsed, signature-checked and fused; every combiner is rebuilt
+    (the averaged model as a session); members and combiners must reproduce their stored
+    test outputs.
+
+    Raises
+    ------
+    IntegrityError
+        Naming the file or the combiner at fault (the caller names the version).
+    """
+    parts = VersionParts(stored, session_options(1))
+    heldout, expected = stored_test_data(stored)
+    verify_reproduction(None, parts.members(), parts.combiners(), heldout.test, expected)

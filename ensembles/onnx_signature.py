@@ -1,9 +1,8 @@
-"""ONNX signatures: the tensors a version promises, checked against its manifest at load time."""
+"""ONNX signatures: the tensors a version promises, checked against its manifest before use."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import onnx
 from onnx import TensorProto
@@ -12,15 +11,6 @@ from ensembles.errors import IntegrityError
 from ensembles.manifest import Manifest
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, V2 datatype and shape (``-1`` for the batch axis) of one output tensor."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
 
 
 def check_signature(model: onnx.ModelProto, manifest: Manifest, source: str) -> None:
