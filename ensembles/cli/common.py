@@ -14,6 +14,15 @@ from typing import NoReturn
 from ensembles.data import BUILTIN_DATASETS
 from ensembles.errors import ConfigError, EnsembleError
 
+#: What torch's CPU allocator says when an allocation fails (a RuntimeError, not a
+#: MemoryError).
+_CPU_ALLOCATOR_FAILED = "can't allocate memory"
+#: The line printed when a command runs out of memory.
+OUT_OF_MEMORY = (
+    "out of memory: train fewer or smaller members (--members, --hidden-sizes), fewer at "
+    "once (--jobs), or on fewer rows"
+)
+
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Append ``(default: ...)`` only where it informs: not when the help already states
@@ -100,7 +109,7 @@ def run_command(
     int
         ``main``'s status; 2 for our errors (bad options or data), 1 for operating-system
         errors (permission denied, disk full, read-only file system, a folder where a file
-        belongs), 130 for Ctrl-C.
+        belongs) and for running out of memory, 130 for Ctrl-C.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -114,6 +123,11 @@ def run_command(
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and _CPU_ALLOCATOR_FAILED not in str(exc):
+            raise
+        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return 1
 
 
 def os_error_message(exc: OSError, writes: Sequence[str | Path] = ()) -> str:

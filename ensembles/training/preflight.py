@@ -28,6 +28,12 @@ if TYPE_CHECKING:  # the request is defined by the pipeline, which imports this 
     from ensembles.training.pipeline import TrainRequest
 
 
+#: The most members an ensemble may have. Past a few tens an ensemble gains next to nothing
+#: (docs/benchmark.md), and the combiners' fits grow faster than the members: a million
+#: members trained for a minute, then the blend fit asked for 76 TiB.
+MAX_MEMBERS = 1000
+
+
 def placeholder_heldout(splits: Splits, n_members: int) -> HeldoutPredictions:
     """Held-out predictions of members not trained yet: real rows, placeholder outputs.
 
@@ -84,6 +90,8 @@ def validated_config(request: TrainRequest) -> TrainConfig:
         problems.append(
             f"--members must be at least {minimum} for {request.strategy}, got {request.members}"
         )
+    elif request.members > MAX_MEMBERS:
+        problems.append(f"--members must be at most {MAX_MEMBERS}, got {request.members}")
     if not 0 <= request.seed <= MAX_SEED:
         problems.append(f"--seed must be in [0, {MAX_SEED}], got {request.seed}")
     if request.jobs < 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ensembles.cli.common import OUT_OF_MEMORY
 from ensembles.cli.train import main
 from ensembles.store import ModelStore
 
@@ -202,6 +203,10 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             ["--dataset", "wine", "--optimizer", "sgd", "--momentum", "5"],
             "^error: momentum must be in \\[0, 1\\), got 5.0$",
         ),
+        (  # a million members trained for a minute, then the blend fit asked for 76 TiB
+            ["--dataset", "wine", "--members", "1001"],
+            "^error: --members must be at most 1000, got 1001$",
+        ),
         (  # the split seeds scikit-learn with seed and seed + 1 (a traceback before)
             ["--dataset", "wine", "--seed", "-1"],
             "^error: --seed must be in \\[0, 4294967294\\], got -1$",
@@ -271,6 +276,15 @@ def test_an_empty_store_location_is_refused_not_the_current_folder(
     error = capsys.readouterr().err
     assert error.startswith("error: the model store location is empty"), error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_running_out_of_memory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 13 features x 1e15 units of float32 is 52 PB, beyond any address space: the
+    # allocator refuses it at once, whatever the machine overcommits.
+    args = ["--dataset", "wine", "--hidden-sizes", str(10**15), "--store", str(tmp_path / "s")]
+    assert main([*TINY, *args]) == 1
+    assert capsys.readouterr().err == f"error: {OUT_OF_MEMORY}\n"
+    assert not (tmp_path / "s").exists() or ModelStore(tmp_path / "s").names() == []
 
 
 def test_ctrl_c_is_one_line_and_a_distinct_status(capsys: pytest.CaptureFixture) -> None:
