@@ -23,6 +23,25 @@ import numpy as np
 from ensembles.errors import IntegrityError
 
 HELDOUT_FILE = "heldout.npz"
+#: How every zip archive, and so every ``.npz``, begins (an empty one: ``PK\x05\x06``).
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def read_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Every array of a numpy ``.npz`` archive's bytes (plain arrays only, never pickles).
+
+    Raises
+    ------
+    IntegrityError
+        When the bytes are no such archive (the message names ``where``).
+    """
+    if not data.startswith(_ZIP_MAGIC):  # np.load would take it for a pickle
+        raise IntegrityError(f"{where} cannot be read: it is not a numpy .npz archive")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise IntegrityError(f"{where} cannot be read: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -91,11 +110,10 @@ class HeldoutPredictions:
         """
         where = name or (HELDOUT_FILE if isinstance(source, bytes) else str(source))
         try:
-            handle = io.BytesIO(source) if isinstance(source, bytes) else source
-            with np.load(handle, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            data = source if isinstance(source, bytes) else source.read_bytes()
+        except OSError as exc:
             raise IntegrityError(f"{where} cannot be read: {exc}") from exc
+        arrays = read_npz(data, where)
 
         def split(prefix: str) -> SplitPredictions | None:
             if f"{prefix}_preds" not in arrays:

@@ -9,8 +9,6 @@ that rewrote the manifest and its checksum, is refused with the combiner's name.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import numpy as np
 
 from ensembles.combiners import Combiner, combiner_from_state
 from ensembles.errors import IntegrityError
-from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions, read_npz
 from ensembles.manifest import WEIGHT_AVERAGE, CombinerInfo
 from ensembles.store import StoredVersion
 
@@ -49,11 +47,7 @@ def load_test_outputs(data: bytes, source: str = TEST_OUTPUTS_FILE) -> dict[str,
     IntegrityError
         When the bytes are not such a file (the message names ``source``).
     """
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise IntegrityError(f"{source} cannot be read: {exc}") from exc
+    return read_npz(data, source)
 
 
 def combiner_test_outputs(

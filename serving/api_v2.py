@@ -6,12 +6,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
-from ensembles.store import VERSION_PATTERN
+from ensembles.store import MAX_VERSION_DIGITS, VERSION_PATTERN
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -90,7 +91,8 @@ def parse_version(version: str | None) -> int | None:
         return None
     if not VERSION_PATTERN.fullmatch(version):
         raise InvalidRequestError(
-            f"model version must be a positive integer without leading zeros; got '{version}'"
+            f"model version must be a positive integer of at most {MAX_VERSION_DIGITS} digits, "
+            f"without leading zeros; got '{version}'"
         )
     return int(version)
 
@@ -226,21 +228,62 @@ async def model_version_metadata(
     return json_response(model_metadata_of(registry, runtime))
 
 
+#: The repository index request (Triton's model repository extension): an optional body.
+INDEX_BODY: dict[str, Any] = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "ready": {
+                        "type": "boolean",
+                        "description": "true: list only the versions ready to serve.",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
+def _ready_only(body: bytes) -> bool:
+    """Whether an index request asks for ready versions only (``{"ready": true}``)."""
+    if not body.strip():
+        return False
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"malformed JSON body: {exc}") from exc
+    if not isinstance(request, dict):
+        raise InvalidRequestError("the repository index body must be a JSON object")
+    ready = request.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidRequestError(f"'ready' must be true or false; got {ready!r}")
+    return ready
+
+
 @router.post(
     "/repository/index",
     summary="Model repository index",
     response_model=list[RepositoryEntry],
-    responses=error_responses(BodyTooLargeError),
+    responses=error_responses(BodyTooLargeError, InvalidRequestError),
+    openapi_extra={"requestBody": INDEX_BODY},
 )
-async def repository_index(registry: Registry) -> Response:
-    """Every version known to this process with its state (READY or UNAVAILABLE)."""
+async def repository_index(registry: Registry, request: Request) -> Response:
+    """Every version known to this process with its state (READY or UNAVAILABLE); with
+    ``{"ready": true}``, only the READY ones."""
+    ready_only = _ready_only(await request.body())
     index = []
     for name in registry.names():
         for state in registry.version_states(name):
+            ready = state["state"] == "loaded"
+            if ready_only and not ready:
+                continue
             entry = {
                 "name": name,
                 "version": str(state["version"]),
-                "state": "READY" if state["state"] == "loaded" else "UNAVAILABLE",
+                "state": "READY" if ready else "UNAVAILABLE",
             }
             if state["reason"]:
                 entry["reason"] = state["reason"]

@@ -64,6 +64,12 @@ class OverloadedError(ServingError):
     """Too many rows are queued for an ensemble; the client should retry later."""
 
 
+class UnknownVersionError(NotFoundError):
+    """The ensemble exists but has no such version (on ``/v1`` the field is ``version``)."""
+
+    field = "version"
+
+
 class VersionRefusedError(ServingError):
     """The version asked for was refused at load time (corrupt or incomplete)."""
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ensembles.errors import EnsembleError, NotFoundError
 from ensembles.store import Fingerprint, ModelStore, validate_name
-from serving.errors import NotReadyError, VersionRefusedError
+from serving.errors import NotReadyError, UnknownVersionError, VersionRefusedError
 from serving.metrics import ServingMetrics
 from serving.runtime import EnsembleRuntime
 from serving.scanning import EnsembleScan, StoreScanner, is_transient
@@ -206,7 +206,7 @@ class EnsembleRegistry:
         if not available:
             raise NotFoundError(self.unknown_message(name))
         if version not in available:
-            raise NotFoundError(
+            raise UnknownVersionError(
                 f"ensemble '{name}' has no version {version}; available versions: {available}"
             )
         runtime = await self._load(name, version, make_current=False)

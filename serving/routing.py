@@ -12,7 +12,7 @@ from starlette.types import Scope
 
 from ensembles.errors import NotFoundError, StoreError
 from ensembles.evaluation import COMBINER_NAMES
-from ensembles.store import NAME_PATTERN, VERSION_PATTERN
+from ensembles.store import MAX_VERSION_DIGITS, NAME_PATTERN, VERSION_PATTERN
 from serving.errors import (
     BodyTooLargeError,
     NotReadyError,
@@ -61,7 +61,8 @@ EnsembleName = Annotated[
 VersionText = Annotated[
     str,
     Path(
-        description="Version number: a positive integer, without leading zeros.",
+        description=f"Version number: a positive integer of at most {MAX_VERSION_DIGITS} "
+        "digits, without leading zeros.",
         json_schema_extra={"pattern": VERSION_PATTERN.pattern},
     ),
 ]

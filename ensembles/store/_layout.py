@@ -12,8 +12,10 @@ from ensembles.errors import StoreError
 from ensembles.manifest import Manifest
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The most digits of a version number (so that every version fits an int64).
+MAX_VERSION_DIGITS = 18
 #: Version folders and the ``latest`` pointer: ASCII digits, no leading zero.
-VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
+VERSION_PATTERN = re.compile(rf"^[1-9][0-9]{{0,{MAX_VERSION_DIGITS - 1}}}$")
 MANIFEST_FILE = "manifest.json"
 #: The sha256 of ``manifest.json``'s bytes, written after it: a version is complete once
 #: this file exists and matches.

@@ -130,8 +130,12 @@ def _reseal(folder: Path) -> None:
             lambda folder: (folder / "averaged.onnx").write_bytes(b"garbage"),
             "toy/2/averaged.onnx is not a readable ONNX model",
         ),
+        (  # numpy would advise loading it 'unsafely using the allow_pickle= keyword'
+            lambda folder: (folder / "heldout.npz").write_bytes(b"random bytes"),
+            "toy/2/heldout.npz cannot be read: it is not a numpy .npz archive",
+        ),
     ],
-    ids=["member unreadable", "member swapped", "averaged unreadable"],
+    ids=["member unreadable", "member swapped", "averaged unreadable", "held-out not npz"],
 )
 def test_graphs_a_server_would_refuse_fail_the_check(
     store: ModelStore, capsys: pytest.CaptureFixture[str], damage, words

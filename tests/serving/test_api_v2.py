@@ -8,8 +8,11 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
+from serving_fixtures import LiveServer, publish_corrupt
 
 from ensembles.heldout import HeldoutPredictions
+from ensembles.store import ModelStore
+from tests.synthetic_ensembles import publish_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +150,23 @@ def test_raw_json_request_and_gzip_body(trained_server):
     body = response.json()
     assert body["model_name"] == "diabetes" and body["model_version"] == "1"
     assert body["outputs"][0]["name"] == "value" and body["outputs"][0]["shape"] == [1, 1]
+
+
+def test_repository_index_lists_every_version_or_only_the_ready_ones(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    refused = publish_corrupt(store, "toy")  # the server falls back to version 1
+    with LiveServer(store=store.root, poll_interval_s=0) as live, live.client() as http:
+        every = http.post("/v2/repository/index")
+        assert every.status_code == 200
+        states = {(e["version"], e["state"]) for e in every.json()}
+        assert states == {("1", "READY"), (str(refused), "UNAVAILABLE")}
+        assert "reason" in next(e for e in every.json() if e["state"] == "UNAVAILABLE")
+        ready = http.post("/v2/repository/index", json={"ready": True})
+        assert ready.json() == [{"name": "toy", "version": "1", "state": "READY"}]
+        assert http.post("/v2/repository/index", json={"ready": False}).json() == every.json()
+        wrong = http.post("/v2/repository/index", json={"ready": "yes"})
+        assert wrong.status_code == 400
+        assert wrong.json() == {"error": "'ready' must be true or false; got 'yes'"}
+        bad_json = http.post("/v2/repository/index", content=b"{")
+        assert bad_json.status_code == 400 and bad_json.json()["error"].startswith("malformed")

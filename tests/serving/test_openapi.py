@@ -113,11 +113,14 @@ def test_integers_may_be_written_with_a_zero_fraction(client):
     assert refused.status_code == 422 and refused.json()["field"] == "version"
 
 
-@pytest.mark.parametrize("version", ["01", "²", "1 "])
+@pytest.mark.parametrize("version", ["01", "²", "1 ", "1" * 40])
 def test_path_versions_follow_the_documented_pattern(client, version):
     response = client.get(f"/v2/models/toy/versions/{version}")
     assert response.status_code == 400
-    message = f"model version must be a positive integer without leading zeros; got '{version}'"
+    message = (
+        "model version must be a positive integer of at most 18 digits, without leading "
+        f"zeros; got '{version}'"
+    )
     assert response.json() == {"error": message}
 
 

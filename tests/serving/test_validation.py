@@ -76,6 +76,17 @@ def test_v1_bad_requests(client, case, body, status, message):
     assert client.get("/v2/health/live").status_code == 200
 
 
+def test_an_unknown_version_names_the_version_field(client):
+    response = client.post("/v1/ensembles/toy/predict", json={"rows": ROW, "version": 99})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "ensemble 'toy' has no version 99; available versions: [1]",
+        "field": "version",
+    }
+    infer = client.post("/v2/models/toy/versions/99/infer", content=v2())
+    assert infer.status_code == 404 and list(infer.json()) == ["error"]  # V2: error only
+
+
 @pytest.mark.parametrize(
     ("case", "path", "content", "status", "message"),
     [
