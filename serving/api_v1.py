@@ -27,6 +27,7 @@ from serving.errors import (
     InvalidRequestError,
     OverloadedError,
     UnauthorizedError,
+    UnsupportedContentTypeError,
     error_responses,
 )
 from serving.offload import body_is_large, encode_off_loop, run_sized
@@ -426,6 +427,7 @@ async def _predict(
         UnauthorizedError,
         InvalidRequestError,
         RequestValidationError,
+        UnsupportedContentTypeError,
         OverloadedError,
     ),
 )
@@ -457,8 +459,27 @@ def parse_predict_body(raw: bytes) -> PredictRequest:
         raise RequestValidationError(errors) from None
 
 
+def _check_json_content_type(content_type: str | None) -> None:
+    """Refuse a body declared as anything but JSON; a body declared as nothing is read.
+
+    Raises
+    ------
+    UnsupportedContentTypeError
+        For e.g. ``text/csv``, or curl's ``-d`` default ``application/x-www-form-urlencoded``.
+    """
+    if content_type is None:
+        return
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedContentTypeError(
+            f"Content-Type '{media}' is not JSON: send the body as application/json "
+            "(curl: -H 'Content-Type: application/json')"
+        )
+
+
 async def _lean_predict(request: Request) -> Response:
     await require_token(request)
+    _check_json_content_type(request.headers.get("content-type"))
     raw, encoding = await request.body(), request.headers.get("content-encoding")
     limit = request.app.state.settings.max_body_bytes
     body = await run_sized(

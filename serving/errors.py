@@ -86,6 +86,10 @@ class UnsupportedEncodingError(ServingError):
     """The request body's ``Content-Encoding`` is neither gzip, deflate nor identity."""
 
 
+class UnsupportedContentTypeError(ServingError):
+    """A ``/v1`` body declared as something other than JSON (``Content-Type``)."""
+
+
 #: Exception class -> HTTP status. The first matching class in MRO order wins.
 STATUS: dict[type[BaseException], int] = {
     InvalidRequestError: 400,
@@ -95,6 +99,7 @@ STATUS: dict[type[BaseException], int] = {
     VersionRefusedError: 409,
     BodyTooLargeError: 413,
     UnsupportedEncodingError: 415,
+    UnsupportedContentTypeError: 415,
     OverloadedError: 503,
     NotReadyError: 503,
     RequestValidationError: 422,
@@ -147,6 +152,8 @@ MEANINGS: dict[type[BaseException], str] = {
     BodyTooLargeError: "The request body, or its decompressed form, is over the server's "
     "`max_body_bytes`.",
     UnsupportedEncodingError: "The `Content-Encoding` is neither gzip, deflate nor identity.",
+    UnsupportedContentTypeError: "The body is declared as something other than JSON "
+    "(`Content-Type`); a body with no `Content-Type` is read as JSON.",
     RequestValidationError: "The body does not match the request schema: a missing, "
     "unknown or mistyped field, or malformed JSON.",
     OverloadedError: "Too many rows are queued for the ensemble: retry after `Retry-After` "

@@ -679,3 +679,26 @@ def test_an_empty_outputs_list_asks_for_every_output_as_triton_answers(client):
 )
 def test_the_response_coding_follows_the_client_s_preference(accept, chosen):
     assert choose_encoding(accept) == chosen
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/csv", "application/x-www-form-urlencoded", "text/plain; charset=utf-8"]
+)
+def test_v1_bodies_declared_as_something_else_than_json_get_415(client, content_type):
+    body = orjson.dumps({"rows": ROW})
+    response = client.post(
+        "/v1/ensembles/toy/predict", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 415
+    media = content_type.partition(";")[0]
+    assert response.json() == {
+        "error": f"Content-Type '{media}' is not JSON: send the body as application/json "
+        "(curl: -H 'Content-Type: application/json')"
+    }
+
+
+@pytest.mark.parametrize("headers", [{}, {"Content-Type": "application/json; charset=utf-8"}])
+def test_v1_bodies_declared_as_json_or_not_at_all_are_read(client, headers):
+    body = orjson.dumps({"rows": ROW})
+    response = client.post("/v1/ensembles/toy/predict", content=body, headers=headers)
+    assert response.status_code == 200, response.text
