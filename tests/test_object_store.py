@@ -26,6 +26,7 @@ from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, _object
 from ensembles.store._layout import CLAIM_PREFIX
 from tests.conftest import tiny_request
 from tests.store_toys import toy_manifest, toy_writer
+from tests.synthetic_ensembles import publish_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +174,7 @@ def test_a_killed_publish_is_no_version_and_store_check_reports_it(
     capsys: pytest.CaptureFixture,
 ) -> None:
     store = ModelStore(s3_store)
-    store.publish("toy", toy_writer())
+    publish_synthetic(store, "toy", seed=1)  # real graphs: store check runs them
     publish_killed_at(s3_store, point)
     assert objects(store, "toy", 2) == sorted(left)
     fresh = ModelStore(s3_store)  # another process's view: nothing cached
@@ -189,7 +190,7 @@ def test_a_killed_publish_is_no_version_and_store_check_reports_it(
         "toy/latest: version 1",
         "toy: leftover 2 (left by a killed publish)",
     ]
-    assert store.publish("toy", toy_writer(b"next")).version == 3
+    assert publish_synthetic(store, "toy", seed=2).version == 3
     assert store.versions("toy") == [1, 3] and store.latest("toy") == 3
 
     # a claim of a moment ago may be a publish still running: left alone
@@ -229,7 +230,7 @@ def test_a_publish_that_starts_meanwhile_takes_the_next_number(object_store: Mod
 
 def test_store_check_on_s3_through_fsspec_configuration(s3_store: str) -> None:
     """``python scripts/store.py`` finds the endpoint in ``FSSPEC_S3_ENDPOINT_URL`` alone."""
-    ModelStore(s3_store).publish("toy", toy_writer())
+    publish_synthetic(ModelStore(s3_store), "toy", seed=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "store.py"), "check", "--store", s3_store],
