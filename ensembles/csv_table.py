@@ -223,12 +223,15 @@ def _row_labels(name: str, position: int, cells: Any) -> str | None:
 
 
 def _check_distinct_header(path: Path) -> None:
-    """Refuse a header that names a column twice (pandas would rename the second ``a.1``)."""
+    """Refuse a header that names a column twice (pandas would rename the second ``a.1``).
+
+    Empty header cells are left to pandas, which names each ``Unnamed: N``.
+    """
     import pandas as pd
 
     header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     names = [str(name) for name in header.iloc[0]]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
     if repeated:
         shown = ", ".join(f"'{name}' ({names.count(name)} times)" for name in repeated)
         raise DataError(f"the header of {path.name} repeats {shown}: name each column once")

@@ -177,8 +177,14 @@ def verify_version(stored: StoredVersion) -> None:
     Raises
     ------
     IntegrityError
-        Naming the file or the combiner at fault (the caller names the version).
+        Naming the file or the combiner at fault, or wrapping whatever else failed (the
+        caller names the version).
     """
-    parts = VersionParts(stored, session_options(1))
-    heldout, expected = stored_test_data(stored)
-    verify_reproduction(None, parts.members(), parts.combiners(), heldout.test, expected)
+    try:
+        parts = VersionParts(stored, session_options(1))
+        heldout, expected = stored_test_data(stored)
+        verify_reproduction(None, parts.members(), parts.combiners(), heldout.test, expected)
+    except IntegrityError:
+        raise
+    except Exception as exc:  # onnx and onnxruntime raise their own classes, a bad state others
+        raise IntegrityError(f"cannot be loaded: {type(exc).__name__}: {exc}") from exc

@@ -348,8 +348,7 @@ def _decode_input(
         raise InvalidRequestError(
             f"input '{name}' has {array.size} values but shape {list(shape)} needs {count}"
         )
-    with np.errstate(over="ignore"):  # beyond float32 becomes inf: the runtime refuses it
-        return array.astype(dtype, copy=False).reshape(shape), offset
+    return array.astype(dtype, copy=False).reshape(shape), offset
 
 
 def _unaccounted_literals(header: bytes, request: Any) -> bool:
@@ -515,17 +514,22 @@ def decode_infer_request(
             answer.append(_unaccounted_literals(header, request))
         return answer[0]
 
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise InvalidRequestError("every input needs a 'name' string")
-        name = entry["name"]
-        if name not in inputs:
-            raise InvalidRequestError(f"unexpected inference input '{name}' for model '{model}'")
-        if name in decoded:
-            raise InvalidRequestError(f"input '{name}' appears twice in the request")
-        decoded[name], offset = _decode_input(
-            entry, name, inputs[name], model, view, offset, max_elements, literals
-        )
+    # One errstate for every input: a number beyond float32 becomes inf in the cast,
+    # silently (the runtime refuses it, naming the range).
+    with np.errstate(over="ignore"):
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise InvalidRequestError("every input needs a 'name' string")
+            name = entry["name"]
+            if name not in inputs:
+                raise InvalidRequestError(
+                    f"unexpected inference input '{name}' for model '{model}'"
+                )
+            if name in decoded:
+                raise InvalidRequestError(f"input '{name}' appears twice in the request")
+            decoded[name], offset = _decode_input(
+                entry, name, inputs[name], model, view, offset, max_elements, literals
+            )
     if len(decoded) != len(inputs):
         missing = ", ".join(f"'{name}'" for name in inputs if name not in decoded)
         raise InvalidRequestError(

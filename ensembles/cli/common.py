@@ -14,9 +14,9 @@ from typing import NoReturn
 from ensembles.data import BUILTIN_DATASETS
 from ensembles.errors import ConfigError, EnsembleError
 
-#: What torch's CPU allocator says when an allocation fails (a RuntimeError, not a
-#: MemoryError).
-_CPU_ALLOCATOR_FAILED = "can't allocate memory"
+#: Who speaks when torch's CPU allocator fails (a RuntimeError, not a MemoryError): "can't
+#: allocate memory" on Linux and macOS, "not enough memory" on Windows.
+_CPU_ALLOCATOR_FAILED = "DefaultCPUAllocator"
 #: The line printed when a command runs out of memory.
 OUT_OF_MEMORY = (
     "out of memory: train fewer or smaller members (--members, --hidden-sizes), fewer at "

@@ -1,9 +1,9 @@
 """``ensembles-store`` / ``python scripts/store.py``: verify a model store and tidy it.
 
 ``check`` reads every file of every version (checksums, the manifest's own checksum, files
-the manifest does not list), checks it as a server does at load (every member graph and
-combiner run on the stored test rows must reproduce the stored outputs,
-:func:`ensembles.version_parts.verify_version`), reads every ``latest`` pointer, and lists
+the manifest does not list), runs the reproduction check a server runs at load (every
+member graph, combiner and averaged graph on the stored test rows must reproduce the stored
+outputs, :func:`ensembles.version_parts.verify_version`), reads every ``latest`` pointer, and lists
 what killed publishes left behind (on an object store: version prefixes without a verified
 checksum). It prints one line per version and exits 1 when anything is wrong.
 """
@@ -14,9 +14,8 @@ import argparse
 import sys
 
 from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
-from ensembles.errors import StoreError
+from ensembles.errors import ConfigError, StoreError
 from ensembles.store import MANIFEST_FILE, ModelStore
-from ensembles.version_parts import verify_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +61,13 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
     if not store.exists():
         what = "is not a folder" if store.is_local else "holds nothing"
         raise StoreError(f"{store.root} {what}: there is no model store there")
+    try:
+        from ensembles.version_parts import verify_version  # onnx and onnxruntime
+    except ImportError as exc:
+        raise ConfigError(
+            f"store check runs every version's graphs and needs onnx and onnxruntime ({exc}): "
+            "pip install '.[serve]'"
+        ) from exc
     lines, intact = [], True
     for name in names or store.folder_names():
         problems = store.check_versions(name, verify=verify_version)

@@ -113,6 +113,13 @@ def _reseal(folder: Path) -> None:
     (folder / CHECKSUM_FILE).write_text(sha256_bytes(text.encode()))
 
 
+def _averaged_members_as_a_number(folder: Path) -> None:
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["combiners"]["weight_average"]["state"]["members"] = 3
+    path.write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     ("damage", "words"),
     [
@@ -134,8 +141,18 @@ def _reseal(folder: Path) -> None:
             lambda folder: (folder / "heldout.npz").write_bytes(b"random bytes"),
             "toy/2/heldout.npz cannot be read: it is not a numpy .npz archive",
         ),
+        (  # a TypeError, not one of ours: one line like any other fault, not a traceback
+            _averaged_members_as_a_number,
+            "cannot be loaded: TypeError:",
+        ),
     ],
-    ids=["member unreadable", "member swapped", "averaged unreadable", "held-out not npz"],
+    ids=[
+        "member unreadable",
+        "member swapped",
+        "averaged unreadable",
+        "held-out not npz",
+        "averaged members not a list",
+    ],
 )
 def test_graphs_a_server_would_refuse_fail_the_check(
     store: ModelStore, capsys: pytest.CaptureFixture[str], damage, words

@@ -268,6 +268,15 @@ def test_a_header_that_repeats_a_column_is_refused(
     assert not (tmp_path / "s").exists()
 
 
+def test_empty_header_cells_are_not_a_repeated_name(tmp_path: Path) -> None:
+    csv = tmp_path / "blank.csv"
+    csv.write_text(",,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    status = main(["--csv", str(csv), "--target", "label", "--store", str(tmp_path / "s"), *TINY])
+    assert status == 0
+    names = ModelStore(tmp_path / "s").load_manifest("blank").input.feature_names
+    assert names == ["Unnamed: 1"]  # pandas' names; a first unnamed column is row labels
+
+
 def test_an_empty_store_location_is_refused_not_the_current_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
