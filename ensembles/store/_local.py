@@ -72,24 +72,22 @@ class LocalBackend:
 
     def versions(self, name: str) -> list[int]:
         """Versions of ``name`` whose folder has a manifest (read nothing)."""
-        folder = self.root / name
-        if not folder.is_dir():
-            return []
-        return sorted(
-            int(entry.name)
-            for entry in folder.iterdir()
-            if VERSION_PATTERN.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
-        )
+        return self._numbered(name, with_manifest=True)
 
     def unlisted_versions(self, name: str) -> list[int]:
         """Version folders without a manifest: damage or a hand edit (a publish brings one)."""
+        return self._numbered(name, with_manifest=False)
+
+    def _numbered(self, name: str, with_manifest: bool) -> list[int]:
+        """Sorted numbers of the version folders of ``name`` that have a manifest, or not."""
         folder = self.root / name
         if not folder.is_dir():
             return []
         return sorted(
             int(entry.name)
             for entry in folder.iterdir()
-            if VERSION_PATTERN.fullmatch(entry.name) and not (entry / MANIFEST_FILE).is_file()
+            if VERSION_PATTERN.fullmatch(entry.name)
+            and (entry / MANIFEST_FILE).is_file() == with_manifest
         )
 
     def read(self, *parts: str | int) -> bytes:
