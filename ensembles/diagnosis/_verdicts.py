@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -271,7 +272,10 @@ def _run_statistics(
         "val_loss": last["val_loss"],
         "train_metric": last["train_metric"],
         "val_metric": last["val_metric"],
-        "train_skill": scale.skill(float(np.mean([r["train_metric"] for r in rows[-width:]]))),
+        "train_skill": scale.skill(last["train_metric"]),
+        "smoothed_train_skill": scale.skill(
+            float(np.mean([row["train_metric"] for row in rows[-width:]]))
+        ),
         "val_skill": scale.skill(last["val_metric"]),
         "gap": last["val_loss"] - last["train_loss"],
         "best_epoch": float(best + 1),
@@ -290,7 +294,7 @@ def _run_statistics(
 def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Thresholds) -> Finding:
     diverged = int(sum(s["diverged"] for s in stats))
     constant = runs.scale.constant_loss
-    train_skill = _mean([s["train_skill"] for s in stats])
+    train_skill = _mean([s["smoothed_train_skill"] for s in stats])
     first, final = (
         _mean([s["first_train_loss"] for s in stats]),
         _mean([s["smoothed_train_loss"] for s in stats]),
@@ -358,7 +362,7 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
         )
     evidence = {
         "diverged_runs": diverged,
-        "train_skill": train_skill,
+        "smoothed_train_skill": train_skill,
         "first_train_loss": first,
         "final_train_loss": final,
         "constant_loss": constant,
@@ -389,9 +393,7 @@ def _budget_use(runs: RunSet) -> dict[str, Any]:
     rule's cap; one stopped by early stopping (``patience``) or divergence did not.
     """
     budgets = runs.budgets
-    stopped: dict[str, int] = {}
-    for budget in budgets:
-        stopped[budget["stopped"]] = stopped.get(budget["stopped"], 0) + 1
+    stopped = Counter(budget["stopped"] for budget in budgets)
     used = bool(budgets) and all(b["stopped"] in ("epochs", "cap") for b in budgets)
     rules = {b["rule"] for b in budgets}
     rule = rules.pop() if len(rules) == 1 else None

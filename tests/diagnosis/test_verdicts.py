@@ -45,6 +45,18 @@ def _steady(n: int = 20, val_metric: float = 0.95) -> dict[str, list[float]]:
     }
 
 
+def test_the_summary_reads_the_delivered_epoch_and_the_rules_a_moving_average() -> None:
+    """The summary's train skill goes with the train accuracy beside it, the delivered
+    epoch's; the learning rule compares the trailing average of ``smoothing`` epochs."""
+    curve = _steady(10)
+    curve["train_metric"] = [0.96] * 7 + [0.7, 0.8, 0.9]
+    diagnosis = diagnose_runs(_runs(curve, curve), Thresholds(smoothing=3))
+    assert diagnosis.summary["train_metric"] == pytest.approx(0.9)
+    assert diagnosis.summary["train_skill"] == pytest.approx(SCALE.skill(0.9))
+    smoothed = diagnosis.findings["learning"].evidence["smoothed_train_skill"]
+    assert smoothed == pytest.approx(SCALE.skill(0.8))
+
+
 def test_a_nan_training_loss_is_a_learning_problem() -> None:
     curve = _steady(5)
     curve["train_loss"][-1] = math.nan
@@ -174,7 +186,7 @@ def test_a_flat_training_loss_at_low_skill_is_a_stuck_learning_problem() -> None
     assert diagnosis.verdict == "learning"
     evidence = diagnosis.findings["learning"].evidence
     assert evidence["late_gain"] == pytest.approx(0.0, abs=1e-9)
-    assert evidence["train_skill"] == pytest.approx(0.2)
+    assert evidence["smoothed_train_skill"] == pytest.approx(0.2)
     assert diagnosis.findings["learning"].reasons == [
         "the training loss is stuck: at its pace over the last 5 epochs it would fall only 0 "
         "constant-loss units in as many epochs again (plateau below 0.01) while training skill "
