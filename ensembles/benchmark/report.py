@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from ensembles.benchmark.headline import (
 from ensembles.benchmark.ood import TARGET_TPR, ood_table
 from ensembles.benchmark.scoring import N_MEMBER_ORDERS
 from ensembles.benchmark.shift import shift_tables
-from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
+from ensembles.writable import report_write_error
 
 #: Table columns per task: (result key, header, decimals); ``{level}`` is the interval
 #: level recorded in the manifests.
@@ -253,7 +254,7 @@ def write_results(results: dict[str, Any], folder: Path) -> Path:
     """Write ``results.json`` (NaN as ``null``) into ``folder`` and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "results.json"
-    path.write_text(json.dumps(_finite(results), indent=1) + "\n")
+    path.write_text(json.dumps(json_safe(results), indent=1) + "\n")
     return path
 
 
@@ -285,10 +286,7 @@ def save_report(results: dict[str, Any], folder: Path) -> list[Path]:
         plots = write_plots(results, folder)
         report_path = write_report(results, folder, plots)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(
-            f"cannot write the report to {folder}: {reason}; choose another --output"
-        ) from exc
+        raise report_write_error(folder, exc) from exc
     return [report_path, results_path, *[folder / name for name in plots]]
 
 
@@ -316,11 +314,13 @@ def _ordered(models: dict[str, Any]) -> list[tuple[str, Any]]:
     return combiners + [(n, models[n]) for n in BASELINES if n in models]
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth, as None (JSON has no NaN), keys
+    as strings and tuples as lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(item) for item in value]
     return value

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ensembles import defaults
+from ensembles.benchmark.cost import TIMING_REPEATS
 from ensembles.benchmark.runner import DEFAULT_REPEATS
 from ensembles.benchmark.shift import SHIFT_STRENGTHS
 from ensembles.cli.common import (
@@ -27,11 +28,10 @@ from ensembles.cli.options import (
     pinned_settings,
 )
 from ensembles.training.config import REFITS
+from ensembles.writable import check_report_folder
 
 if TYPE_CHECKING:
     from ensembles.benchmark import BenchmarkRequest
-
-DEFAULT_TIMING_REPEATS = 15
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--timing-repeats",
         type=int,
-        default=DEFAULT_TIMING_REPEATS,
+        default=TIMING_REPEATS,
         help="timed inference calls per model (the median is reported)",
     )
     add_network_options(parser)
@@ -191,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         from ensembles.benchmark.report import markdown_report, save_report
 
         request = request_from_args(args)
-        results = run_benchmark(request)
         name = args.from_store or request.train.ensemble_name
         output = Path(args.output) if args.output else Path("reports/benchmark") / name
+        check_report_folder(output)
+        results = run_benchmark(request)
         files = save_report(results, output)
         print(markdown_report(results))
         print(f"wrote {files[0]}, results.json and {len(files) - 2} plots")

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from ensembles.data import BUILTIN_DATASETS
 from ensembles.errors import ConfigError, EnsembleError
+from ensembles.writable import check_can_create
 
 #: Who speaks when torch's CPU allocator fails (a RuntimeError, not a MemoryError): "can't
 #: allocate memory" on Linux and macOS, "not enough memory" on Windows.
@@ -128,6 +129,21 @@ def run_command(
             raise
         print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 1
+
+
+def check_output_file(path: str | Path) -> None:
+    """Raise, before any work, the error that writing the file ``path`` later would meet
+    (nothing is created here; see :func:`~ensembles.writable.check_can_create`).
+
+    Raises
+    ------
+    OSError
+        With the path, as the write would raise it (:func:`run_command` prints one line).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    check_can_create(path.parent)
 
 
 def os_error_message(exc: OSError, writes: Sequence[str | Path] = ()) -> str:

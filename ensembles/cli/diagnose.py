@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ensembles import defaults
-from ensembles.cli.common import OneLineParser, add_data_options, check_data_options, run_command
+from ensembles.cli.common import (
+    DefaultsHelpFormatter,
+    OneLineParser,
+    add_data_options,
+    check_data_options,
+    run_command,
+)
 from ensembles.cli.options import (
     add_learning_options,
     add_network_options,
@@ -18,6 +24,7 @@ from ensembles.cli.options import (
 )
 from ensembles.errors import ConfigError
 from ensembles.training.config import BALANCED_REGRESSION
+from ensembles.writable import check_report_folder
 
 _PATIENCE_HELP = (
     "early stopping patience in epochs; the generalization rule still reads the epochs run "
@@ -46,16 +53,6 @@ _THRESHOLD_HELP = {
 }
 
 
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Append ``(default: …)`` only where the help does not state it and a default exists."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if "(default" in help_text or action.default in (None, False, argparse.SUPPRESS):
-            return help_text
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The diagnosis options: the training command's data, network, learning and split
     options, plus runs, --apply and the documented thresholds."""
@@ -66,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the configured network several times, classify its learning curves "
         "as a learning, generalization or prediction problem, recommend the matching "
         "techniques and optionally apply them.",
-        formatter_class=_DefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_data_options(parser)
     add_network_options(parser)
@@ -87,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=None, help="report folder (default: reports/diagnosis/<name>)"
     )
     thresholds = parser.add_argument_group("thresholds (see docs/diagnosis.md)")
-    defaults = Thresholds()
+    threshold_defaults = Thresholds()
     for item in fields(Thresholds):
         thresholds.add_argument(
             "--" + item.name.replace("_", "-"),
             type=int if item.name == "smoothing" else float,
-            default=getattr(defaults, item.name),
+            default=getattr(threshold_defaults, item.name),
             help=_THRESHOLD_HELP[item.name],
         )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -100,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> list[str]:
-    """``python scripts/train.py`` with the same data and split options as ``args``."""
+    """``python scripts/train.py`` with the same data, column and split options as ``args``."""
     words = ["python", "scripts/train.py"]
     if args.csv:
         words += ["--csv", args.csv, "--target", args.target]
@@ -108,6 +105,9 @@ def train_command(args: argparse.Namespace) -> list[str]:
         words += ["--dataset", args.dataset or "digits"]
     if args.task:
         words += ["--task", args.task]
+    for option in ("categorical", "numeric"):
+        if getattr(args, option):
+            words += [f"--{option}", *getattr(args, option)]
     words += ["--seed", str(args.seed)]
     split = {"validation_fraction": None, "test_fraction": defaults.TEST_FRACTION}
     for option, default in split.items():
@@ -148,6 +148,7 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
     test = (splits.test.X, splits.test.y)
     name = Path(args.csv).stem if args.csv else (args.dataset or "digits")
     folder = Path(args.output) if args.output else Path("reports") / "diagnosis" / name
+    check_report_folder(folder)
     rounds = improve(
         data,
         config,

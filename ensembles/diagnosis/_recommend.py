@@ -296,7 +296,10 @@ def _command(
         epochs = config.epochs if config.epochs is not None else summary.get("best_epoch")
         if epochs is not None and math.isfinite(epochs):
             members = max(2, min(members, int(epochs) // 2))
-    words = [*prefix, *train_flags(config), "--strategy", strategy, "--members", str(members)]
+    # The diagnosed setup's own settings: train.py's default choice of a stronger
+    # regularization on small data would train members the diagnosis never saw.
+    words = [*prefix, *train_flags(config), "--regularization", "off"]
+    words += ["--strategy", strategy, "--members", str(members)]
     return shlex.join(words)
 
 

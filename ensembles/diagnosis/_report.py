@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ensembles.diagnosis._rounds import Round, flagged_change
-from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
 from ensembles.training.learning_rate import RULE
+from ensembles.writable import report_write_error
 
 REPORT_FILE = "report.json"
 CURVES_FILE = "curves.png"
@@ -85,9 +86,7 @@ def write_report(folder: Path, report: dict[str, Any], rounds: list[Round]) -> l
         png_path = folder / CURVES_FILE
         plot_curves(png_path, rounds)
     except OSError as exc:
-        raise ConfigError(
-            f"cannot write the report to {folder}: {exc.strerror}; choose another --output"
-        ) from exc
+        raise report_write_error(folder, exc) from exc
     return [json_path, png_path]
 
 
@@ -210,9 +209,7 @@ def budget_line(item: Round) -> str:
         allowed = f"--epochs {first['max_epochs']}" + (
             f" with --patience {first['patience']}" if first["patience"] is not None else ""
         )
-    stopped: dict[str, int] = {}
-    for budget in budgets:
-        stopped[budget["stopped"]] = stopped.get(budget["stopped"], 0) + 1
+    stopped = Counter(budget["stopped"] for budget in budgets)
     reasons = ", ".join(
         f"{_STOPPED[name]} in {count} of {len(budgets)} runs"
         for name, count in sorted(stopped.items())

@@ -7,7 +7,6 @@ lists against its sha256, each file read once and those very bytes handed out.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from ensembles.store._layout import (
     validate_name,
 )
 from ensembles.store._local import LocalBackend
+from ensembles.writable import check_can_create
 
 if TYPE_CHECKING:
     from ensembles.store._object import ObjectBackend
@@ -133,17 +133,7 @@ class ModelStore:
         if not self.is_local:
             self.exists()
             return
-        target = Path(self.root) / name
-        ancestry = [target, *target.parents]
-        at = next(i for i, path in enumerate(ancestry) if os.path.lexists(path))
-        existing, first_missing = ancestry[at], ancestry[max(at - 1, 0)]
-        # Each error names the path the publish's mkdir would name.
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
-        if os.statvfs(existing).f_flag & os.ST_RDONLY:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(first_missing))
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(first_missing))
+        check_can_create(Path(self.root) / name)
 
     def root_names(self) -> set[str]:
         """How messages may spell the root: as given, resolved, or as the filesystem's path."""

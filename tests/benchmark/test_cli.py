@@ -122,9 +122,30 @@ def test_from_store_benchmarks_a_published_version(
     )
     assert code == 0
     results = json.loads((output / "results.json").read_text())
-    assert results["settings"]["repeats"] == 1
+    settings = results["settings"]
+    assert settings["repeats"] == 1
+    # the published version's settings (TINY's), not this command line's defaults
+    assert (settings["strategies"], settings["members"], settings["epochs"]) == (["snapshot"], 2, 2)
+    assert settings["config"]["hidden_sizes"] == [8]
     assert "single_network" not in results["summary"]["snapshot"]["models"]
-    assert (output / "report.md").is_file()
+    report = (output / "report.md").read_text()
+    assert "Strategies snapshot; 2 members, 2 epochs each" in report
+
+
+def test_an_unwritable_output_folder_is_refused_before_anything_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = tmp_path / "store"
+    argv = ["--dataset", "wine", "--strategies", "repeat", "--store", str(store), *TINY]
+    assert main([*argv, "--output", str(blocker / "report")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: cannot write the report to {blocker / 'report'}: Not a directory; choose "
+        "another --output"
+    ]
+    assert not store.exists()  # nothing trained: a run publishes into the store first
 
 
 def test_held_out_classes_are_scored_as_out_of_distribution(tmp_path: Path) -> None:

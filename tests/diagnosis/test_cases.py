@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ensembles.cli.diagnose import main
+from ensembles.cli.diagnose import build_parser, main, train_command
 from ensembles.cli.train import build_parser as training_parser
 from ensembles.cli.train import request_from_args
 from ensembles.data import load_csv, split_dataset
@@ -138,6 +138,15 @@ def test_noisy_problem_with_a_high_variance_setup_is_a_prediction_problem(
     assert request.config.learning_rate == 0.1 and request.config.momentum == 0.95
     assert request.config.hidden_sizes == (16,) and request.config.dropout == 0
     assert request.config.optimizer == "sgd" and request.config.epochs == 15
+    assert request.regularization == "off"  # no stronger settings tried in its place
+
+
+def test_the_train_command_keeps_the_column_options() -> None:
+    """A column read as categorical (or numeric) in the diagnosis is read so by train.py."""
+    argv = ["--csv", "data.csv", "--target", "y", "--categorical", "a", "b", "--numeric", "c"]
+    words = train_command(build_parser().parse_args(argv))
+    request = request_from_args(training_parser().parse_args(words[2:]))
+    assert (request.categorical, request.numeric) == (("a", "b"), ("c",))
 
 
 def test_well_configured_setup_has_no_problem(
@@ -184,16 +193,24 @@ def test_bad_input_is_one_line_and_exit_status_2(
 
 
 def test_an_unwritable_output_folder_is_one_line_and_exit_status_2(
-    case_argv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case_argv,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     argv = case_argv("none")
     argv[argv.index("--output") + 1] = str(blocker / "report")
-    assert main(argv) == 2
+    with caplog.at_level("INFO", logger="ensembles.diagnosis"):
+        assert main(argv) == 2
+    # refused before the runs trained, not after them all: no round was diagnosed
+    assert not [record for record in caplog.records if "round 0" in record.getMessage()]
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"error: cannot write the report to {blocker / 'report'}: ")
-    assert err[-1].endswith("; choose another --output")
+    assert err == [
+        f"error: cannot write the report to {blocker / 'report'}: Not a directory; choose "
+        "another --output"
+    ]
 
 
 def test_a_budget_too_short_is_under_training_and_the_budget_rule_cures_it(

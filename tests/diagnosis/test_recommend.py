@@ -160,7 +160,7 @@ def test_prediction_recommends_an_ensemble_with_the_exact_command() -> None:
     assert first.technique == "ensemble (repeat)" and first.overrides == {}
     assert first.command == (
         "python scripts/train.py --dataset wine --seed 3 --hidden-sizes 16 --learning-rate 0.1 "
-        f"--strategy repeat --members {math.ceil((0.09 / 0.03) ** 2)}"
+        f"--regularization off --strategy repeat --members {math.ceil((0.09 / 0.03) ** 2)}"
     )
     assert "0.85 against 0.8 for one run" in first.reason
     assert second.technique == "ensemble (horizontal)"
