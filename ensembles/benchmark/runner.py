@@ -118,8 +118,34 @@ def check_request(request: BenchmarkRequest) -> None:
         problems.append(
             f"--shift-strengths must be finite and at least 0, got {', '.join(map(str, bad))}"
         )
+    if not problems and request.from_store is None:
+        problems += _training_problems(request)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _training_problems(request: BenchmarkRequest) -> list[str]:
+    """What every strategy's training run would refuse, found before the warm-up trains.
+
+    Repeat ``r`` trains with seed ``--seed + r``, so the last repeat's seed must be valid too.
+    """
+    from ensembles.data import MAX_SEED
+    from ensembles.training.preflight import validated_config
+
+    problems: list[str] = []
+    last_seed = request.train.seed + request.repeats - 1
+    if request.train.seed >= 0 and last_seed > MAX_SEED:
+        problems.append(
+            f"--seed + --repeats - 1 must be at most {MAX_SEED} (repeat r trains with seed "
+            f"--seed + r), got {last_seed}"
+        )
+    for strategy in request.strategies:
+        try:
+            validated_config(replace(request.train, strategy=strategy))
+        except ConfigError as error:
+            if str(error) not in problems:
+                problems.append(str(error))
+    return problems
 
 
 def run_benchmark(request: BenchmarkRequest) -> dict[str, Any]:
@@ -137,15 +163,18 @@ def run_benchmark(request: BenchmarkRequest) -> dict[str, Any]:
         over repeats, by strategy; see :func:`summarize_runs`).
     """
     check_request(request)
+    settings = _settings(request)
     if request.from_store is not None:
-        runs = [_read_published(request)]
+        run, published = _read_published(request)
+        runs = [run]
+        settings.update(published)
     else:
         runs = _train_and_score(request)
     first = runs[0]
     return {
         "dataset": first["dataset"],
         "task": first["task"],
-        "settings": {**_settings(request), "interval_level": first["interval_level"]},
+        "settings": {**settings, "interval_level": first["interval_level"]},
         "runs": runs,
         "summary": summarize_runs(runs),
     }
@@ -305,7 +334,9 @@ def _warm_up(template: TrainRequest) -> None:
         store_logger.setLevel(previous)
 
 
-def _read_published(request: BenchmarkRequest) -> dict[str, Any]:
+def _read_published(request: BenchmarkRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The scored run of the latest published version, and the settings it was trained with
+    (which replace the command line's in the report: nothing was trained here)."""
     store = ModelStore(request.store)
     name = request.from_store
     version = store.latest(name)
@@ -328,7 +359,20 @@ def _read_published(request: BenchmarkRequest) -> dict[str, Any]:
         assemble_seconds=math.nan,
         version=version,
     )
-    return run
+    config = manifest.training["config"]
+    published = {
+        "strategies": [manifest.strategy.name],
+        "members": len(manifest.members),
+        "epochs": config.get("epochs"),
+        "seed": seed,
+        "jobs": None,
+        "refit": (manifest.strategy.params.get("refit") or {}).get("asked"),
+        "calibrate": bool(manifest.training.get("calibrate")),
+        "config": config,
+        "validation_fraction": manifest.split.get("validation_fraction"),
+        "test_fraction": manifest.split.get("test_fraction"),
+    }
+    return run, published
 
 
 def _score(folder: Path, manifest: Manifest, timing_repeats: int) -> dict[str, Any]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
 
 from ensembles.benchmark.runner import BenchmarkRequest, check_request, training_time
+from ensembles.data import MAX_SEED
 from ensembles.errors import ConfigError
 from ensembles.training.pipeline import TrainRequest
 
@@ -57,11 +59,22 @@ def test_parallel_members_leave_the_rest_unknown() -> None:
             "--refit on applies to independent members, not horizontal, snapshot: pick "
             "--strategies bagging kfold subsample repeat, or --refit auto",
         ),
+        # what training would refuse, refused before the warm-up trains anything
+        (
+            {"train": TrainRequest(members=0), "strategies": ("bagging", "kfold")},
+            "--members must be at least 1 for bagging, got 0; --members must be at least 2 "
+            "for kfold, got 0",
+        ),
+        (
+            {"train": TrainRequest(seed=MAX_SEED - 1), "repeats": 3},
+            f"--seed + --repeats - 1 must be at most {MAX_SEED} (repeat r trains with seed "
+            f"--seed + r), got {MAX_SEED + 1}",
+        ),
     ],
 )
 def test_bad_requests_are_refused(changes: dict, message: str) -> None:
     request = BenchmarkRequest(**{"train": TRAIN, **changes})
-    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
         check_request(request)
 
 
