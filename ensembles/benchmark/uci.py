@@ -19,9 +19,9 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,23 @@ from ensembles.benchmark.gradient_boosting import HGB, fit_hgb, hgb_interval
 from ensembles.benchmark.uci_data import UCI_SPLITS
 from ensembles.errors import ConfigError
 
+if TYPE_CHECKING:  # torch is imported only when a setup trains
+    from ensembles.training.pipeline import TrainRequest
+
 TEST_FRACTION = 0.1
+#: ``TrainRequest`` fields the protocol sets itself: a :class:`Setup` may not override them.
+PROTOCOL_FIELDS = (
+    "dataset",
+    "csv",
+    "target",
+    "task",
+    "seed",
+    "test_fraction",
+    "store",
+    "members",
+    "jobs",
+    "progress",
+)
 METRICS = ("rmse", "gaussian_nll", "coverage")
 SUMMARY_FIELDS = (*METRICS, "seconds", "epochs")
 BEFORE = "before: {strategy}, 30 epochs, rate 1e-3, plain NLL, dropout 0.1, validation 20%"
@@ -45,8 +61,9 @@ class Setup:
     name : str
         The row's label.
     overrides : mapping of str to object
-        ``TrainRequest`` keywords beyond the protocol's own (data, seed, test fraction,
-        store, members, jobs, progress); empty means the defaults.
+        ``TrainRequest`` keywords beyond the protocol's own (:data:`PROTOCOL_FIELDS`:
+        data, seed, test fraction, store, members, jobs, progress); empty means the
+        defaults.
     single_network : str or None
         Also report the run's average member (``manifest.baselines["average_member"]``)
         under this label.
@@ -189,6 +206,50 @@ def run_protocol(
     }
 
 
+def protocol_request(
+    setup: Setup, csv: Path, target: str, seed: int, members: int, jobs: int, store: Path
+) -> TrainRequest:
+    """The training run of ``setup`` on split ``seed``: the protocol's fields, then the setup's."""
+    from ensembles.training.pipeline import TrainRequest
+
+    fields = {"dataset": None, "csv": Path(csv), "target": target, "task": "regression"}
+    fields |= {"seed": seed, "test_fraction": TEST_FRACTION, "store": store}
+    fields |= {"members": members, "jobs": jobs, "progress": False}
+    return TrainRequest(**{**fields, **setup.overrides})
+
+
+def setup_problems(setup: Setup, members: int, jobs: int) -> list[str]:
+    """What would make ``setup`` fail only once training has begun (empty when nothing).
+
+    Its overrides must be ``TrainRequest`` fields the protocol leaves open
+    (:data:`PROTOCOL_FIELDS` are its own), with values the training options accept.
+    """
+    from ensembles.training.pipeline import TrainRequest
+    from ensembles.training.preflight import validated_config
+
+    open_fields = {item.name for item in fields(TrainRequest)} - set(PROTOCOL_FIELDS)
+    owned = sorted(set(setup.overrides) & set(PROTOCOL_FIELDS))
+    unknown = sorted(set(setup.overrides) - open_fields - set(owned))
+    problems = []
+    if owned:
+        flags = [f"--{name}" for name in owned if name in ("members", "jobs")]
+        hint = f" (give {' and '.join(flags)} to the command)" if flags else ""
+        problems.append(f"the protocol sets {', '.join(owned)} itself{hint}")
+    if unknown:
+        problems.append(
+            f"no training setting is called {', '.join(unknown)}; the settings are "
+            f"{', '.join(sorted(open_fields))}"
+        )
+    if problems:
+        return problems
+    request = protocol_request(setup, Path("data.csv"), "target", 0, members, jobs, Path("store"))
+    try:
+        validated_config(request)
+    except ConfigError as error:
+        return [str(error)]
+    return []
+
+
 def run_setup(
     setup: Setup, csv: Path, target: str, seed: int, members: int, jobs: int, test_X: np.ndarray
 ) -> list[dict[str, Any]]:
@@ -198,15 +259,13 @@ def run_setup(
     """
     from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions
     from ensembles.store import ModelStore
-    from ensembles.training.pipeline import TrainRequest, run_training
+    from ensembles.training.pipeline import run_training
     from ensembles.training.strategies import ONE_RUN_STRATEGIES
 
     with tempfile.TemporaryDirectory(prefix="ensembles-uci-") as store:
-        fields = {"dataset": None, "csv": Path(csv), "target": target, "task": "regression"}
-        fields |= {"seed": seed, "test_fraction": TEST_FRACTION, "store": Path(store)}
-        fields |= {"members": members, "jobs": jobs, "progress": False}
+        request = protocol_request(setup, csv, target, seed, members, jobs, Path(store))
         start = time.perf_counter()
-        manifest = run_training(TrainRequest(**{**fields, **setup.overrides})).manifest
+        manifest = run_training(request).manifest
         seconds = time.perf_counter() - start
         folder = ModelStore(store).path(manifest.name, manifest.version)
         scored = HeldoutPredictions.load(folder / HELDOUT_FILE).test.X

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ensembles.benchmark.report import json_safe
 from ensembles.errors import ConfigError
 from ensembles.markdown import format_table
 
@@ -132,7 +133,7 @@ def save_results(sections: Sequence[Mapping[str, Any]], markdown: str, path: Pat
         raise ConfigError(f"--output names the Markdown file, e.g. uci.md; got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(markdown + "\n")
-    data.write_text(json.dumps(_finite(list(sections)), indent=1) + "\n")
+    data.write_text(json.dumps(json_safe(list(sections)), indent=1) + "\n")
     return data
 
 
@@ -150,13 +151,3 @@ def _published(value: tuple[float, float | None] | None) -> str:
         return "—"
     mean, error = value
     return f"{mean:.2f}" if error is None else f"{mean:.2f} ± {error:.2f}"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value

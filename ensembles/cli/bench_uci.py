@@ -11,7 +11,12 @@ from typing import Any
 
 from ensembles import defaults
 from ensembles.benchmark.uci_data import DEFAULT_CACHE, UCI_DATASETS, UCI_SPLITS
-from ensembles.cli.common import DefaultsHelpFormatter, OneLineParser, run_command
+from ensembles.cli.common import (
+    DefaultsHelpFormatter,
+    OneLineParser,
+    check_output_file,
+    run_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Refuse what would fail only after training, with a :class:`ConfigError`."""
+    """Refuse what would fail only after training: a :class:`ConfigError`, or the
+    :class:`OSError` writing ``--output`` would meet."""
     from ensembles.errors import ConfigError
 
     problems = [
@@ -80,15 +86,25 @@ def check_args(args: argparse.Namespace) -> None:
         for key, value in (("splits", args.splits), ("members", args.members), ("jobs", args.jobs))
         if value < 1
     ]
-    problems += [problem for text in args.compare for problem in _compare_problems(text)]
+    problems += [
+        problem
+        for text in args.compare
+        for problem in _compare_problems(text, args.members, args.jobs)
+    ]
     if args.output and Path(args.output).suffix == ".json":
         problems.append(f"--output names the Markdown file, e.g. uci.md; got {args.output}")
     if problems:
         raise ConfigError("; ".join(problems))
+    if args.output:
+        check_output_file(args.output)
 
 
-def _compare_problems(text: str) -> list[str]:
-    """What is wrong with one ``--compare`` value (empty when it is usable)."""
+def _compare_problems(text: str, members: int, jobs: int) -> list[str]:
+    """What is wrong with one ``--compare`` value (empty when it is usable): its JSON, and
+    each setting and value, checked as the training run would check them, before any run."""
+    from ensembles.benchmark.uci import setup_problems
+    from ensembles.errors import ConfigError
+
     try:
         changes = json.loads(text)
     except json.JSONDecodeError as error:
@@ -97,7 +113,11 @@ def _compare_problems(text: str) -> list[str]:
         return [f"--compare must be a JSON object, got {text!r}"]
     if not isinstance(changes.get("config", {}), dict):
         return [f'--compare: "config" must be an object of training settings, got {text!r}']
-    return []
+    try:
+        setup = compare_setup(text)
+    except ConfigError as error:
+        return [f"--compare {text!r}: {error}"]
+    return [f"--compare {text!r}: {problem}" for problem in setup_problems(setup, members, jobs)]
 
 
 def compare_setup(text: str) -> Any:

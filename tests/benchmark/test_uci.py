@@ -225,6 +225,10 @@ def test_unknown_dataset_is_refused(tmp_path: Path) -> None:
         (["--compare", "{nope"], "error: --compare '{nope' is not JSON"),
         (["--compare", "[1]"], "error: --compare must be a JSON object, got '[1]'"),
         (["--compare", '{"config": 3}'], 'error: --compare: "config" must be an object'),
+        (["--compare", '{"foo": 1}'], "error: --compare '{\"foo\": 1}': no training setting is"),
+        (["--compare", '{"seed": 3}'], "error: --compare '{\"seed\": 3}': the protocol sets seed"),
+        (["--compare", '{"strategy": "x"}'], 'error: --compare \'{"strategy": "x"}\': unknown'),
+        (["--compare", '{"config": {"dropout": 2}}'], 'error: --compare \'{"config": {"dro'),
     ],
 )
 def test_bad_options_are_one_line(
@@ -233,6 +237,15 @@ def test_bad_options_are_one_line(
     assert main([*argv, "--cache", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_data_is_fetched(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """The cache is empty and there is no network here: only the output is looked at."""
+    assert main(["--output", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path}: Is a directory; that is a folder: give a file"]
 
 
 def test_an_unknown_dataset_option_is_one_line(capsys: pytest.CaptureFixture) -> None:
