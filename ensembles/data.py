@@ -351,6 +351,12 @@ def _regression(
             f"within float32's range (±{FLOAT32_MAX:.3g}), e.g. {float(bad[0]):g}"
         )
     values = values.astype(np.float32)
+    constant = np.flatnonzero((values == values[:1]).all(axis=0)) if len(values) else []
+    if len(constant):
+        raise DataError(
+            f"the target of {source} is constant ({float(values[0, constant[0]]):g} on every "
+            "row): there is nothing to learn; regression needs at least two distinct values"
+        )
     return Dataset(X.astype(np.float32), values, "regression", features, None, source, **table)
 
 

@@ -78,13 +78,14 @@ def test_csv_task_inference_and_override(tmp_path: Path) -> None:
         ("a,b\n1,2\n", "c", "target column 'c' not in bad.csv; columns are: a, b"),
         ("a,t\n1,x\n2,x\n3,x\n", "t", "has a single class \\('x'\\)"),
         ("a,t\n1,x\n2,y\n", "t", "is not numeric, so it cannot be regressed"),
+        ("a,t\n1,5\n2,5\n3,5\n", "t", "is constant \\(5 on every row\\): there is nothing"),
     ],
 )
 def test_bad_csv_gets_a_message_naming_the_problem(
     tmp_path: Path, text: str, target: str, message: str
 ) -> None:
     path = write_csv(tmp_path / "bad.csv", text)
-    task = "regression" if "regressed" in message else None
+    task = "regression" if "regress" in message or "constant" in message else None
     with pytest.raises(DataError, match=message):
         load_csv(path, target, task=task)
 
