@@ -35,7 +35,7 @@ from ensembles.manifest import (
 from ensembles.markdown import format_table
 from ensembles.tabular import MISSING_LEVEL, OTHER_LEVEL
 from ensembles.training.budget import MIN_STEPS
-from ensembles.training.config import ENGINES, REFITS, settings_words
+from ensembles.training.config import ENGINES, REFITS, SOUP_METHODS, settings_words
 
 if TYPE_CHECKING:  # torch is imported only when training runs
     from ensembles.training.pipeline import TrainReport, TrainRequest
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stacking also sees the raw features beside the member outputs",
     )
-    combining.add_argument("--weight-averaging", default="uniform", choices=["uniform", "greedy"])
+    combining.add_argument("--weight-averaging", default="uniform", choices=SOUP_METHODS)
     combining.add_argument(
         "--force-weight-averaging",
         action="store_true",
@@ -263,9 +263,13 @@ def _learning_line(manifest: Manifest) -> str:
         )
     else:
         words = "learning rate: not recorded"
-    budget = manifest.members[0].budget or {}
-    if "cycle_rule" in manifest.strategy.params:
-        words += f"; snapshot cycles: {manifest.strategy.params['cycle_rule']}"
+    params = manifest.strategy.params
+    budgets = [member.budget or {} for member in manifest.members]
+    budget = budgets[0]
+    if "cycle_rule" in params:
+        words += f"; snapshot cycles: {params['cycle_rule']}"
+    elif len({(b.get("rule"), b.get("max_epochs")) for b in budgets}) > 1:
+        words += "; budget: per member (--variants), in the table below"
     elif budget.get("rule") == "data":
         words += (
             f"; budget from the data: stop after {budget['patience']} epochs without a better "
@@ -273,8 +277,11 @@ def _learning_line(manifest: Manifest) -> str:
             f"{budget['max_epochs']} ({budget['steps_per_epoch']} steps per epoch)"
         )
     elif budget:
-        words += f"; budget: {budget['max_epochs']} epochs (given)"
-    choice = manifest.strategy.params.get("regularization") or {}
+        given = params.get("requested_epochs", budget["max_epochs"])
+        words += f"; budget: {given} epochs (given)"
+        if given != budget["max_epochs"]:
+            words += f", {budget['max_epochs']} run to end on a whole cycle"
+    choice = params.get("regularization") or {}
     if choice.get("tried"):
         losses = choice["validation_loss"]
         words += (
@@ -282,7 +289,7 @@ def _learning_line(manifest: Manifest) -> str:
             f"{losses['as given']:.4g} as given, {losses['stronger']:.4g} with "
             f"{settings_words(choice['stronger'])}; {choice['seconds']:.1f} s)"
         )
-    refit = manifest.strategy.params.get("refit") or {}
+    refit = params.get("refit") or {}
     if refit.get("used"):
         words += (
             f"; refit on training + validation rows ({refit['rows']} rows, "

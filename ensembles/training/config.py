@@ -43,6 +43,10 @@ REFITS: tuple[str, ...] = get_args(Refit)
 #: none of activation, dropout and input noise is given, ``off`` never.
 Regularization = Literal["auto", "off"]
 REGULARIZATIONS: tuple[str, ...] = get_args(Regularization)
+#: How a weight-averaged model averages its members (:mod:`ensembles.training.weight_averaging`):
+#: ``uniform`` (SWA) or ``greedy`` (a soup grown while the validation loss improves).
+SoupMethod = Literal["uniform", "greedy"]
+SOUP_METHODS: tuple[str, ...] = get_args(SoupMethod)
 #: The stronger settings ``--regularization auto`` tries: what Boston housing wants and
 #: Concrete refuses (``docs/benchmark.md``, "What Boston wants, the others refuse").
 STRONGER_REGULARIZATION: Mapping[str, Any] = MappingProxyType(

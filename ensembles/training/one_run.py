@@ -108,7 +108,7 @@ def train_one_run(
     probe: TrainedMember | None = None
     if strategy == "horizontal":
         collector: Callback = _horizontal_collector(n_members, spacing, budget)
-        params.update(spacing=spacing, epochs=budget.max_epochs)
+        params.update(spacing=spacing, max_epochs=budget.max_epochs)
     else:
         if budget.rule == "data":  # one early-stopped probe run measures one network's budget
             probe = train_planned_member(MemberPlan(0, member_seed(seed, 10_001)), data, config)
@@ -134,9 +134,8 @@ def train_one_run(
     check_converged(result, f"the {strategy} run")
     collected = collector.collected  # type: ignore[attr-defined]
     if strategy == "horizontal":
-        params["member_epochs"] = [item.epoch for item in collected]
+        params.update(epochs=result.epochs_run, member_epochs=[item.epoch for item in collected])
     seconds = (time.perf_counter() - start + (probe.seconds if probe else 0)) / len(collected)
-    record = budget_record(budget, result, collected[-1].epoch)
     members = [
         TrainedMember(
             MemberPlan(i, plan.seed),
@@ -146,7 +145,7 @@ def train_one_run(
             item.epoch,
             item.cycle,
             seconds,
-            record,
+            budget_record(budget, result, item.epoch),  # the epoch its weights come from
         )
         for i, item in enumerate(collected)
     ]
@@ -199,18 +198,36 @@ def _snapshot_cycles(
     return SnapshotCollector(peak, per_cycle), explicit_budget(total, None, budget.steps_per_epoch)
 
 
+def horizontal_window_problem(n_members: int, spacing: int, budget: Budget) -> str | None:
+    """Why a horizontal run under ``budget`` cannot take ``n_members`` checkpoints ``spacing``
+    epochs apart (None when it can): the window is longer than the epochs it may run.
+
+    Under the budget rule a window longer than the cap would be cut short and the run would
+    publish fewer members than asked, so it is refused as an explicit ``--epochs`` is.
+    """
+    needed = (n_members - 1) * spacing + 1
+    if budget.max_epochs >= needed:
+        return None
+    span = f"(members - 1) x spacing + 1 = {needed} epochs for {n_members} checkpoints"
+    if budget.rule == "epochs":
+        return (
+            f"horizontal needs {span}, got --epochs {budget.max_epochs}: raise --epochs or "
+            "lower --members or --spacing"
+        )
+    return (
+        f"horizontal needs {span}, more than the budget rule's cap of {budget.max_epochs} "
+        f"epochs ({budget.steps_per_epoch} steps each) on these rows: lower --members or "
+        "--spacing, or give --epochs"
+    )
+
+
 def _horizontal_collector(n_members: int, spacing: int, budget: Budget) -> Callback:
     """Checkpoints ending at the best epoch (budget rule), or the final epochs (``--epochs``)."""
-    needed = (n_members - 1) * spacing + 1
+    if problem := horizontal_window_problem(n_members, spacing, budget):
+        raise ConfigError(problem)
     if budget.patience is not None:
         return BestWindowCollector(n_members, spacing, budget.patience, budget.min_epochs)
-    epochs = horizontal_epochs(budget.max_epochs, n_members, spacing)
-    if epochs[0] < 1:
-        raise ConfigError(
-            f"horizontal needs at least {n_members} x spacing {spacing} epochs ({needed}), got "
-            f"--epochs {budget.max_epochs}"
-        )
-    return CheckpointCollector(epochs)
+    return CheckpointCollector(horizontal_epochs(budget.max_epochs, n_members, spacing))
 
 
 class _ProgressCallback(Callback):

@@ -44,7 +44,7 @@ from ensembles.reproduction import (
     save_test_outputs,
 )
 from ensembles.store import ModelStore
-from ensembles.training.config import Engine, Refit, Regularization, TrainConfig
+from ensembles.training.config import Engine, Refit, Regularization, SoupMethod, TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.network import MemberNetwork
@@ -66,11 +66,7 @@ from ensembles.training.strategies import (
     StrategyOptions,
     train_members,
 )
-from ensembles.training.weight_averaging import (
-    SoupMethod,
-    average_weights,
-    greedy_soup,
-)
+from ensembles.training.weight_averaging import average_weights, greedy_soup
 
 AVERAGED_FILE = "averaged.onnx"
 CURVES_FILE = "curves.json"
@@ -226,6 +222,7 @@ def run_training(request: TrainRequest) -> TrainReport:
             request.ray_address,
         ),
         lambda trained: members_validation_losses(trained[0], data),
+        lambda trained: trained[1]["learning_rate"]["rate"],
     )
     params["regularization"] = regularization
     networks = [member.network(data) for member in members]

@@ -6,6 +6,8 @@ one line, never after every member has trained.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,9 +19,18 @@ from ensembles.evaluation import check_combiner_names, combiner_fit_problems
 from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit_set
 from ensembles.manifest import ONE_RUN_STRATEGIES, WEIGHT_AVERAGE, Task
 from ensembles.store import validate_name
-from ensembles.training.config import BALANCED_REGRESSION, STRONGER_REGULARIZATION, TrainConfig
-from ensembles.training.one_run import one_run_option_problems
+from ensembles.training.config import (
+    BALANCED_REGRESSION,
+    ENGINES,
+    REGULARIZATIONS,
+    SOUP_METHODS,
+    STRONGER_REGULARIZATION,
+    TrainConfig,
+)
+from ensembles.training.members import member_budget
+from ensembles.training.one_run import horizontal_window_problem, one_run_option_problems
 from ensembles.training.plans import subsample_fraction_problem
+from ensembles.training.ray_engine import RAY_MISSING
 from ensembles.training.refit import refit_option_problem
 from ensembles.training.strategies import INDEPENDENT_STRATEGIES, STRATEGIES, variant_problems
 from ensembles.training.weight_averaging import check_weight_averaging
@@ -98,6 +109,8 @@ def validated_config(request: TrainRequest) -> TrainConfig:
         problems.append(f"--jobs must be at least 1, got {request.jobs}")
     if not 0 < request.interval_level < 1:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
+    problems += _choice_problems(request)
+    problems += _unused_option_problems(request)
     problems += _variant_problems(request)
     problems += _strategy_option_problems(request)
     if unknown := sorted(set(request.pinned_settings) - set(STRONGER_REGULARIZATION)):
@@ -113,6 +126,57 @@ def validated_config(request: TrainRequest) -> TrainConfig:
     if request.epochs is not None:
         return request.config.with_overrides({"epochs": request.epochs})
     return request.config
+
+
+def _choice_problems(request: TrainRequest) -> list[str]:
+    """Values outside their choices (the CLI's argparse refuses them; the API would not)."""
+    choices = {
+        "engine": ENGINES,
+        "regularization": REGULARIZATIONS,
+        "weight_averaging": SOUP_METHODS,
+    }
+    problems = [
+        f"unknown --{name.replace('_', '-')} '{getattr(request, name)}': choose one of "
+        f"{', '.join(allowed)}"
+        for name, allowed in choices.items()
+        if getattr(request, name) not in allowed
+    ]
+    if request.engine == "ray" and not _ray_installed():
+        problems.append(RAY_MISSING)
+    return problems
+
+
+def _ray_installed() -> bool:
+    """Whether ``import ray`` can work, asked without importing it (that takes seconds)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # in sys.modules without a spec: None there blocks the import
+        return sys.modules.get("ray") is not None
+
+
+def _unused_option_problems(request: TrainRequest) -> list[str]:
+    """Options that would change nothing in this run: refused, not silently ignored."""
+    problems = []
+    averaging = _asks_weight_averaging(request) or (
+        request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES
+    )
+    if request.weight_averaging != "uniform" and not averaging:
+        problems.append(
+            f"--weight-averaging {request.weight_averaging} applies to a weight-averaged model, "
+            f"which --strategy {request.strategy} with these --combiners does not publish: "
+            "drop it, or add weight_average to --combiners"
+        )
+    if request.stack_passthrough and "stack" not in (request.combiners or ("stack",)):
+        problems.append(
+            "--stack-passthrough applies to the stack combiner: add stack to --combiners "
+            "or drop --stack-passthrough"
+        )
+    if request.ray_address is not None and request.engine != "ray":
+        problems.append(
+            f"--ray-address is for --engine ray, not --engine {request.engine}: add "
+            "--engine ray or drop --ray-address"
+        )
+    return problems
 
 
 def _strategy_option_problems(request: TrainRequest) -> list[str]:
@@ -149,7 +213,9 @@ def check_before_training(request: TrainRequest, splits: Splits) -> None:
         One line naming the problem and what to change.
     """
     _check_rows(request, splits)
+    _check_horizontal_window(request, splits)
     _check_class_weight(request, splits.train.task)
+    _check_calibrate(request, splits.train.task)
     _check_combiners(request, splits.train.task)
     _check_combiner_rows(request, splits)
 
@@ -160,6 +226,25 @@ def _check_rows(request: TrainRequest, splits: Splits) -> None:
         raise ConfigError(
             f"{n_train} training rows are too few for {request.members} folds "
             f"(need at least {2 * request.members}); lower --members"
+        )
+
+
+def _check_horizontal_window(request: TrainRequest, splits: Splits) -> None:
+    """Refuse a horizontal window longer than the run may train: it would publish fewer
+    members than asked."""
+    if request.strategy != "horizontal":
+        return
+    config = validated_config(request)
+    budget = member_budget(config, len(splits.train.y))
+    if problem := horizontal_window_problem(request.members, request.options.spacing, budget):
+        raise ConfigError(problem)
+
+
+def _check_calibrate(request: TrainRequest, task: Task) -> None:
+    if request.calibrate and task == "regression":
+        raise ConfigError(
+            "--calibrate (temperature scaling) applies to classification; a regression "
+            "ensemble's variance is calibrated on the validation rows anyway: drop --calibrate"
         )
 
 

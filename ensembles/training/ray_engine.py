@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 #: How to get the engine's optional dependency.
 RAY_INSTALL = "pip install 'ensembles[ray]'"
+#: The one line for ``--engine ray`` where Ray is not installed.
+RAY_MISSING = (
+    f"--engine ray needs Ray, which is not installed: {RAY_INSTALL} (or choose --engine loop)"
+)
 #: Rounds of ``ray.cancel`` after a failure, and seconds each waits for the tasks to stop.
 CANCEL_ROUNDS = 5
 CANCEL_WAIT_S = 1.0
@@ -92,10 +96,7 @@ def _import_ray() -> ModuleType:
     try:
         import ray
     except ImportError as exc:
-        raise ConfigError(
-            f"--engine ray needs Ray, which is not installed: {RAY_INSTALL} "
-            "(or choose --engine loop)"
-        ) from exc
+        raise ConfigError(RAY_MISSING) from exc
     return ray
 
 

@@ -88,6 +88,7 @@ def choose_regularization(
     problem: str | None,
     train: Callable[[TrainConfig], Trained],
     validation_losses: Callable[[Trained], np.ndarray],
+    learning_rate: Callable[[Trained], float | None] = lambda trained: None,
 ) -> tuple[Trained, TrainConfig, dict[str, Any]]:
     """Train with ``config``, and with stronger regularization unless ``problem``; keep the better.
 
@@ -101,6 +102,9 @@ def choose_regularization(
         ``train(config)``: the members (or one network) trained with those settings.
     validation_losses : callable
         ``validation_losses(trained)``: one loss per validation row, lower is better.
+    learning_rate : callable, optional
+        ``learning_rate(trained)``: the rate it trained at. Each candidate chose its own (a
+        range test on its own settings), so the record gives both.
 
     Returns
     -------
@@ -109,8 +113,8 @@ def choose_regularization(
     record : dict
         For the manifest: ``tried`` and ``reason``; when tried also ``stronger`` (the
         settings tried), ``validation_loss`` (mean per candidate), ``difference`` (stronger
-        minus as given, per row, mean) and ``difference_se``, ``chosen`` and ``seconds``
-        (the second training's).
+        minus as given, per row, mean) and ``difference_se``, ``learning_rate`` (per
+        candidate), ``chosen`` and ``seconds`` (the second training's).
     """
     given = train(config)
     if problem is not None:
@@ -133,6 +137,7 @@ def choose_regularization(
         "validation_loss": {name: float(np.mean(rows)) for name, rows in losses.items()},
         "difference": float(np.mean(difference)),
         "difference_se": se,
+        "learning_rate": {AS_GIVEN: learning_rate(given), STRONGER: learning_rate(stronger)},
         "chosen": STRONGER if keep_stronger else AS_GIVEN,
         "reason": RULE,
         "seconds": seconds,

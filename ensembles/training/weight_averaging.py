@@ -8,17 +8,14 @@ unless forced.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from ensembles.errors import ConfigError
+from ensembles.manifest import ONE_RUN_STRATEGIES
 from ensembles.training.network import MemberNetwork
-
-SHARED_TRAJECTORY_STRATEGIES = frozenset({"horizontal", "snapshot"})
-SoupMethod = Literal["uniform", "greedy"]
 
 
 def check_weight_averaging(strategy: str, force: bool) -> None:
@@ -29,7 +26,7 @@ def check_weight_averaging(strategy: str, force: bool) -> None:
     ConfigError
         Naming the strategy and the reason.
     """
-    if strategy in SHARED_TRAJECTORY_STRATEGIES or force:
+    if strategy in ONE_RUN_STRATEGIES or force:
         return
     raise ConfigError(
         f"weight averaging refuses the members of '{strategy}': they were initialized and "

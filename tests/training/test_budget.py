@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,22 @@ def test_curves_report_the_plain_nll_when_training_on_beta_nll() -> None:
         plain = float(loss_function(network)(network(z), target))
     # The logged validation loss is the plain NLL of the final weights (float32 both ways).
     assert result.curves[-1]["val_loss"] == pytest.approx(plain, rel=1e-5)
+
+
+def test_the_summary_names_the_budget_each_member_had(tmp_path: Path) -> None:
+    """Members of different budgets are not summarized as the first one's; a snapshot's
+    requested epochs are the ones called given."""
+    from ensembles.cli.train import summary
+    from ensembles.training.pipeline import run_training
+    from ensembles.training.strategies import StrategyOptions
+
+    variants = StrategyOptions(variants=[{"epochs": 3}, {}])
+    mixed = tiny_request(
+        tmp_path, dataset="wine", strategy="repeat", members=2, options=variants, name="mixed"
+    )
+    text = summary(run_training(replace(mixed, config=replace(mixed.config, epochs=None))))
+    assert "budget: per member (--variants), in the table below" in text
+    assert "epochs (given)" not in text
+    snapshot = tiny_request(tmp_path, dataset="wine", strategy="snapshot", members=2, epochs=5)
+    text = summary(run_training(replace(snapshot, name="cycles")))
+    assert "budget: 5 epochs (given), 6 run to end on a whole cycle" in text

@@ -227,7 +227,8 @@ def test_weight_averaging_refuses_independent_members_unless_forced(tmp_path: Pa
     [
         (
             {"strategy": "horizontal", "members": 5},
-            "horizontal needs at least 5 x spacing 1 epochs",
+            r"horizontal needs \(members - 1\) x spacing \+ 1 = 5 epochs for 5 checkpoints, "
+            "got --epochs 4: raise --epochs",
         ),
         ({"strategy": "snapshot", "config": {"patience": 3}}, "--patience .* contradicts"),
         ({"strategy": "kfold", "members": 1}, "--members must be at least 2 for kfold"),
@@ -412,6 +413,68 @@ def test_too_few_rows_for_a_combiner_fail_before_any_member_trains(
         train_ensemble(request)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # under the budget rule the window (4 x 1000 + 1 epochs) is cut to the cap: fewer
+        # members than asked were published, in silence
+        (
+            {
+                "strategy": "horizontal",
+                "members": 5,
+                "options": StrategyOptions(spacing=1000),
+                "config": {**DIVERGING, "epochs": None},
+            },
+            r"^horizontal needs \(members - 1\) x spacing \+ 1 = 4001 epochs for 5 "
+            r"checkpoints, more than the budget rule's cap of 2000 epochs",
+        ),
+        (
+            {"dataset": "diabetes", "calibrate": True},
+            "^--calibrate \\(temperature scaling\\) applies to classification",
+        ),
+        (
+            {"strategy": "repeat", "weight_averaging": "greedy"},
+            "^--weight-averaging greedy applies to a weight-averaged model, which --strategy "
+            "repeat with these --combiners does not publish",
+        ),
+        (
+            {"stack_passthrough": True, "combiners": ("mean", "blend")},
+            "^--stack-passthrough applies to the stack combiner",
+        ),
+        (
+            {"ray_address": "127.0.0.1:6379", "engine": "loop"},
+            "^--ray-address is for --engine ray, not --engine loop",
+        ),
+        (
+            {"engine": "fast", "regularization": "maybe", "weight_averaging": "mean"},
+            "unknown --engine 'fast': choose one of auto, loop, packed, ray; unknown "
+            "--regularization 'maybe': choose one of auto, off; unknown --weight-averaging "
+            "'mean': choose one of uniform, greedy",
+        ),
+    ],
+)
+def test_options_that_would_change_nothing_are_refused_before_any_member_trains(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    """The members would diverge (DIVERGING): the refusal comes before any of them trains."""
+    changes = {"config": DIVERGING, "dataset": "wine", **changes}
+    request = tiny_request(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=message):
+        train_ensemble(request)
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_ray_engine_without_ray_is_refused_before_the_range_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """None in sys.modules makes ``import ray`` fail as on a machine without it. Refused by
+    validated_config, which run_training calls before the range test."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    request = tiny_request(tmp_path, dataset="wine", engine="ray", config={"learning_rate": None})
+    with pytest.raises(ConfigError, match="^--engine ray needs Ray, which is not installed"):
+        validated_config(request)
 
 
 def test_the_diverging_members_would_have_failed_had_they_trained(tmp_path: Path) -> None:

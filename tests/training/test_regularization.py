@@ -105,6 +105,10 @@ def test_the_kept_members_are_the_ones_served_and_their_loss_is_the_recorded_one
     losses = record["validation_loss"]
     assert record["difference"] == pytest.approx(losses[STRONGER] - losses[AS_GIVEN])
     assert (losses[STRONGER] < losses[AS_GIVEN]) == (record["chosen"] == STRONGER)
+    # each candidate ran its own range test; the kept one's rate is the run's
+    rates = record["learning_rate"]
+    assert all(rate > 0 for rate in rates.values())
+    assert rates[record["chosen"]] == manifest.strategy.params["learning_rate"]["rate"]
     settings = manifest.training["config"]
     expected = (
         STRONGER_REGULARIZATION
