@@ -64,11 +64,15 @@ from ensembles.training.plans import MemberPlan, training_rows
 _INT64_RANGE = (-(2**63), 2**63 - 1)
 
 
-def packing_problem(plans: list[MemberPlan], config: TrainConfig) -> str | None:
-    """Why ``plans`` cannot train packed (None when they can).
+def packing_problem(plans: list[MemberPlan], config: TrainConfig, n_rows: int) -> str | None:
+    """Why ``plans``, drawing their rows from ``n_rows``, cannot train packed (None when
+    they can).
 
-    Members are packed when every one trains with the same settings: one layout, and one
-    optimizer, rate and batch size for the one optimizer that steps them all.
+    Members are packed when every one trains with the same settings (one layout, and one
+    optimizer, rate and batch size for the one optimizer that steps them all) and the same
+    number of optimizer steps per epoch: the packed step moves every member's weights, so a
+    member whose rows end a batch earlier would take steps on batches without its rows
+    (Adam moves weights on a zero gradient), which the loop never does.
     """
     if len(plans) < 2:
         return "a single member gains nothing from packing"
@@ -76,6 +80,13 @@ def packing_problem(plans: list[MemberPlan], config: TrainConfig) -> str | None:
     if len(settings) > 1:
         differing = sorted({key for plan in plans for key in plan.settings})
         return f"the members' settings differ ({', '.join(differing)})"
+    sizes = [len(training_rows(plan.rows, n_rows)) for plan in plans]
+    steps = {len(batch_starts(size, config.batch_size, config.batch_norm)) for size in sizes}
+    if len(steps) > 1:
+        return (
+            f"the members' row counts give different steps per epoch ({min(steps)} and "
+            f"{max(steps)} at batch size {config.batch_size})"
+        )
     return None
 
 

@@ -236,7 +236,7 @@ def train_plans(
     engine : dict
         ``{"asked", "used", "reason"?}``, for the manifest.
     """
-    chosen, reason = resolve_engine(engine, plans, config, jobs)
+    chosen, reason = resolve_engine(engine, plans, config, len(data.y_train), jobs)
     record = {"asked": engine, "used": chosen, **({"reason": reason} if reason else {})}
     bar = tqdm(total=len(plans), desc=description, unit="member", disable=not progress)
     with bar:
@@ -252,19 +252,20 @@ def train_plans(
 
 
 def resolve_engine(
-    engine: Engine, plans: list[MemberPlan], config: TrainConfig, jobs: int = 1
+    engine: Engine, plans: list[MemberPlan], config: TrainConfig, n_rows: int, jobs: int = 1
 ) -> tuple[str, str | None]:
     """The engine that will run, and why it is not the one asked for (None when it is).
 
     ``auto`` is ``packed`` when the members can be packed (one layout, one optimizer
-    setting: :func:`~ensembles.training.packed.packing_problem`) and no ``jobs`` processes
+    setting, one number of steps per epoch over their rows, drawn from ``n_rows``:
+    :func:`~ensembles.training.packed.packing_problem`) and no ``jobs`` processes
     were asked for, else ``loop``; ``packed`` falls back to ``loop`` the same way, logged.
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}': choose one of {', '.join(ENGINES)}")
     if engine in ("loop", "ray"):
         return engine, None
-    problem = packing_problem(plans, config)
+    problem = packing_problem(plans, config, n_rows)
     if problem is None and jobs > 1:
         problem = f"--jobs {jobs} asks for processes"
     if problem is None:

@@ -97,7 +97,7 @@ def test_dropout_draws_independent_masks_at_the_rounded_rate() -> None:
 def test_members_that_differ_train_in_the_loop_with_the_reason_recorded(tmp_path) -> None:
     config = TrainConfig(hidden_sizes=(16,))
     plans = make_plans("repeat", 3, 0, StrategyOptions(variants=[{"hidden_sizes": [8]}, {}]))
-    assert packing_problem(plans, config) == "the members' settings differ (hidden_sizes)"
+    assert packing_problem(plans, config, 100) == "the members' settings differ (hidden_sizes)"
     manifest = train_ensemble(
         tiny_request(
             tmp_path,
@@ -119,3 +119,14 @@ def test_auto_packs_independent_members_unless_processes_are_asked_for(tmp_path)
     assert max(m.val_metrics["onnx_max_diff"] for m in packed.members) <= 1e-5
     looped = train_ensemble(tiny_request(tmp_path / "b", dataset="wine", jobs=2))
     assert looped.strategy.params["engine"]["reason"] == "--jobs 2 asks for processes"
+
+
+def test_folds_whose_sizes_straddle_a_batch_train_in_the_loop() -> None:
+    """Two folds of 129 rows train on 64 and 65 rows: one and two steps per epoch at batch
+    64. Packed, the one-step member would take Adam steps on a batch without its rows."""
+    config = TrainConfig(hidden_sizes=(16,), batch_size=64)
+    plans = make_plans("kfold", 2, 0, StrategyOptions())
+    assert packing_problem(plans, config, 129) == (
+        "the members' row counts give different steps per epoch (1 and 2 at batch size 64)"
+    )
+    assert packing_problem(plans, config, 130) is None  # 65 and 65 rows
