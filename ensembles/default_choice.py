@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -240,8 +241,9 @@ def _exclusion(info: CombinerInfo, effective: float, n_members: int) -> str | No
     if info.fitted_on.get("selection"):
         return "its members were chosen on these rows, so its loss on them is optimistic"
     if n_members >= 2 and effective < MIN_EFFECTIVE_MEMBERS:
+        shown = math.floor(effective * 100 + 1e-9) / 100  # 1.9998: 1.99, not 2.00
         return (
-            f"{effective:.2f} effective members (fewer than {MIN_EFFECTIVE_MEMBERS:g}) would "
+            f"{shown:.2f} effective members (fewer than {MIN_EFFECTIVE_MEMBERS:g}) would "
             "not keep the ensemble"
         )
     return None

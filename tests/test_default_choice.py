@@ -309,3 +309,13 @@ def test_a_named_default_is_kept_and_the_comparison_still_recorded(tmp_path: Pat
 def test_effective_members(weights: list[float] | None, expected: float) -> None:
     found = effective_members(None if weights is None else np.array(weights, float), 4)
     assert found == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_combiner_just_under_two_members_is_not_shown_as_two() -> None:
+    """1.9998 effective members is excluded; the note must not print it as 2.00."""
+    from ensembles.default_choice import _exclusion
+
+    info = CombinerInfo(kind="blend", state={}, fitted_on={}, effective_members=1.9998)
+    assert _exclusion(info, 1.9998, 2) == (
+        "1.99 effective members (fewer than 2) would not keep the ensemble"
+    )
