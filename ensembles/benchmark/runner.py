@@ -359,7 +359,7 @@ def _read_published(request: BenchmarkRequest) -> tuple[dict[str, Any], dict[str
         assemble_seconds=math.nan,
         version=version,
     )
-    config = manifest.training["config"]
+    config = manifest.training.get("config", {})
     published = {
         "strategies": [manifest.strategy.name],
         "members": len(manifest.members),

@@ -222,10 +222,11 @@ def setup_problems(setup: Setup, members: int, jobs: int) -> list[str]:
     """What would make ``setup`` fail only once training has begun (empty when nothing).
 
     Its overrides must be ``TrainRequest`` fields the protocol leaves open
-    (:data:`PROTOCOL_FIELDS` are its own), with values the training options accept.
+    (:data:`PROTOCOL_FIELDS` are its own), with values the training options accept for a
+    regression task.
     """
     from ensembles.training.pipeline import TrainRequest
-    from ensembles.training.preflight import validated_config
+    from ensembles.training.preflight import check_task_options, validated_config
 
     open_fields = {item.name for item in fields(TrainRequest)} - set(PROTOCOL_FIELDS)
     owned = sorted(set(setup.overrides) & set(PROTOCOL_FIELDS))
@@ -245,6 +246,7 @@ def setup_problems(setup: Setup, members: int, jobs: int) -> list[str]:
     request = protocol_request(setup, Path("data.csv"), "target", 0, members, jobs, Path("store"))
     try:
         validated_config(request)
+        check_task_options(request, "regression")
     except ConfigError as error:
         return [str(error)]
     return []

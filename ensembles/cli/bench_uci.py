@@ -86,11 +86,12 @@ def check_args(args: argparse.Namespace) -> None:
         for key, value in (("splits", args.splits), ("members", args.members), ("jobs", args.jobs))
         if value < 1
     ]
-    problems += [
-        problem
-        for text in args.compare
-        for problem in _compare_problems(text, args.members, args.jobs)
-    ]
+    if not problems:  # each --compare is checked as a run with these members and jobs
+        problems += [
+            problem
+            for text in args.compare
+            for problem in _compare_problems(text, args.members, args.jobs)
+        ]
     if args.output and Path(args.output).suffix == ".json":
         problems.append(f"--output names the Markdown file, e.g. uci.md; got {args.output}")
     if problems:

@@ -269,7 +269,7 @@ def _learning_line(manifest: Manifest) -> str:
     if "cycle_rule" in params:
         words += f"; snapshot cycles: {params['cycle_rule']}"
     elif len({(b.get("rule"), b.get("max_epochs")) for b in budgets}) > 1:
-        words += "; budget: per member (--variants), in the table below"
+        words += "; budget: per member, in the table below"
     elif budget.get("rule") == "data":
         words += (
             f"; budget from the data: stop after {budget['patience']} epochs without a better "

@@ -19,6 +19,7 @@ from ensembles.evaluation import check_combiner_names, combiner_fit_problems
 from ensembles.heldout import HeldoutPredictions, SplitPredictions, combiner_fit_set
 from ensembles.manifest import ONE_RUN_STRATEGIES, WEIGHT_AVERAGE, Task
 from ensembles.store import validate_name
+from ensembles.training.budget import explicit_budget
 from ensembles.training.config import (
     BALANCED_REGRESSION,
     ENGINES,
@@ -141,7 +142,9 @@ def _choice_problems(request: TrainRequest) -> list[str]:
         for name, allowed in choices.items()
         if getattr(request, name) not in allowed
     ]
-    if request.engine == "ray" and not _ray_installed():
+    # one-run strategies ignore the engine
+    ray = request.engine == "ray" and request.strategy in INDEPENDENT_STRATEGIES
+    if ray and not _ray_installed():
         problems.append(RAY_MISSING)
     return problems
 
@@ -161,10 +164,13 @@ def _unused_option_problems(request: TrainRequest) -> list[str]:
         request.combiners is None and request.strategy not in INDEPENDENT_STRATEGIES
     )
     if request.weight_averaging != "uniform" and not averaging:
+        independent = request.strategy in INDEPENDENT_STRATEGIES
+        combiners = " with these --combiners" if request.combiners is not None else ""
+        remedy = "--force-weight-averaging" if independent else "weight_average to --combiners"
         problems.append(
             f"--weight-averaging {request.weight_averaging} applies to a weight-averaged model, "
-            f"which --strategy {request.strategy} with these --combiners does not publish: "
-            "drop it, or add weight_average to --combiners"
+            f"which --strategy {request.strategy}{combiners} does not publish: drop it, or "
+            f"add {remedy}"
         )
     if request.stack_passthrough and "stack" not in (request.combiners or ("stack",)):
         problems.append(
@@ -184,9 +190,15 @@ def _strategy_option_problems(request: TrainRequest) -> list[str]:
     options = request.options
     if request.strategy in ONE_RUN_STRATEGIES:
         config = request.config
-        return one_run_option_problems(
+        problems = one_run_option_problems(
             request.strategy, config, options.spacing, options.peak_learning_rate
         )
+        epochs = request.epochs or config.epochs
+        if request.strategy == "horizontal" and epochs is not None and options.spacing >= 1:
+            budget = explicit_budget(epochs, None, 0)
+            if problem := horizontal_window_problem(request.members, options.spacing, budget):
+                problems.append(problem)
+        return problems
     if request.strategy == "subsample":
         problem = subsample_fraction_problem(options.subsample_fraction)
         return [problem] if problem else []
@@ -214,8 +226,7 @@ def check_before_training(request: TrainRequest, splits: Splits) -> None:
     """
     _check_rows(request, splits)
     _check_horizontal_window(request, splits)
-    _check_class_weight(request, splits.train.task)
-    _check_calibrate(request, splits.train.task)
+    check_task_options(request, splits.train.task)
     _check_combiners(request, splits.train.task)
     _check_combiner_rows(request, splits)
 
@@ -238,6 +249,19 @@ def _check_horizontal_window(request: TrainRequest, splits: Splits) -> None:
     budget = member_budget(config, len(splits.train.y))
     if problem := horizontal_window_problem(request.members, request.options.spacing, budget):
         raise ConfigError(problem)
+
+
+def check_task_options(request: TrainRequest, task: Task) -> None:
+    """Refuse options that do not apply to ``task`` (class weights, temperature scaling
+    for regression), once the task is known.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the option.
+    """
+    _check_class_weight(request, task)
+    _check_calibrate(request, task)
 
 
 def _check_calibrate(request: TrainRequest, task: Task) -> None:

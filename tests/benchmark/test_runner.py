@@ -65,6 +65,11 @@ def test_parallel_members_leave_the_rest_unknown() -> None:
             "--members must be at least 1 for bagging, got 0; --members must be at least 2 "
             "for kfold, got 0",
         ),
+        (  # horizontal is the fifth strategy: refused before the four others train
+            {"train": TrainRequest(epochs=4, members=5)},
+            "horizontal needs (members - 1) x spacing + 1 = 5 epochs for 5 checkpoints, got "
+            "--epochs 4",
+        ),
         (
             {"train": TrainRequest(seed=MAX_SEED - 1), "repeats": 3},
             f"--seed + --repeats - 1 must be at most {MAX_SEED} (repeat r trains with seed "

@@ -229,6 +229,7 @@ def test_unknown_dataset_is_refused(tmp_path: Path) -> None:
         (["--compare", '{"seed": 3}'], "error: --compare '{\"seed\": 3}': the protocol sets seed"),
         (["--compare", '{"strategy": "x"}'], 'error: --compare \'{"strategy": "x"}\': unknown'),
         (["--compare", '{"config": {"dropout": 2}}'], 'error: --compare \'{"config": {"dro'),
+        (["--compare", '{"calibrate": true}'], "error: --compare '{\"calibrate\": true}': --calib"),
     ],
 )
 def test_bad_options_are_one_line(

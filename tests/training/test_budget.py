@@ -196,7 +196,7 @@ def test_the_summary_names_the_budget_each_member_had(tmp_path: Path) -> None:
         tmp_path, dataset="wine", strategy="repeat", members=2, options=variants, name="mixed"
     )
     text = summary(run_training(replace(mixed, config=replace(mixed.config, epochs=None))))
-    assert "budget: per member (--variants), in the table below" in text
+    assert "budget: per member, in the table below" in text
     assert "epochs (given)" not in text
     snapshot = tiny_request(tmp_path, dataset="wine", strategy="snapshot", members=2, epochs=5)
     text = summary(run_training(replace(snapshot, name="cycles")))

@@ -437,7 +437,7 @@ def test_too_few_rows_for_a_combiner_fail_before_any_member_trains(
         (
             {"strategy": "repeat", "weight_averaging": "greedy"},
             "^--weight-averaging greedy applies to a weight-averaged model, which --strategy "
-            "repeat with these --combiners does not publish",
+            "repeat does not publish: drop it, or add --force-weight-averaging$",
         ),
         (
             {"stack_passthrough": True, "combiners": ("mean", "blend")},
