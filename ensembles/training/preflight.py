@@ -216,8 +216,10 @@ def _variant_problems(request: TrainRequest) -> list[str]:
     return variant_problems(variants, request.config, same_layout=request.force_weight_averaging)
 
 
-def check_before_training(request: TrainRequest, splits: Splits) -> None:
+def check_before_training(request: TrainRequest, config: TrainConfig, splits: Splits) -> None:
     """Fail before any member trains on what the split and the options already rule out.
+
+    ``config`` is :func:`validated_config`'s answer for ``request``.
 
     Raises
     ------
@@ -225,7 +227,7 @@ def check_before_training(request: TrainRequest, splits: Splits) -> None:
         One line naming the problem and what to change.
     """
     _check_rows(request, splits)
-    _check_horizontal_window(request, splits)
+    _check_horizontal_window(request, config, splits)
     check_task_options(request, splits.train.task)
     _check_combiners(request, splits.train.task)
     _check_combiner_rows(request, splits)
@@ -240,12 +242,11 @@ def _check_rows(request: TrainRequest, splits: Splits) -> None:
         )
 
 
-def _check_horizontal_window(request: TrainRequest, splits: Splits) -> None:
-    """Refuse a horizontal window longer than the run may train: it would publish fewer
-    members than asked."""
-    if request.strategy != "horizontal":
+def _check_horizontal_window(request: TrainRequest, config: TrainConfig, splits: Splits) -> None:
+    """Refuse a horizontal window longer than the budget rule's cap on these rows: it would
+    publish fewer members than asked (against explicit ``--epochs``, an option problem)."""
+    if request.strategy != "horizontal" or config.epochs is not None:
         return
-    config = validated_config(request)
     budget = member_budget(config, len(splits.train.y))
     if problem := horizontal_window_problem(request.members, request.options.spacing, budget):
         raise ConfigError(problem)
