@@ -3,57 +3,31 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ensembles import defaults
 from ensembles.data import Dataset, Splits, load_data, split_dataset
-from ensembles.default_choice import choose_default, mean_mistakes, ranking_loss
-from ensembles.evaluation import (
-    baseline_metrics,
-    evaluate_predictions,
-    fit_combiners,
-    out_of_sample_scores,
-    row_losses,
-    variance_scale,
-)
-from ensembles.export import export_member, output_spec
-from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions, combiner_fit_set
-from ensembles.manifest import (
-    CombinerInfo,
-    EnsembleOutOfSampleInfo,
-    InputSpec,
-    Manifest,
-    MemberInfo,
-    OutOfSampleInfo,
-    Strategy,
-    StrategyInfo,
-    Task,
-)
-from ensembles.reproduction import (
-    TEST_OUTPUTS_FILE,
-    WEIGHT_AVERAGE,
-    combiner_test_outputs,
-    save_test_outputs,
-)
+from ensembles.export import export_member
+from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
+from ensembles.manifest import Manifest, Strategy, Task
+from ensembles.reproduction import TEST_OUTPUTS_FILE, save_test_outputs
 from ensembles.store import ModelStore
+from ensembles.training.combining import AVERAGED_FILE, combine
 from ensembles.training.config import Engine, Refit, Regularization, SoupMethod, TrainConfig
 from ensembles.training.loop import member_outputs
 from ensembles.training.members import TrainedMember, TrainingData
 from ensembles.training.network import MemberNetwork
-from ensembles.training.plans import out_of_sample_rows, training_rows
+from ensembles.training.plans import out_of_sample_rows
 from ensembles.training.preflight import (
     check_before_training,
     validated_config,
     wants_weight_averaging,
 )
+from ensembles.training.record import version_manifest
 from ensembles.training.refit import served_members
 from ensembles.training.regularization import (
     choose_regularization,
@@ -61,14 +35,12 @@ from ensembles.training.regularization import (
     regularization_problem,
 )
 from ensembles.training.strategies import (
-    INDEPENDENT_STRATEGIES,
     RESAMPLING_STRATEGIES,
     StrategyOptions,
     train_members,
 )
-from ensembles.training.weight_averaging import average_weights, greedy_soup
+from ensembles.training.weight_averaging import averaged_network
 
-AVERAGED_FILE = "averaged.onnx"
 CURVES_FILE = "curves.json"
 
 
@@ -226,11 +198,16 @@ def run_training(request: TrainRequest) -> TrainReport:
     )
     params["regularization"] = regularization
     networks = [member.network(data) for member in members]
-    averaged = _weight_average(request, data, networks, splits) if wants_averaging else None
+    averaged = None
+    if wants_averaging:
+        averaged = averaged_network(
+            request.weight_averaging, networks, data.X_train, splits.validation
+        )
     served, served_networks, params["refit"] = served_members(
         request, config, data, members, networks, params["learning_rate"]["rate"], wants_averaging
     )
     heldout = predict_heldout(request, splits, members, networks, served_networks)
+    combined = combine(request, splits.train.task, heldout, members, averaged)
 
     def write(folder: Path, version: int) -> Manifest:
         parity = [
@@ -244,24 +221,19 @@ def run_training(request: TrainRequest) -> TrainReport:
         heldout.save(folder / HELDOUT_FILE)
         curves = {member.plan.member_id: member.curves for member in members}
         (folder / CURVES_FILE).write_text(json.dumps(curves, indent=1, allow_nan=True))
-        manifest = _manifest(
+        save_test_outputs(folder / TEST_OUTPUTS_FILE, combined.test_outputs)
+        return version_manifest(
             request,
             config,
             version,
             splits,
             members,
             served,
-            params,
             served_networks,
-            heldout,
-            averaged,
+            params,
+            combined,
             parity,
         )
-        outputs = combiner_test_outputs(manifest.combiners, heldout.test)
-        if averaged is not None:
-            outputs[WEIGHT_AVERAGE] = member_outputs(averaged[0], heldout.test.X)[0]
-        save_test_outputs(folder / TEST_OUTPUTS_FILE, outputs)
-        return manifest
 
     manifest = store.publish(request.ensemble_name, write)
     return TrainReport(manifest, members, time.perf_counter() - start, request.store)
@@ -323,191 +295,3 @@ def split_predictions(dataset: Dataset, networks: list[MemberNetwork]) -> SplitP
     preds = np.stack([output[0] for output in outputs])
     variances = np.stack([output[1] for output in outputs]) if len(outputs[0]) > 1 else None
     return SplitPredictions(dataset.X, dataset.y, preds, variances)
-
-
-def _manifest(
-    request: TrainRequest,
-    config: TrainConfig,
-    version: int,
-    splits: Splits,
-    members: list[TrainedMember],
-    served: list[TrainedMember],
-    params: dict[str, Any],
-    networks: list[MemberNetwork],
-    heldout: HeldoutPredictions,
-    averaged: tuple[MemberNetwork, list[int]] | None,
-    parity: list[float],
-) -> Manifest:
-    """The version's manifest.
-
-    ``members`` trained on the training rows, and their curves, best epochs, budgets and
-    validation scores describe the run; ``served`` are the members exported, with
-    ``networks`` (the same ones, or their refit on training + validation rows: their rows
-    and training seconds are recorded).
-    """
-    task = splits.train.task
-    fit_set = combiner_fit_set(heldout)
-    results, losses = fit_combiners(
-        task,
-        fit_set,
-        heldout,
-        request.combiners,
-        request.calibrate,
-        request.interval_level,
-        request.stack_passthrough,
-    )
-    if averaged is not None:  # scored on the validation rows, which are the fit rows
-        results[WEIGHT_AVERAGE], losses[WEIGHT_AVERAGE] = _averaged_result(
-            request, averaged, heldout, members
-        )
-    default, choice = choose_default(
-        results,
-        losses,
-        ranking_loss(fit_set.data),
-        len(members),
-        request.default_combiner,
-        mean_mistakes(fit_set.data),
-    )
-    member_oob, ensemble_oob = _out_of_sample(request, task, heldout, len(members))
-    n_rows = len(splits.train.y) + (len(splits.validation.y) if served is not members else 0)
-    member_infos = []
-    for member, server, difference, oob in zip(members, served, parity, member_oob, strict=True):
-        final = member.curves[member.epoch - 1] if member.curves else {}
-        seconds = member.seconds + (server.seconds if server is not member else 0.0)
-        member_infos.append(
-            MemberInfo(
-                id=member.plan.member_id,
-                file=f"members/{member.plan.member_id}.onnx",
-                seed=member.plan.seed,
-                rows={
-                    **member.plan.rows,
-                    "n_rows": len(training_rows(member.plan.rows, n_rows)),
-                    "of": "training + validation" if served is not members else "training",
-                },
-                epoch=member.epoch,
-                cycle=member.cycle,
-                settings=member.plan.settings,
-                val_metrics={
-                    "val_loss": float(final.get("val_loss", float("nan"))),
-                    "val_metric": float(final.get("val_metric", float("nan"))),
-                    "onnx_max_diff": difference,
-                    "train_seconds": seconds,
-                },
-                budget=member.budget or None,
-                out_of_sample=oob,
-            )
-        )
-    return Manifest(
-        name=request.ensemble_name,
-        version=version,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        task=task,
-        classes=splits.train.classes,
-        input=InputSpec(feature_names=splits.train.feature_names),
-        preprocessing=splits.train.tabular,
-        output=output_spec(networks[0]),
-        strategy=StrategyInfo(name=request.strategy, params=params),
-        members=member_infos,
-        files={},
-        combiners=results,
-        default_combiner=default,
-        default_choice=choice,
-        baselines=baseline_metrics(task, heldout, request.interval_level),
-        out_of_sample=ensemble_oob,
-        split={**splits.record, "source": splits.train.source},
-        training={
-            "config": config.to_dict(),
-            "calibrate": request.calibrate,
-            "interval_level": request.interval_level,
-            "weight_averaging": request.weight_averaging if averaged is not None else None,
-        },
-        library_versions=_library_versions(),
-    )
-
-
-def _out_of_sample(
-    request: TrainRequest, task: Task, heldout: HeldoutPredictions, n_members: int
-) -> tuple[list[OutOfSampleInfo | None], EnsembleOutOfSampleInfo | None]:
-    """Out-of-bag / out-of-fold scores of members and ensemble; None without resampling."""
-    if heldout.train is None:
-        return [None] * n_members, None
-    return out_of_sample_scores(task, heldout.train, request.interval_level)
-
-
-def _averaged_result(
-    request: TrainRequest,
-    averaged: tuple[MemberNetwork, list[int]],
-    heldout: HeldoutPredictions,
-    members: list[TrainedMember],
-) -> tuple[CombinerInfo, np.ndarray]:
-    """The averaged model as a combiner entry, and its loss on every validation row.
-
-    One network, so its effective members are 1. It learned nothing from the validation
-    rows (unless a greedy soup chose its members there, as ``fitted_on`` records), so they
-    score it as held out.
-    """
-    network, chosen = averaged
-    ids = [members[i].plan.member_id for i in chosen]
-    level = request.interval_level
-
-    def outputs(split: SplitPredictions) -> tuple[np.ndarray, np.ndarray | None]:
-        output = member_outputs(network, split.X)
-        return output[0], output[1] if len(output) > 1 else None
-
-    test_pred, test_variance = outputs(heldout.test)
-    pred, variance = outputs(heldout.validation)
-    scale = variance_scale(heldout.validation, pred, variance)  # fitted on nothing else
-
-    state = {
-        "kind": WEIGHT_AVERAGE,
-        "file": AVERAGED_FILE,
-        "members": ids,
-        "method": request.weight_averaging,
-        "forced": request.strategy in INDEPENDENT_STRATEGIES,
-    }
-    fitted_on = {
-        "source": "training rows (the members' own trajectory)",
-        "selection": "validation" if request.weight_averaging == "greedy" else None,
-    }
-    info = CombinerInfo(
-        kind=WEIGHT_AVERAGE,
-        state=state,
-        fitted_on=fitted_on,
-        test_metrics=evaluate_predictions(
-            heldout.test, test_pred, level, test_variance, scale or 1.0
-        ),
-        heldout_metrics=evaluate_predictions(
-            heldout.validation, pred, level, variance, scale or 1.0
-        ),
-        effective_members=1.0,
-        variance_scale=scale,
-    )
-    return info, row_losses(heldout.validation, pred, variance, scale or 1.0)
-
-
-def _weight_average(
-    request: TrainRequest, data: TrainingData, networks: list[MemberNetwork], splits: Splits
-) -> tuple[MemberNetwork, list[int]]:
-    if request.weight_averaging == "uniform":
-        return average_weights(networks, data.X_train), list(range(len(networks)))
-    validation = splits.validation
-
-    def loss(network: MemberNetwork) -> float:
-        pred = member_outputs(network, validation.X)[0]
-        if validation.task == "classification":
-            return float(
-                -np.mean(np.log(np.clip(pred[np.arange(len(pred)), validation.y], 1e-15, 1)))
-            )
-        return float(np.mean((pred - validation.y) ** 2))
-
-    return greedy_soup(networks, data.X_train, loss)
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "ensembles"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions

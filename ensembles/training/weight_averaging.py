@@ -13,8 +13,11 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
+from ensembles.data import Dataset
 from ensembles.errors import ConfigError
 from ensembles.manifest import ONE_RUN_STRATEGIES
+from ensembles.training.config import SoupMethod
+from ensembles.training.loop import member_outputs
 from ensembles.training.network import MemberNetwork
 
 
@@ -87,3 +90,28 @@ def greedy_soup(
             chosen.append(index)
             best, best_loss = candidate, loss
     return best, chosen
+
+
+def averaged_network(
+    method: SoupMethod,
+    networks: Sequence[MemberNetwork],
+    X_train: np.ndarray,
+    validation: Dataset,
+) -> tuple[MemberNetwork, list[int]]:
+    """The weight-averaged network of a run and the indices of the members in it.
+
+    ``uniform`` averages every member (:func:`average_weights`); ``greedy`` builds a soup
+    (:func:`greedy_soup`) ranked by validation loss: NLL of the true class, or mean squared
+    error for regression.
+    """
+    if method == "uniform":
+        return average_weights(networks, X_train), list(range(len(networks)))
+
+    def loss(network: MemberNetwork) -> float:
+        pred = member_outputs(network, validation.X)[0]
+        if validation.task == "classification":
+            true_class = pred[np.arange(len(pred)), validation.y]
+            return float(-np.mean(np.log(np.clip(true_class, 1e-15, 1))))
+        return float(np.mean((pred - validation.y) ** 2))
+
+    return greedy_soup(networks, X_train, loss)
