@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from functools import cache
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -121,6 +122,22 @@ def _share_metrics_across_workers(workers: int) -> str | None:
     return folder
 
 
+def metrics_folder_problem() -> str | None:
+    """Why a preset ``PROMETHEUS_MULTIPROC_DIR`` cannot hold the workers' metrics, or None.
+
+    prometheus_client writes every worker's values into that folder from the first metric
+    on; one that does not exist or cannot be written makes every load and scrape fail.
+    """
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return None
+    if not Path(folder).is_dir():
+        return f"{MULTIPROC_ENV}={folder} is not a folder: create it, or unset the variable"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{MULTIPROC_ENV}={folder} is not writable by this user"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Start uvicorn (uvloop + httptools) with the app factory and these settings.
 
@@ -135,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         settings = parse_args(argv)
+        problem = metrics_folder_problem()
+        if problem is not None:
+            raise SettingsError(problem)
     except SettingsError as exc:
         for line in str(exc).splitlines():
             print(f"ensembles-serve: error: {line}", file=sys.stderr)

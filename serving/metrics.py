@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -10,6 +11,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,8 +36,12 @@ DRIFT_WINDOW_ROWS = 1000
 #: Features named by ``ensembles_feature_drift`` and ``/v1`` info: the largest PSIs.
 N_DRIFT_FEATURES = 5
 #: A row is far outside the training range when some feature lies this many held-out
-#: standard deviations from the held-out mean: by Chebyshev's inequality at most 1% of any
-#: distribution lies that far out, so such rows are extrapolation, not bad luck.
+#: standard deviations from the held-out mean. Chebyshev's inequality puts at most 1% of
+#: the held-out rows themselves that far out; new rows can pass it more often where a
+#: feature is nearly constant on the held-out rows (a pixel almost always 0, whose rare
+#: values the standard deviation of a few hundred rows understates): a review measured
+#: 1.1% and 3.1% of two digits versions' own 360 test rows. A count to watch for a rise,
+#: not proof of extrapolation row by row.
 OUT_OF_RANGE_Z = 10.0
 #: A worker folds the batches it served into its request-size, variance and drift metrics
 #: once they hold this many rows (after the answer that crossed it has gone), every
@@ -49,6 +55,30 @@ FOLD_INTERVAL_S = 1.0
 def multiprocess_dir() -> str | None:
     """The ``PROMETHEUS_MULTIPROC_DIR`` of this process (set by ``python -m serving``)."""
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+def forget_dead_workers(folder: str) -> None:
+    """Mark every worker that left ``live*`` gauge files in ``folder`` but is gone as dead.
+
+    A worker marks itself dead when it exits cleanly (:meth:`ServingMetrics.close`); one
+    killed (by the OOM killer, ``kill -9``) cannot, and its gauges would stay in every
+    scrape. Its counters and histograms stay: the requests it served did happen.
+    """
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):  # another worker's scrape was first
+                prometheus_multiprocess.mark_process_dead(int(pid), folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _observe_counts(child: Histogram, counts: np.ndarray, total: float) -> None:
@@ -137,40 +167,54 @@ class _DriftWindow:
         return {self.feature_names[j]: float(psi[j]) for j in worst}
 
 
-class _FeatureDriftCollector(Collector):
-    """``ensembles_feature_drift{ensemble,feature}``, computed from the windows at scrape time.
+class _DriftCollector(Collector):
+    """``ensembles_drift_ratio{ensemble,signal}`` and ``ensembles_feature_drift{ensemble,
+    feature}``, computed at scrape time from the window of the version serving by default.
 
     Only the worst :data:`N_DRIFT_FEATURES` features of each ensemble are exported, so the
-    label set stays bounded and a feature that leaves the worst ones leaves no stale series.
+    label set stays bounded and a feature that leaves the worst ones leaves no stale series;
+    a request pinned to an older version feeds that version's window, never these series,
+    and a new version's series start with its first rows.
     """
 
     def __init__(self, metrics: ServingMetrics) -> None:
         self._metrics = metrics
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield self._family()
+        yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = self._family()
-        for ensemble, worst in self._metrics.worst_features().items():
-            for feature, psi in worst.items():
-                family.add_metric([ensemble, feature], psi)
-        yield family
+        ratios, features = self._families()
+        for ensemble, window in self._metrics.serving_windows().items():
+            for signal, value in window.ratios().items():
+                ratios.add_metric([ensemble, signal], value)
+            for feature, psi in window.worst_features().items():
+                features.add_metric([ensemble, feature], psi)
+        yield ratios
+        yield features
 
     @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        ratios = GaugeMetricFamily(
+            "ensembles_drift_ratio",
+            "Smoothed feature z-score or variance relative to the held-out level, of the "
+            "version serving by default (this worker)",
+            labels=["ensemble", "signal"],
+        )
+        features = GaugeMetricFamily(
             "ensembles_feature_drift",
             f"Population stability index of the {N_DRIFT_FEATURES} most drifted features of "
-            f"the last ~{DRIFT_WINDOW_ROWS} rows against held-out quantile bins (this worker)",
+            f"the last ~{DRIFT_WINDOW_ROWS} rows against held-out quantile bins, of the "
+            "version serving by default (this worker)",
             labels=["ensemble", "feature"],
         )
+        return ratios, features
 
 
 class ServingMetrics:
     """All metrics of one app, in their own registry (so tests can create many apps).
 
-    Drift, per version served, over a window of the last ~``DRIFT_WINDOW_ROWS`` rows
+    Drift, per version, over a window of the last ~``DRIFT_WINDOW_ROWS`` rows
     (exponentially weighted by row): ``ensembles_drift_ratio`` with ``signal="feature_z"``
     (mean absolute z-score of the rows against the held-out feature statistics) and
     ``signal="variance"`` (mean served member disagreement, the ``variance`` output), each
@@ -179,7 +223,10 @@ class ServingMetrics:
     or twice the disagreement. Per feature, ``ensembles_feature_drift`` gives the
     population stability index of the window against held-out quantile bins for the
     ``N_DRIFT_FEATURES`` worst features (one shifted feature among many is visible there
-    when the mean z-score barely moves). ``ensembles_prediction_variance`` is the per-row
+    when the mean z-score barely moves). Both series are those of the version serving by
+    default (:meth:`now_serving`); rows of requests pinned to another version feed only
+    that version's window (``feature_drift`` of its ``/v1`` info).
+    ``ensembles_prediction_variance`` is the per-row
     variance in units of its held-out mean. Rows with a feature over ``OUT_OF_RANGE_Z``
     held-out standard deviations out are served and counted in
     ``ensembles_out_of_range_rows``. These four and ``ensembles_request_rows`` are
@@ -191,9 +238,10 @@ class ServingMetrics:
     --workers N`` does), every worker writes its values to files in that folder and
     :meth:`render` aggregates all workers: counters and histograms are summed, the gauges
     show the most recent value of a live worker (versions held: the largest), and a worker
-    that exits is marked dead (:meth:`close`) so its gauges disappear. The drift
-    windows are per worker: ``ensembles_feature_drift`` is that of the worker answering the
-    scrape (each worker sees a random share of the traffic).
+    that exits is marked dead (:meth:`close`; one killed is found dead at the next scrape,
+    :func:`forget_dead_workers`) so its gauges disappear. The drift windows are per
+    worker: both drift series are those of the worker answering the scrape (each worker
+    sees a random share of the traffic).
     """
 
     def __init__(self) -> None:
@@ -242,16 +290,10 @@ class ServingMetrics:
         )
         self.refusals = Counter(
             "ensembles_version_refusals",
-            "Versions refused at load time",
+            "Refusals of a version at load time (each worker refuses for itself, and again "
+            "when a refused version's files change and it is refused again)",
             ["ensemble"],
             registry=self.registry,
-        )
-        self.drift = Gauge(
-            "ensembles_drift_ratio",
-            "Smoothed feature z-score or variance relative to the held-out level",
-            ["ensemble", "signal"],
-            registry=self.registry,
-            multiprocess_mode="livemostrecent",
         )
         self.out_of_range = Counter(
             "ensembles_out_of_range_rows",
@@ -279,10 +321,10 @@ class ServingMetrics:
         self._windows: weakref.WeakKeyDictionary[EnsembleRuntime, _DriftWindow] = (
             weakref.WeakKeyDictionary()
         )
-        #: Per ensemble, the window of the version that served its latest batch.
-        self._latest: dict[str, _DriftWindow] = {}
-        self._feature_drift = _FeatureDriftCollector(self)
-        self.registry.register(self._feature_drift)
+        #: Per ensemble, the version serving by default (the registry says at every swap).
+        self._serving: dict[str, EnsembleRuntime] = {}
+        self._drift = _DriftCollector(self)
+        self.registry.register(self._drift)
         #: Served batches not yet folded in, and their rows.
         self._fold_lock = threading.Lock()
         self._unfolded: list[_Served] = []
@@ -401,9 +443,6 @@ class ServingMetrics:
                 window = _DriftWindow(baseline, runtime.manifest.input.feature_names)
                 self._windows[runtime] = window
             window.add(z_scores.mean(axis=1), row_variance, counts)
-            self._latest[name] = window
-            for signal, value in window.ratios().items():
-                self.drift.labels(name, signal).set(value)
 
     def feature_drift(self, runtime: EnsembleRuntime) -> dict[str, float] | None:
         """The worst features of the traffic ``runtime`` served (name -> PSI, largest first).
@@ -415,30 +454,34 @@ class ServingMetrics:
             window = self._windows.get(runtime)
             return None if window is None else window.worst_features()
 
-    def worst_features(self) -> dict[str, dict[str, float]]:
-        """Per ensemble, the worst features of the version that served its latest batch."""
+    def serving_windows(self) -> dict[str, _DriftWindow]:
+        """Per ensemble, the drift window of the version serving by default (once it has
+        served a batch in this worker)."""
         self.fold()
         with self._drift_lock:
-            return {name: window.worst_features() for name, window in self._latest.items()}
+            windows = {name: self._windows.get(runtime) for name, runtime in self._serving.items()}
+        return {name: window for name, window in windows.items() if window is not None}
 
-    def reset_drift(self, ensemble: str) -> None:
-        """Stop exporting an ensemble's feature drift until its new version serves a batch.
+    def now_serving(self, ensemble: str, runtime: EnsembleRuntime) -> None:
+        """Export ``runtime``'s drift as the ensemble's from now on (the registry's swap).
 
         Every version has its own window (a new version has a new baseline), so nothing of
-        the old version's traffic enters the new one's signals.
+        the old version's traffic enters the new one's signals; the old version's queued
+        rows are folded into its own window first.
         """
-        self.fold()  # the old version's queued rows go to its own window, now
+        self.fold()
         with self._drift_lock:
-            self._latest.pop(ensemble, None)
+            self._serving[ensemble] = runtime
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker, when several)."""
         self.fold()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
+        forget_dead_workers(self.multiprocess_dir)
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
-        registry.register(self._feature_drift)
+        registry.register(self._drift)
         return generate_latest(registry)
 
     def close(self) -> None:

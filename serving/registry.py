@@ -151,6 +151,11 @@ class EnsembleRegistry:
                 "the model store cannot be reached right now (see the server's log); the "
                 "versions loaded keep serving and the store is tried again at every poll"
             )
+        elif self._scanner.not_a_folder:
+            info["hint"] = (
+                "the model store path is a file, not a folder: start the server with the "
+                "folder that training published into (--store DIR)"
+            )
         elif not exists:
             info["hint"] = (
                 "the model store folder does not exist yet; create one with "
@@ -281,25 +286,36 @@ class EnsembleRegistry:
         ceiling = scan.latest if scan.latest is not None else entry.current
         wanted = sorted((v for v in scan.versions if ceiling is None or v <= ceiling), reverse=True)
         skipped: list[str] = []
-        if scan.latest is not None and scan.latest not in scan.versions:
-            skipped.append(f"latest names version {scan.latest}, which has no manifest")
+        self._forget_repaired(name, entry, scan)
         for version in wanted:
             if version == entry.current:
                 break
             state = entry.states.get(version)
             if state is not None and state.state == "refused":
-                current = scan.fingerprints.get(version)
-                if current is None or current == state.fingerprint:  # None: cannot tell now
-                    skipped.append(_why_not_served(state))
-                    continue
-                logger.info(
-                    "files of refused %s version %d changed; trying it again", name, version
-                )
+                skipped.append(_why_not_served(state))
+                continue
             if await self._load(name, version, make_current=True) is not None:
                 break
             skipped.append(_why_not_served(entry.states[version]))
         newest = scan.latest if scan.latest is not None else (wanted[0] if wanted else None)
         self._note_fallback(name, entry, newest, skipped)
+
+    def _forget_repaired(self, name: str, entry: _Entry, scan: EnsembleScan) -> None:
+        """Make refused versions whose files changed since loadable again, older ones too.
+
+        A newer one is then tried by this scan; an older one loads when a request asks for
+        it, as any version not loaded does.
+        """
+        for version, prints in scan.fingerprints.items():
+            state = entry.states.get(version)
+            if state is None or state.state != "refused":
+                continue
+            if prints is None or prints == state.fingerprint:  # None: cannot tell now
+                continue
+            logger.info("files of refused %s version %d changed; trying it again", name, version)
+            entry.states[version] = VersionState(
+                version, "unloaded", "its files changed since it was refused"
+            )
 
     def _note_fallback(
         self, name: str, entry: _Entry, newest: int | None, skipped: list[str]
@@ -364,9 +380,9 @@ class EnsembleRegistry:
         self._loads += 1
         entry.states[version] = VersionState(version, "loading")
         logger.info("loading %s version %d", name, version, extra={"ensemble": name})
-        options = self._runtime_options(name)
         prints: Fingerprint | None = None
         try:
+            options = self._runtime_options(name)
             prints = await asyncio.to_thread(self.store.fingerprint, name, version)
             runtime = await asyncio.to_thread(
                 EnsembleRuntime.load, self.store, name, version, **options
@@ -411,7 +427,7 @@ class EnsembleRegistry:
         )
         if self.metrics is not None:
             self.metrics.loaded_version.labels(name).set(version)
-            self.metrics.reset_drift(name)
+            self.metrics.now_serving(name, entry.runtimes[version])
 
     def _evict(self, name: str, keep_version: int | None = None) -> None:
         """Unload least recently used versions beyond ``max_versions``.

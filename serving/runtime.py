@@ -64,7 +64,8 @@ class EnsembleRuntime:
         Micro-batches of at most this many rows run on the event loop rather than in the
         batcher's worker thread (``serving.batching``); 0 for never.
     on_batch : callable, optional
-        Called with the row count of every onnxruntime call (for metrics).
+        Called with the row count of every onnxruntime call that serves requests (for
+        metrics; not those of the warm-up at load).
     on_prediction : callable, optional
         ``on_prediction(runtime, X, prediction, request_rows)``, called by
         :meth:`predict_async` once per combined batch (where the batch runs) with
@@ -117,7 +118,7 @@ class EnsembleRuntime:
         self.max_microbatch_rows = max_microbatch_rows
         self.max_queue_rows = max_queue_rows
         self.inline_rows = inline_rows
-        self._on_batch = on_batch
+        self._on_batch: Callable[[int], None] | None = None  # the warm-up is no traffic
         self._on_prediction = on_prediction
         self._options = session_options(intra_op_threads)
         parts = VersionParts(stored, self._options)
@@ -138,6 +139,7 @@ class EnsembleRuntime:
         self._lock = threading.Lock()
         self.uncertainty_names, self.outputs = self._warm_up()
         verify_reproduction(self.label, self._members, self.combiners, heldout.test, expected)
+        self._on_batch = on_batch
         # Derived once here rather than on every request.
         #: Every output tensor by name.
         self.output_specs: dict[str, TensorSpec] = {spec.name: spec for spec in self.outputs}

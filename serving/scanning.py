@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
+def _spelled_alone(prefix: str, then: str = "") -> re.Pattern[str]:
+    """``prefix`` (then ``then``) where it is a whole path: not inside a word or a longer
+    path, so a store named ``m`` leaves the m of "match" alone."""
+    edge = r"[\w.\-/<>]"  # < and >: the <store> a longer spelling left
+    ending = "" if then else f"(?!{edge})"
+    return re.compile(f"(?<!{edge}){re.escape(prefix + then)}{ending}")
+
+
 @dataclass(frozen=True)
 class EnsembleScan:
     """One ensemble as the last store scan saw it (read in a worker thread)."""
@@ -72,12 +81,15 @@ class StoreScanner:
     unreachable : str or None
         Why the store could not be looked at, at the last scan (an object store's endpoint
         down, access denied, no such bucket); None when it could.
+    not_a_folder : bool
+        Whether the store's path was a file (or anything but a folder) at the last scan.
     """
 
     def __init__(self, store: ModelStore) -> None:
         self.store = store
         self.missing: bool | None = None
         self.unreachable: str | None = None
+        self.not_a_folder = False
         #: How messages may spell the root (as configured, resolved, or the filesystem's
         #: own path), longest first (resolved once, here).
         self._prefixes = [
@@ -94,7 +106,8 @@ class StoreScanner:
         configured and its resolved absolute form are removed.
         """
         for prefix in self._prefixes:
-            message = message.replace(prefix + "/", "").replace(prefix, "<store>")
+            message = _spelled_alone(prefix, "/").sub("", message)
+            message = _spelled_alone(prefix).sub("<store>", message)
         return message
 
     def scan(self, refused: dict[str, list[int]]) -> dict[str, EnsembleScan]:
@@ -127,6 +140,11 @@ class StoreScanner:
             latest = self.store.latest(name)
         except (EnsembleError, OSError, ValueError) as exc:
             latest_error = self.relative(str(exc))
+        if latest is not None and latest not in versions:
+            versions = self.store.versions(name)  # a publish may have finished meanwhile
+            if latest not in versions:  # deleted, or never there: as unreadable as garbage
+                latest_error = f"latest names version {latest}, which has no manifest"
+                latest = None
         prints = {v: self.fingerprint(name, v) for v in refused if v in versions}
         return EnsembleScan(versions, latest, latest_error, prints)
 
@@ -173,7 +191,7 @@ class StoreScanner:
                     unreachable,
                 )
         elif missing and (self.missing is not True or self.unreachable is not None):
-            if self.store.is_local and Path(root).exists():
+            if self._is_a_file():
                 logger.warning(
                     "model store %s is a file, not a folder: give --store the folder that "
                     "training published into. Serving nothing until it is a folder.",
@@ -189,3 +207,7 @@ class StoreScanner:
         elif not missing and self.missing:
             logger.info("model store folder %s appeared", root)
         self.missing, self.unreachable = missing, unreachable
+        self.not_a_folder = missing and unreachable is None and self._is_a_file()
+
+    def _is_a_file(self) -> bool:
+        return self.store.is_local and Path(self.store.root).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -112,6 +113,33 @@ class ServingSettings(BaseSettings):
             ModelStore(value)  # an unknown protocol, or its package missing
         except StoreError as exc:
             raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_resolves(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        try:
+            socket.getaddrinfo(value, None)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ValueError(
+                f"is neither an IP address nor a name this machine resolves ({reason})"
+            ) from None
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "is empty: an empty token would let an empty Authorization header in; set "
+                "one, or unset ENSEMBLES_TOKEN to serve without"
+            )
         return value
 
     @model_validator(mode="after")

@@ -96,7 +96,12 @@ def run_workers(config: uvicorn.Config) -> None:
     try:
         reserved = claim_address(family, config.host, config.port)
     except OSError as exc:
-        logger.error("%s", exc)
+        logger.error(
+            "cannot listen on %s port %d (--host / --port): %s",
+            config.host,
+            config.port,
+            exc.strerror or exc,
+        )
         raise SystemExit(STARTUP_FAILURE) from None
     host, port = reserved.getsockname()[:2]
     shown = f"[{host}]" if family == socket.AF_INET6 else host

@@ -120,10 +120,13 @@ class LocalBackend:
         return regular, sorted(odd)
 
     def fingerprint(self, name: str, version: int) -> Fingerprint:
-        """``(relative path, size, mtime_ns, mode)`` of every entry, from ``stat`` alone.
+        """``(relative path, size, mtime_ns, ctime_ns, inode, mode)`` of every entry, from
+        ``stat`` alone.
 
         Unreadable entries are fingerprinted by what can be seen, so a permission fix
-        changes the fingerprint too.
+        changes the fingerprint too. The change time and inode catch what size and
+        modification time miss: a file restored with its old time (``cp -a``, ``touch
+        -r``, ``rsync -t``) or replaced by another of the same size and time.
         """
         folder = self.folder(name, version)
         entries: list[tuple[str | int, ...]] = []
@@ -132,12 +135,10 @@ class LocalBackend:
                 info = path.stat()
             except OSError:
                 continue
-            entries.append(
-                (path.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns, info.st_mode)
-            )
+            entries.append((path.relative_to(folder).as_posix(), info.st_size, *_stamps(info)))
         try:
             info = folder.stat()
-            entries.append((".", 0, info.st_mtime_ns, info.st_mode))
+            entries.append((".", 0, *_stamps(info)))
         except OSError:
             pass
         return tuple(entries)
@@ -317,3 +318,8 @@ def _fsync_directory(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _stamps(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What of one ``stat`` changes whenever a file's bytes or permissions do."""
+    return info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_mode

@@ -220,7 +220,8 @@ class ModelStore:
     def fingerprint(self, name: str, version: int) -> Fingerprint:
         """What identifies the state of a version's files, from metadata alone.
 
-        Locally ``(relative path, size, mtime_ns, mode)`` of every entry and of the folder;
+        Locally ``(relative path, size, mtime_ns, ctime_ns, inode, mode)`` of every entry
+        and of the folder;
         on an object store ``(relative path, size, ETag or mtime)`` of every object. A
         refused version is worth reading again only when this changes.
         """

@@ -109,3 +109,13 @@ def test_missing_store_is_shown_and_served_empty(tmp_path):
     assert body["store"]["exists"] is False
     assert "python scripts/train.py --store DIR" in body["store"]["hint"]
     assert str(tmp_path) not in str(body)
+
+
+def test_a_store_path_that_is_a_file_is_named_as_such(tmp_path):
+    store = tmp_path / "store"
+    store.write_text("not a folder")
+    with LiveServer(store=store, poll_interval_s=0) as live, live.client() as http:
+        body = http.get("/v1/ensembles").json()
+    assert body["store"]["exists"] is False
+    assert body["store"]["hint"].startswith("the model store path is a file, not a folder")
+    assert str(tmp_path) not in str(body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,15 @@ def _latest(content: bytes, then: Callable[[ModelStore], int] | None = None):
     return fault
 
 
+def _latest_names_a_deleted_version(store: ModelStore) -> int:
+    """Versions 2 and 3 are intact; ``latest`` names version 1, deleted (below both)."""
+    publish_copy(store, "toy")
+    version = publish_copy(store, "toy")
+    shutil.rmtree(store.path("toy", 1))
+    (store.root / "toy" / LATEST_FILE).write_text("1\n")
+    return version
+
+
 #: fault -> (what it does to a store serving intact version 1, the version that must
 #: serve after a restart, words the info endpoint must give: in ``fallback.reason``, or in
 #: ``latest_error`` for a pointer that cannot be read).
@@ -173,6 +183,11 @@ FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
         _latest(b"7\n"),
         1,
         "latest names version 7, which has no manifest",
+    ),
+    "latest names a deleted version older than every other": (
+        _latest_names_a_deleted_version,
+        3,
+        "latest names version 1, which has no manifest",
     ),
 }
 
@@ -256,6 +271,33 @@ def test_a_refused_version_is_retried_when_its_files_change(tmp_path: Path) -> N
         info = _info(live)
         assert info["version"] == 2 and info["fallback"] is None
         assert _predicts(live) == 2
+
+
+def test_an_older_refused_version_repaired_with_its_old_times_loads_on_request(
+    tmp_path: Path,
+) -> None:
+    """Refused below the version served, then restored as ``cp -a`` would: same size and
+    modification time. The next scan (a reload here) forgets the refusal."""
+    store = ModelStore(tmp_path / "store")
+    publish_synthetic(store, "toy", seed=1)
+    member = store.path("toy", 1) / "members" / "m000.onnx"
+    intact = member.read_bytes()
+    bad = publish_copy(store, "toy", flip_member_byte)
+    publish_synthetic(store, "toy", seed=2)  # intact, newer: it serves
+    bad_member = store.path("toy", bad) / "members" / "m000.onnx"
+    times = bad_member.stat()
+    with LiveServer(store=store.root, poll_interval_s=3600) as live, live.client() as http:
+        assert (
+            http.post("/v1/ensembles/toy/predict", json={"rows": ROWS, "version": bad}).status_code
+            == 409
+        )
+        bad_member.write_bytes(intact)  # repaired: same size ...
+        os.utime(bad_member, ns=(times.st_atime_ns, times.st_mtime_ns))  # ... and time
+        assert http.post("/v1/admin/reload").status_code == 200
+        answer = http.post("/v1/ensembles/toy/predict", json={"rows": ROWS, "version": bad})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == bad
+        assert _info(live)["version"] == bad + 1
 
 
 def test_no_servable_version_keeps_the_server_up_and_says_why(tmp_path: Path) -> None:

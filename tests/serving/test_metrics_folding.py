@@ -64,9 +64,36 @@ def test_fold_soon_waits_for_enough_rows_then_runs_after_the_answers_queued(toy)
     assert seen == {"few rows": None, "other answer": None, "after": 2}
 
 
-def test_reset_drift_folds_the_old_version_first(toy):
+def test_a_swap_folds_the_old_version_first_and_exports_only_the_new_one(
+    toy, synthetic_store: ModelStore
+):
     metrics = ServingMetrics()
+    metrics.now_serving("toy", toy)
     _observe(metrics, toy, 5)
-    metrics.reset_drift("toy")
-    assert metrics.worst_features() == {}  # the old rows went to the old window, not exported
-    assert _request_rows(metrics) == 1
+    assert set(metrics.serving_windows()) == {"toy"}
+    newer = EnsembleRuntime.load(synthetic_store, "toy", 1, max_batch_rows=FOLD_ROWS)
+    _observe(metrics, toy, 5)  # queued for the old version when the swap comes
+    metrics.now_serving("toy", newer)
+    assert metrics.serving_windows() == {}  # the new version has served nothing yet
+    assert metrics.feature_drift(toy) is not None  # the old rows went to the old window
+    assert _request_rows(metrics) == 2
+    text = metrics.render().decode()
+    assert "ensembles_drift_ratio{" not in text and "ensembles_feature_drift{" not in text
+
+
+def test_drift_series_follow_the_version_serving_not_a_pinned_request(
+    toy, synthetic_store: ModelStore
+):
+    metrics = ServingMetrics()
+    pinned = EnsembleRuntime.load(synthetic_store, "toy", 1, max_batch_rows=FOLD_ROWS)
+    metrics.now_serving("toy", toy)
+    _observe(metrics, toy, 50)
+    served = metrics.render().decode()
+    X = np.full((5, pinned.n_features), 1e3)  # far off: its window's drift is huge
+    metrics.observe_batch(pinned, X.astype(np.float32), pinned.predict(X), [5])
+    text = metrics.render().decode()
+    drift = [line for line in text.splitlines() if line.startswith("ensembles_")]
+    assert [line for line in drift if "drift" in line] == [
+        line for line in served.splitlines() if line.startswith("ensembles_") and "drift" in line
+    ]
+    assert metrics.feature_drift(pinned) != metrics.feature_drift(toy)

@@ -266,3 +266,16 @@ def test_regression_variance_histogram_is_in_held_out_units(trained_store):
     count = _metric(text, histogram.format("count"))
     assert count == len(validation.X)
     np.testing.assert_allclose(_metric(text, histogram.format("sum")) / count, 1.0, rtol=1e-4)
+
+
+def test_the_batch_histogram_counts_calls_that_served_requests_not_the_warm_up(
+    synthetic_store, rows
+):
+    """A fresh server, one request: one onnxruntime call, whatever the load ran to check."""
+    with LiveServer(store=synthetic_store.root, poll_interval_s=0) as live, live.client() as http:
+        assert (
+            http.post("/v1/ensembles/toy/predict", json={"rows": rows.tolist()}).status_code == 200
+        )
+        text = http.get("/metrics").text
+    assert _metric(text, 'ensembles_batch_rows_count{ensemble="toy"}') == 1
+    assert _metric(text, 'ensembles_batch_rows_sum{ensemble="toy"}') == len(rows)

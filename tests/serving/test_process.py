@@ -17,6 +17,7 @@ from serving_fixtures import free_port
 
 from ensembles.machine import usable_cores
 from serving.__main__ import SettingsError, main, parse_args, settings_problems
+from serving.metrics import ServingMetrics
 from serving.settings import MAX_DEFAULT_WORKERS, ServingSettings
 from serving.workers import SPREADS_CONNECTIONS
 
@@ -158,6 +159,44 @@ def test_bad_environment_exits_2_without_a_traceback():
         "ensembles-serve: error: workers (--workers / ENSEMBLES_WORKERS): Input should be a "
         "valid integer, unable to parse string as an integer (got 'abc')"
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "line"),
+    [
+        (
+            {"ENSEMBLES_TOKEN": ""},
+            [],
+            "token (ENSEMBLES_TOKEN; env only): is empty: an empty token would let an empty "
+            "Authorization header in",
+        ),
+        (
+            {},
+            ["--host", "999.1.1.1"],
+            "host (--host / ENSEMBLES_HOST): is neither an IP address nor a name this "
+            "machine resolves",
+        ),
+        (
+            {"PROMETHEUS_MULTIPROC_DIR": "{tmp}/absent"},
+            ["--workers", "2"],
+            "PROMETHEUS_MULTIPROC_DIR={tmp}/absent is not a folder: create it, or unset",
+        ),
+    ],
+    ids=["empty token", "host that resolves to nothing", "absent metrics folder"],
+)
+def test_settings_the_server_could_not_honour_exit_2_before_it_starts(tmp_path, env, argv, line):
+    env = {key: value.format(tmp=tmp_path) for key, value in env.items()}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "--store", str(tmp_path), "--port", "0", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"ensembles-serve: error: {line.format(tmp=tmp_path)}"), lines
 
 
 def test_queue_limit_must_hold_one_full_request():
@@ -317,3 +356,23 @@ def test_a_second_server_on_a_taken_port_is_refused(synthetic_store):
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         first.wait(timeout=30)
+
+
+_KILLED_WORKER = """
+import os
+from serving.metrics import ServingMetrics
+metrics = ServingMetrics()
+metrics.versions_loaded.labels("toy").set(3)
+metrics.refusals.labels("toy").inc()
+os._exit(0)  # as a worker killed by the OOM killer: no close(), no mark_process_dead
+"""
+
+
+def test_a_killed_workers_gauges_leave_the_scrape_and_its_counters_stay(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    subprocess.run([sys.executable, "-c", _KILLED_WORKER], check=True, timeout=60)
+    assert list(tmp_path.glob("gauge_livemax_*.db"))  # what it left behind
+    text = ServingMetrics().render().decode()
+    assert 'ensembles_version_refusals_total{ensemble="toy"} 1.0' in text
+    assert 'ensembles_versions_loaded{ensemble="toy"}' not in text
+    assert not list(tmp_path.glob("gauge_livemax_*.db"))

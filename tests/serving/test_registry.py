@@ -13,6 +13,7 @@ from ensembles.store import LATEST_FILE, ModelStore
 from serving.api_v1 import ensemble_info
 from serving.errors import NotReadyError, VersionRefusedError
 from serving.registry import EnsembleRegistry
+from serving.scanning import StoreScanner
 from serving.settings import ServingSettings
 from tests.synthetic_ensembles import publish_synthetic
 
@@ -213,3 +214,14 @@ def test_missing_store_folder_warns_once_and_is_picked_up_when_it_appears(tmp_pa
         await registry.close()
 
     asyncio.run(scenario())
+
+
+def test_the_store_root_is_removed_from_messages_only_where_it_is_a_path(tmp_path, monkeypatch):
+    """A store named ``m`` (relative) must not eat the m of "match" or "manifest"."""
+    monkeypatch.chdir(tmp_path)
+    scanner = StoreScanner(ModelStore("m"))
+    corrupt = "heldout.npz is corrupt: sha256 1f2e does not match the manifest's 9a8b"
+    assert scanner.relative(f"{tmp_path}/m/digits/6/{corrupt}") == f"digits/6/{corrupt}"
+    assert scanner.relative(f"'m/digits/6/{corrupt}'") == f"'digits/6/{corrupt}'"
+    assert scanner.relative(f"cannot list {tmp_path}/m: denied") == "cannot list <store>: denied"
+    assert scanner.relative("cannot list m: denied") == "cannot list <store>: denied"
