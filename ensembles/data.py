@@ -239,6 +239,27 @@ def validation_share(n_rows: int) -> float:
     return rows / max(n_rows, 1)
 
 
+def fraction_problems(validation_fraction: float | None, test_fraction: float) -> list[str]:
+    """Every problem of the split shares, one line each (empty when valid).
+
+    Each share must lie in (0, 1) and together they must leave at least 10% of the rows
+    for training; a validation share of None (:func:`validation_share`, chosen from the
+    rows) is always valid.
+    """
+    problems = []
+    shares = {"validation-fraction": validation_fraction, "test-fraction": test_fraction}
+    for option, value in shares.items():
+        if value is not None and not 0 < value < 1:
+            problems.append(f"--{option} must be between 0 and 1, got {value}")
+    given = validation_fraction is not None
+    if not problems and given and validation_fraction + test_fraction >= 0.9:
+        problems.append(
+            f"--validation-fraction {validation_fraction} and --test-fraction {test_fraction} "
+            "leave under 10% of the rows for training"
+        )
+    return problems
+
+
 def split_dataset(
     dataset: Dataset,
     seed: int = 0,
@@ -261,17 +282,8 @@ def split_dataset(
 
     if validation_fraction is None:
         validation_fraction = validation_share(len(dataset.y))
-    for option, value in (
-        ("validation-fraction", validation_fraction),
-        ("test-fraction", test_fraction),
-    ):
-        if not 0 < value < 1:
-            raise ConfigError(f"--{option} must be between 0 and 1, got {value}")
-    if validation_fraction + test_fraction >= 0.9:
-        raise ConfigError(
-            f"--validation-fraction {validation_fraction} and --test-fraction {test_fraction} "
-            "leave under 10% of the rows for training"
-        )
+    if problems := fraction_problems(validation_fraction, test_fraction):
+        raise ConfigError("; ".join(problems))
     n_samples = len(dataset.y)
     n_train = n_samples - round(n_samples * validation_fraction) - round(n_samples * test_fraction)
     if n_train < min_train_rows or round(n_samples * test_fraction) < 2:

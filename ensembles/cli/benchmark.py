@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "diversity. Writes report.md, results.json and "
         "PNG plots. "
         f"Defaults ({defaults.MEMBERS} members trained by the budget rule, {DEFAULT_REPEATS} "
-        "repeats, all strategies) finish digits in a few minutes on 2 cores (--repeats 2 "
+        "repeats, all strategies) finish digits in about 8 minutes on 2 cores (--repeats 2 "
         "for a quick look, without a usable paired interval; --epochs N for a fixed budget).",
         formatter_class=DefaultsHelpFormatter,
     )

@@ -78,16 +78,24 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seeds the split and every member")
 
 
+def data_option_problems(args: argparse.Namespace) -> list[str]:
+    """Every contradiction among the data options, one line each (empty when none)."""
+    problems = []
+    if args.csv and args.dataset:
+        problems.append("--dataset and --csv contradict each other: give one of them")
+    if args.target and not args.csv:
+        problems.append("--target only applies with --csv PATH")
+    if args.csv and not args.target:
+        problems.append("--csv needs --target COLUMN naming the column to predict")
+    if (args.categorical or args.numeric) and not args.csv:
+        problems.append("--categorical and --numeric apply to --csv files only")
+    return problems
+
+
 def check_data_options(args: argparse.Namespace) -> None:
     """Reject contradictory data options with a :class:`~ensembles.errors.ConfigError`."""
-    if args.csv and args.dataset:
-        raise ConfigError("--dataset and --csv contradict each other: give one of them")
-    if args.target and not args.csv:
-        raise ConfigError("--target only applies with --csv PATH")
-    if args.csv and not args.target:
-        raise ConfigError("--csv needs --target COLUMN naming the column to predict")
-    if (args.categorical or args.numeric) and not args.csv:
-        raise ConfigError("--categorical and --numeric apply to --csv files only")
+    if problems := data_option_problems(args):
+        raise ConfigError("; ".join(problems))
 
 
 def run_command(

@@ -13,7 +13,7 @@ from ensembles.cli.common import (
     DefaultsHelpFormatter,
     OneLineParser,
     add_data_options,
-    check_data_options,
+    data_option_problems,
     run_command,
 )
 from ensembles.cli.options import (
@@ -140,24 +140,45 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stacking also sees the raw features beside the member outputs",
     )
-    combining.add_argument("--weight-averaging", default="uniform", choices=SOUP_METHODS)
+    combining.add_argument(
+        "--weight-averaging",
+        default="uniform",
+        choices=SOUP_METHODS,
+        help="how the weight_average combiner averages the members' weights: uniform (SWA) or "
+        "greedy (a soup: members added best first while the validation loss improves)",
+    )
     combining.add_argument(
         "--force-weight-averaging",
         action="store_true",
         help="average the weights of independent members anyway",
     )
-    combining.add_argument("--interval-level", type=float, default=0.9)
+    combining.add_argument(
+        "--interval-level",
+        type=float,
+        default=0.9,
+        help="probability mass of the regression prediction intervals recorded and scored",
+    )
     add_split_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def request_from_args(args: argparse.Namespace) -> TrainRequest:
-    """Translate parsed options into a :class:`TrainRequest`, rejecting contradictions."""
+    """Translate parsed options into a :class:`TrainRequest`, rejecting contradictions.
+
+    Raises
+    ------
+    ConfigError
+        Every problem of the options at once (data, strategy-only options, network and
+        learning settings, and what :func:`~ensembles.training.preflight.validated_config`
+        finds), joined by ``; ``.
+    """
+    from ensembles.training.config import TrainConfig
     from ensembles.training.pipeline import TrainRequest
+    from ensembles.training.preflight import validated_config
     from ensembles.training.strategies import StrategyOptions
 
-    check_data_options(args)
+    problems = data_option_problems(args)
     only = {
         "subsample_fraction": "subsample",
         "variants": "repeat",
@@ -167,23 +188,25 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
     for option, strategy in only.items():
         if getattr(args, option) is not None and args.strategy != strategy:
             flag = "--" + option.replace("_", "-")
-            raise ConfigError(f"{flag} applies to --strategy {strategy}, not {args.strategy}")
+            problems.append(f"{flag} applies to --strategy {strategy}, not {args.strategy}")
     variants = []
     if args.variants is not None:  # its items are checked with every other option
         try:
             variants = json.loads(args.variants)
         except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"--variants is not valid JSON: {exc.msg} at column {exc.colno}"
-            ) from exc
-    config = config_from_args(args)
+            problems.append(f"--variants is not valid JSON: {exc.msg} at column {exc.colno}")
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:  # the other options are still checked, against the defaults
+        problems.append(str(exc))
+        config = TrainConfig()
     given = {option: getattr(args, option) for option in ("subsample_fraction", "spacing")}
     options = StrategyOptions(
         variants=variants,
         peak_learning_rate=args.peak_learning_rate,
         **{option: value for option, value in given.items() if value is not None},
     )
-    return TrainRequest(
+    request = TrainRequest(
         dataset=None if args.csv else (args.dataset or "digits"),
         csv=Path(args.csv) if args.csv else None,
         target=args.target,
@@ -214,6 +237,13 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         interval_level=args.interval_level,
         progress=not args.quiet,
     )
+    if not problems:
+        return request
+    try:
+        validated_config(request)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    raise ConfigError("; ".join(problems))
 
 
 def summary(report: TrainReport) -> str:

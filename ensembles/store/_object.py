@@ -74,7 +74,7 @@ class ObjectBackend:
         except ImportError as exc:
             raise StoreError(
                 f"cannot open the model store {self.root}: {exc} (for s3:// URLs: pip install "
-                "'ensembles[s3]')"
+                "s3fs, or pip install -e '.[s3]' in the checkout)"
             ) from None
         except ValueError as exc:
             raise StoreError(f"cannot open the model store {self.root}: {exc}") from None

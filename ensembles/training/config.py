@@ -127,7 +127,7 @@ class TrainConfig:
     class_weight: ClassWeight = "none"
 
     def __post_init__(self) -> None:
-        problems = _setting_problems(asdict(self), lambda name: name.replace("_", "-"))
+        problems = _setting_problems(asdict(self), lambda name: "--" + name.replace("_", "-"))
         if problems:
             raise ConfigError("; ".join(problems))
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
@@ -179,7 +179,7 @@ def _setting_problems(values: Mapping[str, Any], spell: Callable[[str], str]) ->
     """One line per invalid entry of ``values`` (setting name -> value), in their order.
 
     A value of the wrong type gets a type message and no range check; ``spell`` turns a
-    setting name into the word the user typed (``learning-rate`` for the options,
+    setting name into the word the user typed (``--learning-rate`` for the options,
     ``learning_rate`` for ``--variants`` keys).
     """
     problems = []

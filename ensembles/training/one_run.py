@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -59,8 +60,9 @@ def one_run_option_problems(
         )
     if strategy == "horizontal" and spacing < 1:
         problems.append(f"--spacing must be at least 1, got {spacing}")
-    if strategy == "snapshot" and peak_learning_rate is not None and not peak_learning_rate > 0:
-        problems.append(f"--peak-learning-rate must be positive, got {peak_learning_rate}")
+    peak = peak_learning_rate
+    if strategy == "snapshot" and peak is not None and not (math.isfinite(peak) and peak > 0):
+        problems.append(f"--peak-learning-rate must be a positive finite number, got {peak}")
     return problems
 
 

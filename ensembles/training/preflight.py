@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ensembles.data import MAX_SEED, Dataset, Splits
+from ensembles.data import MAX_SEED, Dataset, Splits, fraction_problems
 from ensembles.default_choice import MEAN_MISSING, REFERENCE
 from ensembles.errors import ConfigError, DataError
 from ensembles.evaluation import check_combiner_names, combiner_fit_problems
@@ -110,6 +110,7 @@ def validated_config(request: TrainRequest) -> TrainConfig:
         problems.append(f"--jobs must be at least 1, got {request.jobs}")
     if not 0 < request.interval_level < 1:
         problems.append(f"--interval-level must be between 0 and 1, got {request.interval_level}")
+    problems += fraction_problems(request.validation_fraction, request.test_fraction)
     problems += _choice_problems(request)
     problems += _unused_option_problems(request)
     problems += _variant_problems(request)

@@ -3,7 +3,8 @@
 Each task trains one member with :func:`~ensembles.training.members.train_planned_member`
 (one torch thread, the same function as the loop engine) and returns its numpy state and
 history; the training data go to the object store once. Ray is an optional extra
-(``pip install 'ensembles[ray]'``) and is imported here only, when the engine runs.
+(``pip install -e '.[ray]'`` in the checkout, or ``ray`` itself) and is imported here
+only, when the engine runs.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from ensembles.training.plans import MemberPlan
 
 logger = logging.getLogger(__name__)
 
-#: How to get the engine's optional dependency.
-RAY_INSTALL = "pip install 'ensembles[ray]'"
-#: The one line for ``--engine ray`` where Ray is not installed.
+#: The one line for ``--engine ray`` where Ray is not installed (this project is not on
+#: PyPI: ``pip install 'ensembles[ray]'`` would fetch another package of that name).
 RAY_MISSING = (
-    f"--engine ray needs Ray, which is not installed: {RAY_INSTALL} (or choose --engine loop)"
+    "--engine ray needs Ray, which is not installed: pip install 'ray>=2.40' (or pip "
+    "install -e '.[ray]' in the checkout), or choose --engine loop"
 )
 #: Rounds of ``ray.cancel`` after a failure, and seconds each waits for the tasks to stop.
 CANCEL_ROUNDS = 5
@@ -53,7 +54,7 @@ def train_on_ray(
     either way the engine shuts down what it started when it returns or fails.
 
     Workers must import ``ensembles`` and torch: a local cluster shares this interpreter's
-    environment; a remote one needs ``ensembles[train]`` installed on every node.
+    environment; a remote one needs this package with its ``train`` extra installed on every node.
 
     Parameters
     ----------

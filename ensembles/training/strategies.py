@@ -117,6 +117,11 @@ def variant_problems(variants: object, config: TrainConfig, same_layout: bool = 
             )
             continue
         found = config.override_problems(variant)
+        if "learning_rate" in variant and variant["learning_rate"] is None:
+            found.append(
+                "learning_rate must be a number (the range test chooses one rate for the "
+                "whole run: leave the key out, or give --learning-rate auto)"
+            )
         problems += [f"--variants item {number}: {problem}" for problem in found]
         if not found:
             configs[number] = config.with_overrides(variant)

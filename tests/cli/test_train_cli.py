@@ -178,6 +178,16 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             "^error: --members must be at least 1 for repeat, got 0; --variants item 1: epochs "
             "must be an integer, got 2.5; --variants item 1: dropout must be a number, got 'x'$",
         ),
+        (  # every group of options at once: data, strategy-only, settings, counts, shares
+            [
+                *("--dataset", "wine", "--target", "y", "--spacing", "3", "--dropout", "1.5"),
+                *("--members", "-1", "--jobs", "0", "--test-fraction", "1.5"),
+            ],
+            "^error: --target only applies with --csv PATH; --spacing applies to --strategy "
+            "horizontal, not repeat; --dropout must be in \\[0, 1\\), got 1.5; --members must "
+            "be at least 1 for repeat, got -1; --jobs must be at least 1, got 0; "
+            "--test-fraction must be between 0 and 1, got 1.5$",
+        ),
         (
             ["--dataset", "wine", "--strategy", "repeat", "--validation-fraction", "0.03"],
             "^error: the validation rows are too few to fit every combiner: blend fails on a "
@@ -197,11 +207,11 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
         ),
         (
             ["--dataset", "wine", "--dropout", "1.5"],
-            "error: dropout must be in \\[0, 1\\), got 1.5",
+            "error: --dropout must be in \\[0, 1\\), got 1.5",
         ),
         (  # momentum of 1 or more diverges: it used to publish a val loss of 1734
             ["--dataset", "wine", "--optimizer", "sgd", "--momentum", "5"],
-            "^error: momentum must be in \\[0, 1\\), got 5.0$",
+            "^error: --momentum must be in \\[0, 1\\), got 5.0$",
         ),
         (  # a million members trained for a minute, then the blend fit asked for 76 TiB
             ["--dataset", "wine", "--members", "1001"],
@@ -224,8 +234,11 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             ["--dataset", "wine", "--learning-rate", "fast"],
             "error: argument --learning-rate: expected a number or auto, got 'fast'",
         ),
-        (["--dataset", "wine", "--learning-rate", "0"], "error: learning-rate must be positive"),
-        (["--dataset", "wine", "--nll-beta", "2"], "error: nll-beta must be in \\[0, 1\\], got 2"),
+        (["--dataset", "wine", "--learning-rate", "0"], "error: --learning-rate must be positive"),
+        (
+            ["--dataset", "wine", "--nll-beta", "2"],
+            "error: --nll-beta must be in \\[0, 1\\], got 2",
+        ),
         (
             ["--dataset", "diabetes", "--class-weight", "balanced"],
             "^error: --class-weight balanced applies to classification, not regression$",

@@ -175,7 +175,7 @@ def test_well_configured_setup_has_no_problem(
             ["--min-late-gain", "0.2"],
             "error: --min-late-gain 0.2 must be below --train-longer-gain 0.05",
         ),
-        (["--learning-rate", "0"], "error: learning-rate must be positive, got 0.0"),
+        (["--learning-rate", "0"], "error: --learning-rate must be positive, got 0.0"),
         (["--csv", "missing.csv", "--target", "y"], "error: CSV file not found: missing.csv"),
         (
             ["--dataset", "diabetes", "--class-weight", "balanced"],

@@ -61,8 +61,8 @@ def test_constructor_names_the_options_as_typed() -> None:
     with pytest.raises(ConfigError) as error:
         TrainConfig(hidden_sizes=(0,), learning_rate=0.0, epochs=0)
     assert str(error.value) == (
-        "hidden-sizes must be a list of positive integers, got [0]; "
-        "learning-rate must be positive, got 0.0; epochs must be at least 1, got 0"
+        "--hidden-sizes must be a list of positive integers, got [0]; "
+        "--learning-rate must be positive, got 0.0; --epochs must be at least 1, got 0"
     )
 
 

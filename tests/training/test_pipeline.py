@@ -269,7 +269,11 @@ def test_bad_options_fail_before_anything_is_written(
         ),
         (
             {"strategy": "snapshot", "options": StrategyOptions(peak_learning_rate=0)},
-            "--peak-learning-rate must be positive, got 0",
+            "--peak-learning-rate must be a positive finite number, got 0",
+        ),
+        (
+            {"strategy": "snapshot", "options": StrategyOptions(peak_learning_rate=float("inf"))},
+            "--peak-learning-rate must be a positive finite number, got inf",
         ),
         (
             {"pinned_settings": ("droput",)},

@@ -60,8 +60,8 @@ def test_without_ray_the_engine_says_how_to_install_it(
     with pytest.raises(ConfigError) as error:
         train_members("bagging", 2, digits, EARLY_STOPPED, 0, progress=False, engine="ray")
     assert str(error.value) == (
-        "--engine ray needs Ray, which is not installed: pip install 'ensembles[ray]' "
-        "(or choose --engine loop)"
+        "--engine ray needs Ray, which is not installed: pip install 'ray>=2.40' (or pip "
+        "install -e '.[ray]' in the checkout), or choose --engine loop"
     )
 
 

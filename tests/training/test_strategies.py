@@ -45,6 +45,14 @@ CONFIG = TrainConfig(hidden_sizes=(16,))
             ],
         ),
         (
+            [{"learning_rate": None}, {"learning_rate": 0.01}],
+            False,
+            [
+                "--variants item 1: learning_rate must be a number (the range test chooses one "
+                "rate for the whole run: leave the key out, or give --learning-rate auto)"
+            ],
+        ),
+        (
             [{"gaussian_head": False}, {}, {"dropout": 0.2}],
             False,
             [
