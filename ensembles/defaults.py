@@ -10,6 +10,8 @@
   (:func:`ensembles.data.validation_share`; the figures behind it are in
   ``docs/training.md``, "Using the rows").
 - ``TEST_FRACTION``: 20% of the rows are never trained or fitted on.
+- ``INTERVAL_LEVEL``: regression intervals hold 90% of the predictive distribution; a
+  version records its level (``training.interval_level``) and serving uses that one.
 - ``REFIT_MAX_ROWS``: independent members trained by the budget rule on at most this many
   training + validation rows (and peaking after its minimum steps) are trained again on
   both, for the epochs the validation rows found (:mod:`ensembles.training.refit`;
@@ -32,5 +34,6 @@ VALIDATION_FRACTION: Final = 0.1
 MIN_VALIDATION_ROWS: Final = 200
 MAX_VALIDATION_FRACTION: Final = 0.2
 TEST_FRACTION: Final = 0.2
+INTERVAL_LEVEL: Final = 0.9
 REFIT_MAX_ROWS: Final = 10_000
 REGULARIZATION_MAX_ROWS: Final = 10_000

@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from ensembles import defaults
 from ensembles.errors import IntegrityError
 from ensembles.tabular import TabularSpec
 
@@ -252,6 +253,11 @@ class Manifest(_Model):
             if len(set(self.classes)) != len(self.classes):
                 raise ValueError("class labels must differ")
         return self
+
+    @property
+    def interval_level(self) -> float:
+        """The regression interval level the version was scored at (and is served at)."""
+        return float(self.training.get("interval_level", defaults.INTERVAL_LEVEL))
 
     @property
     def n_members(self) -> int:

@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"ensembles-serve: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     # Workers are separate processes that build their settings from the environment.
-    for key, value in settings.model_dump(exclude={"token"}).items():
+    for key, value in settings.model_dump(exclude={"token"}, exclude_none=True).items():
         os.environ[f"ENSEMBLES_{key.upper()}"] = (
             str(value).lower() if isinstance(value, bool) else str(value)
         )

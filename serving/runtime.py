@@ -47,8 +47,9 @@ class EnsembleRuntime:
         The verified version: its manifest and the bytes of every file it lists.
     intra_op_threads : int
         onnxruntime threads inside one operator (execution is sequential).
-    interval_level : float
-        Probability mass of regression intervals.
+    interval_level : float, optional
+        Probability mass of regression intervals; None takes the version's own
+        (``manifest.training["interval_level"]``, the level its coverage was scored at).
     batching : bool
         Coalesce concurrent :meth:`predict_async` calls into one onnxruntime call.
     max_wait_ms : float
@@ -94,7 +95,7 @@ class EnsembleRuntime:
         stored: StoredVersion,
         *,
         intra_op_threads: int = 1,
-        interval_level: float = 0.9,
+        interval_level: float | None = None,
         batching: bool = True,
         max_wait_ms: float = 1.0,
         max_batch_rows: int = 4096,
@@ -111,7 +112,7 @@ class EnsembleRuntime:
         self.n_features = manifest.input.n_features
         self.n_outputs = manifest.output.n_outputs
         self.n_members = manifest.n_members
-        self.interval_level = interval_level
+        self.interval_level = manifest.interval_level if interval_level is None else interval_level
         self.batching = batching
         self.max_wait_ms = max_wait_ms
         self.max_batch_rows = max_batch_rows

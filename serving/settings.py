@@ -88,8 +88,11 @@ class ServingSettings(BaseSettings):
     intra_op_threads: int = Field(default=1, ge=1)
     """onnxruntime threads inside one operator (1 is fastest for small MLPs on 2 cores)."""
 
-    interval_level: float = Field(default=0.9, gt=0.0, lt=1.0)
-    """Probability mass of the regression prediction interval."""
+    interval_level: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Probability mass of the regression prediction intervals of every version; None (the
+    default) serves each version at the level it was trained and scored at (its manifest's
+    ``training.interval_level``), so that served intervals are the ones its coverage
+    describes."""
 
     log_level: LogLevel = "info"
     """Root log level of the server process."""

@@ -35,7 +35,7 @@ class ServedModel:
         self.manifest = manifest
         self.name = name or manifest.default_combiner
         #: Interval level of regression intervals (the manifest's).
-        self.level = float(manifest.training["interval_level"])
+        self.level = manifest.interval_level
         self._members = [open_session(folder / member.file) for member in manifest.members]
 
     def member_outputs(self, index: int, X: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     combining.add_argument(
         "--interval-level",
         type=float,
-        default=0.9,
+        default=defaults.INTERVAL_LEVEL,
         help="probability mass of the regression prediction intervals recorded and scored",
     )
     add_split_options(parser)

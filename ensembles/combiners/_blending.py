@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -16,6 +17,8 @@ from ensembles.combiners._base import (
 from ensembles.errors import DataError
 from ensembles.metrics import PROB_FLOOR
 
+logger = logging.getLogger(__name__)
+
 #: Fewest fit rows that leave both halves of the held-out check non-empty.
 _MIN_ROWS = 4
 
@@ -24,22 +27,37 @@ class _Loss:
     """Loss of a weighted member mix: log loss (classification) or mean squared error.
 
     Holds, per sample row, the member outputs the loss depends on: the probability each
-    member gives the true class, or each member's values against the targets.
+    member gives the true class, or each member's values against the targets. Values and
+    targets are standardized by the targets' mean and standard deviation: the weights sum
+    to one, so a mix of standardized columns is the standardized mix, and the optimizer
+    (whose tolerances are absolute) solves the same problem whatever the target's unit.
+    :meth:`in_target_units` gives a loss back in the target's squared units.
     """
 
     def __init__(self, member_preds: np.ndarray, y: np.ndarray, task: Task) -> None:
         self.task = task
+        self.unit = 1.0
         if task == "classification":
             rows = np.arange(len(y))
             self.columns = member_preds[:, rows, y].T  # (n_samples, n_members)
             self.targets = None
         else:
             n_members = member_preds.shape[0]
-            self.columns = member_preds.reshape(n_members, -1).T  # (n_samples*n_outputs, m)
-            self.targets = y.ravel()
+            targets = np.asarray(y, dtype=float).ravel()
+            center, scale = float(targets.mean()), float(targets.std())
+            scale = scale if scale > 0 else 1.0
+            values = member_preds.reshape(n_members, -1).T  # (n_samples*n_outputs, m)
+            self.columns = (values - center) / scale
+            self.targets = (targets - center) / scale
+            self.unit = scale**2
 
     def __call__(self, weights: np.ndarray) -> float:
+        """The standardized loss of a weighting (the optimizer's objective)."""
         return float(self.of_mix(self.columns @ weights))
+
+    def in_target_units(self, weights: np.ndarray) -> float:
+        """The loss of a weighting in the target's units (log loss: as it is)."""
+        return self.unit * self(weights)
 
     def of_mix(self, mix: np.ndarray) -> np.ndarray:
         """Loss of mixed columns ``(n_rows,)`` or candidates ``(n_rows, n_candidates)``."""
@@ -74,7 +92,12 @@ def _optimize_weights(loss: _Loss) -> np.ndarray:
         options={"ftol": 1e-12, "maxiter": 1000},
     )
     weights = np.clip(result.x, 0.0, None)
-    return weights / weights.sum()
+    weights = weights / weights.sum()
+    uniform = np.full(n_members, 1.0 / n_members)
+    if not result.success and not loss(weights) < loss(uniform):
+        logger.warning("blend weights: SLSQP stopped (%s); uniform weights kept", result.message)
+        return uniform
+    return weights
 
 
 def _greedy_weights(loss: _Loss, n_rounds: int) -> np.ndarray:
@@ -195,7 +218,10 @@ class BlendingCombiner(Combiner):
         learned = self._learn(_Loss(member_preds[:, first], y[first], self.task))
         check = _Loss(member_preds[:, second], y[second], self.task)
         uniform = np.full(n_members, 1.0 / n_members)
-        self.heldout_losses_ = {"learned": check(learned), "uniform": check(uniform)}
+        self.heldout_losses_ = {
+            "learned": check.in_target_units(learned),
+            "uniform": check.in_target_units(uniform),
+        }
         self.fallback_ = not self.heldout_losses_["learned"] < self.heldout_losses_["uniform"]
         if self.fallback_:
             self.weights_ = uniform

@@ -46,8 +46,10 @@ class StackingCombiner(Combiner):
     members' log-probabilities: a linear model in log space can re-weight, sharpen and
     soften members (a weighted geometric mean is one of its solutions), which linear
     models on raw probabilities cannot. Regression fits ``Ridge`` on member values, all
-    outputs at once. Only coefficients and intercepts are kept; ``combine`` applies them
-    with numpy and equals the meta-learner's ``predict_proba`` / ``predict``.
+    outputs at once, in the target's standardized units (``alpha`` does not depend on the
+    target's unit; the coefficients are mapped back to it). Only coefficients and
+    intercepts are kept; ``combine`` applies them with numpy and equals the meta-learner's
+    ``predict_proba`` / ``predict``.
 
     With ``passthrough=True`` the raw features are standardized (mean and population
     standard deviation of the fit rows, a zero deviation replaced by one) and appended
@@ -65,7 +67,8 @@ class StackingCombiner(Combiner):
     C : float, default 1.0
         Inverse L2 strength of the logistic regression (classification only).
     alpha : float, default 1.0
-        L2 strength of the ridge regression (regression only).
+        L2 strength of the ridge regression (regression only), on member values and targets
+        standardized by the targets' mean and standard deviation.
     max_iter : int, default 1000
         Iteration cap of the lbfgs solver (classification only).
     calibrate : bool, default False
@@ -172,11 +175,37 @@ class StackingCombiner(Combiner):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.fit(features, y)
         else:
-            from sklearn.linear_model import Ridge
-
-            model = Ridge(alpha=self.alpha).fit(features, y)
+            self.coef_, self.intercept_ = self._fit_ridge(features, y, member_preds.shape[0])
+            return
         self.coef_ = np.atleast_2d(np.asarray(model.coef_, dtype=float))
         self.intercept_ = np.atleast_1d(np.asarray(model.intercept_, dtype=float))
+
+    def _fit_ridge(
+        self, features: np.ndarray, y: np.ndarray, n_members: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ridge in the target's standardized units, its coefficients mapped back.
+
+        Each output's target and the members' values of that output are centred and
+        divided by the target's mean and standard deviation, so ``alpha`` shrinks the same
+        whatever unit the target is in (a price in euros or in millions); the map back is
+        exact, and ``combine`` applies the raw coefficients.
+        """
+        from sklearn.linear_model import Ridge
+
+        targets = np.asarray(y, dtype=float).reshape(len(features), -1)
+        center, scale = targets.mean(axis=0), targets.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        width = n_members * targets.shape[1]  # member-major columns: outputs repeat
+        column_center, column_scale = np.tile(center, n_members), np.tile(scale, n_members)
+        standardized = features.copy()
+        standardized[:, :width] = (features[:, :width] - column_center) / column_scale
+        model = Ridge(alpha=self.alpha).fit(standardized, (targets - center) / scale)
+        coef = np.atleast_2d(np.asarray(model.coef_, dtype=float)) * scale[:, None]
+        coef[:, :width] /= column_scale
+        intercept = (
+            center + scale * np.atleast_1d(model.intercept_) - coef[:, :width] @ column_center
+        )
+        return coef, intercept
 
     @property
     def member_weights(self) -> np.ndarray | None:

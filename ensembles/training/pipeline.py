@@ -117,7 +117,7 @@ class TrainRequest:
     stack_passthrough: bool = False
     weight_averaging: SoupMethod = "uniform"
     force_weight_averaging: bool = False
-    interval_level: float = 0.9
+    interval_level: float = defaults.INTERVAL_LEVEL
     progress: bool = True
 
     @property

@@ -255,7 +255,7 @@ def _check_horizontal_window(request: TrainRequest, config: TrainConfig, splits:
 
 def check_task_options(request: TrainRequest, task: Task) -> None:
     """Refuse options that do not apply to ``task`` (class weights, temperature scaling
-    for regression), once the task is known.
+    for regression, a regression ensemble without any variance), once the task is known.
 
     Raises
     ------
@@ -264,6 +264,21 @@ def check_task_options(request: TrainRequest, task: Task) -> None:
     """
     _check_class_weight(request, task)
     _check_calibrate(request, task)
+    _check_spread(request, task)
+
+
+def _check_spread(request: TrainRequest, task: Task) -> None:
+    """Refuse a regression ensemble with nothing to draw a variance from.
+
+    One member without a Gaussian head has no member disagreement and no variance head:
+    its intervals would have zero width and its Gaussian NLL no bound.
+    """
+    if task == "regression" and request.members == 1 and not request.config.gaussian_head:
+        raise ConfigError(
+            "--members 1 with --no-gaussian-head leaves a regression ensemble no variance "
+            "to give intervals from (no member disagreement, no variance head): add members "
+            "or keep the Gaussian head"
+        )
 
 
 def _check_calibrate(request: TrainRequest, task: Task) -> None:

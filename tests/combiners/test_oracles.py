@@ -194,14 +194,31 @@ def test_stacking_equals_logistic_regression(n_classes, passthrough):
     )
 
 
-def test_stacking_equals_ridge():
+def test_stacking_equals_ridge_in_standardized_units():
     rng = np.random.default_rng(2)
-    member_preds = rng.normal(size=(3, 150, 2))
+    member_preds = rng.normal(size=(3, 150, 2)) * [3.0, 0.5] + [10.0, -2.0]
     y = member_preds.mean(axis=0) + rng.normal(scale=0.1, size=(150, 2))
     combiner = StackingCombiner("regression", alpha=3.0).fit(member_preds, y)
-    features = member_preds.transpose(1, 0, 2).reshape(150, -1)
-    meta = Ridge(alpha=3.0).fit(features, y)
-    np.testing.assert_allclose(combiner.combine(member_preds), meta.predict(features), atol=1e-10)
+    center, scale = y.mean(axis=0), y.std(axis=0)
+    standardized = ((member_preds - center) / scale).transpose(1, 0, 2).reshape(150, -1)
+    meta = Ridge(alpha=3.0).fit(standardized, (y - center) / scale)
+    expected = center + scale * meta.predict(standardized)
+    np.testing.assert_allclose(combiner.combine(member_preds), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("unit", [1e-3, 1e-2, 1.0, 1e3, 1e6])
+@pytest.mark.parametrize("kind", ["blend", "stack"])
+def test_regression_combiners_learn_the_same_weights_in_any_unit(kind, unit):
+    """One good member, two poor: the weights of a target in metres or in kilometres (or
+    a price around 3e5) are the same; they used to stay uniform at some scales."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(400, 1))
+    member_preds = np.stack([y + rng.normal(scale=s, size=y.shape) for s in (0.1, 1.0, 1.0)])
+    combiner = BlendingCombiner("regression") if kind == "blend" else StackingCombiner("regression")
+    at_unit = combiner.fit(member_preds, y).member_weights
+    scaled = type(combiner)("regression").fit(member_preds * unit + 3e5, y * unit + 3e5)
+    np.testing.assert_allclose(scaled.member_weights, at_unit, atol=1e-5)
+    assert at_unit[0] > 0.9
 
 
 def test_temperature_recovers_planted_temperature():

@@ -30,7 +30,8 @@ ROUNDED = {"rtol": 1e-5, "atol": 1e-6}
 
 @pytest.fixture(scope="module")
 def extra_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Temperature-scaled digits with a greedy soup; diabetes snapshots (Gaussian heads)."""
+    """Temperature-scaled digits with a greedy soup; diabetes snapshots (Gaussian heads)
+    with 50% intervals, which the server must serve at that level, not its 0.9."""
     root = tmp_path_factory.mktemp("served-uncertainty")
     common = {"strategy": "snapshot", "epochs": 6}
     train_ensemble(
@@ -43,7 +44,11 @@ def extra_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             **common,
         )
     )
-    train_ensemble(tiny_request(root, dataset="diabetes", name="diabetes-snapshot", **common))
+    train_ensemble(
+        tiny_request(
+            root, dataset="diabetes", name="diabetes-snapshot", interval_level=0.5, **common
+        )
+    )
     return root / "store"
 
 

@@ -293,7 +293,7 @@ def test_more_option_errors(tmp_path: Path, changes: dict, message: str) -> None
     [
         ("horizontal", StrategyOptions(spacing=0), {}, "--spacing must be at least 1, got 0"),
         ("horizontal", StrategyOptions(), {"patience": 3}, "--patience .* contradicts"),
-        ("snapshot", StrategyOptions(peak_learning_rate=-1.0), {}, "must be positive, got -1.0"),
+        ("snapshot", StrategyOptions(peak_learning_rate=-1.0), {}, "finite number, got -1.0"),
         ("subsample", StrategyOptions(subsample_fraction=1.0), {}, "between 0 and 1, got 1.0"),
     ],
 )
@@ -437,6 +437,14 @@ def test_too_few_rows_for_a_combiner_fail_before_any_member_trains(
         (
             {"dataset": "diabetes", "calibrate": True},
             "^--calibrate \\(temperature scaling\\) applies to classification",
+        ),
+        (  # it published intervals of zero width and a Gaussian NLL of 2.7e12
+            {
+                "dataset": "diabetes",
+                "members": 1,
+                "config": {**DIVERGING, "gaussian_head": False},
+            },
+            "^--members 1 with --no-gaussian-head leaves a regression ensemble no variance",
         ),
         (
             {"strategy": "repeat", "weight_averaging": "greedy"},
