@@ -293,3 +293,49 @@ def test_training_refuses_a_store_it_cannot_open_before_any_member_trains(
     request = tiny_request(tmp_path, dataset="wine", config=diverging, store="s4://bucket/prefix")
     with pytest.raises(StoreError, match="^cannot open the model store s4://bucket/prefix"):
         pipeline.run_training(request)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("manifest", "manifest.json is corrupt"),
+        ("checksum", "manifest.sha256 does not hold a sha256 digest"),
+    ],
+)
+def test_a_damaged_committed_version_is_reported_and_never_removed_as_a_leftover(
+    object_store: ModelStore, damage: str, reason: str, capsys: pytest.CaptureFixture
+) -> None:
+    """A committed version whose manifest or checksum changed is no killed publish: removing
+    it as one (what --remove-leftovers did, at once, with no claim to date it) loses it."""
+    store = object_store
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "toy", seed=2)
+    if damage == "manifest":
+        put(store, f"toy/1/{MANIFEST_FILE}", b'{"tampered": true}')
+    else:
+        put(store, f"toy/1/{CHECKSUM_FILE}", b"not a checksum\n")
+    fresh = ModelStore(str(store.root))  # another process's view: nothing cached
+    assert fresh.leftovers("toy") == [] and fresh.unlisted_versions("toy") == [1]
+    assert main(["check", "--store", str(store.root), "--remove-leftovers"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("toy/1: ") and reason in lines[0], lines
+    assert lines[1:] == ["toy/2: ok", "toy/latest: version 2"]
+    assert MANIFEST_FILE in objects(store, "toy", 1)  # still there, for someone to look at
+
+
+def test_remove_leftovers_reports_what_it_left_and_fails_while_any_remain(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """One old claim is removed, a fresh one (a publish that may be running) stays: the check
+    says both and exits 1 (it said only "removed" and exited 0)."""
+    store = ModelStore(f"memory://store-{uuid.uuid4().hex[:12]}/models")
+    publish_synthetic(store, "toy", seed=1)
+    now = dt.datetime.now(dt.UTC)
+    for version, age in ((2, dt.timedelta(0)), (3, _object.LEFTOVER_AGE * 2)):
+        stamp = (now - age).isoformat(timespec="seconds")
+        put(store, f"toy/{version}/{CHECKSUM_FILE}", f"{CLAIM_PREFIX}{stamp} by a test\n".encode())
+    assert main(["check", "--store", str(store.root), "--remove-leftovers"]) == 1
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "toy: removed 3 (left by a killed publish)",
+        "toy: leftover 2 (left by a killed publish)",
+    ]

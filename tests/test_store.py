@@ -318,3 +318,56 @@ def test_publish_killed_at_random_points_never_leaves_a_visible_partial_version(
     published = store.publish("toy", toy_writer())
     assert store.versions("toy") == [*before, published.version]
     assert store.leftovers("toy") == []
+
+
+def test_a_failed_first_publish_never_pulls_the_lock_from_under_one_that_waits(
+    tmp_path: Path,
+) -> None:
+    """The first publish of an ensemble fails while a second waits for the lock: the second
+    publishes, and a third started meanwhile never runs beside it (it used to find the folder
+    and lock file gone, or have its staging folder removed as a leftover)."""
+    import threading
+
+    store = ModelStore(tmp_path / "store")
+    first_writing, fail_now = threading.Event(), threading.Event()
+
+    def failing(folder: Path, version: int) -> Manifest:
+        first_writing.set()
+        assert fail_now.wait(30)
+        raise RuntimeError("the first publish fails")
+
+    results: dict[str, object] = {}
+
+    def run(key: str, write) -> None:
+        try:
+            results[key] = store.publish("toy", write).version
+        except Exception as exc:  # recorded, asserted below
+            results[key] = exc
+
+    first = threading.Thread(target=run, args=("first", failing))
+    first.start()
+    assert first_writing.wait(30)
+    second = threading.Thread(target=run, args=("second", toy_writer(b"second")))
+    second.start()
+    time.sleep(0.3)  # the second is waiting for the lock now (if not, it still must succeed)
+    fail_now.set()
+    first.join(30)
+    third = threading.Thread(target=run, args=("third", toy_writer(b"third")))
+    third.start()
+    second.join(30)
+    third.join(30)
+    assert isinstance(results["first"], RuntimeError)
+    assert sorted([results["second"], results["third"]]) == [1, 2], results
+    assert store.check_versions("toy") == {1: None, 2: None}
+    assert store.leftovers("toy") == []
+
+
+def test_no_version_is_published_past_the_largest_number_a_reader_accepts(tmp_path: Path) -> None:
+    """A version folder of 18 nines: the next number would be no version at all (and the
+    publish after it failed with 'Directory not empty')."""
+    store = ModelStore(tmp_path / "store")
+    store.publish("toy", toy_writer())
+    (store.root / "toy" / ("9" * 18)).mkdir()
+    with pytest.raises(StoreError, match="no version number is left after it"):
+        store.publish("toy", toy_writer(b"next"))
+    assert store.latest("toy") == 1

@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--remove-leftovers",
         action="store_true",
-        help="remove staging folders and temporary files of killed publishes (the next "
-        "publish of the ensemble removes them too)",
+        help="remove staging folders and temporary files of killed publishes (in a folder "
+        "the next publish of the ensemble removes them too; on an object store a claim "
+        "younger than an hour is left alone, as it may be a publish still running)",
     )
     return parser
 
@@ -72,10 +73,7 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
     for name in names or store.folder_names():
         problems = store.check_versions(name, verify=verify_version)
         for version in store.unlisted_versions(name):
-            problems[version] = (
-                f"the folder has no {MANIFEST_FILE}, so it is no version (damaged or edited "
-                "by hand); remove it, or publish again"
-            )
+            problems[version] = _unlisted_problem(store, name, version)
         for version, problem in sorted(problems.items()):
             lines.append(f"{name}/{version}: {'ok' if problem is None else problem}")
             intact &= problem is None
@@ -86,15 +84,36 @@ def check_store(store: ModelStore, names: list[str], remove_leftovers: bool) -> 
             line, pointer_ok = _check_latest(store, name, problems)
             lines.append(f"{name}/latest: {line}")
             intact &= pointer_ok
-        if store.publishing(name):
+        try:
+            busy = store.publishing(name)
+        except OSError as exc:  # a .lock that is a folder, or unreadable
+            lines.append(f"{name}: cannot tell whether a publish is running: {exc}")
+            intact = False
+            continue
+        if busy:
             lines.append(f"{name}: a publish is in progress (its staging folder is no leftover)")
             continue
         removed = store.remove_leftovers(name) if remove_leftovers else []
-        for leftover in removed or store.leftovers(name):
-            verb = "removed" if removed else "leftover"
-            lines.append(f"{name}: {verb} {leftover.name} (left by a killed publish)")
-            intact &= bool(removed)
+        for leftover in removed:
+            lines.append(f"{name}: removed {leftover.name} (left by a killed publish)")
+        for leftover in store.leftovers(name):  # those still there, removal asked or not
+            lines.append(f"{name}: leftover {leftover.name} (left by a killed publish)")
+            intact = False
     return "\n".join(lines), intact
+
+
+def _unlisted_problem(store: ModelStore, name: str, version: int) -> str:
+    """Why a version folder or prefix that is no publish's leftover is no version either."""
+    if store.is_local:
+        return (
+            f"the folder has no {MANIFEST_FILE}, so it is no version (damaged or edited "
+            "by hand); remove it, or publish again"
+        )
+    try:
+        store.read_version(name, version)
+    except (StoreError, OSError) as exc:
+        return f"{exc} (a committed version that no longer verifies; remove it, or publish again)"
+    return "it does not verify as a version; remove it, or publish again"
 
 
 def _check_latest(
@@ -103,12 +122,20 @@ def _check_latest(
     """The pointer's line and whether it names an intact version."""
     try:
         latest = store.latest(name)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
         return str(exc), False
     if latest not in problems:
         return f"names version {latest}, which does not exist", False
     if problems[latest] is not None:
         return f"version {latest}, which is not intact", False
+    above = [v for v, problem in problems.items() if v > latest and problem is None]
+    if above:
+        return (
+            f"version {latest}; intact version {max(above)} above it is not served (a "
+            "rollback, or a publish stopped before it moved latest: write its number to "
+            "latest to serve it)",
+            True,
+        )
     return f"version {latest}", True
 
 

@@ -16,6 +16,28 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_VERSION_DIGITS = 18
 #: Version folders and the ``latest`` pointer: ASCII digits, no leading zero.
 VERSION_PATTERN = re.compile(rf"^[1-9][0-9]{{0,{MAX_VERSION_DIGITS - 1}}}$")
+#: The largest version number :data:`VERSION_PATTERN` accepts.
+MAX_VERSION = 10**MAX_VERSION_DIGITS - 1
+
+
+def next_version(location: str, taken: list[int]) -> int:
+    """The version after every one in ``taken``, refused past :data:`MAX_VERSION`.
+
+    Raises
+    ------
+    StoreError
+        When the next number would have more than :data:`MAX_VERSION_DIGITS` digits (no
+        reader would take it for a version).
+    """
+    version = max(taken, default=0) + 1
+    if version > MAX_VERSION:
+        raise StoreError(
+            f"{location} holds version {version - 1}: no version number is left after it "
+            f"(at most {MAX_VERSION_DIGITS} digits); publish under another name"
+        )
+    return version
+
+
 MANIFEST_FILE = "manifest.json"
 #: The sha256 of ``manifest.json``'s bytes, written after it: a version is complete once
 #: this file exists and matches.

@@ -21,6 +21,7 @@ from ensembles.store._layout import (
     NAME_PATTERN,
     VERSION_PATTERN,
     Fingerprint,
+    next_version,
     sha256_bytes,
 )
 
@@ -212,10 +213,10 @@ class LocalBackend:
     def _publish_locked(
         self, name: str, folder: Path, write: Callable[[Path, int], Manifest]
     ) -> Manifest:
-        with _lock(folder):
+        with _lock(folder, create=True):
             self._remove_leftovers(name)
             taken = [int(e.name) for e in folder.iterdir() if VERSION_PATTERN.fullmatch(e.name)]
-            version = max(taken, default=0) + 1
+            version = next_version(str(folder), taken)
             staging = folder / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             try:
@@ -237,13 +238,35 @@ class LocalBackend:
 
 
 @contextmanager
-def _lock(folder: Path) -> Iterator[None]:
-    with (folder / LOCK_FILE).open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def _lock(folder: Path, create: bool = False) -> Iterator[None]:
+    """Hold the ensemble's lock: ``folder/.lock``, exclusively.
+
+    A failed first publish removes the folder it created, lock file included, under the
+    lock; a publish that was waiting then holds a lock on a file no longer there. So once
+    the lock is held, the file at the path must be the one locked, or it is taken again
+    (``create``: making the folder again if it went).
+    """
+    while True:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        handle = (folder / LOCK_FILE).open("w")
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                held = os.fstat(handle.fileno()).st_ino == (folder / LOCK_FILE).stat().st_ino
+            except FileNotFoundError:
+                held = False
+        except BaseException:
+            handle.close()
+            raise
+        if held:
+            break
+        handle.close()  # the lock file was removed meanwhile: take the one there now
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def _is_leftover(entry_name: str) -> bool:
@@ -262,11 +285,14 @@ def _remove_if_only_lock(folder: Path) -> None:
     """Remove an ensemble folder a failed first publish created, unless anyone else wrote there.
 
     Only the lock file may be in it; a staging folder of a concurrent publish keeps it.
+    Done under the lock: a publish waiting for it finds its lock file gone and takes the
+    next one (:func:`_lock`).
     """
     try:
-        if os.listdir(folder) == [LOCK_FILE]:
-            (folder / LOCK_FILE).unlink()
-            folder.rmdir()
+        with _lock(folder):
+            if os.listdir(folder) == [LOCK_FILE]:
+                (folder / LOCK_FILE).unlink()
+                folder.rmdir()
     except OSError:
         pass  # someone else is publishing into it
 

@@ -174,7 +174,8 @@ class ModelStore:
         """Version folders of ``name`` that :meth:`versions` does not list.
 
         Locally, those without a manifest (a publish always brings one: damage or a hand
-        edit); on an object store none, since an incomplete version there is a leftover.
+        edit); on an object store, committed prefixes (their checksum is no claim) whose
+        manifest or checksum no longer verifies: damage, never a leftover.
         """
         return self._backend.unlisted_versions(validate_name(name))
 
@@ -433,8 +434,8 @@ class ModelStore:
         other publish is writing) and listed by :meth:`leftovers` until then.
 
         On an object store, the publish claims the next free number exclusively, uploads
-        the files, then the manifest, then its checksum (the commit), reads them back and
-        moves ``latest`` last; a killed publish leaves an incomplete prefix that no reader
-        accepts and :meth:`leftovers` lists.
+        the files and the manifest together, then its checksum (the commit), reads them
+        back and moves ``latest`` last; a killed publish leaves an incomplete prefix that
+        no reader accepts and :meth:`leftovers` lists.
         """
         return self._backend.publish(validate_name(name), write)

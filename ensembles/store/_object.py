@@ -2,11 +2,13 @@
 
 A publish first claims its version number by creating ``<version>/manifest.sha256``
 exclusively (S3's ``If-None-Match``) with a placeholder, builds the files in a local
-temporary folder, uploads them, then ``manifest.json``, then replaces the placeholder with
-the manifest's sha256 (the commit), reads both back, and moves ``latest`` last. A version
-counts only once its checksum verifies; a prefix without that (a killed publish) is never
-read as a version, and its number is never reused while it is there. Listings are read
-fresh every time (no listings cache), so every process sees a new version at its next scan.
+temporary folder, uploads them with ``manifest.json`` (none of them is a commit), then
+replaces the placeholder with the manifest's sha256 (the commit), reads both back, and
+moves ``latest`` last. A version counts only once its checksum verifies; a prefix still
+holding the claim (a killed publish) is never read as a version, and its number is never
+reused while it is there; a committed prefix that no longer verifies is a damaged version.
+Listings are read fresh every time (no listings cache), so every process sees a new version
+at its next scan.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ensembles.store._layout import (
     VERSION_PATTERN,
     Fingerprint,
     checksum_matches,
+    next_version,
     sha256_bytes,
 )
 
@@ -134,8 +137,13 @@ class ObjectBackend:
         return [v for v in self._numbers(name) if self._is_complete(name, v)]
 
     def unlisted_versions(self, name: str) -> list[int]:
-        """None: a version prefix without its verified checksum is a leftover here."""
-        return []
+        """Version prefixes that are neither a version nor a publish's claim: committed once
+        (their checksum is no claim) but their manifest or checksum no longer verifies."""
+        return [
+            v
+            for v in self._numbers(name)
+            if not self._is_complete(name, v) and not self._is_unfinished(name, v)
+        ]
 
     def read(self, *parts: str | int) -> bytes:
         """The bytes of ``root/part/...`` (``FileNotFoundError`` when absent)."""
@@ -160,11 +168,15 @@ class ObjectBackend:
 
     # -- leftovers ---------------------------------------------------------------
     def leftovers(self, name: str) -> list[PurePosixPath]:
-        """Version prefixes without a verified checksum: killed publishes (or running ones)."""
+        """Version prefixes a publish claimed and never committed: killed (or running) ones.
+
+        A prefix whose checksum is no claim was committed: if it no longer verifies it is a
+        damaged version (:meth:`unlisted_versions`), never a leftover to remove.
+        """
         return [
             PurePosixPath(self._key(name, version))
             for version in self._numbers(name)
-            if not self._is_complete(name, version)
+            if not self._is_complete(name, version) and self._is_unfinished(name, version)
         ]
 
     def publishing(self, name: str) -> bool:
@@ -195,6 +207,15 @@ class ObjectBackend:
             removed.append(leftover)
         return removed
 
+    def _is_unfinished(self, name: str, version: int) -> bool:
+        """Whether the prefix is a publish that never committed: its checksum is a claim, or
+        it has none (an abandoned publish's removal that stopped half-way)."""
+        try:
+            checksum = self.read(name, version, CHECKSUM_FILE)
+        except FileNotFoundError:
+            return True
+        return checksum.startswith(CLAIM_PREFIX.encode())
+
     def _claimed_at(self, name: str, version: int) -> dt.datetime | None:
         """When the version's claim was written; None without a readable claim."""
         try:
@@ -216,8 +237,9 @@ class ObjectBackend:
         included) removes what was uploaded, as far as the filesystem can still be reached;
         what a killed process leaves is no version, and :meth:`leftovers` lists it.
         """
-        version = self._claim(name)
+        version = 0
         try:
+            version = self._claim(name)
             with tempfile.TemporaryDirectory(prefix=f"ensembles-{name}-{version}-") as staging:
                 manifest = write(Path(staging), version)
                 files = _read_files(Path(staging))
@@ -227,7 +249,9 @@ class ObjectBackend:
             self._upload(name, version, {**files, MANIFEST_FILE: data})
             self._commit(name, version, data)
         except BaseException:
-            if not self._landed(name, version):  # a commit whose answer was lost still counts
+            # 0: the claim itself failed, or was interrupted before its answer came back
+            # (a claim left then is a leftover that 'store check' lists)
+            if version and not self._landed(name, version):  # a lost commit answer counts
                 self._abandon(name, version)
             raise
         self._check_published(name, version, data, set(files))
@@ -242,7 +266,7 @@ class ObjectBackend:
         ``latest`` names, so a killed publish's number is never reused while it is there.
         """
         taken = [*self._numbers(name), self._pointer(name) or 0]
-        version = max(taken) + 1
+        version = next_version(self.location(name), taken)
         claim = (
             f"{CLAIM_PREFIX}{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} by "
             f"{socket.gethostname()} pid {os.getpid()}: a publish in progress, or killed; "
@@ -287,7 +311,7 @@ class ObjectBackend:
         except OSError as exc:
             logger.warning(
                 "cannot remove %s after a failed publish (%s); it is no version, and "
-                "'ensembles-store check --remove-leftovers' removes it",
+                "'ensembles-store check --remove-leftovers' removes it once it is an hour old",
                 self.location(name, version),
                 exc,
             )

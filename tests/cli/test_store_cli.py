@@ -180,3 +180,26 @@ def test_a_version_folder_without_its_manifest_is_reported(
         "toy/2: ok",
         "toy/latest: version 2",
     ]
+
+
+def test_a_pointer_or_lock_that_cannot_be_read_is_its_own_line_not_the_end_of_the_check(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (store.root / "toy" / "latest").unlink()
+    (store.root / "toy" / "latest").mkdir()  # an OS error, not a garbage pointer
+    assert main(["check", "--store", str(store.root)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["toy/1: ok", "toy/2: ok"]
+    assert lines[2].startswith("toy/latest: ") and "latest" in lines[2]
+
+
+def test_an_intact_version_above_latest_is_named_without_failing_the_check(
+    store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rollback (or a publish stopped before it moved latest): served is 1, 2 is intact."""
+    (store.root / "toy" / "latest").write_text("1\n")
+    assert main(["check", "--store", str(store.root)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "toy/latest: version 1; intact version 2 above it is not served (a rollback, or a "
+        "publish stopped before it moved latest: write its number to latest to serve it)"
+    )
