@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.combiners import build_combiner
 from ensembles.default_choice import effective_members, ranking_loss
 from ensembles.errors import ConfigError, DataError, ShapeError
@@ -64,7 +65,7 @@ def fit_combiners(
     heldout: HeldoutPredictions,
     names: tuple[str, ...] | None = None,
     calibrate: bool = False,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
     stack_passthrough: bool = False,
 ) -> tuple[dict[str, CombinerInfo], dict[str, np.ndarray]]:
     """Fit each combiner on ``fit_set``, score it by cross-fitting and on the test split.
@@ -134,7 +135,7 @@ def combiner_fit_problems(
     fit_set: FitSet,
     names: tuple[str, ...] | None = None,
     calibrate: bool = False,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
     stack_passthrough: bool = False,
 ) -> dict[str, str]:
     """Why each combiner :func:`fit_combiners` would fit on ``fit_set`` cannot be fitted.
@@ -187,7 +188,11 @@ class CrossFit:
 
 
 def crossfit(
-    kind: str, task: Task, params: dict[str, Any], data: SplitPredictions, level: float = 0.9
+    kind: str,
+    task: Task,
+    params: dict[str, Any],
+    data: SplitPredictions,
+    level: float = defaults.INTERVAL_LEVEL,
 ) -> CrossFit:
     """Honest held-out scores of a combiner: fitted on one half of its rows, scored on the other.
 
@@ -242,7 +247,7 @@ def row_losses(
 def evaluate_predictions(
     split: SplitPredictions,
     combined: np.ndarray,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
     served_variance: np.ndarray | None = None,
     variance_scale: float = 1.0,
 ) -> dict[str, float]:
@@ -312,7 +317,7 @@ def _total_variance(
 
 
 def baseline_metrics(
-    task: Task, heldout: HeldoutPredictions, level: float = 0.9
+    task: Task, heldout: HeldoutPredictions, level: float = defaults.INTERVAL_LEVEL
 ) -> dict[str, dict[str, float]]:
     """Test metrics of the best single member (chosen on validation) and of the average member.
 
@@ -346,7 +351,7 @@ def baseline_metrics(
 
 
 def out_of_sample_scores(
-    task: Task, train: SplitPredictions, level: float = 0.9
+    task: Task, train: SplitPredictions, level: float = defaults.INTERVAL_LEVEL
 ) -> tuple[list[OutOfSampleInfo | None], EnsembleOutOfSampleInfo | None]:
     """What out-of-bag / out-of-fold predictions honestly measure: members and the ensemble.
 

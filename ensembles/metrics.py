@@ -6,6 +6,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.errors import ConfigError, DataError, ShapeError
 
 #: Predicted variances are floored here before a Gaussian NLL (a zero spread is no
@@ -319,7 +320,10 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]
 
 
 def regression_metrics(
-    pred: np.ndarray, y: np.ndarray, variance: np.ndarray | None = None, level: float = 0.9
+    pred: np.ndarray,
+    y: np.ndarray,
+    variance: np.ndarray | None = None,
+    level: float = defaults.INTERVAL_LEVEL,
 ) -> dict[str, float]:
     """All regression scores at once.
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.errors import ConfigError, DataError, ShapeError
 
 #: Keys of the dicts :func:`served_uncertainty` returns per task, in the order returned.
@@ -123,7 +124,7 @@ def served_uncertainty(
     served: np.ndarray,
     member_variances: np.ndarray | None = None,
     served_variance: np.ndarray | None = None,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
     variance_scale: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Every uncertainty measure of one served output: of the output, and of the pool.

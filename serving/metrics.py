@@ -185,10 +185,10 @@ class _DriftCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         ratios, features = self._families()
-        for ensemble, window in self._metrics.serving_windows().items():
-            for signal, value in window.ratios().items():
+        for ensemble, (signals, worst) in self._metrics.serving_drift().items():
+            for signal, value in signals.items():
                 ratios.add_metric([ensemble, signal], value)
-            for feature, psi in window.worst_features().items():
+            for feature, psi in worst.items():
                 features.add_metric([ensemble, feature], psi)
         yield ratios
         yield features
@@ -454,13 +454,24 @@ class ServingMetrics:
             window = self._windows.get(runtime)
             return None if window is None else window.worst_features()
 
-    def serving_windows(self) -> dict[str, _DriftWindow]:
-        """Per ensemble, the drift window of the version serving by default (once it has
-        served a batch in this worker)."""
+    def serving_drift(self) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+        """Per ensemble, the drift ratios and worst features of the version serving by
+        default (once it has served a batch in this worker).
+
+        Returns
+        -------
+        dict
+            ``{name: (ratios, worst_features)}``, computed under the drift lock: a scrape
+            runs in a thread while the event loop folds new rows into the windows.
+        """
         self.fold()
+        drift = {}
         with self._drift_lock:
-            windows = {name: self._windows.get(runtime) for name, runtime in self._serving.items()}
-        return {name: window for name, window in windows.items() if window is not None}
+            for name, runtime in self._serving.items():
+                window = self._windows.get(runtime)
+                if window is not None:
+                    drift[name] = (window.ratios(), window.worst_features())
+        return drift
 
     def now_serving(self, ensemble: str, runtime: EnsembleRuntime) -> None:
         """Export ``runtime``'s drift as the ensemble's from now on (the registry's swap).

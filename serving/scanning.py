@@ -49,7 +49,8 @@ def _spelled_alone(prefix: str, then: str = "") -> re.Pattern[str]:
     """``prefix`` (then ``then``) where it is a whole path: not inside a word or a longer
     path, so a store named ``m`` leaves the m of "match" alone."""
     edge = r"[\w.\-/<>]"  # < and >: the <store> a longer spelling left
-    ending = "" if then else f"(?!{edge})"
+    # after it, a dot or dash goes on the path only when more of the name follows
+    ending = "" if then else r"(?![\w/<>]|[.\-][\w])"
     return re.compile(f"(?<!{edge}){re.escape(prefix + then)}{ending}")
 
 
@@ -58,6 +59,8 @@ class EnsembleScan:
     """One ensemble as the last store scan saw it (read in a worker thread)."""
 
     versions: list[int]
+    #: The newest version wanted: what ``latest`` names, or the newest version below it
+    #: when it names one that does not exist (None: every version is wanted).
     latest: int | None
     latest_error: str | None
     #: Fingerprints of the versions this process refused, taken in the same scan (None
@@ -142,9 +145,12 @@ class StoreScanner:
             latest_error = self.relative(str(exc))
         if latest is not None and latest not in versions:
             versions = self.store.versions(name)  # a publish may have finished meanwhile
-            if latest not in versions:  # deleted, or never there: as unreadable as garbage
+            if latest not in versions:  # deleted, or never there
                 latest_error = f"latest names version {latest}, which has no manifest"
-                latest = None
+                # A rollback to a version deleted since stays a rollback: the newest one
+                # below it is wanted; with none below, every version (never go dark).
+                below = [v for v in versions if v < latest]
+                latest = below[-1] if below else None
         prints = {v: self.fingerprint(name, v) for v in refused if v in versions}
         return EnsembleScan(versions, latest, latest_error, prints)
 

@@ -300,6 +300,7 @@ def test_training_refuses_a_store_it_cannot_open_before_any_member_trains(
     [
         ("manifest", "manifest.json is corrupt"),
         ("checksum", "manifest.sha256 does not hold a sha256 digest"),
+        ("no checksum", "manifest.sha256 is missing"),
     ],
 )
 def test_a_damaged_committed_version_is_reported_and_never_removed_as_a_leftover(
@@ -312,8 +313,11 @@ def test_a_damaged_committed_version_is_reported_and_never_removed_as_a_leftover
     publish_synthetic(store, "toy", seed=2)
     if damage == "manifest":
         put(store, f"toy/1/{MANIFEST_FILE}", b'{"tampered": true}')
-    else:
+    elif damage == "checksum":
         put(store, f"toy/1/{CHECKSUM_FILE}", b"not a checksum\n")
+    else:
+        fs, path = fsspec.core.url_to_fs(f"{store.root}/toy/1/{CHECKSUM_FILE}")
+        fs.rm_file(path)
     fresh = ModelStore(str(store.root))  # another process's view: nothing cached
     assert fresh.leftovers("toy") == [] and fresh.unlisted_versions("toy") == [1]
     assert main(["check", "--store", str(store.root), "--remove-leftovers"]) == 1

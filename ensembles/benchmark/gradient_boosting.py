@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.benchmark.cost import BATCH_ROWS, TIMING_REPEATS, median_seconds
 from ensembles.benchmark.scoring import record_model, single_uncertainty
 from ensembles.metrics import classification_metrics, interval_coverage, regression_metrics
@@ -178,7 +179,7 @@ def hgb_interval(
     y_fit: np.ndarray,
     X_test: np.ndarray,
     seed: int,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
     categorical: np.ndarray | None = None,
     early_stopping: EarlyStopping = "auto",
 ) -> tuple[float, np.ndarray, np.ndarray, float]:
@@ -227,7 +228,10 @@ def hgb_interval(
 
 
 def hgb_baseline(
-    splits: Splits, seed: int, level: float = 0.9, timing_repeats: int = TIMING_REPEATS
+    splits: Splits,
+    seed: int,
+    level: float = defaults.INTERVAL_LEVEL,
+    timing_repeats: int = TIMING_REPEATS,
 ) -> dict[str, Any]:
     """HistGradientBoosting on one split of the main benchmark, shaped like a model's scores.
 

@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from typing import Any, Literal
 
+from ensembles import defaults
 from ensembles.benchmark.aggregate import format_cell, mean_std
 from ensembles.benchmark.gradient_boosting import HGB
 from ensembles.markdown import format_table
@@ -40,7 +41,7 @@ TOO_FEW_REPEATS = "too few repeats"
 _ZERO_SE = 1e-9
 
 
-def goodness(direction: Direction, value: float, level: float = 0.9) -> float:
+def goodness(direction: Direction, value: float, level: float = defaults.INTERVAL_LEVEL) -> float:
     """``value`` signed so that larger is better (``-|value - level|`` for ``nominal``)."""
     if direction == "higher":
         return value
@@ -120,7 +121,7 @@ def headline(
         ``baseline_mean``, ``baseline_std``, ``oracle``, ``oracle_mean`` and the
         :func:`paired_gain` keys (positive gain: the default is better).
     """
-    level = float(results["settings"].get("interval_level", 0.9))
+    level = float(results["settings"].get("interval_level", defaults.INTERVAL_LEVEL))
     found = []
     for metric, direction in HEADLINE_METRICS[results["task"]]:
         for strategy, group in results["summary"].items():

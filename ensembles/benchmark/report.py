@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ensembles import defaults
 from ensembles.benchmark.aggregate import format_cell
 from ensembles.benchmark.gradient_boosting import HGB, VARIANCE_FOLDS
 from ensembles.benchmark.headline import (
@@ -81,7 +82,9 @@ def table_columns(task: str, binary: bool = False) -> tuple[tuple[str, str, int]
     return columns[:after] + BINARY_COLUMNS + columns[after:]
 
 
-def column_headers(task: str, level: float = 0.9, binary: bool = False) -> list[str]:
+def column_headers(
+    task: str, level: float = defaults.INTERVAL_LEVEL, binary: bool = False
+) -> list[str]:
     """Headers of the :func:`results_table` columns after strategy and model."""
     return [header.format(level=f"{level:.0%}") for _, header, _ in table_columns(task, binary)]
 
@@ -105,7 +108,7 @@ def results_table(results: dict[str, Any]) -> str:
     """
     binary = is_binary(results)
     columns = table_columns(results["task"], binary)
-    level = float(results["settings"].get("interval_level", 0.9))
+    level = float(results["settings"].get("interval_level", defaults.INTERVAL_LEVEL))
     repeats = results["settings"]["repeats"]
 
     def cells(metrics: dict[str, Any]) -> list[str]:

@@ -168,7 +168,7 @@ def score_version(folder: Path, manifest: Manifest) -> dict[str, Any]:
         the members; ``interval_level``: the manifest's interval level.
     """
     test = HeldoutPredictions.load(folder / HELDOUT_FILE).test
-    level = float(manifest.training["interval_level"])
+    level = manifest.interval_level
     task = manifest.task
     scores: dict[str, Any] = {"models": {}, "calibration": {}, "uncertainty_error": {}}
     for name, info in manifest.combiners.items():

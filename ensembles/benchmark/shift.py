@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ensembles import defaults
 from ensembles.benchmark.aggregate import format_cell
 from ensembles.benchmark.headline import default_label
 from ensembles.benchmark.served import ServedModel
@@ -84,7 +85,7 @@ def shift_metrics(
     combined: np.ndarray,
     y: np.ndarray,
     variance: np.ndarray | None = None,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
 ) -> dict[str, float]:
     """Test metrics of one model's output on shifted rows.
 

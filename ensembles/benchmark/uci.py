@@ -312,7 +312,7 @@ def hgb_scores(
     X_test: np.ndarray,
     y_test: np.ndarray,
     seed: int,
-    level: float = 0.9,
+    level: float = defaults.INTERVAL_LEVEL,
 ) -> dict[str, float]:
     """HistGradientBoostingRegressor on the train part, scored on the test rows.
 

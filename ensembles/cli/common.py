@@ -120,10 +120,11 @@ def run_command(
         errors (permission denied, disk full, read-only file system, a folder where a file
         belongs) and for running out of memory, 130 for Ctrl-C.
     """
-    # Our own progress at INFO; other libraries' only from WARNING (botocore announces
-    # "Found credentials in environment variables" on every S3 command otherwise).
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("ensembles").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:  # not where the caller configured logging
+        # Our own progress at INFO; other libraries' only from WARNING (botocore announces
+        # "Found credentials in environment variables" on every S3 command otherwise).
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("ensembles").setLevel(logging.INFO)
     try:
         return main()
     except EnsembleError as exc:

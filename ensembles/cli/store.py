@@ -3,9 +3,10 @@
 ``check`` reads every file of every version (checksums, the manifest's own checksum, files
 the manifest does not list), runs the reproduction check a server runs at load (every
 member graph, combiner and averaged graph on the stored test rows must reproduce the stored
-outputs, :func:`ensembles.version_parts.verify_version`), reads every ``latest`` pointer, and lists
-what killed publishes left behind (on an object store: version prefixes without a verified
-checksum). It prints one line per version and exits 1 when anything is wrong.
+outputs, :func:`ensembles.version_parts.verify_version`), reads every ``latest`` pointer, and
+lists what killed publishes left behind (on an object store: version prefixes still holding
+a publish's claim; a committed one that no longer verifies is a damaged version). It prints
+one line per version and exits 1 when anything is wrong.
 """
 
 from __future__ import annotations

@@ -209,11 +209,12 @@ class ObjectBackend:
 
     def _is_unfinished(self, name: str, version: int) -> bool:
         """Whether the prefix is a publish that never committed: its checksum is a claim, or
-        it has none (an abandoned publish's removal that stopped half-way)."""
+        it has neither checksum nor manifest (the removal of an abandoned publish stopped
+        half-way). A manifest without its checksum is a committed version that lost it."""
         try:
             checksum = self.read(name, version, CHECKSUM_FILE)
         except FileNotFoundError:
-            return True
+            return MANIFEST_FILE not in self._files(name, version)
         return checksum.startswith(CLAIM_PREFIX.encode())
 
     def _claimed_at(self, name: str, version: int) -> dt.datetime | None:

@@ -80,12 +80,20 @@ def combine(
 
     Parameters
     ----------
-    request : the run's request (combiners, calibration, interval level, default override).
+    request : TrainRequest
+        The run's request (combiners, calibration, interval level, default override).
     task : {"classification", "regression"}
-    heldout : member predictions on validation and test rows (and out-of-sample ones on
-        training rows for resampling strategies).
-    members : the members trained on the training rows.
-    averaged : the weight-averaged network and the indices of the members in it, if any.
+    heldout : HeldoutPredictions
+        Member predictions on validation and test rows (and out-of-sample ones on training
+        rows for resampling strategies).
+    members : list of TrainedMember
+        The members trained on the training rows.
+    averaged : (MemberNetwork, list of int) or None
+        The weight-averaged network and the indices of the members in it, if any.
+
+    Returns
+    -------
+    CombinedEnsemble
     """
     fit_set = combiner_fit_set(heldout)
     combiners, losses = fit_combiners(

@@ -100,9 +100,22 @@ def averaged_network(
 ) -> tuple[MemberNetwork, list[int]]:
     """The weight-averaged network of a run and the indices of the members in it.
 
-    ``uniform`` averages every member (:func:`average_weights`); ``greedy`` builds a soup
-    (:func:`greedy_soup`) ranked by validation loss: NLL of the true class, or mean squared
-    error for regression.
+    Parameters
+    ----------
+    method : {"uniform", "greedy"}
+        ``uniform`` averages every member (:func:`average_weights`); ``greedy`` builds a
+        soup (:func:`greedy_soup`) ranked by validation loss: NLL of the true class, or
+        mean squared error for regression.
+    networks : sequence of MemberNetwork
+    X_train : ndarray (n_samples, n_features)
+        Rows for recomputing batch-norm statistics.
+    validation : Dataset
+        The rows a greedy soup is ranked on.
+
+    Returns
+    -------
+    network : MemberNetwork
+    chosen : list of int
     """
     if method == "uniform":
         return average_weights(networks, X_train), list(range(len(networks)))

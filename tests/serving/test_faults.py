@@ -110,6 +110,15 @@ def _latest_names_a_deleted_version(store: ModelStore) -> int:
     return version
 
 
+def _rolled_back_to_a_deleted_version(store: ModelStore) -> int:
+    """Versions 1 and 3 are intact; ``latest`` names version 2, rolled back to, then deleted."""
+    publish_copy(store, "toy")
+    publish_copy(store, "toy")
+    (store.root / "toy" / LATEST_FILE).write_text("2\n")
+    shutil.rmtree(store.path("toy", 2))
+    return 3
+
+
 #: fault -> (what it does to a store serving intact version 1, the version that must
 #: serve after a restart, words the info endpoint must give: in ``fallback.reason``, or in
 #: ``latest_error`` for a pointer that cannot be read).
@@ -183,6 +192,11 @@ FAULTS: dict[str, tuple[Callable[[ModelStore], int], int, str]] = {
         _latest(b"7\n"),
         1,
         "latest names version 7, which has no manifest",
+    ),
+    "a rollback to a version deleted since stays a rollback": (
+        _rolled_back_to_a_deleted_version,
+        1,
+        "latest names version 2, which has no manifest",
     ),
     "latest names a deleted version older than every other": (
         _latest_names_a_deleted_version,

@@ -70,11 +70,11 @@ def test_a_swap_folds_the_old_version_first_and_exports_only_the_new_one(
     metrics = ServingMetrics()
     metrics.now_serving("toy", toy)
     _observe(metrics, toy, 5)
-    assert set(metrics.serving_windows()) == {"toy"}
+    assert set(metrics.serving_drift()) == {"toy"}
     newer = EnsembleRuntime.load(synthetic_store, "toy", 1, max_batch_rows=FOLD_ROWS)
     _observe(metrics, toy, 5)  # queued for the old version when the swap comes
     metrics.now_serving("toy", newer)
-    assert metrics.serving_windows() == {}  # the new version has served nothing yet
+    assert metrics.serving_drift() == {}  # the new version has served nothing yet
     assert metrics.feature_drift(toy) is not None  # the old rows went to the old window
     assert _request_rows(metrics) == 2
     text = metrics.render().decode()

@@ -225,3 +225,7 @@ def test_the_store_root_is_removed_from_messages_only_where_it_is_a_path(tmp_pat
     assert scanner.relative(f"'m/digits/6/{corrupt}'") == f"'digits/6/{corrupt}'"
     assert scanner.relative(f"cannot list {tmp_path}/m: denied") == "cannot list <store>: denied"
     assert scanner.relative("cannot list m: denied") == "cannot list <store>: denied"
+    assert scanner.relative(f"the store {tmp_path}/m.") == "the store <store>."
+    assert scanner.relative(f"{tmp_path}/m-old and {tmp_path}/m.bak") == (
+        f"{tmp_path}/m-old and {tmp_path}/m.bak"  # other folders, named as they are
+    )
