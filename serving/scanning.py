@@ -94,9 +94,10 @@ class StoreScanner:
         self.unreachable: str | None = None
         self.not_a_folder = False
         #: How messages may spell the root (as configured, resolved, or the filesystem's
-        #: own path), longest first (resolved once, here).
-        self._prefixes = [
-            prefix
+        #: own path), longest first (resolved once, here): each as the start of a path
+        #: (removed) and alone (shown as ``<store>``).
+        self._spellings = [
+            (_spelled_alone(prefix, "/"), _spelled_alone(prefix))
             for prefix in sorted(store.root_names(), key=len, reverse=True)
             if prefix not in ("", ".", "/")
         ]
@@ -108,9 +109,8 @@ class StoreScanner:
         the root itself (not followed by ``/``) becomes ``<store>``; both the root as
         configured and its resolved absolute form are removed.
         """
-        for prefix in self._prefixes:
-            message = _spelled_alone(prefix, "/").sub("", message)
-            message = _spelled_alone(prefix).sub("<store>", message)
+        for as_parent, alone in self._spellings:
+            message = alone.sub("<store>", as_parent.sub("", message))
         return message
 
     def scan(self, refused: dict[str, list[int]]) -> dict[str, EnsembleScan]:
@@ -188,6 +188,7 @@ class StoreScanner:
             if exc.filename is not None and str(exc.filename) != str(self.store.root):
                 unreachable += f" ({exc.filename})"
         root = self.store.root
+        not_a_folder = missing and unreachable is None and self._is_a_file()
         if unreachable is not None:
             if unreachable != self.unreachable:
                 logger.warning(
@@ -197,7 +198,7 @@ class StoreScanner:
                     unreachable,
                 )
         elif missing and (self.missing is not True or self.unreachable is not None):
-            if self._is_a_file():
+            if not_a_folder:
                 logger.warning(
                     "model store %s is a file, not a folder: give --store the folder that "
                     "training published into. Serving nothing until it is a folder.",
@@ -212,8 +213,7 @@ class StoreScanner:
                 )
         elif not missing and self.missing:
             logger.info("model store folder %s appeared", root)
-        self.missing, self.unreachable = missing, unreachable
-        self.not_a_folder = missing and unreachable is None and self._is_a_file()
+        self.missing, self.unreachable, self.not_a_folder = missing, unreachable, not_a_folder
 
     def _is_a_file(self) -> bool:
         return self.store.is_local and Path(self.store.root).exists()
