@@ -104,6 +104,37 @@ def test_an_exception_inside_write_leaves_nothing(s3_store: str) -> None:
     assert store.publish("toy", toy_writer(b"next")).version == 2
 
 
+@pytest.mark.parametrize("where", ["commit answer lost", "latest"])
+def test_a_failure_after_the_commit_says_the_version_was_published(
+    object_store: ModelStore, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Ctrl-C once the checksum landed (its answer lost), or while ``latest`` moves: the
+    version is whole, kept, and the exception says so (nobody may report "nothing was
+    published")."""
+    store = object_store
+    store.publish("toy", toy_writer())
+    fs = store._backend.fs
+    real_pipe_file = fs.pipe_file
+
+    def interrupted_pipe_file(path: str, data: bytes, **kwargs: object) -> None:
+        committing = path.endswith(f"/{CHECKSUM_FILE}") and not data.startswith(b"claimed")
+        if where == "latest" and path.endswith("/toy/latest"):
+            raise KeyboardInterrupt
+        real_pipe_file(path, data, **kwargs)
+        if where == "commit answer lost" and committing:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fs, "pipe_file", interrupted_pipe_file)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        store.publish("toy", toy_writer(b"second"))
+    assert raised.value.__notes__ == [
+        f"{store.root}/toy/2 was published in full, but latest was not moved to it"
+    ]
+    assert store.latest("toy") == 1 and store.versions("toy") == [1, 2]
+    assert store.read_version("toy", 2).files == {"members/m000.onnx": b"second"}
+    assert store.leftovers("toy") == []
+
+
 _KILLED_PUBLISHER = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[3])

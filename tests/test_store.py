@@ -49,6 +49,34 @@ def test_failed_publish_leaves_nothing_visible(tmp_path: Path) -> None:
     assert not list((tmp_path / "toy").glob(".staging-*"))
 
 
+@pytest.mark.parametrize(
+    "failure", [KeyboardInterrupt(), OSError(28, "No space left on device")], ids=repr
+)
+def test_a_failure_after_the_commit_says_the_version_was_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """Ctrl-C or a full disk while ``latest`` moves: the version is whole and readable by
+    number, so the exception must not let its reporter say that nothing was published."""
+    store = ModelStore(tmp_path)
+    store.publish("toy", toy_writer())
+    real_replace = os.replace
+
+    def failing_replace(source: str | Path, target: str | Path) -> None:
+        if Path(target).name == "latest":
+            raise failure
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(type(failure)) as raised:
+        store.publish("toy", toy_writer(b"second"))
+    assert raised.value.__notes__ == [
+        f"{tmp_path / 'toy' / '2'} was published in full, but latest was not moved to it"
+    ]
+    assert store.latest("toy") == 1 and store.versions("toy") == [1, 2]
+    assert store.read_version("toy", 2).files == {"members/m000.onnx": b"second"}
+    assert store.leftovers("toy") == []
+
+
 def test_corrupt_file_is_refused_with_its_name(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     store.publish("toy", toy_writer())

@@ -128,19 +128,30 @@ def run_command(
     try:
         return main()
     except EnsembleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_error_line(str(exc), exc), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: {os_error_message(exc, writes)}", file=sys.stderr)
+        print(_error_line(os_error_message(exc, writes), exc), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"error: {interrupted}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A note says what was left behind after all (a version published in full).
+        print(_error_line("interrupted" if _notes(exc) else interrupted, exc), file=sys.stderr)
         return 130
     except (MemoryError, RuntimeError) as exc:
         if not isinstance(exc, MemoryError) and _CPU_ALLOCATOR_FAILED not in str(exc):
             raise
-        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
+        print(_error_line(OUT_OF_MEMORY, exc), file=sys.stderr)
         return 1
+
+
+def _notes(exc: BaseException) -> list[str]:
+    """The notes added to ``exc`` on its way up (:pep:`678`)."""
+    return [str(note) for note in getattr(exc, "__notes__", ())]
+
+
+def _error_line(message: str, exc: BaseException) -> str:
+    """``error: message``, then the exception's notes, on one line."""
+    return "; ".join([f"error: {message}", *_notes(exc)])
 
 
 def check_output_file(path: str | Path) -> None:

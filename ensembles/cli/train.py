@@ -424,7 +424,12 @@ def main(argv: list[str] | None = None) -> int:
 
         request = request_from_args(args)
         report = run_training(request)
-        print(summary(report))
+        try:
+            print(summary(report))
+        except KeyboardInterrupt as exc:
+            manifest = report.manifest
+            exc.add_note(f"{manifest.name} version {manifest.version} was published")
+            raise
         return 0
 
     return run_command(train, writes=[args.store], interrupted="interrupted; nothing was published")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,28 @@ def next_version(location: str, taken: list[int]) -> int:
             f"(at most {MAX_VERSION_DIGITS} digits); publish under another name"
         )
     return version
+
+
+#: What an exception raised after a version's commit and before ``latest`` moved carries
+#: as a note (see :func:`noting_committed`).
+COMMITTED_NOTE = "{location} was published in full, but latest was not moved to it"
+
+
+@contextmanager
+def noting_committed(location: str) -> Iterator[None]:
+    """Note, on any exception raised inside, that the version at ``location`` is committed.
+
+    A failure between a version's commit and the move of ``latest`` (Ctrl-C, a full disk,
+    a lost connection) leaves a whole version that ``latest`` does not name: readers take
+    it by number, and the next publish moves ``latest`` past it. Whoever reports the
+    failure must not say that nothing was published; the note (``__notes__``, which
+    :func:`ensembles.cli.common.run_command` prints) says what was.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        exc.add_note(COMMITTED_NOTE.format(location=location))
+        raise
 
 
 MANIFEST_FILE = "manifest.json"

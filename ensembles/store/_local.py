@@ -22,6 +22,7 @@ from ensembles.store._layout import (
     VERSION_PATTERN,
     Fingerprint,
     next_version,
+    noting_committed,
     sha256_bytes,
 )
 
@@ -231,8 +232,9 @@ class LocalBackend:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            _fsync_directory(folder)
-            _replace_durably(folder / LATEST_FILE, f"{version}\n".encode())
+            with noting_committed(str(folder / str(version))):
+                _fsync_directory(folder)
+                _replace_durably(folder / LATEST_FILE, f"{version}\n".encode())
         logger.info("published %s version %d to %s", name, version, self.root)
         return manifest
 

@@ -433,6 +433,9 @@ class ModelStore:
         removed by the next publish of the same name (it holds the ensemble's lock, so no
         other publish is writing) and listed by :meth:`leftovers` until then.
 
+        An exception after the commit and before ``latest`` moved leaves the whole version
+        in the store, readable by number; it carries a note saying so (``__notes__``).
+
         On an object store, the publish claims the next free number exclusively, uploads
         the files and the manifest together, then its checksum (the commit), reads them
         back and moves ``latest`` last; a killed publish leaves an incomplete prefix that

@@ -31,6 +31,7 @@ from ensembles.manifest import Manifest
 from ensembles.store._layout import (
     CHECKSUM_FILE,
     CLAIM_PREFIX,
+    COMMITTED_NOTE,
     LATEST_FILE,
     MANIFEST_FILE,
     NAME_PATTERN,
@@ -38,6 +39,7 @@ from ensembles.store._layout import (
     Fingerprint,
     checksum_matches,
     next_version,
+    noting_committed,
     sha256_bytes,
 )
 
@@ -249,14 +251,17 @@ class ObjectBackend:
             data = manifest.to_json().encode("utf-8")
             self._upload(name, version, {**files, MANIFEST_FILE: data})
             self._commit(name, version, data)
-        except BaseException:
+        except BaseException as exc:
             # 0: the claim itself failed, or was interrupted before its answer came back
             # (a claim left then is a leftover that 'store check' lists)
-            if version and not self._landed(name, version):  # a lost commit answer counts
+            if version and self._landed(name, version):  # the commit's answer was lost
+                exc.add_note(COMMITTED_NOTE.format(location=self.location(name, version)))
+            elif version:
                 self._abandon(name, version)
             raise
         self._check_published(name, version, data, set(files))
-        self._move_latest(name, version)
+        with noting_committed(self.location(name, version)):
+            self._move_latest(name, version)
         logger.info("published %s version %d to %s", name, version, self.root)
         return manifest
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -319,6 +320,31 @@ def test_ctrl_c_is_one_line_and_a_distinct_status(capsys: pytest.CaptureFixture)
     assert capsys.readouterr().err == "error: interrupted\n"
     assert run_command(interrupted, interrupted="interrupted; nothing was published") == 130
     assert capsys.readouterr().err == "error: interrupted; nothing was published\n"
+
+
+def test_what_an_error_notes_is_on_its_line(capsys: pytest.CaptureFixture) -> None:
+    """A store notes a version published in full before the failure: the line says so
+    instead of "nothing was published"."""
+    from ensembles.cli.common import run_command
+
+    note = "model_store/toy/2 was published in full, but latest was not moved to it"
+
+    def failing(error: BaseException) -> Callable[[], int]:
+        def command() -> int:
+            error.add_note(note)
+            raise error
+
+        return command
+
+    nothing = "interrupted; nothing was published"
+    assert run_command(failing(KeyboardInterrupt()), interrupted=nothing) == 130
+    assert capsys.readouterr().err == f"error: interrupted; {note}\n"
+    full = OSError(28, "No space left on device", "model_store/toy/latest")
+    assert run_command(failing(full)) == 1
+    assert capsys.readouterr().err == (
+        "error: model_store/toy/latest: No space left on device; free some disk space or "
+        f"choose a path on another disk; {note}\n"
+    )
 
 
 def test_learning_rate_and_epochs_default_to_auto_and_take_numbers() -> None:
