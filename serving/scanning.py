@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ensembles.errors import EnsembleError
-from ensembles.store import Fingerprint, ModelStore
+from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, Fingerprint, ModelStore
 from serving.errors import NotReadyError
 
 logger = logging.getLogger(__name__)
@@ -145,14 +145,24 @@ class StoreScanner:
             latest_error = self.relative(str(exc))
         if latest is not None and latest not in versions:
             versions = self.store.versions(name)  # a publish may have finished meanwhile
-            if latest not in versions:  # deleted, or never there
-                latest_error = f"latest names version {latest}, which has no manifest"
+            if latest not in versions:  # deleted, never there, or damaged
+                latest_error = f"latest names version {latest}, {self._not_listed(name, latest)}"
                 # A rollback to a version deleted since stays a rollback: the newest one
                 # below it is wanted; with none below, every version (never go dark).
                 below = [v for v in versions if v < latest]
                 latest = below[-1] if below else None
         prints = {v: self.fingerprint(name, v) for v in refused if v in versions}
         return EnsembleScan(versions, latest, latest_error, prints)
+
+    def _not_listed(self, name: str, version: int) -> str:
+        """Why ``version`` is no version: it has no manifest, or (on an object store) it
+        was committed but its manifest or checksum changed since."""
+        if not self.store.is_local and version in self.store.unlisted_versions(name):
+            return (
+                f"which no longer verifies: its {MANIFEST_FILE} or {CHECKSUM_FILE} changed "
+                "since it was published (ensembles-store check names the problem)"
+            )
+        return "which has no manifest"
 
     def fingerprint(self, name: str, version: int) -> Fingerprint | None:
         """The version's fingerprint (worker thread), or None when the filesystem cannot

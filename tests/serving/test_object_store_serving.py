@@ -106,6 +106,30 @@ def test_refusals_on_an_object_store_name_no_url_and_retry_when_objects_change(
         assert http.post("/v1/ensembles/toy/predict", json=row).json()["version"] == 2
 
 
+def test_latest_naming_a_damaged_committed_version_says_it_no_longer_verifies(
+    s3_store: str,
+) -> None:
+    """A committed version whose manifest changed is no version on an object store (no
+    reader accepts it); when ``latest`` names it, the server says so, not "no manifest"."""
+    store = ModelStore(s3_store)
+    publish_synthetic(store, "toy", seed=1)
+    publish_synthetic(store, "toy", seed=2)
+    fs, path = fsspec.core.url_to_fs(f"{store.root}/toy/2/manifest.json")
+    fs.pipe_file(path, fs.cat_file(path) + b" ")
+
+    with (
+        LiveServer(store=s3_store, poll_interval_s=0) as live,
+        live.client() as http,
+    ):
+        info = http.get("/v1/ensembles/toy").json()
+        assert info["version"] == 1
+        assert info["latest_error"] == (
+            "latest names version 2, which no longer verifies: its manifest.json or "
+            "manifest.sha256 changed since it was published (ensembles-store check names the "
+            "problem)"
+        )
+
+
 @pytest.mark.parametrize("trouble", ["missing bucket", "unreachable endpoint"])
 def test_a_store_out_of_reach_is_a_warning_and_the_server_stays_up(
     s3_endpoint: str, trouble: str, monkeypatch: pytest.MonkeyPatch, caplog
