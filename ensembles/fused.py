@@ -17,6 +17,8 @@ from ensembles.errors import ShapeError
 
 MEMBER_OUTPUTS = "member_outputs"
 MEMBER_VARIANCES = "member_variances"
+#: The per-member tensors, returned only when asked for.
+MEMBER_TENSORS = frozenset((MEMBER_OUTPUTS, MEMBER_VARIANCES))
 _VALUE_OUTPUTS = ("probabilities", "value")
 _VARIANCE_OUTPUT = "variance"
 

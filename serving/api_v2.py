@@ -11,13 +11,15 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
+from ensembles.errors import NotFoundError
+from ensembles.fused import MEMBER_OUTPUTS, MEMBER_TENSORS, MEMBER_VARIANCES
 from ensembles.store import MAX_VERSION_DIGITS, VERSION_PATTERN
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
     ModelUnavailableError,
     NotReadyError,
+    VersionRefusedError,
     error_responses,
 )
 from serving.offload import body_is_large, encode_off_loop, run_sized
@@ -44,7 +46,6 @@ from serving.v2_schema import (
     COMBINER_PARAMETER,
     INFER_OPENAPI,
     INFER_RESPONSES,
-    MEMBER_TENSORS,
     InferResponse,
     LiveInfo,
     ModelMetadata,
@@ -122,14 +123,6 @@ async def ready(registry: Registry) -> Response:
     return json_response({"ready": True})
 
 
-def _model_ready(registry: EnsembleRegistry, name: str, version: str | None) -> Response:
-    number = parse_version(version)
-    if registry.loaded(name, number) is None:
-        what = f"'{name}'" + ("" if number is None else f" version {number}")
-        raise ModelUnavailableError(f"model {what} is not ready")
-    return json_response({"name": name, "ready": True})
-
-
 @router.get(
     "/models/{name}/ready",
     summary="Model readiness",
@@ -138,7 +131,9 @@ def _model_ready(registry: EnsembleRegistry, name: str, version: str | None) -> 
 )
 async def model_ready(name: EnsembleName, registry: Registry) -> Response:
     """200 when the model has a loaded version, else 400."""
-    return _model_ready(registry, name, None)
+    if registry.loaded(name) is None:
+        raise ModelUnavailableError(f"model '{name}' is not ready")
+    return json_response({"name": name, "ready": True})
 
 
 @router.get(
@@ -150,8 +145,18 @@ async def model_ready(name: EnsembleName, registry: Registry) -> Response:
 async def model_version_ready(
     name: EnsembleName, version: VersionText, registry: Registry
 ) -> Response:
-    """200 when that version is loaded, else 400."""
-    return _model_ready(registry, name, version)
+    """200 when that version serves, else 400 with the reason.
+
+    A version the metadata lists but no request has asked for yet loads here, as an
+    inference request naming it would load it: a client that waits for the version to be
+    ready before it pins requests to it gets its answer instead of waiting forever.
+    """
+    number = parse_version(version)
+    try:
+        await registry.get(name, number)
+    except (NotFoundError, VersionRefusedError, NotReadyError) as exc:
+        raise ModelUnavailableError(f"model '{name}' version {number} is not ready: {exc}") from exc
+    return json_response({"name": name, "ready": True})
 
 
 def model_metadata_of(registry: EnsembleRegistry, runtime: EnsembleRuntime) -> dict[str, Any]:

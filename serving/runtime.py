@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ensembles.errors import EnsembleError, IntegrityError
-from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES, session_options
+from ensembles.fused import MEMBER_OUTPUTS, MEMBER_TENSORS, MEMBER_VARIANCES, session_options
 from ensembles.reproduction import stored_test_data
 from ensembles.store import ModelStore, StoredVersion
 from ensembles.tabular import FLOAT32_MAX
@@ -146,7 +146,7 @@ class EnsembleRuntime:
         self.output_specs: dict[str, TensorSpec] = {spec.name: spec for spec in self.outputs}
         #: The outputs returned when a request lists none: all but the per-member ones.
         self.default_outputs: tuple[str, ...] = tuple(
-            name for name in self.output_specs if name not in (MEMBER_OUTPUTS, MEMBER_VARIANCES)
+            name for name in self.output_specs if name not in MEMBER_TENSORS
         )
         #: The raw columns a table ensemble takes (``/v1`` records, ``/v2`` column inputs).
         self.table_input = TableInput(manifest, max_batch_rows)

@@ -297,16 +297,26 @@ def _decode_input(
             f"input '{name}' has {count} elements (shape {list(shape)}), over the limit of "
             f"{max_elements}"
         )
-    parameters = entry.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidRequestError(f"'parameters' of input '{name}' must be an object")
+    parameters = _parameters(entry, f"'parameters' of input '{name}'")
     size = integral(parameters.get("binary_data_size"))
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise InvalidRequestError(
             f"binary_data_size of input '{name}' must be a non-negative integer"
         )
+    if size is None and type(entry.get("data")) is not list:
+        what = (
+            "neither 'data' nor binary_data_size"
+            if "data" not in entry
+            else "'data' that is no array"
+        )
+        raise InvalidRequestError(f"input '{name}' has {what}")
+    if size is not None and offset + size > len(binary):
+        raise InvalidRequestError(
+            f"input '{name}' claims {size} bytes of binary data but only "
+            f"{len(binary) - offset} remain after the JSON header"
+        )
     if datatype == "BYTES":
-        return _decode_bytes(entry, name, shape, size, binary, offset)
+        return _decode_bytes(entry, name, shape, count, size, binary, offset)
     dtype = np.dtype(NUMPY_TYPES[datatype])
     if size is not None:
         needed = count * dtype.itemsize
@@ -315,15 +325,8 @@ def _decode_input(
                 f"input '{name}' has binary_data_size {size} but shape {list(shape)} of "
                 f"{datatype} needs {needed} bytes"
             )
-        if offset + size > len(binary):
-            raise InvalidRequestError(
-                f"input '{name}' claims {size} bytes of binary data but only "
-                f"{len(binary) - offset} remain after the JSON header"
-            )
         array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
         return array, offset + size
-    if "data" not in entry:
-        raise InvalidRequestError(f"input '{name}' has neither 'data' nor binary_data_size")
     try:
         array = np.asarray(entry["data"])
     except ValueError as exc:
@@ -339,16 +342,40 @@ def _decode_input(
         and _holds_booleans(entry["data"])
     )
     if array.size and (array.dtype.kind not in kinds or mixed):
-        got = "booleans among them" if mixed else f"{array.dtype.kind!r} values"
+        wanted = "booleans" if datatype == "BOOL" else "numbers" if kinds == "iuf" else "integers"
+        got = "booleans among them" if mixed else _WHAT_NUMPY_READ.get(array.dtype.kind)
         raise InvalidRequestError(
-            f"'data' of input '{name}' must hold {datatype} numbers; got {got} "
-            "(strings, booleans or objects)"
+            f"'data' of input '{name}' must hold {datatype} {wanted}; got {got or 'objects'}"
         )
     if array.size != count:
         raise InvalidRequestError(
             f"input '{name}' has {array.size} values but shape {list(shape)} needs {count}"
         )
+    if dtype.kind in "iu" and array.size:
+        _check_integer_range(array, dtype, name, datatype)
     return array.astype(dtype, copy=False).reshape(shape), offset
+
+
+def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    """``holder["parameters"]``: an object, or empty when absent or null."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequestError(f"{what} must be an object")
+    return parameters
+
+
+def _check_integer_range(array: np.ndarray, dtype: np.dtype, name: str, datatype: str) -> None:
+    """Refuse integers the cast to ``dtype`` would wrap around (300 as UINT8 is 44)."""
+    limits = np.iinfo(dtype)
+    low, high = int(array.min()), int(array.max())
+    if low < limits.min or high > limits.max:
+        value = low if low < limits.min else high
+        raise InvalidRequestError(
+            f"'data' of input '{name}' holds {value}, outside the range of {datatype} "
+            f"({limits.min} to {limits.max})"
+        )
 
 
 def _unaccounted_literals(header: bytes, request: Any) -> bool:
@@ -380,6 +407,17 @@ def _unaccounted_literals(header: bytes, request: Any) -> bool:
         elif type(value) is list:
             pending.extend(value)
     return spelled > found
+
+
+#: What JSON ``data`` of the wrong kind held, by the kind of array numpy read it as.
+_WHAT_NUMPY_READ = {
+    "b": "booleans",
+    "i": "numbers",
+    "u": "numbers",
+    "f": "numbers with a fraction or beyond 64 bits (JSON integers there read as floats)",
+    "U": "strings",
+    "O": "objects, nulls or mixed values",
+}
 
 
 #: Up to this many values the test for a 0 or a 1 runs on the Python list (``in``: ~1 µs for
@@ -419,15 +457,14 @@ def _decode_bytes(
     entry: dict[str, Any],
     name: str,
     shape: tuple[int, ...],
+    count: int,
     size: int | None,
     binary: memoryview,
     offset: int,
 ) -> tuple[np.ndarray, int]:
-    """A BYTES input: JSON strings, or binary elements each prefixed by a 4-byte length."""
-    count = math.prod(shape)
+    """A BYTES input of ``count`` elements: JSON strings, or binary elements each prefixed
+    by a 4-byte length (the caller checked that ``size`` bytes remain)."""
     if size is None:
-        if "data" not in entry:
-            raise InvalidRequestError(f"input '{name}' has neither 'data' nor binary_data_size")
         cells = np.asarray(entry["data"], dtype=object).reshape(-1).tolist()
         if not all(cell is None or isinstance(cell, str) for cell in cells):
             raise InvalidRequestError(f"'data' of input '{name}' must hold BYTES as strings")
@@ -436,11 +473,6 @@ def _decode_bytes(
                 f"input '{name}' has {len(cells)} values but shape {list(shape)} needs {count}"
             )
         return np.array(cells, dtype=object).reshape(shape), offset
-    if offset + size > len(binary):
-        raise InvalidRequestError(
-            f"input '{name}' claims {size} bytes of binary data but only "
-            f"{len(binary) - offset} remain after the JSON header"
-        )
     data, position, cells = binary[offset : offset + size], 0, []
     for _ in range(count):  # never more elements than the shape says
         if position + 4 > size:
@@ -498,9 +530,7 @@ def decode_infer_request(
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequestError("'id' must be a string")
-    parameters = request.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidRequestError("'parameters' must be an object")
+    parameters = _parameters(request, "'parameters'")
     entries = request.get("inputs")
     if not isinstance(entries, list) or not entries:
         raise InvalidRequestError(f"'inputs' must be a non-empty list for model '{model}'")
@@ -575,10 +605,13 @@ def _requested_outputs(
                 f"outputs: {sorted(known)}"
             )
         seen.add(name)
-        parameters = entry.get("parameters") or {}
-        binary = (
-            parameters.get("binary_data", default_binary) if isinstance(parameters, dict) else None
-        )
+        parameters = _parameters(entry, f"'parameters' of output '{name}'")
+        if "classification" in parameters:
+            raise InvalidRequestError(
+                f"output '{name}' asks for classification (class_count), which this server "
+                f"does not support; take the top classes from '{name}' itself"
+            )
+        binary = parameters.get("binary_data", default_binary)
         if not isinstance(binary, bool):
             raise InvalidRequestError(f"'binary_data' of output '{name}' must be a boolean")
         requested.append(RequestedOutput(name, binary))
@@ -625,7 +658,7 @@ def encode_infer_response(
         body = b"".join([text, *blobs])
         headers = {
             "Content-Type": "application/octet-stream",
-            "Inference-Header-Content-Length": str(len(text)),
+            HEADER_LENGTH: str(len(text)),
         }
     else:
         body, headers = text, {"Content-Type": "application/json"}

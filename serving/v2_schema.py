@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ensembles.fused import MEMBER_OUTPUTS, MEMBER_VARIANCES
+from ensembles.fused import MEMBER_TENSORS
 from ensembles.manifest import OutputSpec, Task
 from ensembles.uncertainty import UNCERTAINTY_NAMES
 from serving.columns import COLUMN_DATATYPES
@@ -28,8 +28,6 @@ from serving.v2_codec import FLOAT32_SCHEMA
 
 #: Request parameter naming the combiner (not a reserved V2 name).
 COMBINER_PARAMETER = "combiner"
-#: The per-member tensors, returned only when asked for.
-MEMBER_TENSORS = frozenset((MEMBER_OUTPUTS, MEMBER_VARIANCES))
 #: Every output name a model can list: its combined output, the label, the uncertainty
 #: measures and the per-member tensors (model metadata lists those of each model).
 OUTPUT_NAMES: tuple[str, ...] = tuple(

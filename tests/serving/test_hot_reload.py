@@ -88,3 +88,32 @@ def test_v2_metadata_lists_versions_that_load_on_demand(tmp_path):
         versions = http.get("/v2/models/hot").json()["versions"]
         assert states == ["unloaded", "unloaded", "loaded"] and versions == ["1", "2", "3"]
         assert http.post("/v2/models/hot/versions/1/infer", json=V2_BODY).status_code == 200
+
+
+def test_a_version_that_loads_on_demand_is_ready_and_a_refused_one_says_why(tmp_path):
+    """tritonclient's ``is_model_ready(name, version)`` before pinning requests to an older
+    version: the probe loads it, as the inference request would; a refused one answers 400
+    with the reason."""
+    store = ModelStore(tmp_path / "store")
+    for seed in (1, 2):
+        publish_synthetic(store, "hot", seed=seed)
+    corrupt = publish_corrupt(store, "hot")
+    publish_synthetic(store, "hot", seed=4)
+    live = LiveServer(store=store.root, poll_interval_s=0)
+    with live, live.client() as http:
+        states = {
+            s["version"]: s["state"] for s in http.get("/v1/ensembles/hot").json()["versions"]
+        }
+        assert states[1] == "unloaded"
+        ready = http.get("/v2/models/hot/versions/1/ready")
+        assert ready.status_code == 200 and ready.json() == {"name": "hot", "ready": True}
+        states = {
+            s["version"]: s["state"] for s in http.get("/v1/ensembles/hot").json()["versions"]
+        }
+        assert states[1] == "loaded"
+        refused = http.get(f"/v2/models/hot/versions/{corrupt}/ready")
+        assert refused.status_code == 400
+        assert refused.json()["error"].startswith(
+            f"model 'hot' version {corrupt} is not ready: 'hot' version {corrupt} was refused: "
+            f"hot/{corrupt}/members/m000.onnx is corrupt"
+        )

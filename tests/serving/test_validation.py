@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -545,6 +546,47 @@ V2_CASES = [
         400,
         "'parameters' of input 'input' must be an object",
     ),
+    *(
+        (f"parameters {value!r}", INFER, v2(parameters=value), None, 400, message)
+        for value, message in [
+            ([], "'parameters' must be an object"),
+            (False, "'parameters' must be an object"),
+            ("", "'parameters' must be an object"),
+        ]
+    ),
+    (
+        "falsy input parameters",
+        INFER,
+        v2([{**json_input([0.0] * 4), "parameters": 0}]),
+        None,
+        400,
+        "'parameters' of input 'input' must be an object",
+    ),
+    (
+        "falsy output parameters",
+        INFER,
+        v2(outputs=[{"name": "probabilities", "parameters": []}]),
+        None,
+        400,
+        "'parameters' of output 'probabilities' must be an object",
+    ),
+    (
+        "Triton's classification extension (class_count)",
+        INFER,
+        v2(outputs=[{"name": "probabilities", "parameters": {"classification": 3}}]),
+        None,
+        400,
+        "output 'probabilities' asks for classification (class_count), which this server "
+        "does not support",
+    ),
+    (
+        "data that is no array",
+        INFER,
+        v2([json_input(0.5, (1, 1))]).replace(b"[1,1]", b"[1,4]"),
+        None,
+        400,
+        "input 'input' has 'data' that is no array",
+    ),
 ]
 
 
@@ -580,6 +622,41 @@ def test_brackets_inside_strings_do_not_count_as_nesting(client):
     assert response.json()["id"] == request_id
 
 
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("INT32", "[4294967299, 0]", "holds 4294967299, outside the range of INT32"),
+        ("UINT8", "[259, 0]", "holds 259, outside the range of UINT8 (0 to 255)"),
+        ("UINT8", "[-1, 0]", "holds -1, outside the range of UINT8 (0 to 255)"),
+        ("INT8", "[200, 0]", "holds 200, outside the range of INT8 (-128 to 127)"),
+        ("INT64", "[9223372036854775809, 0]", "must hold INT64 integers; got numbers with a"),
+        ("INT64", "[9223372036854775809]", "holds 9223372036854775809, outside the range"),
+        ("INT32", "[1.5, 2]", "must hold INT32 integers; got numbers with a fraction"),
+        ("BOOL", "[1, 0]", "must hold BOOL booleans; got numbers"),
+    ],
+)
+def test_json_integers_the_datatype_cannot_hold_are_refused_not_wrapped(
+    datatype: str, data: str, message: str
+) -> None:
+    """numpy's cast wraps around (259 as UINT8 is 3): the codec refuses it instead."""
+    count = data.count(",") + 1
+    body = (
+        f'{{"inputs": [{{"name": "a", "shape": [{count}, 1], "datatype": "{datatype}", '
+        f'"data": {data}}}]}}'
+    ).encode()
+    meta = {"a": TensorMeta(datatype, (-1, 1), column=True)}
+    with pytest.raises(InvalidRequestError, match=re.escape(message)):
+        decode_infer_request(body, None, "m", meta, set(), max_elements=100)
+
+
+def test_json_integers_in_range_keep_their_values() -> None:
+    body = b'{"inputs": [{"name": "a", "shape": [2, 1], "datatype": "INT64", "data": [-5, 7]}]}'
+    meta = {"a": TensorMeta("INT64", (-1, 1), column=True)}
+    decoded = decode_infer_request(body, None, "m", meta, set(), max_elements=100)
+    assert decoded.inputs["a"].dtype == np.int64
+    assert decoded.inputs["a"].reshape(-1).tolist() == [-5, 7]
+
+
 def test_input_count_must_match_the_model():
     meta = TensorMeta("FP32", (-1, 4))
     body = v2([json_input([0.0] * 4, name="a")])
@@ -593,7 +670,11 @@ def test_input_count_must_match_the_model():
 def test_model_readiness_names_the_model_and_version(client):
     for path, message in [
         ("/v2/models/nope/ready", "model 'nope' is not ready"),
-        ("/v2/models/toy/versions/9/ready", "model 'toy' version 9 is not ready"),
+        (
+            "/v2/models/toy/versions/9/ready",
+            "model 'toy' version 9 is not ready: ensemble 'toy' has no version 9; "
+            "available versions: [1]",
+        ),
     ]:
         response = client.get(path)
         assert response.status_code == 400
