@@ -21,6 +21,7 @@ from ensembles.tabular import (
     DroppedColumn,
     Table,
     boolean_tokens,
+    is_missing_text,
     level_text,
 )
 
@@ -33,6 +34,9 @@ IDENTIFIER_SHARE = 0.9
 IDENTIFIER_MIN_ROWS = 20
 #: Headers of a first column that holds row labels (R's data sets); pandas writes none.
 ROW_LABEL_NAMES = ("rownames", "")
+#: A column forced numeric may hold text in at most this share of its cells (read as
+#: missing, with a warning); more, and it is no numeric column.
+MAX_TEXT_SHARE_FORCED_NUMERIC = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,13 @@ def read_csv_table(
     A column pandas reads as numbers is numeric (a 0/1 column too: its encoding is the
     same); one of booleans, or of text that is all one of the spellings in
     :data:`~ensembles.tabular.BOOLEAN_TOKENS` (``yes/no``, ``true/false``, ``Y/N``, ``t/f``),
-    is boolean; any other is categorical. Empty cells and pandas' missing-value spellings
-    (``NA``, ``null``, ``NaN``, ...) are missing values. A
-    categorical column distinct on more than :data:`IDENTIFIER_SHARE` of its rows, and a
-    first column of row labels (headed ``rownames`` or nothing), are dropped with a warning
-    (name them in ``categorical`` / ``numeric`` to keep them). Empty cells are
-    missing values; rows with an empty target are dropped.
+    is boolean; any other is categorical. Empty cells, cells of nothing but spaces and
+    pandas' missing-value spellings (``NA``, ``null``, ``NaN``, ...) are missing values;
+    rows with an empty target are dropped. A categorical column distinct on more than
+    :data:`IDENTIFIER_SHARE` of its rows, a first column of row labels (headed
+    ``rownames`` or nothing) and a column with no value are dropped with a warning (name
+    the first two in ``categorical`` / ``numeric`` to keep them). A delimiter ending every
+    row is no extra field.
 
     Parameters
     ----------
@@ -109,12 +114,14 @@ def read_csv_table(
     try:
         # the same missing spellings as a request's (MISSING_TOKENS); forced categories as
         # the file writes them ("02134" stays "02134", not the number 2134)
-        frame = pd.read_csv(
-            path,
-            keep_default_na=False,
-            na_values=sorted(MISSING_TOKENS),
-            dtype={name: str for name in categorical},
-        )
+        options: dict[str, Any] = {
+            "keep_default_na": False,
+            "na_values": sorted(MISSING_TOKENS),
+            "dtype": {name: str for name in categorical},
+        }
+        frame = pd.read_csv(path, **options)
+        if _ends_rows_with_a_delimiter(frame):
+            frame = pd.read_csv(path, index_col=False, **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
@@ -122,6 +129,7 @@ def read_csv_table(
         raise DataError(f"{path.name} has a header but no data rows")
     _check_distinct_header(path)
     frame.columns = [str(column) for column in frame.columns]
+    frame = _blank_cells_missing(frame, categorical)
     names = list(frame.columns)
     if target not in names:
         raise DataError(
@@ -141,8 +149,15 @@ def read_csv_table(
         kind, cells, tokens = _typed(frame[name], name, name in categorical, name in numeric)
         forced = name in categorical or name in numeric
         reason = None if forced else _row_labels(name, names.index(name), whole[name])
+        if reason is None and frame[name].isna().all():
+            reason = "every cell is empty"
         if reason is None and kind == "categorical" and not forced:
-            reason = _identifier(cells)
+            numbers_but = _numbers_but(frame[name])
+            reason = _identifier(cells, numbers_but)
+            if reason is None and numbers_but is not None:
+                logger.warning(
+                    "column '%s' of %s is read as categories: %s", name, path.name, numbers_but
+                )
         if reason is not None:
             dropped.append(DroppedColumn(name=name, reason=reason))
             logger.warning("dropped column '%s' of %s: %s", name, path.name, reason)
@@ -173,9 +188,15 @@ def _typed(
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values[numbers.isna() & values.notna()]
         if len(bad):  # line 1 is the header
-            raise DataError(
-                f"column '{name}' is forced numeric but holds text, e.g. '{bad.iloc[0]}' at "
-                f"line {int(bad.index[0]) + 2}"
+            example = f"e.g. '{bad.iloc[0]}' at line {int(bad.index[0]) + 2}"
+            if len(bad) > MAX_TEXT_SHARE_FORCED_NUMERIC * len(present):
+                raise DataError(f"column '{name}' is forced numeric but holds text, {example}")
+            logger.warning(
+                "column '%s' is forced numeric: %d cells that are no numbers are read as "
+                "missing (%s)",
+                name,
+                len(bad),
+                example,
             )
         return "numeric", numbers.to_numpy(dtype=np.float64), None
     if not force_categorical:
@@ -195,17 +216,73 @@ def _typed(
     return "categorical", cells, None
 
 
-def _identifier(cells: np.ndarray) -> str | None:
+def _identifier(cells: np.ndarray, numbers_but: str | None) -> str | None:
+    """Why a categorical column identifies rows (it is distinct on nearly every row), or
+    None; ``numbers_but`` says that it is numbers but for a few cells."""
     present = [cell for cell in cells if cell is not None]
     if len(present) < IDENTIFIER_MIN_ROWS:
         return None
     share = len(set(present)) / len(present)
     if share <= IDENTIFIER_SHARE:
         return None
+    if numbers_but is not None:
+        return f"distinct on {share:.0%} of its rows as text: {numbers_but}"
     return (
         f"distinct on {share:.0%} of its rows, so it identifies rows rather than describing "
         "them (an id?); name it with --categorical to keep it"
     )
+
+
+def _numbers_but(values: Any) -> str | None:
+    """For a text column whose cells are numbers but for a few: what those are and the
+    option that keeps the numbers; None for any other column."""
+    import pandas as pd
+
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    bad = present[numbers.isna()]
+    if not len(bad) or len(bad) > MAX_TEXT_SHARE_FORCED_NUMERIC * len(present):
+        return None
+    return (
+        f"all but {len(bad)} of its cells are numbers (e.g. '{bad.iloc[0]}' at line "
+        f"{int(bad.index[0]) + 2}); --numeric {values.name} reads them as numbers, those "
+        "cells as missing"
+    )
+
+
+def _ends_rows_with_a_delimiter(frame: Any) -> bool:
+    """Whether pandas read every row's first field as the index because the rows have one
+    field more than the header, and that field is always empty: a delimiter ending each
+    row. (Rows whose extra first field holds values are row labels, as R's
+    ``write.table`` writes them; pandas reads those right.)"""
+    import pandas as pd
+
+    return (
+        not isinstance(frame.index, pd.RangeIndex)
+        and len(frame.columns) > 0
+        and bool(frame[frame.columns[-1]].isna().all())
+    )
+
+
+def _blank_cells_missing(frame: Any, categorical: tuple[str, ...]) -> Any:
+    """Cells of nothing but spaces (``" "``, as some exports write an empty number) as
+    missing values; a text column that then holds only numbers is read as numbers (unless
+    forced ``categorical``)."""
+    import pandas as pd
+
+    for name in frame.columns:
+        column = frame[name]
+        if not pd.api.types.is_string_dtype(column):  # text: str, or object
+            continue
+        blank = column.map(lambda cell: isinstance(cell, str) and is_missing_text(cell))
+        blank = blank.astype(bool)
+        if not blank.any():
+            continue
+        column = column.mask(blank)
+        numbers = pd.to_numeric(column, errors="coerce")
+        numeric = name not in categorical and numbers.notna().sum() == column.notna().sum()
+        frame[name] = numbers if numeric else column
+    return frame
 
 
 def _row_labels(name: str, position: int, cells: Any) -> str | None:

@@ -21,6 +21,7 @@ time and by the server (no torch, no pandas):
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -297,11 +298,26 @@ def table_from_records(spec: TabularSpec, records: Sequence[Mapping[str, Any]]) 
     return coerce_table(spec, columns, "records")  # columns dropped in training are ignored
 
 
+def is_missing_text(text: str) -> bool:
+    """Whether a cell's text means "missing": one of :data:`MISSING_TOKENS`, or nothing but
+    spaces (as training reads a CSV's ``" "``)."""
+    return text in MISSING_TOKENS or not text.strip()
+
+
+#: The text of an integral number with a zero fraction (``415.0``, as pandas writes an
+#: integer column with missing cells): the level is ``415``.
+_INTEGRAL_TEXT = re.compile(r"(-?[0-9]+)\.0+")
+
+
 def level_text(value: Any) -> str:
-    """The text of a categorical value: integral numbers without a trailing ``.0``."""
+    """The text of a categorical value: integral numbers without a trailing ``.0``, whether
+    they come as numbers or as text (``415``, ``415.0`` and ``"415.0"`` are level
+    ``415``; ``"02134"`` stays as written)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value)
+    text = str(value)
+    integral = _INTEGRAL_TEXT.fullmatch(text)
+    return integral.group(1) if integral else text
 
 
 def boolean_tokens(values: Iterable[str]) -> tuple[str, str] | None:
@@ -441,7 +457,7 @@ def _category(column: ColumnSpec, cell: Any, where: str) -> str | None:
     if isinstance(cell, bytes):
         cell = cell.decode("utf-8", errors="replace")
     if isinstance(cell, str):
-        return None if cell in MISSING_TOKENS else cell
+        return None if is_missing_text(cell) else level_text(cell)
     if isinstance(cell, bool) or not isinstance(cell, int | float):
         raise _type_error(column, cell, "a string", where)
     return level_text(cell)
@@ -450,7 +466,7 @@ def _category(column: ColumnSpec, cell: Any, where: str) -> str | None:
 def _number(column: ColumnSpec, cell: Any, where: str) -> float:
     if cell is None or (isinstance(cell, float) and math.isnan(cell)):
         return math.nan
-    if isinstance(cell, str) and cell in MISSING_TOKENS:  # "NA" in a CSV is missing
+    if isinstance(cell, str) and is_missing_text(cell):  # "NA" in a CSV is missing
         return math.nan
     if isinstance(cell, bool) or not isinstance(cell, int | float):
         raise _type_error(column, cell, "a number or null", where)
@@ -471,7 +487,7 @@ def _boolean(column: ColumnSpec, cell: Any, where: str) -> float:
         return float(cell)
     if isinstance(cell, str):
         text = cell.strip().lower()
-        if cell in MISSING_TOKENS or text == "":
+        if is_missing_text(cell):
             return math.nan
         if text in _TRUE or text == column.true_token:
             return 1.0

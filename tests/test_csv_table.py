@@ -124,24 +124,104 @@ def test_a_text_column_forced_numeric_names_the_column_and_the_value(mixed: Path
     )
 
 
-def test_forced_numeric_reads_numbers_and_names_the_row_of_the_first_text(tmp_path: Path) -> None:
+def test_forced_numeric_reads_a_few_text_cells_as_missing_and_names_the_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     lines = ["zip,label", "12,a", "13,b", "x9,a", "14,b"]
     good = read_csv_table(
         write(tmp_path / "ok.csv", lines[:3] + lines[4:]), "label", numeric=("zip",)
     )
     np.testing.assert_array_equal(good.table["zip"], [12, 13, 14])
+    with caplog.at_level(logging.WARNING, logger="ensembles.csv_table"):
+        odd = read_csv_table(write(tmp_path / "odd.csv", lines), "label", numeric=("zip",))
+    np.testing.assert_array_equal(odd.table["zip"], [12, 13, NAN, 14])
+    assert caplog.messages == [
+        "column 'zip' is forced numeric: 1 cells that are no numbers are read as missing "
+        "(e.g. 'x9' at line 4)"
+    ]
+    mostly_text = ["zip,label", "12,a", "x8,b", "x9,a", "x7,b"]
     with pytest.raises(
-        DataError, match="^column 'zip' is forced numeric but holds text, e.g. 'x9' at line 4$"
+        DataError, match="^column 'zip' is forced numeric but holds text, e.g. 'x8' at line 3$"
     ):
-        read_csv_table(write(tmp_path / "bad.csv", lines), "label", numeric=("zip",))
+        read_csv_table(write(tmp_path / "bad.csv", mostly_text), "label", numeric=("zip",))
 
 
-def test_the_row_of_forced_numeric_text_counts_rows_with_an_empty_target(tmp_path: Path) -> None:
+def test_the_row_of_forced_numeric_text_counts_rows_with_an_empty_target(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # "x9" is on line 4 of the file, as in the test above; the empty target on line 2
     # must not shift the line the message names
     lines = ["zip,label", "12,", "13,b", "x9,a", "14,b"]
-    with pytest.raises(DataError, match="e.g. 'x9' at line 4$"):
-        read_csv_table(write(tmp_path / "bad.csv", lines), "label", numeric=("zip",))
+    with caplog.at_level(logging.WARNING, logger="ensembles.csv_table"):
+        read_csv_table(write(tmp_path / "odd.csv", lines), "label", numeric=("zip",))
+    assert caplog.messages[0].endswith("(e.g. 'x9' at line 4)")
+
+
+def test_a_code_column_written_with_a_zero_fraction_has_integral_levels(tmp_path: Path) -> None:
+    """pandas writes an integer column with missing cells as 1.0, 2.0, ...: forced
+    categorical, its levels are 1, 2 (what a request's 1 or "1" matches), not "1.0"."""
+    rows = [f"{i % 2},{'' if i == 4 else float(i % 3 + 1)}" for i in range(12)]
+    table = read_csv_table(
+        write(tmp_path / "codes.csv", ["label,zip", *rows]), "label", categorical=("zip",)
+    )
+    assert sorted({cell for cell in table.table["zip"] if cell is not None}) == ["1", "2", "3"]
+
+
+def test_a_delimiter_ending_every_row_shifts_no_column(tmp_path: Path) -> None:
+    """``yes,0.5,blue,``: one field more than the header on every row, always empty.
+    pandas would read the first field as the index and shift every name by one."""
+    rows = [f"{'yes' if i % 2 else 'no'},{i / 10},{'blue' if i % 3 else 'red'}," for i in range(8)]
+    table = read_csv_table(write(tmp_path / "trail.csv", ["label,x,color", *rows]), "label")
+    assert [(c.name, c.kind) for c in table.columns] == [("x", "numeric"), ("color", "categorical")]
+    assert table.target.tolist()[:2] == ["no", "yes"]
+    np.testing.assert_allclose(table.table["x"], [i / 10 for i in range(8)])
+    labelled = ["x,color,label", *(f"r{i},{i},c{i % 2},{i % 2}" for i in range(8))]
+    with_labels = read_csv_table(write(tmp_path / "labels.csv", labelled), "label")
+    assert [c.name for c in with_labels.columns] == ["x", "color"]  # R's write.table rows
+
+
+def test_a_column_with_no_value_is_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delimiter ending the header too makes a nameless column of nothing."""
+    rows = [f"{i % 2},{i}," for i in range(8)]
+    with caplog.at_level(logging.WARNING, logger="ensembles.csv_table"):
+        table = read_csv_table(write(tmp_path / "both.csv", ["label,x,", *rows]), "label")
+    assert [c.name for c in table.columns] == ["x"]
+    assert [(d.name, d.reason) for d in table.dropped] == [("Unnamed: 2", "every cell is empty")]
+
+
+def test_cells_of_spaces_are_missing_and_a_number_column_stays_numeric(tmp_path: Path) -> None:
+    """IBM's Telco churn table writes an empty TotalCharges as one space."""
+    rows = [f"{i % 2},{' ' if i == 3 else 20.5 * i},{'a' if i % 2 else '  '}" for i in range(30)]
+    table = read_csv_table(write(tmp_path / "telco.csv", ["label,total,kind", *rows]), "label")
+    kinds = {c.name: c.kind for c in table.columns}
+    assert kinds == {"total": "numeric", "kind": "categorical"}
+    assert np.isnan(table.table["total"][3]) and table.table["total"][4] == 82.0
+    assert table.table["kind"][0] is None and table.table["kind"][1] == "a"
+
+
+def test_a_number_column_with_a_stray_text_cell_points_to_numeric(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [f"{i % 2},{'n.a.' if i == 5 else 10.25 * i}" for i in range(30)]
+    path = write(tmp_path / "stray.csv", ["label,charges", *rows])
+    with pytest.raises(DataError, match="no usable feature column") as caught:
+        read_csv_table(path, "label")
+    hint = (
+        "all but 1 of its cells are numbers (e.g. 'n.a.' at line 7); --numeric charges reads "
+        "them as numbers, those cells as missing"
+    )
+    assert hint in str(caught.value)
+    kept = read_csv_table(path, "label", numeric=("charges",))
+    assert np.isnan(kept.table["charges"][5]) and kept.table["charges"][6] == 61.5
+    few = ["label,code", *(f"{i % 2},{'x' if i == 2 else i % 3}" for i in range(30))]
+    with caplog.at_level(logging.WARNING, logger="ensembles.csv_table"):
+        read_csv_table(write(tmp_path / "few.csv", few), "label")
+    assert any(
+        m.startswith("column 'code' of few.csv is read as categories: all but 1 of its cells")
+        for m in caplog.messages
+    )
 
 
 @pytest.mark.parametrize(

@@ -341,6 +341,23 @@ def test_numbers_in_a_categorical_column_are_matched_as_text() -> None:
     assert encoded.unseen == {}
 
 
+def test_integral_number_text_is_one_level_however_it_is_written() -> None:
+    """pandas writes an integer column with missing cells as ``1.0``, ``2.0``: a code column
+    read from such a file matches the number 1 and the text "1" (and "02134" stays)."""
+    spec = categorical(["1"] * 5 + ["2"] * 5 + ["02134"] * 5)  # as read_csv_table reads them
+    table = coerce_table(spec, {"c": [1, 1.0, "1", "1.0", "2.00", "02134", "2134"]})
+    assert table["c"].tolist() == ["1", "1", "1", "1", "2", "02134", "2134"]
+    assert spec.encode(table).unseen == {"c": 1}
+
+
+def test_cells_of_spaces_are_missing_as_training_reads_them() -> None:
+    spec = fitted()
+    spaced = spec.encode(coerce_table(spec, good_columns(color=[" ", None], flag=["  ", None])))
+    clean = spec.encode(coerce_table(spec, good_columns(color=[None, None], flag=[None, None])))
+    np.testing.assert_array_equal(spaced.X, clean.X)
+    assert spaced.unseen == {}
+
+
 def test_a_float_array_with_nan_in_a_categorical_column_is_missing_as_a_list_is() -> None:
     spec = categorical(["415"] * 5 + [None] * 5)
     from_list = coerce_table(spec, {"c": [415.0, NAN]})["c"].tolist()
