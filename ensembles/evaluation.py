@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ensembles import defaults
-from ensembles.combiners import build_combiner
+from ensembles.combiners import build_combiner, split_rows
 from ensembles.default_choice import effective_members, ranking_loss
 from ensembles.errors import ConfigError, DataError, ShapeError
 from ensembles.heldout import FitSet, HeldoutPredictions, SplitPredictions
@@ -196,12 +196,12 @@ def crossfit(
 ) -> CrossFit:
     """Honest held-out scores of a combiner: fitted on one half of its rows, scored on the other.
 
-    Two halves of one seeded permutation (the same for every combiner, so row losses pair
-    up across combiners), each scored by the combiner fitted on the other half. Scoring on
-    the rows a combiner was fitted on would favour the most flexible one (stacking).
+    Two seeded halves (the same for every combiner, so row losses pair up across
+    combiners; stratified by class, so that a class of two fit rows is in both), each
+    scored by the combiner fitted on the other half. Scoring on the rows a combiner was
+    fitted on would favour the most flexible one (stacking).
     """
-    order = np.random.default_rng(0).permutation(len(data.y))
-    halves = np.array_split(order, 2)
+    halves = split_rows(data.y, task, seed=0)
     scores = []
     losses = np.empty(len(data.y))
     outputs = np.empty(data.member_preds.shape[1:])

@@ -10,7 +10,7 @@ import difflib
 from typing import Any
 
 from ensembles.combiners._averaging import MeanCombiner
-from ensembles.combiners._base import Combiner, Task
+from ensembles.combiners._base import Combiner, Task, split_rows
 from ensembles.combiners._blending import BlendingCombiner
 from ensembles.combiners._stacking import StackingCombiner
 from ensembles.combiners._voting import VotingCombiner
@@ -26,6 +26,7 @@ __all__ = [
     "VotingCombiner",
     "build_combiner",
     "combiner_from_state",
+    "split_rows",
 ]
 
 _REGISTRY: dict[str, type[Combiner]] = {

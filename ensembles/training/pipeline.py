@@ -167,7 +167,7 @@ def run_training(request: TrainRequest) -> TrainReport:
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
-    check_before_training(request, config, splits)
+    request = check_before_training(request, config, splits)
     data = TrainingData.from_splits(splits)
     wants_averaging = wants_weight_averaging(request)
     n_rows = len(data.y_train) + len(data.y_val)

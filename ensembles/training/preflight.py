@@ -6,7 +6,9 @@ one line, never after every member has trained.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,8 @@ from ensembles.training.weight_averaging import check_weight_averaging
 
 if TYPE_CHECKING:  # the request is defined by the pipeline, which imports this module
     from ensembles.training.pipeline import TrainRequest
+
+logger = logging.getLogger(__name__)
 
 
 #: The most members an ensemble may have. Past a few tens an ensemble gains next to nothing
@@ -217,10 +221,19 @@ def _variant_problems(request: TrainRequest) -> list[str]:
     return variant_problems(variants, request.config, same_layout=request.force_weight_averaging)
 
 
-def check_before_training(request: TrainRequest, config: TrainConfig, splits: Splits) -> None:
+def check_before_training(
+    request: TrainRequest, config: TrainConfig, splits: Splits
+) -> TrainRequest:
     """Fail before any member trains on what the split and the options already rule out.
 
     ``config`` is :func:`validated_config`'s answer for ``request``.
+
+    Returns
+    -------
+    TrainRequest
+        ``request``, or, when ``combiners`` was not given and some of the default ones
+        cannot be fitted on the rows they would get, the request with those left out
+        (with a warning): an optional combiner never stops the default path.
 
     Raises
     ------
@@ -231,7 +244,7 @@ def check_before_training(request: TrainRequest, config: TrainConfig, splits: Sp
     _check_horizontal_window(request, config, splits)
     check_task_options(request, splits.train.task)
     _check_combiners(request, splits.train.task)
-    _check_combiner_rows(request, splits)
+    return _check_combiner_rows(request, splits)
 
 
 def _check_rows(request: TrainRequest, splits: Splits) -> None:
@@ -323,8 +336,9 @@ def _check_combiners(request: TrainRequest, task: Task) -> None:
         )
 
 
-def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
-    """Fail before training when a combiner cannot be fitted on the rows it will get.
+def _check_combiner_rows(request: TrainRequest, splits: Splits) -> TrainRequest:
+    """Fail before training when a combiner asked for cannot be fitted on the rows it
+    will get; leave out a default one that cannot (never ``mean``), with a warning.
 
     Too few fit rows, or a class missing from them or from a cross-fitting half, would
     otherwise only fail once every member has trained.
@@ -344,9 +358,16 @@ def _check_combiner_rows(request: TrainRequest, splits: Splits) -> None:
 
     found = problems(request.calibrate)
     if not found:
-        return
+        return request
     names = check_combiner_names(request.combiners, task)
     fitting = [name for name in names if name not in found]
+    if request.combiners is None and REFERENCE in fitting:
+        logger.warning(
+            "left out of the default combiners, as the %s rows are too few to fit them: %s",
+            fit_set.record["source"],
+            "; ".join(found.values()),
+        )
+        return dataclasses.replace(request, combiners=tuple(fitting))
     fitting += [WEIGHT_AVERAGE] if wants_weight_averaging(request) else []
     advice = "add rows or raise --validation-fraction"
     if fitting:

@@ -190,10 +190,13 @@ def test_csv_with_string_labels_trains(tmp_path: Path, capsys: pytest.CaptureFix
             "--test-fraction must be between 0 and 1, got 1.5$",
         ),
         (
-            ["--dataset", "wine", "--strategy", "repeat", "--validation-fraction", "0.03"],
+            [
+                *("--dataset", "wine", "--strategy", "repeat", "--validation-fraction", "0.03"),
+                *("--combiners", "mean", "vote", "blend", "stack"),
+            ],
             "^error: the validation rows are too few to fit every combiner: blend fails on a "
             "cross-fitting half of the 6 fit rows: .*; add rows or raise --validation-fraction, "
-            "or fit only --combiners mean vote$",
+            "or fit only --combiners mean vote stack$",
         ),
         (
             ["--dataset", "wine", "--combiners", "blend", "stack"],
