@@ -134,6 +134,7 @@ def read_csv_table(
     if target not in names:
         raise DataError(
             f"target column '{target}' not in {path.name}; columns are: {', '.join(names)}"
+            + _delimiter_hint(names)
         )
     features = [name for name in names if name != target]
     if not features:
@@ -248,6 +249,15 @@ def _numbers_but(values: Any) -> str | None:
         f"{int(bad.index[0]) + 2}); --numeric {values.name} reads them as numbers, those "
         "cells as missing"
     )
+
+
+def _delimiter_hint(names: list[str]) -> str:
+    """A hint when the header read as one column holds another delimiter (``x;y``)."""
+    found = [d for d in (";", "\t", "|") if len(names) == 1 and d in names[0]]
+    if not found:
+        return ""
+    shown = "a tab" if found[0] == "\t" else f"'{found[0]}'"
+    return f" (the file seems separated by {shown}, not commas: save it as comma-separated)"
 
 
 def _ends_rows_with_a_delimiter(frame: Any) -> bool:

@@ -174,6 +174,8 @@ def load_csv(
         X = np.column_stack([csv.table[name] for name in features])
     values = csv.target
     numeric_target = pd.api.types.is_numeric_dtype(values)
+    if task is None and not numeric_target:
+        _check_not_numbers_but(values, target, path.name)
     if task is None:
         few_integers = numeric_target and (
             np.allclose(values, np.round(values))
@@ -191,6 +193,35 @@ def load_csv(
     y = np.array([index[label] for label in labels], dtype=np.int64)
     classes = [_label_text(label) for label in uniques]
     return _classification(X, y, features, classes, str(path), **extra)
+
+
+def _check_not_numbers_but(values: Any, target: str, file: str) -> None:
+    """Refuse a text target whose cells are numbers but for a few: a measure with stray
+    text (``unknown``, ``1,200``) would otherwise be read as hundreds of classes."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    odd = values[numbers.isna()]
+    if len(odd) and len(odd) <= len(values) // 2:
+        raise DataError(
+            f"target column '{target}' of {file} holds numbers but for {len(odd)} cells (e.g. "
+            f"'{odd.iloc[0]}' at line {int(odd.index[0]) + 2}): clean those cells (empty "
+            "ones drop their rows), or give --task classification if the values are labels"
+        )
+
+
+def _numbers_hint(dataset: Dataset) -> str:
+    """A hint for a CSV whose class labels are all numbers: maybe it is a measure."""
+    if dataset.source in BUILTIN_DATASETS or not dataset.classes:
+        return ""
+    try:
+        [float(label) for label in dataset.classes]
+    except ValueError:
+        return ""
+    return (
+        " (the target was read as classes, as its values are few integers: for a count or "
+        "a measure, give --task regression)"
+    )
 
 
 def load_data(
@@ -299,6 +330,7 @@ def split_dataset(
             f"{dataset.source} has {n_samples} rows for {n_classes} classes: the test and "
             f"validation splits would hold {n_test} and {n_validation} rows, fewer than one per "
             "class; add rows or raise --test-fraction / --validation-fraction"
+            + _numbers_hint(dataset)
         )
     if stratify is not None:
         smallest = int(np.bincount(dataset.y).min())
@@ -307,6 +339,7 @@ def split_dataset(
             raise DataError(
                 f"class '{label}' has {smallest} row(s) in {dataset.source}; "
                 "each class needs at least 3 for a stratified train/validation/test split"
+                f"{_numbers_hint(dataset)}"
             )
     index = np.arange(n_samples)
     rest, test = train_test_split(

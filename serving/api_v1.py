@@ -22,6 +22,7 @@ from starlette.routing import Route
 from ensembles.errors import NotFoundError, StoreError
 from ensembles.manifest import StrategyInfo, Task
 from ensembles.store import validate_name
+from ensembles.tabular import TabularSpec
 from serving.errors import (
     BodyTooLargeError,
     InvalidRequestError,
@@ -198,6 +199,12 @@ class EnsembleInfo(BaseModel):
     created: str | None = None
     task: Task | None = None
     features: list[str] | None = None
+    preprocessing: TabularSpec | None = Field(
+        default=None,
+        description="A table ensemble's raw columns, as records and V2 column inputs take "
+        "them (name, kind, a flag's spellings, a category's levels); null for one that "
+        "takes rows of numbers.",
+    )
     n_features: int | None = None
     classes: list[str] | None = None
     n_outputs: int | None = None
@@ -249,7 +256,8 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
         ``name``, ``version`` (None while no version is loaded), ``versions`` (every
         version's load state), ``latest_error``, ``fallback`` (while an older version
         serves because the newest wanted one was refused: which and why, else None); with a
-        loaded version also its manifest facts (``task``, ``features``, ``n_features``,
+        loaded version also its manifest facts (``task``, ``features``, ``preprocessing``
+        (a table ensemble's raw columns), ``n_features``,
         ``classes``, ``n_outputs``, ``strategy``, ``members``, ``combiners``,
         ``default_combiner``, ``baselines``), the ``uncertainty`` measures it returns and
         its ``feature_drift`` (see :meth:`serving.metrics.ServingMetrics.feature_drift`).
@@ -281,6 +289,7 @@ def ensemble_info(registry: EnsembleRegistry, name: str) -> dict[str, Any]:
         created=m.created,
         task=m.task,
         features=m.input.feature_names,
+        preprocessing=None if m.preprocessing is None else m.preprocessing.model_dump(),
         n_features=m.input.n_features,
         classes=m.classes,
         n_outputs=m.output.n_outputs,

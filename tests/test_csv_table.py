@@ -473,3 +473,35 @@ def test_a_column_forced_categorical_keeps_the_file_s_text(tmp_path: Path) -> No
     lines = ["zip,label", *[f"0213{i % 3},{'a' if i % 2 else 'b'}" for i in range(30)]]
     dataset = load_csv(write(tmp_path / "zips.csv", lines), "label", categorical=("zip",))
     assert sorted(dataset.tabular.column("zip").levels) == ["02130", "02131", "02132"]
+
+
+def test_a_file_separated_by_semicolons_is_named_as_such(tmp_path: Path) -> None:
+    path = write(tmp_path / "semi.csv", ["x;y", *(f"{i};{i % 2}" for i in range(8))])
+    with pytest.raises(DataError) as caught:
+        read_csv_table(path, "y")
+    assert str(caught.value) == (
+        "target column 'y' not in semi.csv; columns are: x;y (the file seems separated by "
+        "';', not commas: save it as comma-separated)"
+    )
+
+
+def test_a_numeric_target_with_a_stray_text_cell_is_named_not_read_as_classes(
+    tmp_path: Path,
+) -> None:
+    rows = [f"{i},{'unknown' if i == 7 else 1000 + 37 * i}" for i in range(40)]
+    with pytest.raises(DataError) as caught:
+        load_csv(write(tmp_path / "price.csv", ["x,price", *rows]), "price")
+    assert str(caught.value) == (
+        "target column 'price' of price.csv holds numbers but for 1 cells (e.g. 'unknown' at "
+        "line 9): clean those cells (empty ones drop their rows), or give --task "
+        "classification if the values are labels"
+    )
+
+
+def test_integer_classes_too_rare_to_split_suggest_regression(tmp_path: Path) -> None:
+    """A count (0-19) is read as classes; a class of one row then names --task regression."""
+    rows = [f"{i / 10},{min(i // 3, 19)}" for i in range(58)]
+    dataset = load_csv(write(tmp_path / "counts.csv", ["x,count", *rows]), "count")
+    assert dataset.task == "classification"
+    with pytest.raises(DataError, match=r"for a count or a measure, give --task regression\)$"):
+        split_dataset(dataset, seed=0)

@@ -15,7 +15,7 @@ import pytest
 
 from ensembles.errors import IntegrityError, NotFoundError, StoreError
 from ensembles.manifest import Manifest
-from ensembles.store import CHECKSUM_FILE, ModelStore, sha256_bytes
+from ensembles.store import CHECKSUM_FILE, ModelStore, sha256_bytes, validate_name
 from tests.store_toys import toy_writer
 
 
@@ -205,6 +205,27 @@ def test_unknown_version_lists_the_available_ones(tmp_path: Path) -> None:
 def test_names_that_could_escape_or_confuse_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(StoreError, match="invalid ensemble name"):
         ModelStore(tmp_path).publish(name, toy_writer())
+
+
+@pytest.mark.parametrize(
+    ("csv", "name"),
+    [
+        ("données.csv", "donnees"),
+        ("Ünïcode.csv", "unicode"),
+        ("My Data (2024).csv", "my-data-2024"),
+        ("sales.csv.gz", "sales"),
+        ("___.csv", "ensemble"),
+        ("数据.csv", "ensemble"),
+        ("a" * 70 + ".csv", "a" * 64),
+    ],
+)
+def test_a_csv_file_name_always_gives_a_valid_ensemble_name(csv: str, name: str) -> None:
+    """The default name comes from the file: any file name a user has must give one that
+    the store accepts (non-ASCII letters and long stems were refused before training)."""
+    from ensembles.training.pipeline import TrainRequest
+
+    derived = TrainRequest(csv=csv, target="y").ensemble_name
+    assert derived == name and validate_name(derived) == derived
 
 
 @pytest.mark.parametrize(

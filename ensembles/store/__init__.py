@@ -18,6 +18,7 @@ from ensembles.store._layout import (
     VERSION_PATTERN,
     Fingerprint,
     StoredVersion,
+    name_from,
     sha256_bytes,
     validate_name,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Fingerprint",
     "ModelStore",
     "StoredVersion",
+    "name_from",
     "sha256_bytes",
     "validate_name",
 ]

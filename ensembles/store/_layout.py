@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from pathlib import Path
 from ensembles.errors import StoreError
 from ensembles.manifest import Manifest
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The longest ensemble name.
+MAX_NAME_LENGTH = 64
+NAME_PATTERN = re.compile(rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_NAME_LENGTH - 1}}}$")
 #: The most digits of a version number (so that every version fits an int64).
 MAX_VERSION_DIGITS = 18
 #: Version folders and the ``latest`` pointer: ASCII digits, no leading zero.
@@ -89,6 +92,18 @@ def validate_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def name_from(text: str) -> str:
+    """A valid ensemble name made from ``text`` (a file name's stem, a dataset's name).
+
+    Lowercase ASCII with accents dropped (``données`` is ``donnees``), every run of other
+    characters one ``-``, at most :data:`MAX_NAME_LENGTH` characters; ``ensemble`` when
+    nothing is left (``___``, ``数据``).
+    """
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^a-z0-9_-]+", "-", plain.lower()).strip("-_")
+    return name[:MAX_NAME_LENGTH].rstrip("-_") or "ensemble"
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -15,7 +15,7 @@ from ensembles.export import export_member
 from ensembles.heldout import HELDOUT_FILE, HeldoutPredictions, SplitPredictions
 from ensembles.manifest import Manifest, Strategy, Task
 from ensembles.reproduction import TEST_OUTPUTS_FILE, save_test_outputs
-from ensembles.store import ModelStore
+from ensembles.store import ModelStore, name_from
 from ensembles.training.combining import AVERAGED_FILE, combine
 from ensembles.training.config import Engine, Refit, Regularization, SoupMethod, TrainConfig
 from ensembles.training.loop import member_outputs
@@ -125,8 +125,18 @@ class TrainRequest:
         """The name the version is published under."""
         if self.name:
             return self.name
-        stem = Path(self.csv).stem if self.csv else (self.dataset or "ensemble")
-        return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower()).strip("-_")
+        return name_from(_file_stem(Path(self.csv)) if self.csv else (self.dataset or ""))
+
+
+#: File name endings left out of the ensemble name a CSV gives (``sales.csv.gz``: sales).
+_DATA_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".gz", ".bz2", ".xz", ".zip", ".zst"})
+
+
+def _file_stem(path: Path) -> str:
+    """The name of ``path`` without its data and compression suffixes."""
+    while path.suffix.lower() in _DATA_SUFFIXES:
+        path = path.with_suffix("")
+    return path.name
 
 
 @dataclass

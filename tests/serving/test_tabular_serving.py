@@ -321,3 +321,16 @@ def test_binary_bytes_beyond_the_shape_are_refused(mixed, http):
     assert answer.json()["error"] == (
         f"input '{STATE}' has 4000 bytes after its 1 BYTES elements (check binary_data_size)"
     )
+
+
+def test_the_ensemble_info_names_the_raw_columns_records_take(mixed, http):
+    """A client of a table ensemble learns which columns to send from the info, not from
+    the encoded ``features`` (which records refuse)."""
+    info = http.get(f"/v1/ensembles/{NAME}").json()
+    columns = {column["name"]: column for column in info["preprocessing"]["columns"]}
+    assert list(columns) == mixed["manifest"].preprocessing.column_names
+    assert columns[PLAN]["kind"] == "boolean"
+    assert (columns[PLAN]["true_token"], columns[PLAN]["false_token"]) == ("yes", "no")
+    assert columns[STATE]["kind"] == "categorical" and columns[STATE]["levels"]
+    record = {name: None for name in columns}
+    assert _predict(http, {"records": [record]}).status_code == 200
