@@ -52,7 +52,8 @@ class CsvTable:
     dropped : list of DroppedColumn
         Columns left out, and why.
     target : pandas.Series
-        The target column, rows with an empty target removed.
+        The target column, rows with an empty target removed; its index is each row's
+        position among the file's data rows (line = index + 2).
     rows_without_target : int
         Rows dropped because their target cell was empty.
     """
@@ -119,9 +120,7 @@ def read_csv_table(
             "na_values": sorted(MISSING_TOKENS),
             "dtype": {name: str for name in categorical},
         }
-        frame = pd.read_csv(path, **options)
-        if _ends_rows_with_a_delimiter(frame):
-            frame = pd.read_csv(path, index_col=False, **options)
+        frame = _unshifted(pd.read_csv(path, **options), path, options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
@@ -174,7 +173,7 @@ def read_csv_table(
     if not columns:
         reasons = "; ".join(f"{column.name} was dropped as {column.reason}" for column in dropped)
         raise DataError(f"{path.name} has no usable feature column: {reasons}")
-    target_values = frame[target].reset_index(drop=True)
+    target_values = frame[target]  # indexed by the file's rows, as the messages count
     return CsvTable(table, columns, dropped, target_values, int(empty_target.sum()))
 
 
@@ -260,18 +259,25 @@ def _delimiter_hint(names: list[str]) -> str:
     return f" (the file seems separated by {shown}, not commas: save it as comma-separated)"
 
 
-def _ends_rows_with_a_delimiter(frame: Any) -> bool:
-    """Whether pandas read every row's first field as the index because the rows have one
-    field more than the header, and that field is always empty: a delimiter ending each
-    row. (Rows whose extra first field holds values are row labels, as R's
-    ``write.table`` writes them; pandas reads those right.)"""
+def _unshifted(frame: Any, path: Path, options: dict[str, Any]) -> Any:
+    """``frame``, or the file read again when a delimiter ends every row.
+
+    Rows of one field more than the header make pandas read their first field as the row
+    index and every column one name to the left; when that extra field is always empty
+    (``yes,0.5,blue,``), the last column read holds nothing but empty text, and reading
+    the file again without an index gives other columns. Rows whose extra first field
+    holds row labels (R's ``write.table``) leave a last column with values, ``NA`` among
+    them, and are read as pandas reads them.
+    """
     import pandas as pd
 
-    return (
-        not isinstance(frame.index, pd.RangeIndex)
-        and len(frame.columns) > 0
-        and bool(frame[frame.columns[-1]].isna().all())
-    )
+    if not len(frame.columns) or not frame[frame.columns[-1]].isna().all():
+        return frame
+    last = pd.read_csv(path, keep_default_na=False, dtype=str).iloc[:, -1]  # as written
+    if (last != "").any():
+        return frame
+    unshifted = pd.read_csv(path, index_col=False, **options)
+    return frame if unshifted.equals(frame.reset_index(drop=True)) else unshifted
 
 
 def _blank_cells_missing(frame: Any, categorical: tuple[str, ...]) -> Any:

@@ -202,7 +202,8 @@ def _check_not_numbers_but(values: Any, target: str, file: str) -> None:
 
     numbers = pd.to_numeric(values, errors="coerce")
     odd = values[numbers.isna()]
-    if len(odd) and len(odd) <= len(values) // 2:
+    measure = numbers.nunique() > _MAX_CLASSES_FOR_NUMERIC_TARGET  # else labels like "3+"
+    if len(odd) and len(odd) <= len(values) // 2 and measure:
         raise DataError(
             f"target column '{target}' of {file} holds numbers but for {len(odd)} cells (e.g. "
             f"'{odd.iloc[0]}' at line {int(odd.index[0]) + 2}): clean those cells (empty "

@@ -317,7 +317,10 @@ def level_text(value: Any) -> str:
         return str(int(value))
     text = str(value)
     integral = _INTEGRAL_TEXT.fullmatch(text)
-    return integral.group(1) if integral else text
+    if integral is None:
+        return text
+    digits = integral.group(1)
+    return "0" if digits.lstrip("-").strip("0") == "" else digits  # "-0.0" is 0, as -0.0
 
 
 def boolean_tokens(values: Iterable[str]) -> tuple[str, str] | None:
@@ -373,8 +376,11 @@ class TableEncoder:
             if column.kind != "categorical":
                 continue
             width = len(column.levels) + column.missing + column.other
-            index = {level: k for k, level in enumerate(column.levels)}
-            self._blocks.append((column, start, width, index, frozenset(column.rare_levels)))
+            # keyed as cells are spelled (level_text): a version whose levels were stored
+            # before "415.0" became "415" matches the cells of today's requests
+            index = {level_text(level): k for k, level in enumerate(column.levels)}
+            rare = frozenset(map(level_text, column.rare_levels))
+            self._blocks.append((column, start, width, index, rare))
             start += width
         #: Width of the encoded matrix.
         self.n_features = start

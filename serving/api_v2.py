@@ -19,6 +19,7 @@ from serving.errors import (
     InvalidRequestError,
     ModelUnavailableError,
     NotReadyError,
+    UnauthorizedError,
     VersionRefusedError,
     error_responses,
 )
@@ -143,15 +144,25 @@ async def model_ready(name: EnsembleName, registry: Registry) -> Response:
     responses=error_responses(ModelUnavailableError, InvalidRequestError),
 )
 async def model_version_ready(
-    name: EnsembleName, version: VersionText, registry: Registry
+    name: EnsembleName, version: VersionText, registry: Registry, request: Request
 ) -> Response:
     """200 when that version serves, else 400 with the reason.
 
     A version the metadata lists but no request has asked for yet loads here, as an
     inference request naming it would load it: a client that waits for the version to be
-    ready before it pins requests to it gets its answer instead of waiting forever.
+    ready before it pins requests to it gets its answer instead of waiting forever. Where
+    the server has a token, only a probe that carries it loads (loading is the work of
+    an inference request); any other probe is answered from what is loaded.
     """
     number = parse_version(version)
+    if number is not None and registry.loaded(name, number) is None:
+        try:
+            await require_token(request)
+        except UnauthorizedError as exc:
+            raise ModelUnavailableError(
+                f"model '{name}' version {number} is not ready: it is not loaded (a request "
+                "with the server's token, this probe or an inference, loads it)"
+            ) from exc
     try:
         await registry.get(name, number)
     except (NotFoundError, VersionRefusedError, NotReadyError) as exc:

@@ -157,7 +157,11 @@ class StoreScanner:
     def _not_listed(self, name: str, version: int) -> str:
         """Why ``version`` is no version: it has no manifest, or (on an object store) it
         was committed but its manifest or checksum changed since."""
-        if not self.store.is_local and version in self.store.unlisted_versions(name):
+        try:
+            damaged = not self.store.is_local and version in self.store.unlisted_versions(name)
+        except OSError:  # out of reach right now: the plain reason, and the scan goes on
+            damaged = False
+        if damaged:
             return (
                 f"which no longer verifies: its {MANIFEST_FILE} or {CHECKSUM_FILE} changed "
                 "since it was published (ensembles-store check names the problem)"

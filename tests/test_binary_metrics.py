@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ensembles.combiners import split_rows
 from ensembles.errors import ShapeError
 from ensembles.evaluation import crossfit
 from ensembles.heldout import SplitPredictions
@@ -90,16 +91,18 @@ def test_more_than_two_classes_are_refused() -> None:
 
 
 def test_crossfit_keeps_the_half_where_roc_auc_is_defined() -> None:
+    """One positive row: the halves are stratified, so only the half holding it has both
+    classes, and the metric is that half's."""
     n_rows = 40
-    _, second = np.array_split(np.random.default_rng(0).permutation(n_rows), 2)
     rng = np.random.default_rng(3)
     y = np.zeros(n_rows, dtype=np.int64)
-    y[second] = rng.integers(0, 2, size=len(second))
-    y[second[:2]] = [0, 1]  # only the second half holds both classes
+    y[17] = 1
+    halves = split_rows(y, "classification", seed=0)
+    both = next(half for half in halves if 17 in half)
     positive = rng.random((2, n_rows))
     member_preds = np.stack([np.column_stack([1 - p, p]) for p in positive])
     data = SplitPredictions(rng.normal(size=(n_rows, 2)), y, member_preds)
     metrics = crossfit("mean", "classification", {}, data).metrics
-    expected = roc_auc(member_preds[:, second].mean(axis=0), y[second])
+    expected = roc_auc(member_preds[:, both].mean(axis=0), y[both])
     assert metrics["roc_auc"] == pytest.approx(expected, abs=1e-12)
     assert list(metrics) == [*CORE_KEYS, "roc_auc", "average_precision"]

@@ -180,6 +180,28 @@ def test_a_delimiter_ending_every_row_shifts_no_column(tmp_path: Path) -> None:
     assert [c.name for c in with_labels.columns] == ["x", "color"]  # R's write.table rows
 
 
+def test_a_delimiter_ending_rows_that_start_with_a_row_number_shifts_no_column(
+    tmp_path: Path,
+) -> None:
+    """pandas 3 reads an implicit index of 0, 1, 2, ... as a RangeIndex: the shift must be
+    seen from the columns, not from the index's type."""
+    rows = [f"{i},{i % 2},{i / 10}," for i in range(8)]
+    table = read_csv_table(write(tmp_path / "ids.csv", ["id,label,x", *rows]), "label")
+    assert table.target.tolist() == [i % 2 for i in range(8)]
+    np.testing.assert_allclose(table.table["x"], [i / 10 for i in range(8)])
+
+
+def test_row_labels_before_an_empty_last_column_are_read_as_r_writes_them(
+    tmp_path: Path,
+) -> None:
+    """R's write.table: a label first on every row, not in the header; the last column
+    missing throughout (NA) is no delimiter ending the rows."""
+    rows = [f"r{i},{i % 2},{i},NA" for i in range(8)]
+    table = read_csv_table(write(tmp_path / "r.csv", ["label,x,empty", *rows]), "label")
+    assert table.target.tolist() == [i % 2 for i in range(8)]
+    np.testing.assert_allclose(table.table["x"], list(range(8)))
+
+
 def test_a_column_with_no_value_is_dropped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -488,14 +510,21 @@ def test_a_file_separated_by_semicolons_is_named_as_such(tmp_path: Path) -> None
 def test_a_numeric_target_with_a_stray_text_cell_is_named_not_read_as_classes(
     tmp_path: Path,
 ) -> None:
-    rows = [f"{i},{'unknown' if i == 7 else 1000 + 37 * i}" for i in range(40)]
-    with pytest.raises(DataError) as caught:
+    rows = [f"{i},{'unknown' if i == 7 else '' if i < 3 else 1000 + 37 * i}" for i in range(40)]
+    with pytest.raises(DataError) as caught:  # the rows without a target do not shift line 9
         load_csv(write(tmp_path / "price.csv", ["x,price", *rows]), "price")
     assert str(caught.value) == (
         "target column 'price' of price.csv holds numbers but for 1 cells (e.g. 'unknown' at "
         "line 9): clean those cells (empty ones drop their rows), or give --task "
         "classification if the values are labels"
     )
+    labels = [f"{i},{'3+' if i % 4 == 3 else i % 4}" for i in range(40)]  # labels, no measure
+    assert load_csv(write(tmp_path / "kids.csv", ["x,kids", *labels]), "kids").classes == [
+        "0",
+        "1",
+        "2",
+        "3+",
+    ]
 
 
 def test_integer_classes_too_rare_to_split_suggest_regression(tmp_path: Path) -> None:

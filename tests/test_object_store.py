@@ -104,27 +104,37 @@ def test_an_exception_inside_write_leaves_nothing(s3_store: str) -> None:
     assert store.publish("toy", toy_writer(b"next")).version == 2
 
 
-@pytest.mark.parametrize("where", ["commit answer lost", "latest"])
+@pytest.mark.parametrize("where", ["commit answer lost", "read back", "latest"])
 def test_a_failure_after_the_commit_says_the_version_was_published(
     object_store: ModelStore, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """Ctrl-C once the checksum landed (its answer lost), or while ``latest`` moves: the
-    version is whole, kept, and the exception says so (nobody may report "nothing was
-    published")."""
+    """Ctrl-C once the checksum landed (its answer lost), while the version is read back,
+    or while ``latest`` moves: the version is whole, kept, and the exception says so
+    (nobody may report "nothing was published")."""
     store = object_store
     store.publish("toy", toy_writer())
     fs = store._backend.fs
-    real_pipe_file = fs.pipe_file
+    real_pipe_file, real_cat_file = fs.pipe_file, fs.cat_file
+    committed: list[str] = []
 
     def interrupted_pipe_file(path: str, data: bytes, **kwargs: object) -> None:
         committing = path.endswith(f"/{CHECKSUM_FILE}") and not data.startswith(b"claimed")
         if where == "latest" and path.endswith("/toy/latest"):
             raise KeyboardInterrupt
         real_pipe_file(path, data, **kwargs)
-        if where == "commit answer lost" and committing:
+        if committing:
+            committed.append(path)
+            if where == "commit answer lost":
+                raise KeyboardInterrupt
+
+    def interrupted_cat_file(path: str, *args: object, **kwargs: object) -> bytes:
+        if where == "read back" and committed:
+            committed.clear()
             raise KeyboardInterrupt
+        return real_cat_file(path, *args, **kwargs)
 
     monkeypatch.setattr(fs, "pipe_file", interrupted_pipe_file)
+    monkeypatch.setattr(fs, "cat_file", interrupted_cat_file)
     with pytest.raises(KeyboardInterrupt) as raised:
         store.publish("toy", toy_writer(b"second"))
     assert raised.value.__notes__ == [

@@ -350,6 +350,17 @@ def test_integral_number_text_is_one_level_however_it_is_written() -> None:
     assert spec.encode(table).unseen == {"c": 1}
 
 
+def test_a_version_whose_levels_were_stored_with_a_zero_fraction_still_matches() -> None:
+    """Versions never change: one published while "415.0" was its own level keeps
+    matching a request's 415, "415" and "415.0", which are all cells of level 415 today."""
+    spec = categorical(["415.0"] * 5 + ["510.0"] * 5 + ["7"] * 2)  # as an older reader kept them
+    assert spec.column("c").levels == ["415.0", "510.0"] and spec.column("c").rare_levels == ["7"]
+    table = coerce_table(spec, {"c": [415, "415", "415.0", 510.0, "7", "8"]})
+    encoded = spec.encode(table)
+    np.testing.assert_array_equal(encoded.X[:4, :2], [[1, 0], [1, 0], [1, 0], [0, 1]])
+    assert encoded.unseen == {"c": 1}  # "7" was a rare training level, "8" never seen
+
+
 def test_cells_of_spaces_are_missing_as_training_reads_them() -> None:
     spec = fitted()
     spaced = spec.encode(coerce_table(spec, good_columns(color=[" ", None], flag=["  ", None])))

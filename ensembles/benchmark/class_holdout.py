@@ -17,6 +17,7 @@ import numpy as np
 
 from ensembles.data import Dataset, load_data
 from ensembles.errors import ConfigError
+from ensembles.store import name_from
 from ensembles.tabular import ColumnSpec, TabularSpec
 
 if TYPE_CHECKING:  # the training modules import torch; this module stays torch-free
@@ -128,8 +129,7 @@ def holdout_request(
         template.numeric,
     )
     inside, outside = split_classes(dataset, holdout)
-    labels = "-".join("".join(c if c.isalnum() else "-" for c in label) for label in holdout)
-    name = f"{template.ensemble_name}-without-{labels}"[:48].strip("-_")
+    name = name_from(f"{template.ensemble_name}-without-{'-'.join(holdout)}")
     target = write_csv(inside, folder / f"{name}.csv")
     columns = dataset.tabular.columns if dataset.tabular is not None else []
     request = replace(

@@ -145,8 +145,8 @@ def run_command(
 
 
 def _notes(exc: BaseException) -> list[str]:
-    """The notes added to ``exc`` on its way up (:pep:`678`)."""
-    return [str(note) for note in getattr(exc, "__notes__", ())]
+    """The notes added to ``exc`` on its way up (:pep:`678`), each on one line."""
+    return [" ".join(str(note).split()) for note in getattr(exc, "__notes__", ())]
 
 
 def _error_line(message: str, exc: BaseException) -> str:

@@ -34,7 +34,9 @@ def split_rows(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.nda
     y : np.ndarray, shape (n_samples,) or (n_samples, n_outputs)
         Targets of the rows to split.
     task : {"classification", "regression"}
-        Classification alternates the rows of each class between the halves.
+        Classification alternates the rows of each class between the halves, the
+        alternation going on from one class to the next, so the halves differ by one row at
+        most and every class of two rows or more is in both.
     seed : int
         Seed of the permutation.
 
@@ -46,12 +48,9 @@ def split_rows(y: np.ndarray, task: Task, seed: int) -> tuple[np.ndarray, np.nda
     rng = np.random.default_rng(seed)
     n_samples = len(y)
     if task == "classification":
-        first = []
-        for label in np.unique(y):
-            rows = rng.permutation(np.flatnonzero(y == label))
-            first.append(rows[::2])
+        by_class = [rng.permutation(np.flatnonzero(y == label)) for label in np.unique(y)]
         mask = np.zeros(n_samples, dtype=bool)
-        mask[np.concatenate(first)] = True
+        mask[np.concatenate(by_class)[::2]] = True
     else:
         mask = np.zeros(n_samples, dtype=bool)
         mask[rng.permutation(n_samples)[: (n_samples + 1) // 2]] = True

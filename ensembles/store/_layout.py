@@ -48,17 +48,20 @@ COMMITTED_NOTE = "{location} was published in full, but latest was not moved to 
 
 
 @contextmanager
-def noting_committed(location: str) -> Iterator[None]:
+def noting_committed(location: str, unless: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Note, on any exception raised inside, that the version at ``location`` is committed.
 
     A failure between a version's commit and the move of ``latest`` (Ctrl-C, a full disk,
     a lost connection) leaves a whole version that ``latest`` does not name: readers take
     it by number, and the next publish moves ``latest`` past it. Whoever reports the
     failure must not say that nothing was published; the note (``__notes__``, which
-    :func:`ensembles.cli.common.run_command` prints) says what was.
+    :func:`ensembles.cli.common.run_command` prints) says what was; exceptions of the
+    types in ``unless`` (a version found changed under the publish) get no note.
     """
     try:
         yield
+    except unless:
+        raise
     except BaseException as exc:
         exc.add_note(COMMITTED_NOTE.format(location=location))
         raise

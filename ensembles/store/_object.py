@@ -259,8 +259,10 @@ class ObjectBackend:
             elif version:
                 self._abandon(name, version)
             raise
-        self._check_published(name, version, data, set(files))
-        with noting_committed(self.location(name, version)):
+        location = self.location(name, version)
+        with noting_committed(location, unless=(StoreError,)):  # StoreError: it changed
+            self._check_published(name, version, data, set(files))
+        with noting_committed(location):
             self._move_latest(name, version)
         logger.info("published %s version %d to %s", name, version, self.root)
         return manifest

@@ -75,13 +75,14 @@ def combine(
     heldout: HeldoutPredictions,
     members: list[TrainedMember],
     averaged: tuple[MemberNetwork, list[int]] | None,
+    names: tuple[str, ...],
 ) -> CombinedEnsemble:
     """Fit the combiners, choose the default and score the members out of sample.
 
     Parameters
     ----------
     request : TrainRequest
-        The run's request (combiners, calibration, interval level, default override).
+        The run's request (calibration, interval level, default override).
     task : {"classification", "regression"}
     heldout : HeldoutPredictions
         Member predictions on validation and test rows (and out-of-sample ones on training
@@ -90,6 +91,8 @@ def combine(
         The members trained on the training rows.
     averaged : (MemberNetwork, list of int) or None
         The weight-averaged network and the indices of the members in it, if any.
+    names : tuple of str
+        The combiners to fit (what the preflight kept of ``request.combiners``).
 
     Returns
     -------
@@ -100,7 +103,7 @@ def combine(
         task,
         fit_set,
         heldout,
-        request.combiners,
+        names,
         request.calibrate,
         request.interval_level,
         request.stack_passthrough,

@@ -177,7 +177,7 @@ def run_training(request: TrainRequest) -> TrainReport:
     splits = split_dataset(
         load_dataset(request), request.seed, request.validation_fraction, request.test_fraction
     )
-    request = check_before_training(request, config, splits)
+    combiner_names = check_before_training(request, config, splits)
     data = TrainingData.from_splits(splits)
     wants_averaging = wants_weight_averaging(request)
     n_rows = len(data.y_train) + len(data.y_val)
@@ -217,7 +217,7 @@ def run_training(request: TrainRequest) -> TrainReport:
         request, config, data, members, networks, params["learning_rate"]["rate"], wants_averaging
     )
     heldout = predict_heldout(request, splits, members, networks, served_networks)
-    combined = combine(request, splits.train.task, heldout, members, averaged)
+    combined = combine(request, splits.train.task, heldout, members, averaged, combiner_names)
 
     def write(folder: Path, version: int) -> Manifest:
         parity = [

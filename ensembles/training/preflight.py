@@ -6,7 +6,6 @@ one line, never after every member has trained.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import sys
@@ -223,17 +222,17 @@ def _variant_problems(request: TrainRequest) -> list[str]:
 
 def check_before_training(
     request: TrainRequest, config: TrainConfig, splits: Splits
-) -> TrainRequest:
+) -> tuple[str, ...]:
     """Fail before any member trains on what the split and the options already rule out.
 
     ``config`` is :func:`validated_config`'s answer for ``request``.
 
     Returns
     -------
-    TrainRequest
-        ``request``, or, when ``combiners`` was not given and some of the default ones
-        cannot be fitted on the rows they would get, the request with those left out
-        (with a warning): an optional combiner never stops the default path.
+    tuple of str
+        The combiners to fit: those named by ``combiners``, or every default one but those
+        that cannot be fitted on the rows they would get (left out with a warning: an
+        optional combiner never stops the default path).
 
     Raises
     ------
@@ -336,9 +335,10 @@ def _check_combiners(request: TrainRequest, task: Task) -> None:
         )
 
 
-def _check_combiner_rows(request: TrainRequest, splits: Splits) -> TrainRequest:
-    """Fail before training when a combiner asked for cannot be fitted on the rows it
-    will get; leave out a default one that cannot (never ``mean``), with a warning.
+def _check_combiner_rows(request: TrainRequest, splits: Splits) -> tuple[str, ...]:
+    """The combiners to fit; fail before training when one asked for (by ``combiners``
+    or ``default_combiner``) cannot be fitted on the rows it will get, and leave out with a
+    warning a default one that cannot (never ``mean``).
 
     Too few fit rows, or a class missing from them or from a cross-fitting half, would
     otherwise only fail once every member has trained.
@@ -356,18 +356,19 @@ def _check_combiner_rows(request: TrainRequest, splits: Splits) -> TrainRequest:
             request.stack_passthrough,
         )
 
+    names = check_combiner_names(request.combiners, task)
     found = problems(request.calibrate)
     if not found:
-        return request
-    names = check_combiner_names(request.combiners, task)
+        return names
     fitting = [name for name in names if name not in found]
-    if request.combiners is None and REFERENCE in fitting:
+    required = {REFERENCE, request.default_combiner}
+    if request.combiners is None and not required & set(found):
         logger.warning(
             "left out of the default combiners, as the %s rows are too few to fit them: %s",
             fit_set.record["source"],
             "; ".join(found.values()),
         )
-        return dataclasses.replace(request, combiners=tuple(fitting))
+        return tuple(fitting)
     fitting += [WEIGHT_AVERAGE] if wants_weight_averaging(request) else []
     advice = "add rows or raise --validation-fraction"
     if fitting:

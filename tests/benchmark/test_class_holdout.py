@@ -15,6 +15,7 @@ from ensembles.benchmark.class_holdout import (
 )
 from ensembles.data import Dataset, load_builtin, load_csv
 from ensembles.errors import ConfigError
+from ensembles.store import validate_name
 from tests.conftest import tiny_request
 
 
@@ -53,6 +54,17 @@ def test_holdout_request_trains_on_the_other_classes(tmp_path: Path) -> None:
     assert loaded.classes == ["0", "1", "2", "3", "4"]
     assert len(loaded.y) + len(outside.y) == len(digits.y)
     np.testing.assert_array_equal(encoded_rows(outside, None), digits.X[digits.y >= 5])
+
+
+def test_a_held_out_class_of_capitals_gives_a_valid_ensemble_name(tmp_path: Path) -> None:
+    """``churn-without-Yes`` was refused by the store: names are lowercase."""
+    rows = [f"{i / 10},{('Yes', 'No', 'Maybe')[i % 3]}" for i in range(30)]
+    csv = tmp_path / "Churn Data.csv"
+    csv.write_text("\n".join(["x,churn", *rows]) + "\n")
+    template = tiny_request(tmp_path, dataset=None, csv=csv, target="churn")
+    request, _ = holdout_request(template, ("Yes",), tmp_path / "data")
+    assert request.name == "churn-data-without-yes"
+    assert validate_name(request.name) == request.name
 
 
 def _mixed_csv(path: Path, n_rows: int = 60) -> Path:

@@ -19,6 +19,7 @@ from ensembles.combiners import (
     VotingCombiner,
     build_combiner,
     combiner_from_state,
+    split_rows,
 )
 from ensembles.combiners._calibration import apply_temperature
 from ensembles.errors import ConfigError, DataError, NotFittedError, ShapeError
@@ -369,3 +370,21 @@ def test_failed_fit_leaves_combiner_unfitted(make_toy):
     with pytest.raises(ConfigError):
         combiner.fit(toy.member_preds, toy.y)
     assert not combiner.is_fitted()
+
+
+@pytest.mark.parametrize("counts", [[3] * 20, [1] * 10, [12, 388], [5, 2, 9, 1]])
+def test_stratified_halves_differ_by_one_row_and_hold_every_class_of_two(
+    counts: list[int],
+) -> None:
+    """The blend's weight check and the cross-fitting that chooses the default split the
+    fit rows so: per class alternately, going on from class to class (twenty classes of
+    three rows gave halves of 40 and 20; ten classes of one row an empty half)."""
+    y = np.repeat(np.arange(len(counts)), counts)
+    first, second = split_rows(y, "classification", seed=0)
+    assert sorted([*first, *second]) == list(range(len(y)))
+    assert abs(len(first) - len(second)) <= 1
+    for label, count in enumerate(counts):
+        if count >= 2:
+            assert label in y[first] and label in y[second]
+    again = split_rows(y, "classification", seed=0)
+    assert [a.tolist() for a in again] == [first.tolist(), second.tolist()]

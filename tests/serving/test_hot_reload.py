@@ -117,3 +117,23 @@ def test_a_version_that_loads_on_demand_is_ready_and_a_refused_one_says_why(tmp_
             f"model 'hot' version {corrupt} is not ready: 'hot' version {corrupt} was refused: "
             f"hot/{corrupt}/members/m000.onnx is corrupt"
         )
+
+
+def test_with_a_token_only_a_probe_that_carries_it_loads_a_version(tmp_path):
+    """Loading is an inference request's work: an anonymous probe of a server with a token
+    is answered from what is loaded, and loads nothing."""
+    store = ModelStore(tmp_path / "store")
+    for seed in (1, 2):
+        publish_synthetic(store, "hot", seed=seed)
+    live = LiveServer(store=store.root, poll_interval_s=0, token="s3cret")
+    with live, live.client() as http:
+        anonymous = http.get("/v2/models/hot/versions/1/ready")
+        assert anonymous.status_code == 400
+        assert "it is not loaded (a request with the server's token" in anonymous.json()["error"]
+        states = {
+            s["version"]: s["state"] for s in http.get("/v1/ensembles/hot").json()["versions"]
+        }
+        assert states[1] == "unloaded"
+        assert http.get("/v2/models/hot/versions/2/ready").status_code == 200  # loaded
+        signed = {"Authorization": "Bearer s3cret"}
+        assert http.get("/v2/models/hot/versions/1/ready", headers=signed).status_code == 200

@@ -367,18 +367,33 @@ DIVERGING = {"optimizer": "sgd", "learning_rate": 1e30}
 CLASSIFICATION_COMBINERS = ("mean", "vote", "blend", "caruana", "stack")
 
 
+def test_a_default_combiner_named_by_default_combiner_is_required(tmp_path: Path) -> None:
+    request = tiny_request(
+        tmp_path,
+        config=DIVERGING,
+        dataset="wine",
+        strategy="repeat",
+        validation_fraction=0.03,
+        default_combiner="blend",
+    )
+    with pytest.raises(DataError, match="^the validation rows are too few to fit every"):
+        train_ensemble(request)
+
+
 def test_default_combiners_too_few_rows_can_fit_are_left_out_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Six validation rows: blend and caruana cannot be fitted; with no --combiners given
     the run publishes the others instead of refusing (an imbalanced table's rare class
     missing from a half did the same to stack)."""
-    request = tiny_request(tmp_path, dataset="wine", strategy="repeat", validation_fraction=0.03)
+    request = tiny_request(tmp_path, dataset="wine", strategy="snapshot", validation_fraction=0.03)
     with caplog.at_level(logging.WARNING, logger="ensembles.training.preflight"):
         manifest = train_ensemble(request)
-    assert sorted(manifest.combiners) == ["mean", "stack", "vote"]
-    assert len(caplog.messages) == 1
-    assert caplog.messages[0].startswith(
+    # what the other options imply stays: a snapshot ensemble is weight-averaged
+    assert sorted(manifest.combiners) == ["mean", "stack", "vote", "weight_average"]
+    said = [r.getMessage() for r in caplog.records if r.name == "ensembles.training.preflight"]
+    assert len(said) == 1
+    assert said[0].startswith(
         "left out of the default combiners, as the validation rows are too few to fit them: "
         "blend fails on a cross-fitting half of the 6 fit rows"
     )
