@@ -187,16 +187,19 @@ def _typed(
     if force_numeric:
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values[numbers.isna() & values.notna()]
-        if len(bad):  # line 1 is the header
-            example = f"e.g. '{bad.iloc[0]}' at line {int(bad.index[0]) + 2}"
-            if len(bad) > MAX_TEXT_SHARE_FORCED_NUMERIC * len(present):
-                raise DataError(f"column '{name}' is forced numeric but holds text, {example}")
+        if len(bad):
+            stray = stray_text(values)
+            if stray is None:  # line 1 is the header
+                raise DataError(
+                    f"column '{name}' is forced numeric but holds text, e.g. "
+                    f"'{bad.iloc[0]}' at line {int(bad.index[0]) + 2}"
+                )
             logger.warning(
                 "column '%s' is forced numeric: %d cells that are no numbers are read as "
-                "missing (%s)",
+                "missing (e.g. %s)",
                 name,
-                len(bad),
-                example,
+                stray.count,
+                stray.first,
             )
         return "numeric", numbers.to_numpy(dtype=np.float64), None
     if not force_categorical:
@@ -233,9 +236,22 @@ def _identifier(cells: np.ndarray, numbers_but: str | None) -> str | None:
     )
 
 
-def _numbers_but(values: Any) -> str | None:
-    """For a text column whose cells are numbers but for a few: what those are and the
-    option that keeps the numbers; None for any other column."""
+@dataclass(frozen=True)
+class StrayText:
+    """The cells that are no numbers in a column of numbers but for a few."""
+
+    #: How many cells are no numbers.
+    count: int
+    #: The first, and where: ``'n.a.' at line 7``.
+    first: str
+    #: The distinct numbers among the other cells.
+    n_distinct: int
+
+
+def stray_text(values: Any) -> StrayText | None:
+    """The text cells of a column (indexed by the file's data rows) whose present cells
+    are numbers but for at most :data:`MAX_TEXT_SHARE_FORCED_NUMERIC` of them; None when
+    every present cell is a number, or more of them are text."""
     import pandas as pd
 
     present = values.dropna()
@@ -243,10 +259,19 @@ def _numbers_but(values: Any) -> str | None:
     bad = present[numbers.isna()]
     if not len(bad) or len(bad) > MAX_TEXT_SHARE_FORCED_NUMERIC * len(present):
         return None
+    first = f"'{bad.iloc[0]}' at line {int(bad.index[0]) + 2}"  # line 1 is the header
+    return StrayText(len(bad), first, int(numbers.nunique()))
+
+
+def _numbers_but(values: Any) -> str | None:
+    """For a text column whose cells are numbers but for a few: what those are and the
+    option that keeps the numbers; None for any other column."""
+    stray = stray_text(values)
+    if stray is None:
+        return None
     return (
-        f"all but {len(bad)} of its cells are numbers (e.g. '{bad.iloc[0]}' at line "
-        f"{int(bad.index[0]) + 2}); --numeric {values.name} reads them as numbers, those "
-        "cells as missing"
+        f"all but {stray.count} of its cells are numbers (e.g. {stray.first}); "
+        f"--numeric {values.name} reads them as numbers, those cells as missing"
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ensembles import defaults
-from ensembles.csv_table import read_csv_table
+from ensembles.csv_table import read_csv_table, stray_text
 from ensembles.errors import ConfigError, DataError
 from ensembles.manifest import Task
 from ensembles.tabular import FLOAT32_MAX, Table, TabularSpec, fit_spec
@@ -198,16 +198,12 @@ def load_csv(
 def _check_not_numbers_but(values: Any, target: str, file: str) -> None:
     """Refuse a text target whose cells are numbers but for a few: a measure with stray
     text (``unknown``, ``1,200``) would otherwise be read as hundreds of classes."""
-    import pandas as pd
-
-    numbers = pd.to_numeric(values, errors="coerce")
-    odd = values[numbers.isna()]
-    measure = numbers.nunique() > _MAX_CLASSES_FOR_NUMERIC_TARGET  # else labels like "3+"
-    if len(odd) and len(odd) <= len(values) // 2 and measure:
+    stray = stray_text(values)
+    if stray is not None and stray.n_distinct > _MAX_CLASSES_FOR_NUMERIC_TARGET:  # not "3+"
         raise DataError(
-            f"target column '{target}' of {file} holds numbers but for {len(odd)} cells (e.g. "
-            f"'{odd.iloc[0]}' at line {int(odd.index[0]) + 2}): clean those cells (empty "
-            "ones drop their rows), or give --task classification if the values are labels"
+            f"target column '{target}' of {file} holds numbers but for {stray.count} cells "
+            f"(e.g. {stray.first}): clean those cells (empty ones drop their rows), or give "
+            "--task classification if the values are labels"
         )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ensembles.manifest import InputSpec, Manifest, OutputSpec, StrategyInfo
+from ensembles.store import ModelStore
 
 
 def toy_manifest(name: str, version: int) -> Manifest:
@@ -33,3 +34,12 @@ def toy_writer(payload: bytes = b"weights", name: str = "toy") -> Callable[[Path
         return toy_manifest(name, version)
 
     return write
+
+
+def assert_second_version_kept(store: ModelStore, error: BaseException, folder: str) -> None:
+    """After a failure between the commit of version 2 and the move of ``latest``: the
+    error notes that ``folder`` was published, and version 2 is whole beside latest's 1."""
+    assert error.__notes__ == [f"{folder} was published in full, but latest was not moved to it"]
+    assert store.latest("toy") == 1 and store.versions("toy") == [1, 2]
+    assert store.read_version("toy", 2).files == {"members/m000.onnx": b"second"}
+    assert store.leftovers("toy") == []

@@ -25,7 +25,7 @@ from ensembles.manifest import Manifest
 from ensembles.store import CHECKSUM_FILE, MANIFEST_FILE, ModelStore, _object
 from ensembles.store._layout import CLAIM_PREFIX
 from tests.conftest import tiny_request
-from tests.store_toys import toy_manifest, toy_writer
+from tests.store_toys import assert_second_version_kept, toy_manifest, toy_writer
 from tests.synthetic_ensembles import publish_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,12 +137,7 @@ def test_a_failure_after_the_commit_says_the_version_was_published(
     monkeypatch.setattr(fs, "cat_file", interrupted_cat_file)
     with pytest.raises(KeyboardInterrupt) as raised:
         store.publish("toy", toy_writer(b"second"))
-    assert raised.value.__notes__ == [
-        f"{store.root}/toy/2 was published in full, but latest was not moved to it"
-    ]
-    assert store.latest("toy") == 1 and store.versions("toy") == [1, 2]
-    assert store.read_version("toy", 2).files == {"members/m000.onnx": b"second"}
-    assert store.leftovers("toy") == []
+    assert_second_version_kept(store, raised.value, f"{store.root}/toy/2")
 
 
 _KILLED_PUBLISHER = """
