@@ -26,6 +26,8 @@ from ensembles.errors import ConfigError
 from ensembles.training.config import BALANCED_REGRESSION
 from ensembles.writable import check_report_folder
 
+#: Rounds of ``--apply`` when ``--rounds`` is not given.
+DEFAULT_ROUNDS = 2
 _PATIENCE_HELP = (
     "early stopping patience in epochs; the generalization rule still reads the epochs run "
     "past the best one"
@@ -79,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply the top recommendation and diagnose again",
     )
-    diagnosis.add_argument("--rounds", type=int, default=2, help="--apply: at most this many")
+    diagnosis.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"--apply: at most this many (default: {DEFAULT_ROUNDS})",
+    )
     diagnosis.add_argument(
         "--output", default=None, help="report folder (default: reports/diagnosis/<name>)"
     )
@@ -126,7 +133,9 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
     problems = []
     if args.runs < 2:
         problems.append(f"--runs must be at least 2 to measure run-to-run spread, got {args.runs}")
-    if args.rounds < 1:
+    if args.rounds is not None and not args.apply:
+        problems.append("--rounds applies with --apply only")
+    elif args.rounds is not None and args.rounds < 1:
         problems.append(f"--rounds must be at least 1, got {args.rounds}")
     if problems:
         raise ConfigError("; ".join(problems))
@@ -155,7 +164,7 @@ def run_diagnosis(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any], 
         thresholds,
         args.runs,
         args.seed,
-        rounds=args.rounds if args.apply else 0,
+        rounds=(DEFAULT_ROUNDS if args.rounds is None else args.rounds) if args.apply else 0,
         progress=not args.quiet,
         train_command=train_command(args),
         test=test,

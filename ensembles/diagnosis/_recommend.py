@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from ensembles.diagnosis._verdicts import Diagnosis, Thresholds
+from ensembles.training.budget import budget_from_data
 from ensembles.training.config import TrainConfig
 from ensembles.training.learning_rate import RangeTestResult
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,11 +146,14 @@ def _learning(
             )
         )
     if config.batch_size > 16:
+        # one step an epoch: the batch holds every training row, and a quarter of it may
+        # still do; the smallest batch suggested surely takes more steps
+        one_step = evidence.get("steps_per_epoch") == 1
         found.append(
             Recommendation(
                 "batch size",
                 "smaller batches take more (noisier) steps per epoch",
-                {"batch_size": max(16, config.batch_size // 4)},
+                {"batch_size": 16 if one_step else max(16, config.batch_size // 4)},
             )
         )
     if config.optimizer == "sgd":
@@ -167,15 +168,22 @@ def _learning(
 
 
 def _training_length(evidence: dict[str, Any], config: TrainConfig) -> Recommendation:
-    """Under-training: hand the length to the budget rule, or double the rule's cap."""
-    if evidence.get("budget_rule") == "data":
+    """Under-training: hand the length to the budget rule, or double the epochs allowed
+    when they were the rule's cap or more (the rule would allow fewer)."""
+    steps = evidence.get("steps_per_epoch")
+    rule_cap = budget_from_data(int(steps)).max_epochs if steps else None
+    explicit = evidence.get("budget_rule") == "epochs"
+    if evidence.get("budget_rule") == "data" or (
+        explicit and rule_cap is not None and int(evidence["max_epochs"]) >= rule_cap
+    ):
         cap = int(evidence["max_epochs"])
         overrides: dict[str, Any] = {"epochs": 2 * cap}
         if config.patience is None and evidence.get("budget_patience") is not None:
             overrides["patience"] = int(evidence["budget_patience"])  # keep stopping early
+        reached = f"--epochs {cap}" if explicit else f"the budget rule's cap of {cap} epochs"
         return Recommendation(
             "training length",
-            f"train longer: the runs reached the budget rule's cap of {cap} epochs with the "
+            f"train longer: the runs reached {reached} with the "
             f"validation loss still improving; allow {2 * cap}"
             + (
                 f", still stopping after {overrides['patience']} epochs without improvement"
@@ -326,8 +334,6 @@ def train_flags(config: TrainConfig) -> list[str]:
             words.append(flag)
         elif name in ("standardize", "gaussian_head"):
             words.append("--no-" + name.replace("_", "-") if not value else flag)
-        elif value is None:
-            continue
         else:
             words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return words

@@ -102,10 +102,12 @@ class Thresholds:
             "noise_factor",
         ):
             value = getattr(self, name)
-            if not value > 0:
-                problems.append(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if not self.sampling_factor >= 0:
-            problems.append(f"--sampling-factor must be >= 0, got {self.sampling_factor}")
+            if not 0 < value < math.inf:
+                problems.append(
+                    f"--{name.replace('_', '-')} must be a positive number, got {value}"
+                )
+        if not 0 <= self.sampling_factor < math.inf:
+            problems.append(f"--sampling-factor must be a number >= 0, got {self.sampling_factor}")
         for name in ("min_train_skill", "plateau_skill"):
             value = getattr(self, name)
             if not 0 < value < 1:
@@ -284,7 +286,7 @@ def _run_statistics(
         "val_loss_rise": float(val_loss[-1] - val_loss[best]) / scale.constant_loss,
         "val_skill_drop": float(skill_best - val_skill[-1]),
         "train_drop_since_best": float(train_loss[best] - train_loss[-1]) / scale.constant_loss,
-        **_late_gain(late_train, len(curve), thresholds.noise_factor),
+        **_late_gain(late_train, len(curve), thresholds.noise_factor, _floor(runs)),
         "val_best_in_late": float(best >= len(curve) - n_late),
         "late_fluctuation": _noise(late),
         "val_loss_noise": _noise(late_loss),
@@ -374,6 +376,7 @@ def _learning(stats: list[dict[str, float]], runs: RunSet, thresholds: Threshold
         "used_whole_budget": budget["used_whole_budget"],
         "budget_rule": budget["rule"],
         "max_epochs": budget["max_epochs"],
+        "steps_per_epoch": budget["steps_per_epoch"],
         "budget_patience": budget["patience"],
         "stopped": budget["stopped"],
         "learning_rate": runs.config.learning_rate,
@@ -413,6 +416,7 @@ def _budget_use(runs: RunSet) -> dict[str, Any]:
         "used_whole_budget": used,
         "rule": rule,
         "max_epochs": max_epochs,
+        "steps_per_epoch": budgets[0]["steps_per_epoch"] if budgets else None,
         "patience": patience,
         "stopped": stopped,
         "what": what,
@@ -519,11 +523,22 @@ def _sampling_error(metric: float, runs: RunSet) -> float:
     return metric / math.sqrt(2 * runs.n_val) / max(scale.constant_metric, 1e-12)
 
 
-def _late_gain(late: np.ndarray, epochs_run: int, noise_factor: float) -> dict[str, float]:
+def _floor(runs: RunSet) -> float | None:
+    """The lowest training loss the runs could reach: 0 for cross-entropy and squared
+    error; None for a Gaussian NLL, which has no floor."""
+    gaussian = runs.scale.task == "regression" and runs.config.gaussian_head
+    return None if gaussian else 0.0
+
+
+def _late_gain(
+    late: np.ndarray, epochs_run: int, noise_factor: float, floor: float | None = None
+) -> dict[str, float]:
     """How much further a late curve (constant-loss units) falls in ``epochs_run`` more epochs.
 
-    ``late_gain`` is minus the least-squares slope times ``epochs_run``; ``late_trend`` is 1
-    when that slope is negative and at least ``noise_factor`` times its standard error.
+    ``late_gain`` is minus the least-squares slope times ``epochs_run``, at most the way
+    down to ``floor`` from the curve's last value (a loss cannot fall below its floor, where
+    a straight line would); ``late_trend`` is 1 when that slope is negative and at least
+    ``noise_factor`` times its standard error.
     """
     if len(late) < 3 or not np.isfinite(late).all():
         return {"late_gain": math.nan, "late_trend": 0.0}
@@ -534,7 +549,10 @@ def _late_gain(late: np.ndarray, epochs_run: int, noise_factor: float) -> dict[s
         float(residual @ residual) / (len(late) - 2) / float(((x - x.mean()) ** 2).sum())
     )
     trend = slope < 0 and -slope >= noise_factor * error
-    return {"late_gain": float(-slope * epochs_run), "late_trend": float(trend)}
+    gain = float(-slope * epochs_run)
+    if floor is not None:
+        gain = min(gain, max(float(late[-1]) - floor, 0.0))
+    return {"late_gain": gain, "late_trend": float(trend)}
 
 
 def _noise(values: np.ndarray) -> float:

@@ -128,6 +128,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = _setting_problems(asdict(self), lambda name: "--" + name.replace("_", "-"))
+        if not problems and self.batch_norm and self.batch_size < 2:
+            # a batch of one row has no batch statistics (torch refuses it mid-training)
+            problems.append("--batch-norm needs --batch-size 2 or more, got 1")
         if problems:
             raise ConfigError("; ".join(problems))
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))

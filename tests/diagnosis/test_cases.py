@@ -165,11 +165,17 @@ def test_well_configured_setup_has_no_problem(
     ("argv", "message"),
     [
         (["--dataset", "nope"], "error: unknown dataset 'nope': choose one of digits,"),
-        (["--max-run-spread", "-1"], "error: --max-run-spread must be positive, got -1.0"),
+        (["--max-run-spread", "-1"], "error: --max-run-spread must be a positive number, got -1.0"),
+        (  # accepted, it crashed the report's JSON after every run had trained
+            ["--max-val-loss-rise", "inf"],
+            "error: --max-val-loss-rise must be a positive number, got inf",
+        ),
+        (["--sampling-factor", "inf"], "error: --sampling-factor must be a number >= 0, got inf"),
         (["--min-train-skill", "2"], "error: --min-train-skill must be between 0 and 1, got 2.0"),
         (["--runs", "1"], "error: --runs must be at least 2 to measure run-to-run spread, got 1"),
-        (["--rounds", "0"], "error: --rounds must be at least 1, got 0"),
-        (["--sampling-factor", "-1"], "error: --sampling-factor must be >= 0, got -1.0"),
+        (["--apply", "--rounds", "0"], "error: --rounds must be at least 1, got 0"),
+        (["--rounds", "3"], "error: --rounds applies with --apply only"),
+        (["--sampling-factor", "-1"], "error: --sampling-factor must be a number >= 0, got -1.0"),
         (["--plateau-skill", "1"], "error: --plateau-skill must be between 0 and 1, got 1.0"),
         (
             ["--min-late-gain", "0.2"],

@@ -21,6 +21,7 @@ from ensembles.diagnosis import (
 )
 from ensembles.diagnosis._rounds import next_change
 from ensembles.training import learning_rate
+from ensembles.training.budget import budget_from_data
 from ensembles.training.config import TrainConfig
 
 
@@ -132,6 +133,49 @@ def test_under_training_at_the_budget_rule_s_cap_doubles_the_cap() -> None:
     # Twice the cap, still stopping early with the rule's patience and keeping the best weights.
     assert first.overrides == {"epochs": 4000, "patience": 80}
     assert "cap of 2000 epochs" in first.reason
+
+
+def test_under_training_at_epochs_past_the_rule_s_cap_doubles_them() -> None:
+    """--epochs 4000 (an applied doubling) still too short: handing the length to the rule,
+    whose cap for these rows is 2000 epochs, would train less, not longer."""
+    steps = 1  # one mini-batch an epoch: the rule's cap is MAX_EPOCHS
+    cap = budget_from_data(steps).max_epochs
+    diagnosis = _diagnosis(
+        "learning",
+        diverged_runs=0,
+        still_improving=True,
+        budget_rule="epochs",
+        max_epochs=2 * cap,
+        steps_per_epoch=steps,
+        budget_patience=1000,
+    )
+    first = recommend(diagnosis, TrainConfig(epochs=2 * cap, patience=1000), Thresholds())[0]
+    assert first.technique == "training length"
+    assert first.overrides == {"epochs": 4 * cap}
+    assert first.reason.startswith(f"train longer: the runs reached --epochs {2 * cap} with")
+    shorter = _diagnosis(  # below the rule's cap: the rule decides, as above
+        "learning",
+        diverged_runs=0,
+        still_improving=True,
+        budget_rule="epochs",
+        max_epochs=5,
+        steps_per_epoch=steps,
+    )
+    assert recommend(shorter, TrainConfig(epochs=5), Thresholds())[0].overrides == {
+        "epochs": None,
+        "patience": None,
+    }
+
+
+def test_a_batch_of_every_training_row_is_cut_to_the_smallest_size_suggested() -> None:
+    """--batch-size 100000 on 106 training rows: a quarter of it is one step an epoch still."""
+    one_step = _diagnosis("learning", diverged_runs=0, steps_per_epoch=1)
+    found = recommend(one_step, TrainConfig(batch_size=100_000), Thresholds())
+    sizes = [r.overrides for r in found if r.technique == "batch size"]
+    assert sizes == [{"batch_size": 16}]
+    many = _diagnosis("learning", diverged_runs=0, steps_per_epoch=12)
+    found = recommend(many, TrainConfig(batch_size=256), Thresholds())
+    assert [r.overrides for r in found if r.technique == "batch size"] == [{"batch_size": 64}]
 
 
 def _round(config: TrainConfig, *recommendations: Recommendation) -> Round:

@@ -147,8 +147,8 @@ def test_every_bad_threshold_is_named_in_one_message() -> None:
     with pytest.raises(ConfigError) as caught:
         Thresholds(max_val_loss_rise=0, smoothing=0, late_fraction=1.5)
     assert str(caught.value) == (
-        "--max-val-loss-rise must be positive, got 0; --late-fraction must be in (0, 1], "
-        "got 1.5; --smoothing must be at least 1 epoch, got 0"
+        "--max-val-loss-rise must be a positive number, got 0; --late-fraction must be in "
+        "(0, 1], got 1.5; --smoothing must be at least 1 epoch, got 0"
     )
 
 
@@ -196,7 +196,9 @@ def test_a_flat_training_loss_at_low_skill_is_a_stuck_learning_problem() -> None
 
 def test_a_loss_still_falling_when_the_budget_ran_out_is_slow_at_any_skill() -> None:
     curve = _steady()  # train loss falls 0.5 / 19 per epoch throughout; val loss too
-    gain = 0.5 / 19 * 20 / LN2  # the slope times the 20 epochs, in constant-loss units
+    # the slope times the 20 epochs (0.53) is more than the 0.1 left above a cross-entropy's
+    # floor of 0: the gain is what is left, in constant-loss units
+    gain = min(0.5 / 19 * 20, 0.1) / LN2
     low = dict(curve, train_metric=[0.6] * 20)
     for columns, skill in ((low, 0.2), (curve, 0.92)):
         diagnosis = diagnose_runs(_budgets(_runs(columns, columns), "epochs"), EXACT)
@@ -298,3 +300,13 @@ def test_test_split_figures_are_means_over_runs() -> None:
     assert summary["test_skill"] == pytest.approx((0.85 - 0.5) / 0.5)
     assert summary["ensemble_test_metric"] == 0.9
     assert math.isnan(diagnose_runs(_runs(_steady(), _steady()), EXACT).summary["test_loss"])
+
+
+def test_a_late_gain_never_goes_below_the_loss_s_floor() -> None:
+    """A straight line through a falling cross-entropy would cross zero; a Gaussian NLL has
+    no floor, so its line is taken as it is."""
+    from ensembles.diagnosis._verdicts import _late_gain
+
+    late = np.array([0.05, 0.04, 0.03, 0.02])  # falls 0.01 an epoch, 0.02 left above 0
+    assert _late_gain(late, 20, 2.0, floor=0.0)["late_gain"] == pytest.approx(0.02)
+    assert _late_gain(late, 20, 2.0, floor=None)["late_gain"] == pytest.approx(0.2)

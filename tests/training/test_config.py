@@ -73,3 +73,13 @@ def test_valid_overrides_are_applied_with_json_types() -> None:
     assert config.hidden_sizes == (32, 16)
     assert config.learning_rate == 1 and config.grad_clip is None and config.batch_norm
     assert TrainConfig().override_problems({}) == []
+
+
+def test_batch_norm_needs_batches_of_two_rows() -> None:
+    """A one-row batch has no batch statistics: torch refused it after the range test and
+    whatever had trained, with a traceback."""
+    with pytest.raises(ConfigError, match="^--batch-norm needs --batch-size 2 or more, got 1$"):
+        TrainConfig(batch_norm=True, batch_size=1)
+    with pytest.raises(ConfigError, match="^--batch-norm needs --batch-size 2 or more"):
+        TrainConfig(batch_size=1).with_overrides({"batch_norm": True})
+    assert TrainConfig(batch_norm=True, batch_size=2).batch_size == 2
