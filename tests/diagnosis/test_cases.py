@@ -252,10 +252,10 @@ def test_a_budget_too_short_is_under_training_and_the_budget_rule_cures_it(
     assert {run["stopped"] for run in after.runs.budgets} == {"patience"}
     assert after.diagnosis.verdict != "learning"
     # On the held-out rows the test loss (Gaussian NLL; the constant predictor's is 1.42)
-    # fell from about 1.08 to under 0.25 in both runs when this test was written (0.15 to
-    # 0.24 as the budget rule's patience changed). Asking for a drop of 0.3, about a third of
-    # that, leaves room for other platforms' floating point and for the budget constants,
-    # while still failing when training longer did not help.
+    # fell from about 1.08 to under 0.25 when this test was written, and from 1.195 to 0.516
+    # on 2026-12-06 (the rate and budget rules had changed). Asking for a drop of 0.3, under
+    # half of either, leaves room for other platforms' floating point and for the budget
+    # constants, while still failing when training longer did not help.
     drop = before.diagnosis.summary["test_loss"] - after.diagnosis.summary["test_loss"]
     assert drop > 0.3
 
