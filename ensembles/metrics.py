@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import numpy as np
@@ -14,6 +15,8 @@ from ensembles.errors import ConfigError, DataError, ShapeError
 VARIANCE_FLOOR = 1e-12
 #: Probabilities are clipped at this floor in :func:`nll`, as log loss traditionally does.
 PROB_FLOOR = 1e-15
+#: The constant of the Gaussian log-likelihood per value: ``0.5 * log(2 pi)``.
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
 def _check_probs(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

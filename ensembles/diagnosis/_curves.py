@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ensembles.manifest import Task
+from ensembles.metrics import HALF_LOG_TWO_PI, gaussian_nll_terms
 from ensembles.training.config import TrainConfig
 from ensembles.training.learning_rate import RangeTestResult
 from ensembles.training.loop import member_outputs
@@ -27,7 +28,7 @@ from ensembles.training.plans import repeat_plans
 logger = logging.getLogger(__name__)
 
 # Gaussian NLL (full) of predicting N(0, 1) for a standardized target: 0.5 * log(2 pi) + 0.5.
-_GAUSSIAN_BASELINE_NLL = 0.5 * math.log(2 * math.pi) + 0.5
+_GAUSSIAN_BASELINE_NLL = HALF_LOG_TWO_PI + 0.5
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def _loss(network: MemberNetwork, output: tuple[np.ndarray, ...], y: np.ndarray)
     if len(output) == 1:
         return float(np.mean(error**2))
     variance = np.maximum(output[1] / scale**2, 1e-6)
-    return float(np.mean(0.5 * (np.log(variance) + error**2 / variance + math.log(2 * math.pi))))
+    return float(np.mean(gaussian_nll_terms(error, variance, np.zeros_like(error))))
 
 
 def finite_or_none(value: object) -> object:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ensembles.errors import ConfigError
+from ensembles.metrics import HALF_LOG_TWO_PI
 from ensembles.training.config import BALANCED_REGRESSION, TrainConfig
 from ensembles.training.network import MemberNetwork
 
@@ -330,12 +331,11 @@ def _beta_nll(network: MemberNetwork, beta: float) -> RowLoss:
     beta 1 gives the mean the gradient of squared error, and 0.5 is the paper's advice.
     """
     n = network.n_outputs
-    half_log_two_pi = 0.5 * math.log(2 * math.pi)
 
     def rows(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mean, log_variance = output[..., :n], output[..., n:]
         variance = torch.exp(log_variance)
-        nll = 0.5 * (log_variance + (mean - target) ** 2 / variance) + half_log_two_pi
+        nll = 0.5 * (log_variance + (mean - target) ** 2 / variance) + HALF_LOG_TWO_PI
         return (nll * variance.detach() ** beta).mean(dim=-1)
 
     return rows
