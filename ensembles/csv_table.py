@@ -121,6 +121,7 @@ def read_csv_table(
             "dtype": {name: str for name in categorical},
         }
         frame = _unshifted(pd.read_csv(path, **options), path, options)
+        frame = frame.reset_index(drop=True)  # R's row labels: the index counts the rows
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise DataError(f"cannot parse {path.name} as CSV: {reason}") from exc
@@ -185,15 +186,10 @@ def _typed(
 
     present = values.dropna()
     if force_numeric:
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = values[numbers.isna() & values.notna()]
-        if len(bad):
-            stray = stray_text(values)
-            if stray is None:  # line 1 is the header
-                raise DataError(
-                    f"column '{name}' is forced numeric but holds text, e.g. "
-                    f"'{bad.iloc[0]}' at line {int(bad.index[0]) + 2}"
-                )
+        stray = stray_text(values)
+        if stray is not None and not stray.few:
+            raise DataError(f"column '{name}' is forced numeric but holds text, e.g. {stray.first}")
+        if stray is not None:
             logger.warning(
                 "column '%s' is forced numeric: %d cells that are no numbers are read as "
                 "missing (e.g. %s)",
@@ -201,7 +197,7 @@ def _typed(
                 stray.count,
                 stray.first,
             )
-        return "numeric", numbers.to_numpy(dtype=np.float64), None
+        return "numeric", pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64), None
     if not force_categorical:
         if pd.api.types.is_bool_dtype(values):
             return "boolean", values.astype(float).to_numpy(), ("true", "false")
@@ -238,7 +234,7 @@ def _identifier(cells: np.ndarray, numbers_but: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class StrayText:
-    """The cells that are no numbers in a column of numbers but for a few."""
+    """The cells of a column that are no numbers."""
 
     #: How many cells are no numbers.
     count: int
@@ -246,28 +242,31 @@ class StrayText:
     first: str
     #: The distinct numbers among the other cells.
     n_distinct: int
+    #: Whether they are at most :data:`MAX_TEXT_SHARE_FORCED_NUMERIC` of the present cells:
+    #: a column of numbers but for a few.
+    few: bool
 
 
 def stray_text(values: Any) -> StrayText | None:
-    """The text cells of a column (indexed by the file's data rows) whose present cells
-    are numbers but for at most :data:`MAX_TEXT_SHARE_FORCED_NUMERIC` of them; None when
-    every present cell is a number, or more of them are text."""
+    """The present cells of a column (indexed by the file's data rows) that are no
+    numbers; None when every present cell is a number."""
     import pandas as pd
 
     present = values.dropna()
     numbers = pd.to_numeric(present, errors="coerce")
     bad = present[numbers.isna()]
-    if not len(bad) or len(bad) > MAX_TEXT_SHARE_FORCED_NUMERIC * len(present):
+    if not len(bad):
         return None
     first = f"'{bad.iloc[0]}' at line {int(bad.index[0]) + 2}"  # line 1 is the header
-    return StrayText(len(bad), first, int(numbers.nunique()))
+    few = len(bad) <= MAX_TEXT_SHARE_FORCED_NUMERIC * len(present)
+    return StrayText(len(bad), first, int(numbers.nunique()), few)
 
 
 def _numbers_but(values: Any) -> str | None:
     """For a text column whose cells are numbers but for a few: what those are and the
     option that keeps the numbers; None for any other column."""
     stray = stray_text(values)
-    if stray is None:
+    if stray is None or not stray.few:
         return None
     return (
         f"all but {stray.count} of its cells are numbers (e.g. {stray.first}); "

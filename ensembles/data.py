@@ -199,7 +199,7 @@ def _check_not_numbers_but(values: Any, target: str, file: str) -> None:
     """Refuse a text target whose cells are numbers but for a few: a measure with stray
     text (``unknown``, ``1,200``) would otherwise be read as hundreds of classes."""
     stray = stray_text(values)
-    if stray is not None and stray.n_distinct > _MAX_CLASSES_FOR_NUMERIC_TARGET:  # not "3+"
+    if stray is not None and stray.few and stray.n_distinct > _MAX_CLASSES_FOR_NUMERIC_TARGET:
         raise DataError(
             f"target column '{target}' of {file} holds numbers but for {stray.count} cells "
             f"(e.g. {stray.first}): clean those cells (empty ones drop their rows), or give "

@@ -155,7 +155,7 @@ async def model_version_ready(
     an inference request); any other probe is answered from what is loaded.
     """
     number = parse_version(version)
-    if number is not None and registry.loaded(name, number) is None:
+    if registry.loaded(name, number) is None:
         try:
             await require_token(request)
         except UnauthorizedError as exc:
